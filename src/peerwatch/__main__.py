@@ -1,0 +1,3 @@
+from peerwatch.cli import main
+
+raise SystemExit(main())

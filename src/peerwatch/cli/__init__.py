@@ -1,0 +1,57 @@
+"""Command-line entry point: ``peerwatch <command>``.
+
+Each subcommand lives in its own module under ``peerwatch.cli`` and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` to a callable
+``(argparse.Namespace) -> int``. Subcommand modules keep their top-level imports
+light (argparse and the standard library) and import heavy extras (rich,
+pyroute2, matplotlib) inside the function that runs, so ``peerwatch --help``
+stays fast and works without the extras installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: Subcommand name -> module under peerwatch.cli. Order is the order of --help.
+COMMANDS: dict[str, str] = {
+    "lab": "lab",
+    "demo": "demo",
+    "nc": "nc",
+    "inspect": "inspect",
+    "serve": "serve",
+    "ping": "ping",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="peerwatch",
+        description="Know whether the peer of a TCP connection is alive, and if not, why.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMANDS.values():
+        try:
+            module = importlib.import_module(f"peerwatch.cli.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"peerwatch.cli.{module_name}":
+                raise
+            continue  # not built yet
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        result: int = func(args)
+    except KeyboardInterrupt:
+        return 130
+    return result

@@ -1,0 +1,62 @@
+"""Exceptions raised by peerwatch.
+
+One root, two kinds of trouble, mirroring trio's Closed/Broken split::
+
+    PeerwatchError
+     ├── ConfigError          settings that cannot work together (raised at configuration time)
+     ├── ProtocolError        bytes that break the peerwatch wire protocol
+     │    ├── LocalProtocolError   this side tried to do something the protocol forbids
+     │    └── RemoteProtocolError  the peer sent something the protocol forbids
+     ├── ConnectionClosed     this side closed the connection (your code did it)
+     └── PeerDead             the outside world ended it: carries the Verdict
+          └── HandshakeFailed the peer never completed HELLO within the handshake timeout
+
+``PeerDead.verdict`` says why (cause), since when, and what was not delivered.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from peerwatch.core.verdicts import Verdict
+
+
+class PeerwatchError(Exception):
+    """Root of every exception peerwatch raises on purpose."""
+
+
+class ConfigError(PeerwatchError, ValueError):
+    """Settings that contradict each other or the platform."""
+
+
+class ProtocolError(PeerwatchError):
+    """Bytes that break the wire protocol; the message names what was wrong."""
+
+
+class LocalProtocolError(ProtocolError):
+    """This side asked for something the protocol forbids (e.g. a message over max_frame)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the protocol forbids."""
+
+
+class ConnectionClosed(PeerwatchError):
+    """The connection was closed by this side; its verdict has cause LOCAL."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(f"connection closed locally: {verdict.describe()}")
+        self.verdict = verdict
+
+
+class PeerDead(PeerwatchError):
+    """The peer is gone; ``verdict`` says why, since when, and what was not delivered."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.describe())
+        self.verdict = verdict
+
+
+class HandshakeFailed(PeerDead):
+    """No valid HELLO from the peer within the handshake timeout."""

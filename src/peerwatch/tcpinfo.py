@@ -1,0 +1,231 @@
+"""Typed Linux ``TCP_INFO``: what the kernel knows about a connection.
+
+The kernel's ``struct tcp_info`` (include/uapi/linux/tcp.h) only ever grows at
+its end, and ``getsockopt`` returns as many bytes as the running kernel knows.
+So every field has a fixed offset, and a field the kernel did not return is
+``None`` rather than a guess: the parser is tolerant of old kernels by design.
+Values are in host byte order (this is not wire data).
+"""
+
+from __future__ import annotations
+
+import enum
+import socket
+import struct
+import sys
+from dataclasses import dataclass, fields
+from typing import Protocol
+
+#: ``IPPROTO_TCP``-level option number of TCP_INFO on Linux.
+TCP_INFO_OPT = getattr(socket, "TCP_INFO", 11)
+#: Ask for more than any kernel returns today; the kernel truncates to what it has.
+TCP_INFO_BUFLEN = 512
+
+
+class TcpState(enum.IntEnum):
+    """Linux TCP states (include/net/tcp_states.h)."""
+
+    ESTABLISHED = 1
+    SYN_SENT = 2
+    SYN_RECV = 3
+    FIN_WAIT1 = 4
+    FIN_WAIT2 = 5
+    TIME_WAIT = 6
+    CLOSE = 7
+    CLOSE_WAIT = 8
+    LAST_ACK = 9
+    LISTEN = 10
+    CLOSING = 11
+    NEW_SYN_RECV = 12
+    UNKNOWN = 0
+
+    @classmethod
+    def of(cls, value: int) -> TcpState:
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN
+
+
+# (field name, struct code, byte offset). Offsets follow struct tcp_info.
+_LAYOUT: tuple[tuple[str, str, int], ...] = (
+    ("state", "B", 0),
+    ("ca_state", "B", 1),
+    ("retransmits", "B", 2),
+    ("probes", "B", 3),
+    ("backoff", "B", 4),
+    ("options", "B", 5),
+    ("wscale", "B", 6),
+    ("rto_us", "I", 8),
+    ("ato_us", "I", 12),
+    ("snd_mss", "I", 16),
+    ("rcv_mss", "I", 20),
+    ("unacked", "I", 24),
+    ("sacked", "I", 28),
+    ("lost", "I", 32),
+    ("retrans", "I", 36),
+    ("fackets", "I", 40),
+    ("last_data_sent_ms", "I", 44),
+    ("last_ack_sent_ms", "I", 48),
+    ("last_data_recv_ms", "I", 52),
+    ("last_ack_recv_ms", "I", 56),
+    ("pmtu", "I", 60),
+    ("rcv_ssthresh", "I", 64),
+    ("rtt_us", "I", 68),
+    ("rttvar_us", "I", 72),
+    ("snd_ssthresh", "I", 76),
+    ("snd_cwnd", "I", 80),
+    ("advmss", "I", 84),
+    ("reordering", "I", 88),
+    ("rcv_rtt_us", "I", 92),
+    ("rcv_space", "I", 96),
+    ("total_retrans", "I", 100),
+    ("pacing_rate", "Q", 104),
+    ("max_pacing_rate", "Q", 112),
+    ("bytes_acked", "Q", 120),
+    ("bytes_received", "Q", 128),
+    ("segs_out", "I", 136),
+    ("segs_in", "I", 140),
+    ("notsent_bytes", "I", 144),
+    ("min_rtt_us", "I", 148),
+    ("data_segs_in", "I", 152),
+    ("data_segs_out", "I", 156),
+    ("delivery_rate", "Q", 160),
+    ("busy_time_us", "Q", 168),
+    ("rwnd_limited_us", "Q", 176),
+    ("sndbuf_limited_us", "Q", 184),
+    ("delivered", "I", 192),
+    ("delivered_ce", "I", 196),
+    ("bytes_sent", "Q", 200),
+    ("bytes_retrans", "Q", 208),
+    ("dsack_dups", "I", 216),
+    ("reord_seen", "I", 220),
+    ("rcv_ooopack", "I", 224),
+    ("snd_wnd", "I", 228),
+    ("rcv_wnd", "I", 232),
+    ("rehash", "I", 236),
+)
+#: Bytes every kernel since 2.6 returns (through total_retrans).
+MIN_TCP_INFO_LEN = 104
+
+
+@dataclass(frozen=True)
+class TcpInfo:
+    """One snapshot of TCP_INFO. Fields past ``total_retrans`` are None on kernels without them.
+
+    Times are relative to the moment of the snapshot: ``last_ack_recv_ms`` is how
+    long ago the peer's kernel last acknowledged anything.
+    """
+
+    state: TcpState
+    ca_state: int
+    retransmits: int  # consecutive unanswered retransmissions of the head segment
+    probes: int  # unanswered keepalive or zero-window probes
+    backoff: int  # RTO exponential backoff count
+    options: int
+    wscale: int
+    rto_us: int
+    ato_us: int
+    snd_mss: int
+    rcv_mss: int
+    unacked: int  # segments sent and not yet acknowledged
+    sacked: int
+    lost: int
+    retrans: int
+    fackets: int
+    last_data_sent_ms: int
+    last_ack_sent_ms: int
+    last_data_recv_ms: int
+    last_ack_recv_ms: int
+    pmtu: int
+    rcv_ssthresh: int
+    rtt_us: int
+    rttvar_us: int
+    snd_ssthresh: int
+    snd_cwnd: int
+    advmss: int
+    reordering: int
+    rcv_rtt_us: int
+    rcv_space: int
+    total_retrans: int
+    pacing_rate: int | None = None
+    max_pacing_rate: int | None = None
+    bytes_acked: int | None = None
+    bytes_received: int | None = None
+    segs_out: int | None = None
+    segs_in: int | None = None
+    notsent_bytes: int | None = None  # queued in the kernel, not yet sent (slow reader evidence)
+    min_rtt_us: int | None = None
+    data_segs_in: int | None = None
+    data_segs_out: int | None = None
+    delivery_rate: int | None = None
+    busy_time_us: int | None = None
+    rwnd_limited_us: int | None = None  # time the peer's receive window held us back
+    sndbuf_limited_us: int | None = None
+    delivered: int | None = None
+    delivered_ce: int | None = None
+    bytes_sent: int | None = None
+    bytes_retrans: int | None = None
+    dsack_dups: int | None = None
+    reord_seen: int | None = None
+    rcv_ooopack: int | None = None
+    snd_wnd: int | None = None  # peer's advertised receive window; 0 = peer not reading
+    rcv_wnd: int | None = None
+    rehash: int | None = None
+
+    @property
+    def snd_wscale(self) -> int:
+        return self.wscale & 0x0F
+
+    @property
+    def rcv_wscale(self) -> int:
+        return self.wscale >> 4
+
+    def as_dict(self) -> dict[str, int | str | None]:
+        out: dict[str, int | str | None] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.name if isinstance(value, TcpState) else value
+        return out
+
+
+def parse_tcp_info(raw: bytes) -> TcpInfo:
+    """Decode the bytes of ``getsockopt(TCP_INFO)``; shorter buffers leave newer fields None."""
+    if len(raw) < MIN_TCP_INFO_LEN:
+        raise ValueError(f"TCP_INFO too short: {len(raw)} bytes, need at least {MIN_TCP_INFO_LEN}")
+    values: dict[str, object] = {}
+    for name, code, offset in _LAYOUT:
+        size = struct.calcsize("=" + code)
+        if offset + size > len(raw):
+            break
+        (values[name],) = struct.unpack_from("=" + code, raw, offset)
+    values["state"] = TcpState.of(int(values["state"]))  # type: ignore[call-overload]
+    return TcpInfo(**values)  # type: ignore[arg-type]
+
+
+class _HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+
+def tcp_info(sock: socket.socket | _HasFileno | int) -> TcpInfo | None:
+    """Snapshot TCP_INFO of a connected TCP socket (object or file descriptor).
+
+    Returns None where the platform has no TCP_INFO (not Linux) or the descriptor
+    is not a TCP socket any more; never raises for a closed peer.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    fd = sock if isinstance(sock, int) else sock.fileno()
+    if fd < 0:
+        return None
+    probe = socket.socket(fileno=fd)
+    try:
+        raw = probe.getsockopt(socket.IPPROTO_TCP, TCP_INFO_OPT, TCP_INFO_BUFLEN)
+    except OSError:
+        return None
+    finally:
+        probe.detach()  # the descriptor belongs to the caller
+    try:
+        return parse_tcp_info(raw)
+    except ValueError:
+        return None
