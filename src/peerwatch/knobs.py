@@ -25,7 +25,9 @@ from typing import Literal
 from peerwatch.errors import ConfigError
 
 #: TCP_USER_TIMEOUT (Linux >= 2.6.37); the constant is missing from older Pythons' socket module.
-TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18 if sys.platform.startswith("linux") else None)
+TCP_USER_TIMEOUT = getattr(
+    socket, "TCP_USER_TIMEOUT", 18 if sys.platform.startswith("linux") else None
+)
 #: Idle time before the first keepalive probe: TCP_KEEPIDLE on Linux, TCP_KEEPALIVE on macOS.
 TCP_KEEPIDLE = getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None))
 TCP_KEEPINTVL = getattr(socket, "TCP_KEEPINTVL", None)

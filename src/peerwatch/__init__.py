@@ -1,0 +1,105 @@
+"""peerwatch: know whether the peer of a TCP connection is alive, and if not, why and since when.
+
+The asyncio API is the front door::
+
+    conn = await peerwatch.connect("db.internal", 9000, interval=1.0, timeout=5.0)
+    await conn.send(b"hello")          # returns once the peer application has it
+    try:
+        reply = await conn.recv()
+    except peerwatch.PeerDead as dead:
+        print(dead.verdict.cause, dead.verdict.silent_for, dead.verdict.undelivered)
+
+``peerwatch.sync`` offers the same with blocking calls. Names are imported
+lazily, so ``import peerwatch`` loads neither asyncio nor the socket machinery
+until they are used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "Config": "peerwatch.core.config",
+    "Cause": "peerwatch.core.verdicts",
+    "Verdict": "peerwatch.core.verdicts",
+    "PeerwatchError": "peerwatch.errors",
+    "ConfigError": "peerwatch.errors",
+    "ProtocolError": "peerwatch.errors",
+    "LocalProtocolError": "peerwatch.errors",
+    "RemoteProtocolError": "peerwatch.errors",
+    "ConnectionClosed": "peerwatch.errors",
+    "PeerDead": "peerwatch.errors",
+    "HandshakeFailed": "peerwatch.errors",
+    "TcpInfo": "peerwatch.tcpinfo",
+    "TcpState": "peerwatch.tcpinfo",
+    "tcp_info": "peerwatch.tcpinfo",
+    "KernelKnobs": "peerwatch.knobs",
+    "knobs_for": "peerwatch.knobs",
+    "apply_knobs": "peerwatch.knobs",
+    "Connection": "peerwatch.aio.connection",
+    "Delivery": "peerwatch.aio.connection",
+    "connect": "peerwatch.aio.client",
+    "serve": "peerwatch.aio.server",
+    "Server": "peerwatch.aio.server",
+}
+
+__all__ = [
+    "Cause",
+    "Config",
+    "ConfigError",
+    "Connection",
+    "ConnectionClosed",
+    "Delivery",
+    "HandshakeFailed",
+    "KernelKnobs",
+    "LocalProtocolError",
+    "PeerDead",
+    "PeerwatchError",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "Server",
+    "TcpInfo",
+    "TcpState",
+    "Verdict",
+    "apply_knobs",
+    "connect",
+    "knobs_for",
+    "serve",
+    "tcp_info",
+]
+
+if TYPE_CHECKING:
+    from peerwatch.aio.client import connect
+    from peerwatch.aio.connection import Connection, Delivery
+    from peerwatch.aio.server import Server, serve
+    from peerwatch.core.config import Config
+    from peerwatch.core.verdicts import Cause, Verdict
+    from peerwatch.errors import (
+        ConfigError,
+        ConnectionClosed,
+        HandshakeFailed,
+        LocalProtocolError,
+        PeerDead,
+        PeerwatchError,
+        ProtocolError,
+        RemoteProtocolError,
+    )
+    from peerwatch.knobs import KernelKnobs, apply_knobs, knobs_for
+    from peerwatch.tcpinfo import TcpInfo, TcpState, tcp_info
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'peerwatch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -1,0 +1,640 @@
+"""A peerwatch connection on asyncio: heartbeats, acknowledged delivery, one verdict.
+
+The Connection is an ``asyncio.Protocol``: it only moves bytes between the
+transport and the sans-IO core (decoder, delivery books, liveness machine) and
+turns the core's decisions into writes, wake-ups and the final Verdict.
+Timers live in the loop's shared ``TimerQueue``; a connection has no timer
+handle or task of its own.
+
+Write path: control frames (PING, PONG, ACK, GOODBYE) go straight to the
+transport. Data goes through ``_outbox`` and is written in chunks only while
+the transport is below its high-water mark, so a control frame never queues
+behind more than about one chunk plus that mark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import os
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Generator
+from typing import Any, Literal
+
+from peerwatch.aio.timers import timer_queue
+from peerwatch.core.config import Config
+from peerwatch.core.decoder import Decoder
+from peerwatch.core.delivery import Inbound, Outbound
+from peerwatch.core.frames import (
+    PROTOCOL_VERSION,
+    Ack,
+    Data,
+    Goodbye,
+    GoodbyeCode,
+    Hello,
+    Ping,
+    Pong,
+    encode_ack,
+    encode_data,
+    encode_goodbye,
+    encode_hello,
+    encode_ping,
+    encode_pong,
+)
+from peerwatch.core.liveness import Action, Liveness
+from peerwatch.core.verdicts import Cause, Verdict, classify_os_error, errno_name, hung_or_silent
+from peerwatch.errors import (
+    ConnectionClosed,
+    HandshakeFailed,
+    LocalProtocolError,
+    PeerDead,
+    PeerwatchError,
+    ProtocolError,
+)
+from peerwatch.tcpinfo import tcp_info
+
+log = logging.getLogger("peerwatch")
+
+#: Random per process start; a peer that sees it change knows we restarted.
+INCARNATION = int.from_bytes(os.urandom(8), "big")
+#: Transport buffer above which data stops being written (control frames still go).
+WRITE_HIGH_WATER = 64 * 1024
+#: Data written per flush before yielding to other connections on the loop.
+FLUSH_BUDGET = 1024 * 1024
+
+Role = Literal["client", "server"]
+
+
+class Delivery:
+    """Handle for one enqueued message: ``await delivery`` returns once the peer has it."""
+
+    __slots__ = ("_conn", "seq")
+
+    def __init__(self, conn: Connection, seq: int) -> None:
+        self._conn = conn
+        self.seq = seq
+
+    @property
+    def acknowledged(self) -> bool:
+        return self._conn._outbound.acked_through >= self.seq
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._conn._wait_acked(self.seq).__await__()
+
+    def __repr__(self) -> str:
+        return f"<Delivery seq={self.seq} acknowledged={self.acknowledged}>"
+
+
+class Connection(asyncio.Protocol):
+    """One peerwatch connection. Made by ``peerwatch.connect`` or handed to a ``serve`` handler."""
+
+    __slots__ = (
+        "_ack_waiters",
+        "_callbacks",
+        "_closed",
+        "_config",
+        "_decoder",
+        "_flush_scheduled",
+        "_handshake_deadline",
+        "_inbound",
+        "_inbox",
+        "_loop",
+        "_outbound",
+        "_outbox",
+        "_partial_offset",
+        "_reading_paused",
+        "_ready",
+        "_recv_waiter",
+        "_space_waiters",
+        "_timer_at",
+        "_timers",
+        "_transport",
+        "_write_paused",
+        "bytes_in",
+        "bytes_out",
+        "liveness",
+        "peer",
+        "peer_hello",
+        "peer_restarted",
+        "pings_received",
+        "pings_sent",
+        "role",
+        "verdict",
+    )
+
+    def __init__(
+        self, config: Config, role: Role, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        self._config = config
+        self.role = role
+        self._transport: asyncio.Transport | None = None
+        self._timers = timer_queue(self._loop)
+        self._timer_at: float | None = None
+        self._decoder = Decoder(config.max_frame)
+        self._inbound = Inbound(config.max_message)
+        self._outbound = Outbound()
+        self._outbox: deque[tuple[int, bytes]] = deque()
+        self._partial_offset = 0
+        self._flush_scheduled = False
+        self._write_paused = False
+        self._reading_paused = False
+        self._inbox: deque[bytes] = deque()
+        self._recv_waiter: asyncio.Future[None] | None = None
+        self._space_waiters: deque[asyncio.Future[None]] = deque()
+        self._ack_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._ready: asyncio.Future[None] = self._loop.create_future()
+        self._closed: asyncio.Future[Verdict] = self._loop.create_future()
+        self._callbacks: list[Callable[[Connection, Verdict], None]] = []
+        self._handshake_deadline = 0.0
+        self.liveness = Liveness(config, self._loop.time())
+        self.verdict: Verdict | None = None
+        self.peer_hello: Hello | None = None
+        self.peer_restarted = False  # set by connect(): the server's incarnation changed
+        self.peer: tuple[str, int] | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.pings_sent = 0
+        self.pings_received = 0
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def rtt(self) -> float | None:
+        """Smoothed application-level round-trip time in seconds (from PING/PONG)."""
+        return self.liveness.rtt
+
+    @property
+    def peer_incarnation(self) -> int | None:
+        return self.peer_hello.incarnation if self.peer_hello else None
+
+    @property
+    def in_flight(self) -> int:
+        """Messages enqueued and not yet acknowledged by the peer."""
+        return self._outbound.in_flight
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self._transport
+
+    def add_verdict_callback(self, callback: Callable[[Connection, Verdict], None]) -> None:
+        """Call ``callback(conn, verdict)`` once, when the verdict is reached."""
+        if self.verdict is not None:
+            self._loop.call_soon(callback, self, self.verdict)
+        else:
+            self._callbacks.append(callback)
+
+    async def enqueue(self, payload: bytes | bytearray | memoryview) -> Delivery:
+        """Queue a message; waits only while the send queue is full (backpressure)."""
+        self._raise_if_over()
+        data = payload if type(payload) is bytes else bytes(payload)
+        peer = self.peer_hello
+        if peer is not None and len(data) > peer.max_message:
+            raise LocalProtocolError(
+                f"message of {len(data)} bytes exceeds the peer's max_message ({peer.max_message})"
+            )
+        outbound = self._outbound
+        while outbound.in_flight >= self._config.send_queue:
+            waiter = self._loop.create_future()
+            self._space_waiters.append(waiter)
+            await waiter
+            self._raise_if_over()
+        seq = outbound.assign(data)
+        self._outbox.append((seq, data))
+        if not self._flush_scheduled and not self._write_paused:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        return Delivery(self, seq)
+
+    async def send(self, payload: bytes | bytearray | memoryview) -> None:
+        """Send a message and return once the peer application has received it."""
+        delivery = await self.enqueue(payload)
+        await self._wait_acked(delivery.seq)
+
+    async def drain(self) -> None:
+        """Wait until every message enqueued so far is acknowledged."""
+        await self._wait_acked(self._outbound.next_seq - 1)
+
+    async def recv(self) -> bytes:
+        """Next message from the peer. Messages already received are returned before a verdict."""
+        while True:
+            inbox = self._inbox
+            if inbox:
+                message = inbox.popleft()
+                if self._reading_paused and len(inbox) <= self._config.recv_queue // 2:
+                    self._resume_reading()
+                return message
+            self._raise_if_over()
+            if self._recv_waiter is not None:
+                raise RuntimeError("recv() is already being awaited on this connection")
+            waiter = self._recv_waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._recv_waiter = None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                yield await self.recv()
+            except (PeerDead, ConnectionClosed) as exc:
+                if exc.verdict.cause in (Cause.GOODBYE, Cause.LOCAL, Cause.EOF):
+                    return
+                raise
+
+    async def close(self, reason: str = "") -> Verdict:
+        """Say GOODBYE after the queued data, close, and return the verdict (cause LOCAL)."""
+        if self.verdict is None:
+            self._flush(everything=True)
+            self._write(encode_goodbye(GoodbyeCode.NORMAL, reason))
+            self._decide(Cause.LOCAL, f"closed by this side: {reason or 'no reason given'}")
+            transport = self._transport
+            if transport is not None and not transport.is_closing():
+                if transport.can_write_eof():
+                    transport.write_eof()
+                self._loop.call_later(self._config.close_timeout, self._abort)
+        return await self.wait_closed()
+
+    async def wait_closed(self) -> Verdict:
+        """Wait for the verdict, whatever ends the connection."""
+        return await asyncio.shield(self._closed)
+
+    def __repr__(self) -> str:
+        state = self.verdict.cause.value if self.verdict else "open"
+        return f"<peerwatch.Connection {self.role} peer={self.peer} {state}>"
+
+    # ------------------------------------------------------- protocol callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        peername = transport.get_extra_info("peername")
+        if isinstance(peername, tuple):
+            self.peer = (str(peername[0]), int(peername[1]))
+        config = self._config
+        self._write(
+            encode_hello(
+                Hello(
+                    PROTOCOL_VERSION,
+                    INCARNATION,
+                    config.interval,
+                    config.timeout,
+                    config.max_frame,
+                    config.max_message,
+                )
+            )
+        )
+        now = self._loop.time()
+        self._handshake_deadline = now + config.handshake_timeout
+        self._timers.schedule(self, self._handshake_deadline)
+
+    def data_received(self, data: bytes) -> None:
+        if self.verdict is not None:
+            return
+        now = self._loop.time()
+        self.bytes_in += len(data)
+        try:
+            frames = self._decoder.feed(data)
+        except ProtocolError as exc:
+            self._violation(str(exc))
+            return
+        liveness = self.liveness
+        if self.peer_hello is None:
+            liveness.on_receive(now)
+            if not frames:
+                return
+            first = frames[0]
+            if not isinstance(first, Hello):
+                self._violation(f"expected HELLO first, got {type(first).__name__.upper()}")
+                return
+            self._handshake(first, now)
+            liveness = self.liveness
+            frames = frames[1:]
+        got_message = False
+        heard = not frames  # a partial frame is life too
+        inbound = self._inbound
+        inbox = self._inbox
+        try:
+            for frame in frames:
+                if type(frame) is Data:
+                    heard = True
+                    message = inbound.on_data(frame)
+                    if message is not None:
+                        inbox.append(message)
+                        got_message = True
+                elif type(frame) is Pong:
+                    liveness.on_pong(now, frame.stamp / 1_000_000)
+                else:
+                    heard = True
+                    if self._control(frame, now):
+                        return
+        except ProtocolError as exc:
+            self._violation(str(exc))
+            return
+        if heard:
+            liveness.on_receive(now)
+        if got_message:
+            self._write(encode_ack(inbound.received_through))
+            waiter = self._recv_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            if len(inbox) >= self._config.recv_queue and not self._reading_paused:
+                self._pause_reading()
+
+    def eof_received(self) -> bool:
+        if self.verdict is None:
+            self._decide(Cause.EOF, "the peer closed its sending side without GOODBYE")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.verdict is None:
+            if isinstance(exc, OSError):
+                cause = classify_os_error(exc) or Cause.RESET
+                self._decide(cause, f"connection lost: {exc}", exc)
+            elif exc is not None:
+                self._decide(Cause.RESET, f"connection lost: {exc!r}")
+            else:
+                self._decide(Cause.EOF, "the connection closed")
+        self._timers.cancel(self)
+        if not self._closed.done():
+            self._closed.set_result(self.verdict)  # type: ignore[arg-type]
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._outbox and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    # ------------------------------------------------------------------- timer
+
+    def on_timer(self, now: float) -> float | None:
+        if self.verdict is not None:
+            return None
+        if self.peer_hello is None:
+            if now >= self._handshake_deadline:
+                self._handshake_timeout(now)
+                return None
+            return self._handshake_deadline
+        liveness = self.liveness
+        action = liveness.handle_timer(now)
+        if action is Action.DEAD:
+            self._declare_silent(now)
+            return None
+        if action is Action.PING:
+            seq, stamp = liveness.ping_sent(now)
+            self._write(encode_ping(seq, stamp))
+            self.pings_sent += 1
+        return liveness.next_deadline()
+
+    # ---------------------------------------------------------------- internals
+
+    def _handshake(self, hello: Hello, now: float) -> None:
+        self.peer_hello = hello
+        self.liveness = Liveness(self._config, now)
+        if not self._ready.done():
+            self._ready.set_result(None)
+        self._timers.schedule(self, self.liveness.next_deadline())
+
+    def _control(self, frame: Any, now: float) -> bool:
+        """Handle a non-DATA frame; True when it ended the connection."""
+        if type(frame) is Ack:
+            self._outbound.on_ack(frame.seq)
+            self._wake_acked()
+        elif type(frame) is Ping:
+            self.pings_received += 1
+            if not self.liveness.on_ping_received(now):
+                self._violation(
+                    "too many pings: more than"
+                    f" {self._config.max_pings_per_interval} per {self._config.interval} s",
+                    GoodbyeCode.TOO_MANY_PINGS,
+                )
+                return True
+            self._write(encode_pong(frame.seq, frame.stamp))
+        elif type(frame) is Goodbye:
+            code = frame.code
+            name = code.name if isinstance(code, GoodbyeCode) else f"code {code}"
+            self._decide(
+                Cause.GOODBYE,
+                f"the peer said goodbye ({name}): {frame.reason or 'no reason given'}",
+                goodbye=frame.reason,
+            )
+            self._close_transport()
+            return True
+        elif type(frame) is Hello:
+            self._violation("HELLO received twice")
+            return True
+        return False
+
+    def _wake_acked(self) -> None:
+        acked = self._outbound.acked_through
+        waiters = self._ack_waiters
+        while waiters and waiters[0][0] <= acked:
+            fut = heapq.heappop(waiters)[2]
+            if not fut.done():
+                fut.set_result(None)
+        room = self._config.send_queue - self._outbound.in_flight
+        space = self._space_waiters
+        while space and room > 0:
+            fut = space.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                room -= 1
+
+    async def _wait_acked(self, seq: int) -> None:
+        if self._outbound.acked_through >= seq:
+            return
+        self._raise_if_over()
+        fut: asyncio.Future[None] = self._loop.create_future()
+        heapq.heappush(self._ack_waiters, (seq, id(fut), fut))
+        await fut
+
+    def _write(self, frame: bytes) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(frame)
+            self.bytes_out += len(frame)
+
+    def _flush(self, everything: bool = False) -> None:
+        """Write queued data in chunks while the transport has room."""
+        self._flush_scheduled = False
+        transport = self._transport
+        if transport is None or transport.is_closing() or self.verdict is not None:
+            return
+        outbox = self._outbox
+        outbound = self._outbound
+        chunk = self._config.chunk_size
+        budget = FLUSH_BUDGET
+        while outbox and (everything or (budget > 0 and not self._write_paused)):
+            parts: list[bytes] = []
+            size = 0
+            while outbox and size < chunk:
+                seq, payload = outbox[0]
+                offset = self._partial_offset
+                if offset == 0 and len(payload) <= chunk:
+                    frame = encode_data(seq, payload)
+                    outbox.popleft()
+                    outbound.sent_through = seq
+                else:
+                    end = offset + chunk
+                    more = end < len(payload)
+                    frame = encode_data(seq, payload[offset:end], more)
+                    if more:
+                        self._partial_offset = end
+                    else:
+                        self._partial_offset = 0
+                        outbox.popleft()
+                        outbound.sent_through = seq
+                parts.append(frame)
+                size += len(frame)
+            data = b"".join(parts)
+            transport.write(data)
+            self.bytes_out += size
+            budget -= size
+        if outbox and not self._write_paused and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _pause_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+        self._reading_paused = True
+        self.liveness.pause()
+
+    def _resume_reading(self) -> None:
+        self._reading_paused = False
+        self.liveness.resume(self._loop.time())
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def _raise_if_over(self) -> None:
+        verdict = self.verdict
+        if verdict is None:
+            return
+        if verdict.cause is Cause.LOCAL:
+            raise ConnectionClosed(verdict)
+        raise PeerDead(verdict)
+
+    def _declare_silent(self, now: float) -> None:
+        liveness = self.liveness
+        silent_for = liveness.silent_for(now)
+        info = self._tcp_info()
+        cause = hung_or_silent(info, silent_for)
+        if cause is Cause.HUNG:
+            detail = (
+                f"nothing from the peer application for {silent_for:.3f} s,"
+                " but its kernel still acknowledges our bytes: the peer process is stuck"
+            )
+        else:
+            detail = f"nothing from the peer for {silent_for:.3f} s, not even TCP acknowledgements"
+            if info is not None:
+                detail += f" ({info.retransmits} retransmissions, {info.unacked} unacked segments)"
+        self._decide(cause, detail, info=info)
+        self._write(encode_goodbye(GoodbyeCode.NORMAL, f"{cause.value}: peer silent"))
+        self._close_transport()
+
+    def _handshake_timeout(self, now: float) -> None:
+        if self.bytes_in:
+            self._violation(f"no valid HELLO within {self._config.handshake_timeout} s")
+            return
+        info = self._tcp_info()
+        cause = hung_or_silent(info, now - self.liveness.last_heard)
+        self._decide(
+            cause,
+            f"no HELLO within the handshake timeout ({self._config.handshake_timeout} s)",
+            info=info,
+            handshake=True,
+        )
+        self._write(encode_goodbye(GoodbyeCode.HANDSHAKE_TIMEOUT, "no HELLO"))
+        self._close_transport()
+
+    def _violation(self, message: str, code: GoodbyeCode = GoodbyeCode.PROTOCOL_ERROR) -> None:
+        """The peer broke the protocol: tell it why, end this connection only."""
+        if self.verdict is not None:
+            return
+        self._write(encode_goodbye(code, message))
+        self._decide(Cause.PROTOCOL, message)
+        self._close_transport()
+
+    def _tcp_info(self) -> Any:
+        transport = self._transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        return tcp_info(sock) if sock is not None else None
+
+    def _decide(
+        self,
+        cause: Cause,
+        detail: str,
+        exc: BaseException | None = None,
+        *,
+        info: Any = None,
+        goodbye: str | None = None,
+        handshake: bool = False,
+    ) -> None:
+        """Reach the one verdict of this connection and fail everything waiting on it."""
+        if self.verdict is not None:
+            return
+        now = self._loop.time()
+        liveness = self.liveness
+        if info is None and cause is not Cause.LOCAL:
+            info = self._tcp_info()
+        verdict = Verdict(
+            cause=cause,
+            detail=detail,
+            detected_at=now,
+            silent_for=liveness.silent_for(now),
+            errno=errno_name(exc),
+            tcp_info=info,
+            local_stall=liveness.local_stall,
+            undelivered=self._outbound.undelivered(),
+            goodbye_reason=goodbye,
+        )
+        self.verdict = verdict
+        self._timers.cancel(self)
+        error: PeerwatchError
+        if cause is Cause.LOCAL:
+            error = ConnectionClosed(verdict)
+        elif handshake:
+            error = HandshakeFailed(verdict)
+        else:
+            error = PeerDead(verdict)
+        if not self._ready.done():
+            self._ready.set_exception(error)
+            self._ready.exception()  # retrieved: nobody may be waiting for the handshake
+        for waiter in (*self._space_waiters, *(w[2] for w in self._ack_waiters)):
+            if not waiter.done():
+                waiter.set_exception(error)
+        self._space_waiters.clear()
+        self._ack_waiters.clear()
+        if self._recv_waiter is not None and not self._recv_waiter.done():
+            self._recv_waiter.set_result(None)  # recv() re-checks and raises
+        for callback in self._callbacks:
+            try:
+                callback(self, verdict)
+            except Exception:
+                log.exception("verdict callback %r failed", callback)
+        self._callbacks.clear()
+        if cause is not Cause.LOCAL:
+            log.info("peer %s: %s", self.peer, verdict.describe())
+
+    def _close_transport(self) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+            self._loop.call_later(self._config.close_timeout, self._abort)
+
+    def _abort(self) -> None:
+        transport = self._transport
+        if transport is not None and not self._closed.done():
+            transport.abort()

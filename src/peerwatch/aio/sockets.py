@@ -1,0 +1,66 @@
+"""Creating the sockets peerwatch owns, with the kernel knobs applied before connect/listen.
+
+Knobs go on before ``connect`` (TCP_USER_TIMEOUT then also bounds the SYN
+retries) and on the listening socket (Linux copies them to accepted sockets).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+from peerwatch.core.config import Config
+from peerwatch.knobs import Applied, apply_knobs, knobs_for
+
+log = logging.getLogger("peerwatch")
+
+
+def tune(sock: socket.socket, config: Config) -> Applied | None:
+    """Apply the kernel backup knobs for ``config``; report what could not be applied."""
+    if not config.kernel_knobs:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return None
+    applied = apply_knobs(sock, knobs_for(config.kernel_bound))
+    if not applied.complete:
+        log.debug("kernel knobs not applied on this platform: %s", ", ".join(applied.missing()))
+    return applied
+
+
+def listening_socket(
+    host: str | None,
+    port: int,
+    config: Config,
+    *,
+    reuse_port: bool = False,
+    backlog: int = 1024,
+    family: int = socket.AF_UNSPEC,
+) -> socket.socket:
+    """A bound, listening, non-blocking socket with SO_REUSEADDR (and SO_REUSEPORT if asked).
+
+    SO_REUSEADDR lets a restarted server bind while old connections sit in
+    TIME_WAIT; SO_REUSEPORT lets several processes each own a listening socket on
+    the same port, the kernel balancing accepts among them (Linux >= 3.9).
+    """
+    infos = socket.getaddrinfo(
+        host, port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE | socket.AI_ADDRCONFIG
+    )
+    if not infos:
+        raise OSError(f"cannot resolve {host!r}")
+    af, kind, proto, _, addr = infos[0]
+    sock = socket.socket(af, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            if not hasattr(socket, "SO_REUSEPORT"):
+                raise OSError("SO_REUSEPORT is not available on this platform")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if af == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        tune(sock, config)
+        sock.bind(addr)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -1,0 +1,106 @@
+"""Settings, validated once at configuration time so a bad combination fails early."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from peerwatch.errors import ConfigError
+
+Policy = Literal["fixed", "adaptive"]
+
+#: Hard ceiling on max_frame: the length prefix is 32 bits, but a single frame of
+#: more than 64 MiB would let one peer pin that much of our memory.
+MAX_FRAME_CEILING = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    """How a connection watches its peer, and the limits that protect this process.
+
+    ``interval``: send a PING after this many seconds with nothing heard.
+    ``timeout``: declare the peer dead after this many seconds with nothing heard.
+    ``policy="adaptive"`` lets the effective timeout follow the measured arrival
+    distribution (phi accrual), never below ``min_timeout`` and never above ``timeout``.
+    """
+
+    interval: float = 1.0
+    timeout: float = 5.0
+    policy: Policy = "fixed"
+    # adaptive (phi accrual, Hayashibara et al. 2004)
+    phi_threshold: float = 8.0
+    min_timeout: float | None = None  # floor of the adaptive timeout; default 2 x interval
+    acceptable_pause: float = 0.0  # extra silence tolerated on top of the distribution
+    # local stall awareness: a gap in our own timer this much past its deadline is a stall
+    stall_threshold: float | None = None  # default: min(interval, timeout / 4)
+    # limits
+    max_frame: int = 1024 * 1024
+    chunk_size: int = 64 * 1024
+    max_message: int = 16 * 1024 * 1024  # largest reassembled message accepted from the peer
+    handshake_timeout: float = 5.0
+    send_queue: int = 1024  # messages waiting for the wire before send()/enqueue() blocks
+    recv_queue: int = 1024  # messages waiting for recv() before we stop reading the socket
+    max_pings_per_interval: int = 10  # a peer pinging faster gets GOODBYE(too many pings)
+    close_timeout: float = 1.0  # how long close() waits for the peer's GOODBYE/FIN
+    kernel_knobs: bool = True  # keepalive + TCP_USER_TIMEOUT as a backup to heartbeats
+
+    def __post_init__(self) -> None:
+        for name in ("interval", "timeout", "handshake_timeout", "close_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+        if self.timeout <= self.interval:
+            raise ConfigError(
+                f"timeout ({self.timeout} s) must be longer than interval ({self.interval} s): "
+                "the peer would be declared dead before it was even asked for a sign of life"
+            )
+        if self.policy not in ("fixed", "adaptive"):
+            raise ConfigError(f"policy must be 'fixed' or 'adaptive', got {self.policy!r}")
+        if self.min_timeout is not None and not (self.interval < self.min_timeout <= self.timeout):
+            raise ConfigError(
+                f"min_timeout ({self.min_timeout} s) must lie in (interval, timeout]"
+                f" = ({self.interval}, {self.timeout}]"
+            )
+        if self.phi_threshold <= 0:
+            raise ConfigError(f"phi_threshold must be positive, got {self.phi_threshold}")
+        if self.acceptable_pause < 0:
+            raise ConfigError(f"acceptable_pause must be >= 0, got {self.acceptable_pause}")
+        if self.stall_threshold is not None and self.stall_threshold <= 0:
+            raise ConfigError(f"stall_threshold must be positive, got {self.stall_threshold}")
+        if not 64 <= self.max_frame <= MAX_FRAME_CEILING:
+            raise ConfigError(
+                f"max_frame must lie in [64, {MAX_FRAME_CEILING}], got {self.max_frame}"
+            )
+        if not 1 <= self.chunk_size <= self.max_frame - 64:
+            raise ConfigError(
+                f"chunk_size must lie in [1, max_frame - 64] = [1, {self.max_frame - 64}],"
+                f" got {self.chunk_size}"
+            )
+        if self.max_message < 1:
+            raise ConfigError(f"max_message must be at least 1, got {self.max_message}")
+        for name in ("send_queue", "recv_queue", "max_pings_per_interval"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    @property
+    def effective_min_timeout(self) -> float:
+        return (
+            self.min_timeout
+            if self.min_timeout is not None
+            else min(2 * self.interval, self.timeout)
+        )
+
+    @property
+    def effective_stall_threshold(self) -> float:
+        if self.stall_threshold is not None:
+            return self.stall_threshold
+        return min(self.interval, self.timeout / 4)
+
+    @property
+    def kernel_bound(self) -> float:
+        """Bound for the kernel backup: a little after the heartbeat verdict, so ours comes first."""
+        return self.timeout + self.interval
+
+    def with_(self, **changes: object) -> Config:
+        return replace(self, **changes)  # type: ignore[arg-type]

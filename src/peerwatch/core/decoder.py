@@ -1,0 +1,136 @@
+"""Incremental frame decoder: feed bytes in any split, get whole frames out.
+
+Memory is bounded: a header announcing a body over ``max_frame`` is refused
+before its body is buffered, so the buffer never holds more than one partial
+frame plus the bytes handed to the current ``feed`` call. Every malformed
+input ends in ``RemoteProtocolError`` naming what was wrong; no other
+exception escapes (the fuzz tests hold us to it).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from peerwatch.core.frames import (
+    DATA_BODY_HEADER_SIZE,
+    FLAG_MORE,
+    GOODBYE_HEAD,
+    HEADER,
+    HEADER_SIZE,
+    HELLO_BODY,
+    MAGIC,
+    PING_BODY,
+    PROTOCOL_VERSION,
+    SEQ,
+    Ack,
+    Data,
+    Frame,
+    Goodbye,
+    GoodbyeCode,
+    Hello,
+    Kind,
+    Ping,
+    Pong,
+)
+from peerwatch.errors import RemoteProtocolError
+
+_DATA_HEAD = struct.Struct("!QB")
+_FIXED_SIZES = {Kind.ACK: 8, Kind.PING: 12, Kind.PONG: 12, Kind.HELLO: HELLO_BODY.size}
+
+
+class Decoder:
+    """Turns a byte stream into frames. One instance per connection direction."""
+
+    __slots__ = ("_buffer", "max_frame")
+
+    def __init__(self, max_frame: int) -> None:
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for a frame not yet complete."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Consume ``data`` and return every frame it completes, in order."""
+        buf = self._buffer
+        if buf:
+            buf += data
+            source: bytes | bytearray = buf
+        else:
+            source = data
+        frames: list[Frame] = []
+        pos = 0
+        end = len(source)
+        unpack_header = HEADER.unpack_from
+        max_frame = self.max_frame
+        while end - pos >= HEADER_SIZE:
+            length, kind = unpack_header(source, pos)
+            if length > max_frame:
+                raise RemoteProtocolError(
+                    f"frame of {length} bytes exceeds max_frame ({max_frame} bytes)"
+                )
+            stop = pos + HEADER_SIZE + length
+            if stop > end:
+                break
+            body_at = pos + HEADER_SIZE
+            if kind == Kind.DATA:  # the hot path, kept inline
+                if length < DATA_BODY_HEADER_SIZE:
+                    raise RemoteProtocolError(f"DATA frame body of {length} bytes is too short")
+                seq, flags = _DATA_HEAD.unpack_from(source, body_at)
+                if flags & ~FLAG_MORE:
+                    raise RemoteProtocolError(f"DATA frame with unknown flags 0x{flags:02x}")
+                frames.append(Data(seq, bool(flags), bytes(source[body_at + 9 : stop])))
+            else:
+                frames.append(_decode_control(kind, source, body_at, length))
+            pos = stop
+        if buf:
+            del buf[:pos]
+        elif pos < end:
+            buf += source[pos:]
+        return frames
+
+
+def _decode_control(kind: int, source: bytes | bytearray, at: int, length: int) -> Frame:
+    expected = _FIXED_SIZES.get(kind)  # type: ignore[call-overload]
+    if expected is not None and length != expected:
+        name = Kind(kind).name
+        raise RemoteProtocolError(f"{name} frame body must be {expected} bytes, got {length}")
+    if kind == Kind.ACK:
+        return Ack(SEQ.unpack_from(source, at)[0])
+    if kind == Kind.PING:
+        return Ping(*PING_BODY.unpack_from(source, at))
+    if kind == Kind.PONG:
+        return Pong(*PING_BODY.unpack_from(source, at))
+    if kind == Kind.HELLO:
+        return _decode_hello(source, at)
+    if kind == Kind.GOODBYE:
+        if length < GOODBYE_HEAD.size:
+            raise RemoteProtocolError(f"GOODBYE frame body of {length} bytes is too short")
+        (code,) = GOODBYE_HEAD.unpack_from(source, at)
+        text = bytes(source[at + 2 : at + length]).decode("utf-8", errors="replace")
+        return Goodbye(GoodbyeCode.of(code), text)
+    raise RemoteProtocolError(f"unknown frame kind {kind}")
+
+
+def _decode_hello(source: bytes | bytearray, at: int) -> Hello:
+    magic, version, flags, incarnation, interval_ms, timeout_ms, max_frame, max_message = (
+        HELLO_BODY.unpack_from(source, at)
+    )
+    if magic != MAGIC:
+        raise RemoteProtocolError(f"bad HELLO magic {magic!r}: not a peerwatch peer")
+    if version != PROTOCOL_VERSION:
+        raise RemoteProtocolError(
+            f"unknown protocol version {version} (this side speaks {PROTOCOL_VERSION})"
+        )
+    if interval_ms == 0 or timeout_ms <= interval_ms:
+        raise RemoteProtocolError(
+            f"HELLO with impossible liveness settings: interval {interval_ms} ms,"
+            f" timeout {timeout_ms} ms"
+        )
+    if max_frame < 64:
+        raise RemoteProtocolError(f"HELLO announces max_frame {max_frame} < 64")
+    return Hello(
+        version, incarnation, interval_ms / 1000, timeout_ms / 1000, max_frame, max_message, flags
+    )

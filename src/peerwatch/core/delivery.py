@@ -1,0 +1,100 @@
+"""Delivery bookkeeping: sequence numbers, cumulative ACKs, reassembly of chunks.
+
+Pure state: no I/O, no clock. The outbound side remembers every message until
+the peer acknowledges it, so a death can hand back exactly what was not
+delivered; the inbound side enforces in-order, gap-free sequences and bounds
+a reassembled message by ``max_message``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from peerwatch.core.frames import Data
+from peerwatch.errors import RemoteProtocolError
+
+
+class Outbound:
+    """Messages handed to the connection and not yet acknowledged, in sequence order."""
+
+    __slots__ = ("acked_through", "next_seq", "sent_through", "unacked")
+
+    def __init__(self) -> None:
+        self.next_seq = 1
+        self.sent_through = 0  # highest seq whose last byte was handed to the transport
+        self.acked_through = 0  # highest seq the peer acknowledged (cumulative)
+        self.unacked: deque[tuple[int, bytes]] = deque()
+
+    def assign(self, payload: bytes) -> int:
+        seq = self.next_seq
+        self.next_seq = seq + 1
+        self.unacked.append((seq, payload))
+        return seq
+
+    @property
+    def in_flight(self) -> int:
+        """Messages assigned and not yet acknowledged."""
+        return len(self.unacked)
+
+    def on_ack(self, seq: int) -> int:
+        """Apply a cumulative ACK; return how many messages it newly acknowledged."""
+        if seq > self.sent_through:
+            raise RemoteProtocolError(
+                f"ACK for sequence {seq}, but only {self.sent_through} were ever sent"
+            )
+        if seq < self.acked_through:
+            raise RemoteProtocolError(
+                f"ACK went backwards: {seq} after {self.acked_through} (ACKs are cumulative)"
+            )
+        unacked = self.unacked
+        count = 0
+        while unacked and unacked[0][0] <= seq:
+            unacked.popleft()
+            count += 1
+        self.acked_through = seq
+        return count
+
+    def undelivered(self) -> tuple[bytes, ...]:
+        return tuple(payload for _, payload in self.unacked)
+
+
+class Inbound:
+    """Checks DATA sequencing and reassembles chunked messages, bounded by ``max_message``."""
+
+    __slots__ = ("_parts", "_size", "expected_seq", "max_message")
+
+    def __init__(self, max_message: int) -> None:
+        self.max_message = max_message
+        self.expected_seq = 1
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    @property
+    def received_through(self) -> int:
+        """Highest seq of a complete message received (what a cumulative ACK reports)."""
+        return self.expected_seq - 1
+
+    def on_data(self, frame: Data) -> bytes | None:
+        """Take one DATA frame; return the message once its last chunk arrived."""
+        if frame.seq != self.expected_seq:
+            raise RemoteProtocolError(
+                f"DATA with sequence {frame.seq}, expected {self.expected_seq}"
+                " (sequences must be consecutive)"
+            )
+        size = self._size + len(frame.payload)
+        if size > self.max_message:
+            raise RemoteProtocolError(
+                f"message {frame.seq} exceeds max_message ({self.max_message} bytes)"
+            )
+        if frame.more:
+            self._parts.append(frame.payload)
+            self._size = size
+            return None
+        self.expected_seq += 1
+        if not self._parts:
+            return frame.payload
+        self._parts.append(frame.payload)
+        message = b"".join(self._parts)
+        self._parts = []
+        self._size = 0
+        return message

@@ -1,0 +1,182 @@
+"""The peerwatch wire format: length-prefixed frames, every integer big-endian.
+
+Frame layout (RFC 1700 network byte order)::
+
+    +----------------+--------+------------------------+
+    | length: u32    | kind:u8| body: `length` bytes   |
+    +----------------+--------+------------------------+
+
+``length`` counts the body only, so a reader knows after 5 bytes how much to
+expect and can refuse a frame longer than ``max_frame`` before buffering it.
+
+Bodies by kind::
+
+    HELLO    magic "PW" | version u8 | flags u8 | incarnation u64 |
+             interval_ms u32 | timeout_ms u32 | max_frame u32 | max_message u32
+    DATA     seq u64 | flags u8 (bit 0: MORE chunks follow) | payload
+    ACK      seq u64            cumulative: every message up to seq was received
+    PING     seq u32 | stamp u64    stamp is opaque to the receiver and echoed back
+    PONG     seq u32 | stamp u64
+    GOODBYE  code u16 | reason (UTF-8, at most 1 KiB)
+
+Frames are NamedTuples: immutable and cheap to build on the hot DATA path.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from typing import NamedTuple
+
+from peerwatch.errors import LocalProtocolError
+
+PROTOCOL_VERSION = 1
+MAGIC = b"PW"
+HEADER = struct.Struct("!IB")
+HEADER_SIZE = HEADER.size  # 5
+HELLO_BODY = struct.Struct("!2sBBQIIII")
+DATA_HEADER = struct.Struct("!IBQB")  # full frame header of a DATA frame
+DATA_BODY_HEADER_SIZE = 9  # seq u64 + flags u8
+ACK_FRAME = struct.Struct("!IBQ")
+PING_FRAME = struct.Struct("!IBIQ")
+SEQ = struct.Struct("!Q")
+PING_BODY = struct.Struct("!IQ")
+GOODBYE_HEAD = struct.Struct("!H")
+MAX_REASON = 1024
+FLAG_MORE = 0x01
+
+
+class Kind(enum.IntEnum):
+    HELLO = 1
+    DATA = 2
+    ACK = 3
+    PING = 4
+    PONG = 5
+    GOODBYE = 6
+
+
+class GoodbyeCode(enum.IntEnum):
+    """Why a side says goodbye (like MQTT 5 reason codes)."""
+
+    NORMAL = 0
+    PROTOCOL_ERROR = 1
+    TOO_MANY_PINGS = 2
+    GOING_AWAY = 3  # server shutting down
+    HANDSHAKE_TIMEOUT = 4
+    MESSAGE_TOO_BIG = 5
+    OVERLOADED = 6  # refused: too many connections
+
+    @classmethod
+    def of(cls, value: int) -> GoodbyeCode | int:
+        try:
+            return cls(value)
+        except ValueError:
+            return value
+
+
+class Hello(NamedTuple):
+    version: int
+    incarnation: int  # random per process start: a new value means the peer restarted
+    interval: float  # peer's ping interval, seconds
+    timeout: float  # how long the peer waits before declaring us dead, seconds
+    max_frame: int  # largest frame body the peer accepts
+    max_message: int  # largest reassembled message the peer accepts
+    flags: int = 0
+
+
+class Data(NamedTuple):
+    seq: int
+    more: bool  # True: a chunk; the message continues in the next DATA frame
+    payload: bytes
+
+
+class Ack(NamedTuple):
+    seq: int
+
+
+class Ping(NamedTuple):
+    seq: int
+    stamp: int
+
+
+class Pong(NamedTuple):
+    seq: int
+    stamp: int
+
+
+class Goodbye(NamedTuple):
+    code: GoodbyeCode | int
+    reason: str
+
+
+Frame = Hello | Data | Ack | Ping | Pong | Goodbye
+
+
+def encode_hello(hello: Hello) -> bytes:
+    body = HELLO_BODY.pack(
+        MAGIC,
+        hello.version,
+        hello.flags,
+        hello.incarnation,
+        round(hello.interval * 1000),
+        round(hello.timeout * 1000),
+        hello.max_frame,
+        hello.max_message,
+    )
+    return HEADER.pack(len(body), Kind.HELLO) + body
+
+
+def encode_data(seq: int, payload: bytes, more: bool = False) -> bytes:
+    return DATA_HEADER.pack(DATA_BODY_HEADER_SIZE + len(payload), Kind.DATA, seq, more) + payload
+
+
+def encode_ack(seq: int) -> bytes:
+    return ACK_FRAME.pack(8, Kind.ACK, seq)
+
+
+def encode_ping(seq: int, stamp: int) -> bytes:
+    return PING_FRAME.pack(12, Kind.PING, seq & 0xFFFFFFFF, stamp & 0xFFFFFFFFFFFFFFFF)
+
+
+def encode_pong(seq: int, stamp: int) -> bytes:
+    return PING_FRAME.pack(12, Kind.PONG, seq & 0xFFFFFFFF, stamp & 0xFFFFFFFFFFFFFFFF)
+
+
+def encode_goodbye(code: GoodbyeCode | int, reason: str = "") -> bytes:
+    text = reason.encode("utf-8")[:MAX_REASON]
+    # a cut may split a multi-byte character; the decoder replaces it rather than fail
+    body = GOODBYE_HEAD.pack(int(code)) + text
+    return HEADER.pack(len(body), Kind.GOODBYE) + body
+
+
+def encode(frame: Frame) -> bytes:
+    """Encode any frame (the hot paths call the specific encoders directly)."""
+    if isinstance(frame, Hello):
+        return encode_hello(frame)
+    if isinstance(frame, Data):
+        return encode_data(frame.seq, frame.payload, frame.more)
+    if isinstance(frame, Ack):
+        return encode_ack(frame.seq)
+    if isinstance(frame, Ping):
+        return encode_ping(frame.seq, frame.stamp)
+    if isinstance(frame, Pong):
+        return encode_pong(frame.seq, frame.stamp)
+    if isinstance(frame, Goodbye):
+        return encode_goodbye(frame.code, frame.reason)
+    raise LocalProtocolError(f"not a frame: {frame!r}")
+
+
+def chunk_message(seq: int, payload: bytes, chunk_size: int) -> list[bytes]:
+    """Split one message into DATA frames of at most ``chunk_size`` payload bytes.
+
+    Chunking lets PING/PONG/ACK frames interleave with a large message instead
+    of waiting behind it (the python-websockets #1005 lesson).
+    """
+    if len(payload) <= chunk_size:
+        return [encode_data(seq, payload)]
+    view = memoryview(payload)
+    last = len(payload) - chunk_size
+    return [
+        encode_data(seq, bytes(view[i : i + chunk_size]), more=i < last)
+        for i in range(0, len(payload), chunk_size)
+    ]

@@ -1,0 +1,238 @@
+"""The heartbeat and deadline state machine: pure, fed timestamps, answers actions.
+
+Rules (each one is tested with a fake clock in tests/core/test_liveness.py):
+
+1. Any inbound byte is evidence of life (``on_receive``). A PONG is life too,
+   but it does not restart the ping cadence (rule 2).
+2. A PING goes out when nothing but PONGs has arrived for ``interval``. Pings
+   sit on a grid anchored at the last non-PONG traffic: ``anchor + k*interval``,
+   so the cadence does not drift by the round-trip time.
+3. The peer is dead when nothing at all arrived for the effective timeout:
+   ``timeout`` (fixed policy) or, adaptive, the silence at which phi reaches
+   ``phi_threshold`` for the learned distribution of quiet gaps (Hayashibara
+   et al. 2004, as in Akka and Cassandra), kept within [min_timeout, timeout].
+4. A stalled observer is not a dead peer (Cassandra's max_local_pause,
+   memberlist's Lifeguard): when ``handle_timer`` runs later than the deadline
+   it asked for by more than ``stall_threshold``, our own process was stalled.
+   The silence is not blamed on the peer: its clock restarts now, and the stall
+   is recorded for the verdict.
+5. While reading is paused by us (our application's inbox is full), silence is
+   ours too: no verdict until reading resumes, and the clock restarts then.
+6. A peer sending more than ``max_pings_per_interval`` pings within one of our
+   intervals is abusive (gRPC's too_many_pings).
+
+The machine never reads a clock: every method takes ``now`` (seconds, any
+monotonic origin), so tests move time with arithmetic.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from statistics import NormalDist
+
+from peerwatch.core.config import Config
+
+#: Samples of quiet gaps kept for the adaptive policy.
+ARRIVAL_WINDOW = 100
+
+
+class Action(enum.Enum):
+    NONE = "none"
+    PING = "ping"  # send a PING now
+    DEAD = "dead"  # the deadline passed: decide the verdict now
+
+
+class ArrivalWindow:
+    """Running mean and deviation of the last ``ARRIVAL_WINDOW`` quiet gaps (seconds)."""
+
+    __slots__ = ("_sum", "_sumsq", "samples")
+
+    def __init__(self) -> None:
+        self.samples: deque[float] = deque()
+        self._sum = 0.0
+        self._sumsq = 0.0
+
+    def add(self, gap: float) -> None:
+        self.samples.append(gap)
+        self._sum += gap
+        self._sumsq += gap * gap
+        if len(self.samples) > ARRIVAL_WINDOW:
+            old = self.samples.popleft()
+            self._sum -= old
+            self._sumsq -= old * old
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def mean(self) -> float:
+        return self._sum / len(self.samples)
+
+    @property
+    def std(self) -> float:
+        n = len(self.samples)
+        return math.sqrt(max(0.0, self._sumsq / n - (self._sum / n) ** 2))
+
+
+def phi(silence: float, mean: float, std: float) -> float:
+    """Suspicion level -log10(P(a gap this long or longer)) under a normal model."""
+    tail = 1.0 - NormalDist(mean, std).cdf(silence)
+    return math.inf if tail <= 0 else -math.log10(tail)
+
+
+class Liveness:
+    """Per-connection heartbeat machine. ``handle_timer(now)`` at ``next_deadline()``."""
+
+    __slots__ = (
+        "_armed",
+        "_gaps",
+        "_ping_count",
+        "_ping_window_start",
+        "_z",
+        "acceptable_pause",
+        "adaptive",
+        "effective_timeout",
+        "interval",
+        "last_heard",
+        "last_ping",
+        "last_traffic",
+        "local_stall",
+        "max_pings",
+        "min_gap_sample",
+        "min_std",
+        "min_timeout",
+        "paused",
+        "ping_seq",
+        "rtt",
+        "rttvar",
+        "stall_threshold",
+        "stalls",
+        "timeout",
+    )
+
+    def __init__(self, config: Config, now: float) -> None:
+        self.interval = config.interval
+        self.timeout = config.timeout
+        self.adaptive = config.policy == "adaptive"
+        self.min_timeout = config.effective_min_timeout
+        self.acceptable_pause = config.acceptable_pause
+        self.stall_threshold = config.effective_stall_threshold
+        self.max_pings = config.max_pings_per_interval
+        self.min_std = self.interval / 4  # Akka's min-std-deviation, scaled to the interval
+        self.min_gap_sample = self.interval / 4  # shorter gaps say nothing about quiet periods
+        self._z = NormalDist().inv_cdf(1.0 - 10.0 ** (-config.phi_threshold))
+        self._gaps = ArrivalWindow()
+        self.effective_timeout = self.min_timeout if self.adaptive else self.timeout
+        self.last_heard = now  # last evidence of life of any kind
+        self.last_traffic = now  # last inbound other than PONG: anchors the ping grid
+        self.last_ping = -math.inf
+        self.ping_seq = 0
+        self.rtt: float | None = None  # smoothed round-trip time (RFC 6298 weights)
+        self.rttvar = 0.0
+        self.paused = False
+        self.local_stall = 0.0  # longest stall of our own process seen (s)
+        self.stalls = 0
+        self._armed = now
+        self._ping_window_start = now
+        self._ping_count = 0
+
+    # --- events -------------------------------------------------------------
+
+    def on_receive(self, now: float) -> None:
+        """Bytes arrived from the peer (any frame but a PONG alone)."""
+        gap = now - self.last_heard
+        if self.adaptive and gap >= self.min_gap_sample:
+            self._learn(gap)
+        self.last_heard = now
+        self.last_traffic = now
+
+    def on_pong(self, now: float, sent_at: float) -> float:
+        """A PONG echoing a ping sent at ``sent_at`` arrived; returns the RTT sample."""
+        gap = now - self.last_heard
+        if self.adaptive and gap >= self.min_gap_sample:
+            self._learn(gap)
+        self.last_heard = now
+        sample = max(0.0, now - sent_at)
+        if self.rtt is None:
+            self.rtt = sample
+            self.rttvar = sample / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.rtt - sample)
+            self.rtt = 0.875 * self.rtt + 0.125 * sample
+        return sample
+
+    def on_ping_received(self, now: float) -> bool:
+        """The peer pinged us; False when it pings more often than allowed."""
+        if now - self._ping_window_start >= self.interval:
+            self._ping_window_start = now
+            self._ping_count = 0
+        self._ping_count += 1
+        return self._ping_count <= self.max_pings
+
+    def pause(self) -> None:
+        """Reading paused by us: the silence that follows is not the peer's."""
+        self.paused = True
+
+    def resume(self, now: float) -> None:
+        self.paused = False
+        self.last_heard = max(self.last_heard, now)
+        self.last_traffic = max(self.last_traffic, now)
+
+    # --- timer --------------------------------------------------------------
+
+    def next_ping_at(self) -> float:
+        anchor = self.last_traffic
+        if self.last_ping > anchor:
+            return self.last_ping + self.interval
+        return anchor + self.interval
+
+    def dead_at(self) -> float:
+        return self.last_heard + self.effective_timeout
+
+    def next_deadline(self) -> float:
+        """When ``handle_timer`` must run next (absolute, same clock as ``now``)."""
+        deadline = min(self.next_ping_at(), self.dead_at())
+        self._armed = deadline
+        return deadline
+
+    def handle_timer(self, now: float) -> Action:
+        """Decide what is due at ``now``: a death verdict, a ping, or nothing."""
+        late = now - self._armed
+        if late > self.stall_threshold:
+            # Our own process did not run when it should have (rule 4).
+            self.stalls += 1
+            self.local_stall = max(self.local_stall, late)
+            self.last_heard = max(self.last_heard, now)
+            self.last_ping = -math.inf  # ping at once: a fresh, fair chance
+            self.last_traffic = min(self.last_traffic, now - self.interval)
+        if not self.paused and now >= self.dead_at():
+            return Action.DEAD
+        if now >= self.next_ping_at():
+            return Action.PING
+        return Action.NONE
+
+    def ping_sent(self, now: float) -> tuple[int, int]:
+        """Record a PING sent at ``now``; returns (seq, stamp) to put in it."""
+        self.last_ping = now
+        self.ping_seq = (self.ping_seq + 1) & 0xFFFFFFFF
+        return self.ping_seq, round(now * 1_000_000)
+
+    # --- queries ------------------------------------------------------------
+
+    def silent_for(self, now: float) -> float:
+        return max(0.0, now - self.last_heard)
+
+    def suspicion(self, now: float) -> float:
+        """Phi of the current silence under the learned gap distribution (adaptive only)."""
+        if len(self._gaps) < 2:
+            return 0.0
+        return phi(self.silent_for(now), self._gaps.mean, max(self._gaps.std, self.min_std))
+
+    def _learn(self, gap: float) -> None:
+        self._gaps.add(gap)
+        if len(self._gaps) >= 2:
+            std = max(self._gaps.std, self.min_std)
+            learned = self._gaps.mean + self.acceptable_pause + self._z * std
+            self.effective_timeout = min(self.timeout, max(self.min_timeout, learned))
