@@ -19,8 +19,8 @@ lab: $(VENV)/.installed system-deps
 	$(VENV)/bin/peerwatch lab $(ARGS)
 
 check: $(VENV)/.installed
-	$(PY) -m ruff check src tests bench
-	$(PY) -m ruff format --check src tests bench
+	$(PY) -m ruff check
+	$(PY) -m ruff format --check
 	$(PY) -m mypy
 
 test: $(VENV)/.installed system-deps check

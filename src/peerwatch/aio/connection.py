@@ -90,7 +90,9 @@ class Connection(asyncio.Protocol):
     """One peerwatch connection. Made by ``peerwatch.connect`` or handed to a ``serve`` handler."""
 
     __slots__ = (
+        "_ack_scheduled",
         "_ack_waiters",
+        "_acked_sent",
         "_callbacks",
         "_closed",
         "_config",
@@ -141,6 +143,8 @@ class Connection(asyncio.Protocol):
         self._write_paused = False
         self._reading_paused = False
         self._inbox: deque[bytes] = deque()
+        self._ack_scheduled = False
+        self._acked_sent = 0  # highest cumulative ACK written to the peer
         self._recv_waiter: asyncio.Future[None] | None = None
         self._space_waiters: deque[asyncio.Future[None]] = deque()
         self._ack_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -172,6 +176,16 @@ class Connection(asyncio.Protocol):
     @property
     def peer_incarnation(self) -> int | None:
         return self.peer_hello.incarnation if self.peer_hello else None
+
+    @property
+    def local_stall(self) -> float:
+        """Longest stall of this process's own event loop seen by this connection (s)."""
+        return self.liveness.local_stall
+
+    @property
+    def stalls(self) -> int:
+        """How many times a stall of this process was detected (and forgiven to the peer)."""
+        return self.liveness.stalls
 
     @property
     def in_flight(self) -> int:
@@ -226,6 +240,9 @@ class Connection(asyncio.Protocol):
             inbox = self._inbox
             if inbox:
                 message = inbox.popleft()
+                if not self._ack_scheduled:
+                    self._ack_scheduled = True
+                    self._loop.call_soon(self._send_ack)
                 if self._reading_paused and len(inbox) <= self._config.recv_queue // 2:
                     self._resume_reading()
                 return message
@@ -343,7 +360,6 @@ class Connection(asyncio.Protocol):
         if heard:
             liveness.on_receive(now)
         if got_message:
-            self._write(encode_ack(inbound.received_through))
             waiter = self._recv_waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
@@ -388,7 +404,15 @@ class Connection(asyncio.Protocol):
                 return None
             return self._handshake_deadline
         liveness = self.liveness
+        stalls = liveness.stalls
         action = liveness.handle_timer(now)
+        if liveness.stalls != stalls:
+            log.warning(
+                "this process stalled for %.3f s (event loop blocked); peer %s not blamed,"
+                " its deadline restarts now",
+                liveness.local_stall,
+                self.peer,
+            )
         if action is Action.DEAD:
             self._declare_silent(now)
             return None
@@ -436,6 +460,14 @@ class Connection(asyncio.Protocol):
             self._violation("HELLO received twice")
             return True
         return False
+
+    def _send_ack(self) -> None:
+        """ACK everything the application took with recv(): one cumulative ACK per loop pass."""
+        self._ack_scheduled = False
+        consumed = self._inbound.received_through - len(self._inbox)
+        if consumed > self._acked_sent and self.verdict is None:
+            self._acked_sent = consumed
+            self._write(encode_ack(consumed))
 
     def _wake_acked(self) -> None:
         acked = self._outbound.acked_through

@@ -99,7 +99,7 @@ class Config:
 
     @property
     def kernel_bound(self) -> float:
-        """Bound for the kernel backup: a little after the heartbeat verdict, so ours comes first."""
+        """Bound for the kernel backup: just after the heartbeat verdict, so ours comes first."""
         return self.timeout + self.interval
 
     def with_(self, **changes: object) -> Config:
