@@ -1,0 +1,265 @@
+"""assess_info(): every rule, on TCP_INFO figures built by hand (no sockets, no waiting)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from peerwatch.assess import assess
+from peerwatch.assess_rules import assess_info, unacknowledged_for
+from peerwatch.assessment import (
+    AssessPolicy,
+    Finding,
+    SocketFacts,
+    Status,
+    Timer,
+    format_duration,
+)
+from peerwatch.errors import ConfigError
+from peerwatch.tcpinfo import TcpInfo, TcpState, parse_tcp_info
+
+BASE = parse_tcp_info(bytes(240))
+
+
+def info(state: TcpState = TcpState.ESTABLISHED, **fields: int) -> TcpInfo:
+    """A TCP_INFO of a healthy, just-active connection, with ``fields`` changed."""
+    healthy = {
+        "rtt_us": 500,
+        "rto_us": 204_000,
+        "last_ack_recv_ms": 100,
+        "last_data_recv_ms": 100,
+        "last_data_sent_ms": 100,
+        "snd_wnd": 65535,
+        "rcv_wnd": 65535,
+    }
+    return dataclasses.replace(BASE, state=state, **{**healthy, **fields})
+
+
+def facts(state: TcpState = TcpState.ESTABLISHED, *, keepalive: bool | None = True, **kw: object):
+    tcp = kw.pop("tcp", None) or info(state)
+    return SocketFacts(state=state, info=tcp, keepalive=keepalive, **kw)  # type: ignore[arg-type]
+
+
+def test_recent_traffic_with_keepalive_is_alive() -> None:
+    verdict = assess_info(facts())
+    assert (verdict.status, verdict.cause) == (Status.ALIVE, Finding.OK)
+    assert verdict.detail == "peer last heard from 100 ms ago"
+    assert verdict.silent_for == 0.1
+    assert "state ESTABLISHED" in verdict.evidence
+
+
+def test_an_unguarded_connection_is_alive_but_says_nothing_would_notice() -> None:
+    verdict = assess_info(facts(keepalive=False))
+    assert (verdict.status, verdict.cause) == (Status.ALIVE, Finding.UNGUARDED)
+    assert "nothing will notice" in verdict.detail
+
+
+def test_an_unguarded_connection_silent_for_hours_is_suspect() -> None:
+    tcp = info(last_ack_recv_ms=3 * 3600_000, last_data_recv_ms=3 * 3600_000)
+    verdict = assess_info(facts(keepalive=False, tcp=tcp))
+    assert (verdict.status, verdict.cause) == (Status.SUSPECT, Finding.UNGUARDED)
+    assert verdict.detail == (
+        "idle with no keepalive: nothing heard from the peer for 3 h, "
+        "and a dead peer would never be noticed"
+    )
+
+
+@pytest.mark.parametrize(
+    ("timer", "expected"),
+    [
+        (Timer.NONE, Finding.UNGUARDED),
+        (Timer.KEEPALIVE, Finding.OK),
+        (Timer.RETRANSMIT, Finding.OK),
+    ],
+)
+def test_sock_diag_timer_tells_whether_keepalive_is_on(timer: Timer, expected: Finding) -> None:
+    """No pending timer proves keepalive off; a retransmit timer hides it (unknown: no claim)."""
+    verdict = assess_info(facts(keepalive=None, timer=timer, timer_expires_ms=0))
+    assert verdict.cause is expected
+
+
+def test_peer_not_acknowledging_for_long_is_dead() -> None:
+    # 7 retransmissions from a 200 ms RTO: 0.2 x (2^7 - 1) = 25.4 s of backoff
+    tcp = info(
+        unacked=3, retransmits=7, rto_us=25_600_000, last_data_sent_ms=0, last_ack_recv_ms=30_000
+    )
+    verdict = assess_info(facts(tcp=tcp))
+    assert (verdict.status, verdict.cause) == (Status.DEAD, Finding.NOT_ACKNOWLEDGING)
+    assert verdict.detail == (
+        "peer not acknowledging for 25 s, 7 retransmissions (3 segments in flight)"
+    )
+
+
+def test_peer_not_acknowledging_briefly_is_suspect_then_alive_below_the_threshold() -> None:
+    suspect = info(unacked=1, retransmits=3, rto_us=1_600_000, last_ack_recv_ms=2000)
+    assert assess_info(facts(tcp=suspect)).status is Status.SUSPECT
+    one_loss = info(unacked=1, retransmits=1, rto_us=400_000, last_data_sent_ms=50)
+    assert assess_info(facts(tcp=one_loss)).status is Status.ALIVE
+
+
+def test_data_sent_after_a_long_idle_is_not_blamed_for_the_idle_time() -> None:
+    """No ACK for an hour, but the data waiting was sent 0.3 s ago: not 'an hour'."""
+    tcp = info(unacked=1, retransmits=1, rto_us=400_000, last_data_sent_ms=100,
+               last_ack_recv_ms=3_600_000)  # fmt: skip
+    assert unacknowledged_for(tcp) == pytest.approx(0.3)
+    assert assess_info(facts(tcp=tcp)).status is Status.ALIVE
+
+
+@given(
+    first_rto=st.floats(0.2, 3.0),
+    retransmits=st.integers(1, 15),
+    since_last=st.floats(0, 100),
+)
+def test_unacknowledged_for_never_overstates(
+    first_rto: float, retransmits: int, since_last: float
+) -> None:
+    """Real waits: RTO doubling from first_rto, capped at 120 s (TCP_RTO_MAX)."""
+    waits = [min(first_rto * 2**i, 120.0) for i in range(retransmits)]
+    rto_now = min(first_rto * 2**retransmits, 120.0)
+    truth = sum(waits) + since_last
+    tcp = info(unacked=1, retransmits=retransmits, rto_us=int(rto_now * 1e6),
+               last_data_sent_ms=int(since_last * 1000), last_ack_recv_ms=10**9)  # fmt: skip
+    assert unacknowledged_for(tcp) <= truth + 0.001
+
+
+def test_unanswered_keepalive_probes_make_a_peer_suspect_then_dead() -> None:
+    one = info(probes=1, last_ack_recv_ms=1500, last_data_recv_ms=9000)
+    verdict = assess_info(facts(tcp=one, timer=Timer.KEEPALIVE))
+    assert (verdict.status, verdict.cause) == (Status.SUSPECT, Finding.PROBES_UNANSWERED)
+    assert verdict.detail.startswith("1 keepalive probe unanswered")
+    many = info(probes=3, last_ack_recv_ms=12_000)
+    verdict = assess_info(facts(tcp=many, timer=Timer.KEEPALIVE))
+    assert (verdict.status, verdict.cause) == (Status.DEAD, Finding.PROBES_UNANSWERED)
+    assert verdict.detail == ("3 keepalive probes unanswered; nothing heard from the peer for 12 s")
+
+
+def test_zero_window_means_the_peer_application_is_not_reading() -> None:
+    tcp = info(snd_wnd=0, notsent_bytes=6144, rwnd_limited_us=40_000_000, probes=1)
+    verdict = assess_info(facts(tcp=tcp, send_queue=6144))
+    assert (verdict.status, verdict.cause) == (Status.SUSPECT, Finding.PEER_NOT_READING)
+    assert verdict.detail == (
+        "peer's window is zero (peer application not reading); "
+        "sending held back for 40 s so far, 6144 bytes waiting"
+    )
+
+
+def test_zero_window_with_probes_going_unanswered_is_a_dead_peer() -> None:
+    tcp = info(snd_wnd=0, notsent_bytes=6144, probes=4, last_ack_recv_ms=20_000)
+    verdict = assess_info(facts(tcp=tcp, timer=Timer.ZERO_WINDOW_PROBE))
+    assert (verdict.status, verdict.cause) == (Status.DEAD, Finding.PROBES_UNANSWERED)
+    assert "zero-window probes unanswered" in verdict.detail
+
+
+def test_zero_window_with_nothing_to_send_is_not_a_problem() -> None:
+    assert assess_info(facts(tcp=info(snd_wnd=0))).cause is Finding.OK
+
+
+def test_a_full_receive_queue_blames_this_process() -> None:
+    verdict = assess_info(facts(tcp=info(rcv_wnd=0), recv_queue=4096))
+    assert (verdict.status, verdict.cause) == (Status.SUSPECT, Finding.LOCAL_NOT_READING)
+    assert "4096 bytes" in verdict.detail
+
+
+def test_close_wait_for_hours_is_dead() -> None:
+    tcp = info(TcpState.CLOSE_WAIT, last_ack_recv_ms=3 * 3600_000, last_data_recv_ms=4 * 3600_000)
+    verdict = assess_info(facts(TcpState.CLOSE_WAIT, tcp=tcp))
+    assert (verdict.status, verdict.cause) == (Status.DEAD, Finding.PEER_CLOSED)
+    assert verdict.detail.startswith(
+        "CLOSE_WAIT for at least 3 h: the peer closed and this process never did"
+    )
+
+
+def test_fresh_close_wait_is_suspect() -> None:
+    tcp = info(TcpState.CLOSE_WAIT, last_ack_recv_ms=2000)
+    verdict = assess_info(facts(TcpState.CLOSE_WAIT, tcp=tcp))
+    assert (verdict.status, verdict.cause) == (Status.SUSPECT, Finding.PEER_CLOSED)
+    assert "2.0 s ago" in verdict.detail
+
+
+def test_close_wait_threshold_is_a_policy() -> None:
+    tcp = info(TcpState.CLOSE_WAIT, last_ack_recv_ms=2000)
+    verdict = assess_info(facts(TcpState.CLOSE_WAIT, tcp=tcp), AssessPolicy(close_wait_after=1))
+    assert verdict.status is Status.DEAD
+
+
+def test_long_fin_wait2_says_the_peer_never_closed() -> None:
+    tcp = info(TcpState.FIN_WAIT2, last_ack_recv_ms=600_000)
+    verdict = assess_info(facts(TcpState.FIN_WAIT2, tcp=tcp))
+    assert (verdict.status, verdict.cause) == (Status.SUSPECT, Finding.HALF_CLOSED)
+    assert "10 min" in verdict.detail
+
+
+@pytest.mark.parametrize("state", [TcpState.CLOSE, TcpState.TIME_WAIT])
+def test_finished_connections_are_dead(state: TcpState) -> None:
+    verdict = assess_info(facts(state))
+    assert (verdict.status, verdict.cause) == (Status.DEAD, Finding.CLOSED)
+
+
+def test_listener_with_a_full_accept_queue_is_suspect() -> None:
+    full = SocketFacts(TcpState.LISTEN, info(TcpState.LISTEN), recv_queue=129, send_queue=128)
+    verdict = assess_info(full)
+    assert (verdict.status, verdict.cause) == (Status.SUSPECT, Finding.ACCEPT_QUEUE_FULL)
+    calm = SocketFacts(TcpState.LISTEN, info(TcpState.LISTEN, unacked=2, sacked=128))
+    verdict = assess_info(calm)
+    assert (verdict.status, verdict.cause) == (Status.ALIVE, Finding.LISTENING)
+    assert verdict.detail == "listening; 2 of 128 waiting to be accepted"
+
+
+def test_unanswered_syn_is_suspect() -> None:
+    verdict = assess_info(facts(TcpState.SYN_SENT, tcp=info(TcpState.SYN_SENT, retransmits=3)))
+    assert (verdict.status, verdict.cause) == (Status.SUSPECT, Finding.CONNECTING)
+    assert verdict.detail.startswith("SYN unanswered after 3 retransmissions")
+
+
+def test_without_tcp_info_nothing_is_claimed() -> None:
+    verdict = assess_info(SocketFacts(TcpState.UNKNOWN, None))
+    assert (verdict.status, verdict.cause) == (Status.SUSPECT, Finding.NO_TCP_INFO)
+
+
+def test_the_worst_finding_decides_and_the_others_stay_in_the_evidence() -> None:
+    tcp = info(TcpState.CLOSE_WAIT, unacked=2, retransmits=8, rto_us=51_200_000,
+               last_ack_recv_ms=50_000)  # fmt: skip
+    verdict = assess_info(facts(TcpState.CLOSE_WAIT, tcp=tcp))
+    assert verdict.cause is Finding.NOT_ACKNOWLEDGING
+    assert verdict.status is Status.DEAD
+    assert verdict.evidence[0].startswith("PEER_CLOSED: the peer closed its sending side")
+
+
+def test_assess_takes_facts_and_records_with_facts() -> None:
+    class Record:
+        def facts(self) -> SocketFacts:
+            return facts(TcpState.CLOSE)
+
+    assert assess(facts()).cause is Finding.OK
+    assert assess(Record()).cause is Finding.CLOSED
+
+
+def test_as_dict_is_plain_data() -> None:
+    data = assess_info(facts()).as_dict()
+    assert data["status"] == "ALIVE"
+    assert data["cause"] == "OK"
+    assert isinstance(data["evidence"], list)
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), "5"])
+def test_policy_refuses_nonsense(bad: object) -> None:
+    with pytest.raises(ConfigError):
+        AssessPolicy(dead_after=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.85, "850 ms"),
+        (4.2, "4.2 s"),
+        (40, "40 s"),
+        (720, "12 min"),
+        (10800, "3 h"),
+        (216000, "2.5 d"),
+    ],
+)
+def test_durations_read_like_a_person_would_say_them(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
