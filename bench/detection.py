@@ -1,0 +1,154 @@
+"""Detection precision: how late after its deadline does peerwatch give its verdict?
+
+Peers (one process each) are frozen with SIGSTOP or killed with SIGKILL, one
+every ``stagger`` seconds. For a frozen peer the verdict is due exactly
+``timeout`` after the last evidence of life, so its lateness is
+
+* internal: ``verdict.silent_for - timeout`` (peerwatch's own account), and
+* external: ``t_callback - t_freeze_sent - timeout``, from clocks outside the
+  liveness logic: the peer stamps its last message right before it stops
+  itself, the observer stamps the verdict callback (both CLOCK_MONOTONIC).
+  Since the last evidence is at or after the stamp, this slightly overstates
+  the lateness, never understates it.
+
+A killed peer's kernel closes the socket (FIN or RST), so no timeout is
+involved: its number is ``t_callback - t_kill``, which includes the time the
+kernel takes to tear the process down.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bench.procs import Child, ChildFailed, children
+
+
+@dataclass(frozen=True)
+class Scenario:
+    label: str
+    peers: int  # frozen; as many again are killed
+    busy: int = 0  # other connections on the observer, each sending 1 message/s
+    interval: float = 0.25
+    timeout: float = 1.0
+    target_ms: float = 50.0
+
+
+SCENARIOS = [
+    Scenario("issue 2: 50 frozen + 50 killed", 50, target_ms=50.0),
+    Scenario("issue 5: 200 frozen + 200 killed, unloaded", 200, target_ms=20.0),
+    Scenario("issue 5: 200 frozen + 200 killed, 5,000 busy connections", 200, 5000, 100.0),
+]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in [0, 100]) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summary_ms(values: list[float]) -> dict[str, float | int]:
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "p50": percentile(values, 50) * 1000,
+        "p99": percentile(values, 99) * 1000,
+        "max": max(values) * 1000,
+        "min": min(values) * 1000,
+    }
+
+
+def run_scenario(scenario: Scenario, stagger: float, log: Any) -> dict[str, Any]:
+    timing = ["--interval", str(scenario.interval), "--timeout", str(scenario.timeout)]
+    observer = Child("bench.detect_observer", timing, cpu=0)
+    kids: list[Child] = [observer]
+    with children(observer):
+        port = observer.read_event(30, "ready")["port"]
+        if scenario.busy:
+            busy = Child(
+                "bench.idle_client",
+                ["peerwatch", str(port), str(scenario.busy), "--send-every", "1.0"],
+                cpu=1,
+            )
+            kids.append(busy)
+            busy.read_event(120, "ready")
+        flock = Child("bench.detect_peers", [str(port), str(2 * scenario.peers), *timing], cpu=1)
+        kids.append(flock)
+        try:
+            pids: list[int] = flock.read_event(120, "ready")["pids"]
+            if len(pids) != 2 * scenario.peers:
+                raise ChildFailed(f"only {len(pids)} of {2 * scenario.peers} peers connected")
+            time.sleep(max(1.0, 4 * scenario.interval))  # heartbeats in steady state
+            acted: dict[int, tuple[str, float]] = {}
+            for index, pid in enumerate(pids):
+                if index % 2 == 0:
+                    acted[pid] = ("frozen", time.monotonic())
+                    os.kill(pid, signal.SIGUSR1)  # the peer stamps its last word and SIGSTOPs
+                else:
+                    acted[pid] = ("killed", time.monotonic())
+                    os.kill(pid, signal.SIGKILL)
+                time.sleep(stagger)
+            verdicts: dict[int, dict[str, Any]] = {}
+            deadline = time.monotonic() + scenario.timeout + 15
+            while len(verdicts) < len(pids) and time.monotonic() < deadline:
+                event = observer.read_event(max(0.1, deadline - time.monotonic()), "verdict")
+                verdicts[int(event["pid"])] = event
+        finally:
+            for kid in reversed(kids[1:]):
+                kid.stop()
+    internal, external, killed = [], [], []
+    causes: dict[str, dict[str, int]] = {"frozen": {}, "killed": {}}
+    stalls = 0
+    for pid, (action, acted_at) in acted.items():
+        verdict = verdicts.get(pid)
+        if verdict is None:
+            causes[action]["none"] = causes[action].get("none", 0) + 1
+            continue
+        causes[action][verdict["cause"]] = causes[action].get(verdict["cause"], 0) + 1
+        stalls += verdict["local_stall"] > 0
+        if action == "frozen":
+            internal.append(verdict["silent_for"] - scenario.timeout)
+            if verdict["freeze_sent"] is not None:
+                external.append(verdict["callback_at"] - verdict["freeze_sent"] - scenario.timeout)
+        else:
+            killed.append(verdict["callback_at"] - acted_at)
+    result: dict[str, Any] = {
+        "scenario": scenario.label,
+        "peers": scenario.peers,
+        "busy": scenario.busy,
+        "interval": scenario.interval,
+        "timeout": scenario.timeout,
+        "target_ms": scenario.target_ms,
+        "frozen_internal_ms": summary_ms(internal),
+        "frozen_external_ms": summary_ms(external),
+        "killed_ms": summary_ms(killed),
+        "causes": causes,
+        "verdicts_with_local_stall": stalls,
+        "samples": {"internal": internal, "external": external, "killed": killed},
+    }
+    log(
+        f"  detection {scenario.label}: frozen internal {fmt(result['frozen_internal_ms'])};"
+        f" external {fmt(result['frozen_external_ms'])}; killed {fmt(result['killed_ms'])};"
+        f" causes {causes}"
+    )
+    return result
+
+
+def fmt(stats: dict[str, Any]) -> str:
+    if not stats.get("n"):
+        return "no samples"
+    return (
+        f"p50 {stats['p50']:.1f} p99 {stats['p99']:.1f} max {stats['max']:.1f} ms (n={stats['n']})"
+    )
+
+
+def run_detection(quick: bool = False, log: Any = print) -> dict[str, Any]:
+    scenarios = [Scenario("quick: 5 frozen + 5 killed", 5)] if quick else SCENARIOS
+    stagger = 0.02
+    return {"stagger_s": stagger, "rows": [run_scenario(s, stagger, log) for s in scenarios]}

@@ -1,0 +1,96 @@
+"""Idle cost: server CPU seconds per second and RSS per connection with 1 s heartbeats.
+
+For each server (pinned to CPU 0) and each connection count, a load generator
+on CPU 1 opens the connections; after a warm-up the server's CPU time is read
+over a fixed window, and its RSS is compared with what the same process held
+before the first connection (the "empty process"). The load generator counts
+the pings it answered in the window, proving the heartbeats really ran.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bench.procs import Child, CpuWindow, children, rss_kib
+from bench.throughput import peerwatch_available
+
+
+@dataclass(frozen=True)
+class IdleSetup:
+    label: str
+    kind: str  # floor | websockets | keepalive | peerwatch
+    uvloop: bool = False
+
+
+SETUPS = [
+    IdleSetup("keepalive only (kernel)", "keepalive"),
+    IdleSetup("minimal ping/pong floor", "floor"),
+    IdleSetup("websockets (ping_interval=1)", "websockets"),
+    IdleSetup("peerwatch", "peerwatch"),
+    IdleSetup("minimal ping/pong floor + uvloop", "floor", uvloop=True),
+    IdleSetup("peerwatch + uvloop", "peerwatch", uvloop=True),
+]
+
+
+def measure(setup: IdleSetup, count: int, warmup: float, window: float) -> dict[str, Any]:
+    server_args = [setup.kind, "--max-seconds", str(window + warmup + 300)]
+    if setup.uvloop:
+        server_args.append("--uvloop")
+    server = Child("bench.idle_server", server_args, cpu=0)
+    with children(server):
+        port = server.read_event(30, "ready")["port"]
+        time.sleep(0.5)
+        empty_rss = rss_kib(server.pid)
+        client_args = [setup.kind, str(port), str(count), "--max-seconds", str(window + 400)]
+        client = Child("bench.idle_client", client_args, cpu=1)
+        with children(client):
+            opened = client.read_event(180, "ready")
+            held = server.ask("stats", "stats")["connections"]
+            if held != count:
+                time.sleep(1.0)  # the last accepts may still be in the server's queue
+                held = server.ask("stats", "stats")["connections"]
+            time.sleep(warmup)
+            before = client.ask("stats", "stats")
+            cpu = CpuWindow(server.pid, client.pid)
+            time.sleep(window)
+            server_cpu, client_cpu = cpu.stop()
+            after = client.ask("stats", "stats")
+            rss = rss_kib(server.pid)
+            still_held = server.ask("stats", "stats")["connections"]
+    pings = after["pings"] - before["pings"]
+    seconds = after["at"] - before["at"]
+    return {
+        "setup": setup.label,
+        "connections": count,
+        "held": min(held, still_held),
+        "open_seconds": opened["seconds"],
+        "server_cpu": server_cpu,
+        "client_cpu": client_cpu,
+        "empty_rss_kib": empty_rss,
+        "rss_kib": rss,
+        "rss_per_conn_kib": (rss - empty_rss) / count,
+        "pings_per_conn_s": pings / seconds / count if pings >= 0 else None,
+    }
+
+
+def run_idle(quick: bool = False, log: Any = print) -> dict[str, Any]:
+    counts = [200] if quick else [1000, 5000, 10000]
+    warmup, window = (1.0, 1.5) if quick else (3.0, 10.0)
+    setups = [s for s in SETUPS if s.kind != "peerwatch" or peerwatch_available()]
+    if quick:
+        setups = [s for s in setups if not s.uvloop]
+    rows = []
+    for count in counts:
+        for setup in setups:
+            row = measure(setup, count, warmup, window)
+            rows.append(row)
+            pings = row["pings_per_conn_s"]
+            log(
+                f"  idle {setup.label:34s} {count:>6d} conns: server cpu {row['server_cpu']:.4f}"
+                f" s/s  rss +{row['rss_per_conn_kib']:.1f} KiB/conn"
+                f"  pings/conn/s {'-' if pings is None else f'{pings:.2f}'}"
+                f"  held {row['held']}"
+            )
+    return {"warmup_s": warmup, "window_s": window, "rows": rows}

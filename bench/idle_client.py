@@ -1,0 +1,117 @@
+"""Idle load generator: opens N connections to an idle server and keeps them alive.
+
+``python -m bench.idle_client KIND PORT N [--peerwatch-client raw|library]``
+
+Runs on uvloop (it is the load, not the thing measured). Prints ``ready`` once
+all N connections have finished their handshake; on ``stats`` prints how many
+pings it has answered so far (the server's heartbeats really flowed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench.aiohelpers import run, stdin_lines
+from bench.floor import EchoProtocol, IdleProtocol
+from bench.procs import child_setup, emit
+from bench.rawclients import (
+    HandshakeCounter,
+    RawPeerwatchClient,
+    RawWebSocketClient,
+    peerwatch_hello,
+)
+
+HOST = "127.0.0.1"
+CONCURRENCY = 256
+
+
+async def open_all(count: int, one: Callable[[], Any]) -> list[Any]:
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def guarded() -> Any:
+        async with gate:
+            return await one()
+
+    return list(await asyncio.gather(*(guarded() for _ in range(count))))
+
+
+def keep_busy(connections: list[RawPeerwatchClient], every: float, tick: float = 0.01) -> None:
+    """Each connection sends one 100-byte message per ``every`` s, spread over ticks."""
+    loop = asyncio.get_running_loop()
+    payload = b"b" * 100
+    per_tick = max(1, round(len(connections) * tick / every))
+    position = 0
+
+    def send_some() -> None:
+        nonlocal position
+        for _ in range(per_tick):
+            conn = connections[position % len(connections)]
+            if not conn.transport.is_closing():
+                conn.send_data(payload)
+            position += 1
+        loop.call_later(tick, send_some)
+
+    loop.call_soon(send_some)
+
+
+async def main(options: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    kind, port = options.kind, options.port
+    pings: Callable[[], int]
+
+    if kind in ("floor", "keepalive"):
+        factory: Any = EchoProtocol if kind == "floor" else IdleProtocol
+
+        async def one() -> Any:
+            return await loop.create_connection(factory, HOST, port)
+
+        pings = lambda: EchoProtocol.pings  # noqa: E731
+    elif kind == "websockets" or options.peerwatch_client == "raw":
+        if kind == "peerwatch":
+            RawPeerwatchClient.hello = peerwatch_hello(1.0, 5.0)
+
+        async def one() -> Any:
+            protocol: HandshakeCounter
+            if kind == "websockets":
+                _, protocol = await loop.create_connection(
+                    lambda: RawWebSocketClient(HOST, port), HOST, port
+                )
+            else:
+                _, protocol = await loop.create_connection(RawPeerwatchClient, HOST, port)
+            await protocol.ready
+            return protocol
+
+        pings = lambda: HandshakeCounter.pings  # noqa: E731
+    else:
+        import peerwatch
+
+        async def one() -> Any:
+            return await peerwatch.connect(HOST, port, interval=1.0, timeout=5.0)
+
+        pings = lambda: -1  # noqa: E731  (the library does not expose a ping count)
+
+    started = time.monotonic()
+    held = await open_all(options.count, one)
+    emit("ready", connections=len(held), seconds=time.monotonic() - started)
+    if options.send_every and kind == "peerwatch" and options.peerwatch_client == "raw":
+        keep_busy(held, options.send_every)
+    async for command in stdin_lines():
+        if command == "stats":
+            emit("stats", pings=pings(), at=time.monotonic())
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("kind", choices=["floor", "websockets", "keepalive", "peerwatch"])
+    parser.add_argument("port", type=int)
+    parser.add_argument("count", type=int)
+    parser.add_argument("--peerwatch-client", choices=["raw", "library"], default="raw")
+    parser.add_argument("--send-every", type=float, default=0.0)
+    parser.add_argument("--max-seconds", type=float, default=600)
+    options = parser.parse_args()
+    child_setup(options.max_seconds)
+    run(main(options), use_uvloop=True)

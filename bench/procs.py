@@ -1,0 +1,248 @@
+"""Child processes for the benchmarks: spawn, talk to, measure, and always kill.
+
+Every benchmark role (a server, a load generator, a flock of peers) runs in its
+own process so that the process being measured owns one core and nothing else
+runs in it. A child speaks one JSON object per stdout line (``{"event": ...}``)
+and takes one command per stdin line. Three fences bound its life: the parent
+kills it in ``Child.stop()`` (called from ``finally``/context managers), the
+kernel kills it when the parent dies (``PR_SET_PDEATHSIG``), and ``SIGALRM``
+kills it after ``max_seconds`` whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import platform
+import resource
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+PR_SET_PDEATHSIG = 1
+
+
+def child_setup(max_seconds: float) -> None:
+    """Call first thing in every benchmark child: die with the parent, and on a deadline."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)  # default action: terminate
+    signal.alarm(max(1, int(max_seconds)))
+    raise_nofile()
+
+
+def raise_nofile(wanted: int = 65536) -> int:
+    """Lift RLIMIT_NOFILE so one process can hold 10,000+ sockets; returns the soft limit.
+
+    Root may raise the hard limit up to fs.nr_open; others get the current hard limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for target in ((wanted, max(wanted, hard)), (min(wanted, hard), hard)):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, target)
+            return target[0]
+        except (ValueError, OSError):
+            continue
+    return soft
+
+
+def emit(event: str, **fields: Any) -> None:
+    """Child side: report one event to the parent as a JSON line."""
+    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+    sys.stdout.flush()
+
+
+class ChildFailed(RuntimeError):
+    """A benchmark child exited, timed out, or said something unexpected."""
+
+
+class Child:
+    """A benchmark process started with ``python -m <module> args...``."""
+
+    def __init__(self, module: str, args: Sequence[str], *, cpu: int | None = None) -> None:
+        self.argv = [sys.executable, "-m", module, *args]
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
+        self.pid = self.proc.pid
+        if cpu is not None:
+            pin(self.pid, cpu)
+        self._buffer = b""
+        assert self.proc.stdout is not None
+        os.set_blocking(self.proc.stdout.fileno(), False)
+
+    def read_event(self, timeout: float, expect: str | None = None) -> dict[str, Any]:
+        """Next JSON event from the child (skipping non-JSON noise), within ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            while True:
+                while b"\n" in self._buffer:
+                    line, self._buffer = self._buffer.split(b"\n", 1)
+                    try:
+                        event: dict[str, Any] = json.loads(line)
+                    except ValueError:
+                        continue
+                    if expect is not None and event.get("event") != expect:
+                        if event.get("event") == "error":
+                            raise ChildFailed(f"{self.argv[3:]}: {event}")
+                        continue
+                    return event
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ChildFailed(f"{self.argv[3:]}: no {expect or 'event'} in {timeout} s")
+                if not selector.select(remaining):
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise ChildFailed(f"{self.argv[3:]} exited: {self.stderr_tail()}")
+                self._buffer += chunk
+
+    def command(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def ask(self, line: str, expect: str, timeout: float = 30.0) -> dict[str, Any]:
+        self.command(line)
+        return self.read_event(timeout, expect)
+
+    def stderr_tail(self, limit: int = 2000) -> str:
+        with contextlib.suppress(Exception):
+            self.proc.wait(timeout=2)
+        assert self.proc.stderr is not None
+        with contextlib.suppress(Exception):
+            os.set_blocking(self.proc.stderr.fileno(), False)
+            data = self.proc.stderr.read() or b""
+            return data.decode(errors="replace")[-limit:]
+        return ""
+
+    def stop(self, grace: float = 3.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; always reaps the process."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                self.proc.wait(timeout=10)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            with contextlib.suppress(Exception):
+                if stream is not None:
+                    stream.close()
+
+    def __enter__(self) -> Child:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def children(*kids: Child) -> Iterator[tuple[Child, ...]]:
+    try:
+        yield kids
+    finally:
+        for kid in reversed(kids):
+            kid.stop()
+
+
+def pin(pid: int, cpu: int) -> None:
+    """Pin a process to one CPU when the machine has it (keeps server and load apart)."""
+    with contextlib.suppress(OSError):
+        if cpu < (os.cpu_count() or 1):
+            os.sched_setaffinity(pid, {cpu})
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all threads), from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    # after the ")" the fields start at field 3 (state); utime is field 14, stime 15
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size in KiB, from /proc/PID/status (VmRSS)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise ChildFailed(f"no VmRSS for {pid}")
+
+
+def system_busy_seconds() -> float:
+    """CPU seconds all CPUs spent not idle since boot (from /proc/stat)."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return (sum(values[:8]) - idle) / CLK_TCK
+
+
+class CpuWindow:
+    """CPU seconds per wall second of a set of processes over a measured window.
+
+    ``other`` is what the rest of the machine used meanwhile (all CPUs busy time
+    minus the measured processes): other work on a shared machine, plus kernel
+    softirq time not charged to any process. A high value flags a disturbed run.
+    """
+
+    def __init__(self, *pids: int) -> None:
+        self.pids = pids
+        self.other = 0.0
+        self.used: list[float] = []
+        self.wall = 0.0
+        self.start_wall = time.monotonic()
+        self.start_busy = system_busy_seconds()
+        self.start_cpu = [cpu_seconds(pid) for pid in pids]
+
+    def stop(self) -> list[float]:
+        used = [
+            cpu_seconds(pid) - start for pid, start in zip(self.pids, self.start_cpu, strict=True)
+        ]
+        busy = system_busy_seconds() - self.start_busy
+        wall = time.monotonic() - self.start_wall
+        self.other = max(0.0, busy - sum(used)) / wall
+        self.used = used
+        self.wall = wall
+        return [value / wall for value in used]
+
+
+def machine_description() -> dict[str, str]:
+    model = "unknown CPU"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_kib = 0
+    with contextlib.suppress(OSError), open("/proc/meminfo") as meminfo:
+        mem_kib = int(meminfo.readline().split()[1])
+    versions = {}
+    for name in ("websockets", "uvloop"):
+        with contextlib.suppress(Exception):
+            versions[name] = __import__(name).__version__
+    return {
+        "cpu": f"{os.cpu_count()} x {model}",
+        "memory": f"{mem_kib / 1024 / 1024:.1f} GiB",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        **versions,
+    }

@@ -1,0 +1,164 @@
+"""Minimal raw client sides of two protocols, for holding thousands of idle connections cheaply.
+
+The idle benchmark measures the *server*; its peers only have to keep their side
+of the protocol alive with the least CPU, so that 10,000 of them fit in one
+load-generator process on the other core:
+
+* ``RawWebSocketClient``: RFC 6455 opening handshake, then answers each PING
+  (opcode 9) with a PONG (opcode 10) carrying the same payload; never pings itself.
+* ``RawPeerwatchClient``: sends HELLO, waits for the server's HELLO, then answers
+  each PING frame with a PONG echoing its seq and stamp, and ACKs DATA; never
+  pings itself (the server's pings keep the line busy, so our own timer would
+  never fire in peerwatch either: any inbound byte is evidence of life).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import struct
+from typing import ClassVar, cast
+
+WS_PONG = 0x8A
+WS_CLOSE = 0x88
+
+
+class HandshakeCounter(asyncio.Protocol):
+    """Shared bookkeeping: how many handshakes completed, how many pings answered."""
+
+    pings: ClassVar[int] = 0
+    transport: asyncio.Transport
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError("closed during handshake"))
+
+
+class RawWebSocketClient(HandshakeCounter):
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__()
+        self.host_header = f"{host}:{port}"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.transport.write(
+            (
+                f"GET / HTTP/1.1\r\nHost: {self.host_header}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        if not self.ready.done():
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buffer.startswith(b"HTTP/1.1 101"):
+                self.ready.set_exception(ConnectionError(bytes(buffer[:80]).decode()))
+                self.transport.close()
+                return
+            del buffer[: end + 4]
+            self.ready.set_result(None)
+        offset = 0
+        while len(buffer) - offset >= 2:
+            opcode = buffer[offset] & 0x0F
+            length = buffer[offset + 1] & 0x7F
+            header = 2
+            if length == 126:
+                if len(buffer) - offset < 4:
+                    break
+                length = int.from_bytes(buffer[offset + 2 : offset + 4], "big")
+                header = 4
+            elif length == 127:
+                if len(buffer) - offset < 10:
+                    break
+                length = int.from_bytes(buffer[offset + 2 : offset + 10], "big")
+                header = 10
+            end = offset + header + length
+            if end > len(buffer):
+                break
+            payload = bytes(buffer[offset + header : end])
+            if opcode == 9 and length < 126:
+                # masked PONG with an all-zero mask: payload bytes unchanged
+                self.transport.write(bytes((WS_PONG, 0x80 | length)) + b"\0\0\0\0" + payload)
+                HandshakeCounter.pings += 1
+            elif opcode == 8:
+                self.transport.write(bytes((WS_CLOSE, 0x80)) + b"\0\0\0\0")
+                self.transport.close()
+            offset = end
+        del buffer[:offset]
+
+
+# peerwatch wire format (see peerwatch.core.frames): u32 length | u8 kind | body
+PW_HEADER = struct.Struct("!IB")
+PW_HELLO, PW_DATA, PW_ACK, PW_PING, PW_PONG, PW_GOODBYE = 1, 2, 3, 4, 5, 6
+
+
+def peerwatch_hello(interval: float, timeout: float) -> bytes:
+    from peerwatch.core.frames import PROTOCOL_VERSION, Hello, encode_hello
+
+    return encode_hello(
+        Hello(
+            version=PROTOCOL_VERSION,
+            incarnation=int.from_bytes(os.urandom(8), "big"),
+            interval=interval,
+            timeout=timeout,
+            max_frame=1024 * 1024,
+            max_message=1024 * 1024,
+        )
+    )
+
+
+class RawPeerwatchClient(HandshakeCounter):
+    hello = b""  # set once per process by the caller (peerwatch_hello)
+    next_seq = 1
+
+    def send_data(self, payload: bytes) -> None:
+        """One DATA frame carrying a whole message (seq u64, flags 0)."""
+        header = PW_HEADER.pack(9 + len(payload), PW_DATA)
+        self.transport.write(header + self.next_seq.to_bytes(8, "big") + b"\0" + payload)
+        self.next_seq += 1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.transport.write(self.hello)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        offset = 0
+        size = len(buffer)
+        while size - offset >= 5:
+            length, kind = PW_HEADER.unpack_from(buffer, offset)
+            end = offset + 5 + length
+            if end > size:
+                break
+            if kind == PW_PING:
+                # a PONG is the PING with its kind byte changed: seq and stamp echoed
+                pong = bytearray(buffer[offset:end])
+                pong[4] = PW_PONG
+                self.transport.write(bytes(pong))
+                HandshakeCounter.pings += 1
+            elif kind == PW_HELLO:
+                if not self.ready.done():
+                    self.ready.set_result(None)
+            elif kind == PW_DATA:
+                seq = buffer[offset + 5 : offset + 13]
+                if not buffer[offset + 13] & 1:  # last chunk of a message: acknowledge it
+                    self.transport.write(PW_HEADER.pack(8, PW_ACK) + bytes(seq))
+            elif kind == PW_GOODBYE:
+                self.transport.close()
+            offset = end
+        del buffer[:offset]

@@ -1,0 +1,254 @@
+"""Write docs/BENCHMARKS.md and docs/benchmarks.png from the measured results.
+
+Nothing in the report is typed by hand: every number, ratio and target verdict
+comes from the JSON results the benchmarks saved.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench import targets
+from bench.targets import Check
+
+TITLES = {
+    "throughput": "Throughput",
+    "idle": "Idle connections",
+    "detection": "Detection precision",
+    "accept": "Accept scaling",
+}
+
+
+def fmt_size(size: int) -> str:
+    return f"{size // 2**20} MiB" if size >= 2**20 else f"{size} B"
+
+
+def checks_table(checks: list[Check]) -> list[str]:
+    lines = ["| target | measured | required | verdict |", "|---|---:|---:|---|"]
+    for check in checks:
+        status = f"**{check.status}**" if check.status == "MISSED" else check.status
+        lines.append(f"| {check.what} | {check.measured_text} | {check.target_text} | {status} |")
+    return lines
+
+
+def throughput_section(result: dict[str, Any]) -> list[str]:
+    lines = [
+        f"One connection, messages pipelined for {result['seconds_per_run']} s per run,"
+        f" {result['repeats']} runs per setup interleaved round-robin. The clock stops when"
+        " the server application reports it consumed every message. *msg/s* is the best run"
+        " (interference from other work only lowers it), *median* the median run;"
+        " *server µs/msg* is the server process's CPU time per message (median), which other"
+        " load on the machine barely moves. CPU columns: share of one core (1.00 = saturated);"
+        " *other* is what the rest of the machine used meanwhile.",
+        "",
+        "| setup | size | msg/s | median msg/s | MiB/s | server µs/msg | server CPU |"
+        " client CPU | other CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in sorted(result["rows"], key=lambda r: (r["size"], order_of(r["setup"]))):
+        lines.append(
+            f"| {row['setup']} | {fmt_size(row['size'])} | {row['messages_per_s']:,.0f} |"
+            f" {row['median_messages_per_s']:,.0f} | {row['mib_per_s']:,.1f} |"
+            f" {row['server_us_per_message']:.2f} | {row['server_cpu']:.2f} |"
+            f" {row['client_cpu']:.2f} | {row['other_cpu']:.2f} |"
+        )
+    for label, reason in result.get("failed", {}).items():
+        lines.append(f"| {label} | - | failed | | | | | | |")
+        lines.append("")
+        lines.append(f"> {label} failed: `{reason.strip().splitlines()[-1][:300]}`")
+    lines += ["", *checks_table(targets.throughput_checks(result))]
+    return lines
+
+
+def order_of(label: str) -> int:
+    from bench.throughput import SETUPS
+
+    labels = [s.label for s in SETUPS]
+    return labels.index(label) if label in labels else len(labels)
+
+
+def idle_section(result: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Idle connections with a heartbeat every 1 s, timeout 5 s. After a warm-up of"
+        f" {result['warmup_s']} s the server's CPU time is read over {result['window_s']} s;"
+        " RSS is compared with the same server process before its first connection."
+        " The load generator (another process, uvloop) counts the pings it answered:"
+        " *pings/conn/s* near 1.0 proves the heartbeats ran. The peerwatch load generator"
+        " is a minimal raw implementation of the client side of the protocol"
+        " (`bench/rawclients.py`: HELLO, then PONG for each PING), so that 10,000 peers fit"
+        " in one process; the server is the real `peerwatch.serve`.",
+        "",
+        "| connections | setup | server CPU s/s | µs per conn-second | RSS KiB/conn |"
+        " pings/conn/s | held |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        pings = row["pings_per_conn_s"]
+        lines.append(
+            f"| {row['connections']:,} | {row['setup']} | {row['server_cpu']:.4f} |"
+            f" {row['server_cpu'] / row['connections'] * 1e6:.1f} |"
+            f" {row['rss_per_conn_kib']:.2f} | {'-' if pings is None else f'{pings:.2f}'} |"
+            f" {row['held']:,} |"
+        )
+    for label, reason in result.get("failed", {}).items():
+        lines.append("")
+        lines.append(f"> {label} failed: `{reason.strip().splitlines()[-1][:300]}`")
+    lines += ["", *checks_table(targets.idle_checks(result))]
+    return lines
+
+
+def detection_section(result: dict[str, Any]) -> list[str]:
+    lines = [
+        "Each peer is its own process with one `peerwatch.connect` connection to the observer"
+        " (`peerwatch.serve`, interval and timeout below). Every"
+        f" {result['stagger_s'] * 1000:.0f} ms one peer is frozen (it stamps its last message"
+        " with CLOCK_MONOTONIC, then SIGSTOPs itself) or killed (SIGKILL). Lateness of a"
+        " frozen peer's verdict: *internal* = `silent_for - timeout`; *external* ="
+        " verdict-callback time − stamp of the last message − timeout (an upper bound)."
+        " Killed peers: verdict-callback time − time of the kill.",
+        "",
+        "| scenario | interval / timeout | frozen: internal p50 / p99 / max ms |"
+        " frozen: external p50 / p99 / max ms | killed p50 / p99 / max ms | causes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        causes = "; ".join(
+            f"{action}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+            for action, counts in row["causes"].items()
+        )
+        lines.append(
+            f"| {row['scenario']} | {row['interval']} s / {row['timeout']} s |"
+            f" {triple(row['frozen_internal_ms'])} | {triple(row['frozen_external_ms'])} |"
+            f" {triple(row['killed_ms'])} | {causes} |"
+        )
+    lines += ["", *checks_table(targets.detection_checks(result))]
+    return lines
+
+
+def triple(stats: dict[str, Any]) -> str:
+    if not stats.get("n"):
+        return "-"
+    return f"{stats['p50']:.1f} / {stats['p99']:.1f} / {stats['max']:.1f} (n={stats['n']})"
+
+
+def accept_section(result: dict[str, Any]) -> list[str]:
+    lines = [
+        str(result.get("method", "")),
+        "",
+        "| setup | workers | connections | conn/s | per-worker share | busiest |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for row in result["rows"]:
+        shares = ", ".join(f"{s * 100:.1f} %" for s in row["shares"])
+        lines.append(
+            f"| {row['setup']} | {row['workers']} | {row['connections']:,} |"
+            f" {row['connections_per_s']:,.0f} | {shares} | {row['max_share'] * 100:.1f} % |"
+        )
+    lines += ["", *checks_table(targets.accept_checks(result))]
+    return lines
+
+
+SECTIONS = {
+    "throughput": throughput_section,
+    "idle": idle_section,
+    "detection": detection_section,
+    "accept": accept_section,
+}
+
+
+def write_markdown(results: dict[str, dict[str, Any]], path: Path, plot_name: str) -> None:
+    lines = [
+        "# peerwatch benchmarks",
+        "",
+        "Written by `python -m bench` from the numbers it measured; do not edit by hand."
+        " Every comparison is measured side by side in the same run, on 127.0.0.1, with"
+        " the server and the load generator in separate processes pinned to separate cores.",
+        "",
+    ]
+    for name, title in TITLES.items():
+        result = results.get(name)
+        if result is None:
+            lines += [f"## {title}", "", "Not measured yet.", ""]
+            continue
+        meta = result["meta"]
+        machine = ", ".join(f"{k} {v}" for k, v in meta["machine"].items())
+        lines += [
+            f"## {title}",
+            "",
+            f"Measured {meta['date']} on: {machine}."
+            + (" **Quick smoke run: numbers are not meaningful.**" if meta.get("quick") else ""),
+            "",
+            *SECTIONS[name](result),
+            "",
+        ]
+    lines += [f"![benchmarks]({plot_name})", ""]
+    path.write_text("\n".join(lines))
+
+
+def write_plot(results: dict[str, dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(18, 10))
+    tp_ax, mib_ax, cpu_ax, rss_ax, det_ax, acc_ax = axes.flat
+    if "throughput" in results:
+        rows = results["throughput"]["rows"]
+        for ax, size, key, unit in (
+            (tp_ax, 100, "messages_per_s", "messages/s"),
+            (mib_ax, 2**20, "mib_per_s", "MiB/s"),
+        ):
+            chosen = sorted(
+                (r for r in rows if r["size"] == size), key=lambda r: order_of(r["setup"])
+            )
+            ax.barh([r["setup"] for r in chosen], [r[key] for r in chosen], color="tab:blue")
+            ax.set_xlabel(unit)
+            ax.set_title(f"Throughput, {fmt_size(size)} messages (best run)")
+            ax.invert_yaxis()
+    if "idle" in results:
+        rows = results["idle"]["rows"]
+        labels = list(dict.fromkeys(r["setup"] for r in rows))
+        for label in labels:
+            mine = [r for r in rows if r["setup"] == label]
+            counts = [r["connections"] for r in mine]
+            cpu_ax.plot(counts, [r["server_cpu"] for r in mine], marker="o", label=label)
+            rss_ax.plot(counts, [r["rss_per_conn_kib"] for r in mine], marker="o", label=label)
+        cpu_ax.set_title("Idle: server CPU (s/s), 1 s heartbeats")
+        cpu_ax.set_xlabel("connections")
+        cpu_ax.legend(fontsize=7)
+        rss_ax.set_title("Idle: RSS per connection (KiB)")
+        rss_ax.set_xlabel("connections")
+        rss_ax.axhline(8, color="grey", linestyle="--", linewidth=0.8)
+        rss_ax.legend(fontsize=7)
+    if "detection" in results:
+        rows = results["detection"]["rows"]
+        data, names = [], []
+        for row in rows:
+            short = row["scenario"].split(":")[0] + (" busy" if row["busy"] else "")
+            data += [[v * 1000 for v in row["samples"]["external"]] or [0.0]]
+            names += [f"{short}\nfrozen"]
+            data += [[v * 1000 for v in row["samples"]["killed"]] or [0.0]]
+            names += [f"{short}\nkilled"]
+        det_ax.boxplot(data, whis=(1, 99))
+        det_ax.set_xticks(range(1, len(names) + 1), names, fontsize=7)
+        det_ax.set_ylabel("ms late (frozen: past deadline; killed: after kill)")
+        det_ax.set_title("Detection lateness (whiskers p1-p99)")
+    if "accept" in results:
+        rows = results["accept"]["rows"]
+        for index, row in enumerate(rows):
+            bottom = 0.0
+            for share in row["shares"]:
+                acc_ax.bar(index, share * 100, bottom=bottom, edgecolor="white")
+                bottom += share * 100
+        acc_ax.set_xticks(range(len(rows)), [r["setup"] for r in rows], fontsize=7, rotation=15)
+        acc_ax.axhline(60, color="grey", linestyle="--", linewidth=0.8)
+        acc_ax.set_ylabel("% of connections per worker")
+        acc_ax.set_title("Accept balance")
+    for ax in axes.flat:
+        if not ax.has_data():
+            ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

@@ -1,0 +1,159 @@
+"""The performance targets from the issues, checked against measured results.
+
+A target is never claimed without its measurement: when a number is missing
+(the benchmark did not run, or the setup failed) the verdict is "not measured".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bench import throughput as tp
+
+
+@dataclass(frozen=True)
+class Check:
+    what: str
+    measured: float | None
+    target: float
+    higher_is_better: bool
+    unit: str = "x"
+
+    @property
+    def status(self) -> str:
+        if self.measured is None:
+            return "not measured"
+        good = (
+            self.measured >= self.target if self.higher_is_better else self.measured <= self.target
+        )
+        return "met" if good else "MISSED"
+
+    @property
+    def target_text(self) -> str:
+        sign = ">=" if self.higher_is_better else "<="
+        return f"{sign} {self.target:g}{self.unit}"
+
+    @property
+    def measured_text(self) -> str:
+        if self.measured is None:
+            return "-"
+        return (
+            f"{self.measured:.2f}{self.unit}"
+            if self.unit == "x"
+            else f"{self.measured:.1f}{self.unit}"
+        )
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def throughput_checks(result: dict[str, Any]) -> list[Check]:
+    rate = {(r["setup"], r["size"]): r["messages_per_s"] for r in result["rows"]}
+    cost = {(r["setup"], r["size"]): r["server_us_per_message"] for r in result["rows"]}
+
+    def r(a: str, b: str, size: int = 100) -> float | None:
+        return ratio(rate.get((a, size)), rate.get((b, size)))
+
+    def c(a: str, b: str, size: int = 100) -> float | None:  # cost ratio, inverted: speed
+        return ratio(cost.get((b, size)), cost.get((a, size)))
+
+    return [
+        Check("100 B fire-and-forget msg/s vs bare floor", r(tp.PW_FF, tp.FLOOR), 0.6, True),
+        Check("100 B fire-and-forget msg/s vs websockets", r(tp.PW_FF, tp.WEBSOCKETS), 5.0, True),
+        Check("100 B acknowledged msg/s vs bare floor", r(tp.PW_ACK, tp.FLOOR), 0.4, True),
+        Check(
+            "100 B fire-and-forget, uvloop, vs uvloop floor", r(tp.PW_FF_UV, tp.FLOOR_UV), 0.6, True
+        ),
+        Check(
+            "(cross-check) 100 B server CPU/msg: floor / peerwatch f&f",
+            c(tp.PW_FF, tp.FLOOR),
+            0.6,
+            True,
+        ),
+        Check(
+            "(cross-check) 100 B server CPU/msg: websockets / peerwatch f&f",
+            c(tp.PW_FF, tp.WEBSOCKETS),
+            5.0,
+            True,
+        ),
+    ]
+
+
+IDLE_FLOOR = "minimal ping/pong floor"
+IDLE_FLOOR_UV = "minimal ping/pong floor + uvloop"
+IDLE_WS = "websockets (ping_interval=1)"
+IDLE_PW = "peerwatch"
+IDLE_PW_UV = "peerwatch + uvloop"
+IDLE_KEEPALIVE = "keepalive only (kernel)"
+
+
+def idle_checks(result: dict[str, Any]) -> list[Check]:
+    cpu = {(r["setup"], r["connections"]): r["server_cpu"] for r in result["rows"]}
+    rss = {(r["setup"], r["connections"]): r["rss_per_conn_kib"] for r in result["rows"]}
+    checks = []
+    for count in (5000, 10000):
+        checks += [
+            Check(
+                f"{count:,} conns: CPU vs minimal floor",
+                ratio(cpu.get((IDLE_PW, count)), cpu.get((IDLE_FLOOR, count))),
+                1.5,
+                False,
+            ),
+            Check(
+                f"{count:,} conns: CPU vs websockets",
+                ratio(cpu.get((IDLE_PW, count)), cpu.get((IDLE_WS, count))),
+                0.4,
+                False,
+            ),
+            Check(
+                f"{count:,} conns: uvloop CPU vs uvloop floor",
+                ratio(cpu.get((IDLE_PW_UV, count)), cpu.get((IDLE_FLOOR_UV, count))),
+                1.5,
+                False,
+            ),
+        ]
+    checks.append(
+        Check("5,000 conns: RSS per connection", rss.get((IDLE_PW, 5000)), 8.0, False, " KiB")
+    )
+    return checks
+
+
+def detection_checks(result: dict[str, Any]) -> list[Check]:
+    checks = []
+    for row in result["rows"]:
+        external = row["frozen_external_ms"].get("p99")
+        internal = row["frozen_internal_ms"].get("p99")
+        worst = None if external is None or internal is None else max(external, internal)
+        checks.append(
+            Check(f"{row['scenario']}: frozen p99 lateness", worst, row["target_ms"], False, " ms")
+        )
+        checks.append(
+            Check(
+                f"{row['scenario']}: killed p99 detection delay",
+                row["killed_ms"].get("p99"),
+                row["target_ms"],
+                False,
+                " ms",
+            )
+        )
+    return checks
+
+
+def accept_checks(result: dict[str, Any]) -> list[Check]:
+    checks = []
+    for row in result["rows"]:
+        if row.get("workers", 1) >= 2:
+            checks.append(
+                Check(
+                    f"{row['setup']}: busiest worker's share",
+                    row["max_share"] * 100,
+                    60.0,
+                    False,
+                    " %",
+                )
+            )
+    return checks
