@@ -1,29 +1,23 @@
 """Accept scaling: how fast connections are accepted, and how evenly workers share them.
 
-One load generator (uvloop, raw peerwatch client side, 256 handshakes in
-flight) opens N connections and holds them; the clock stops when the last
-HELLO came back. Then the established sockets of each server process are
-counted (psutil), which gives each worker's share. Setups: a bare asyncio
-accept loop, ``peerwatch.serve`` in one process, and ``peerwatch serve
---workers W`` (pre-forked workers, one SO_REUSEPORT listening socket each).
+Load-generator processes (uvloop, raw peerwatch client side, 256 handshakes in
+flight each) open N connections together and hold them; the clock runs from
+the first connect to the last HELLO back. Then the established sockets of each
+server process are counted (psutil), which gives each worker's share. Setups:
+a bare asyncio accept loop, ``peerwatch.serve`` in one process, and 1, 2 and 4
+pre-forked workers each calling ``peerwatch.serve(reuse_port=True)`` (what
+``peerwatch serve --workers N`` does; see ``bench/accept_server.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import socket
 import time
 from typing import Any
 
-from bench.procs import Child, CpuWindow, children
+from bench.load import Flock
+from bench.procs import Child, ChildFailed, CpuWindow, children
 from bench.throughput import peerwatch_available
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def established_by_process(root_pid: int, port: int) -> dict[int, int]:
@@ -42,12 +36,13 @@ def established_by_process(root_pid: int, port: int) -> dict[int, int]:
     return counts
 
 
-def measure(label: str, server: Child, port: int, workers: int, count: int) -> dict[str, Any]:
+def measure(
+    label: str, server: Child, port: int, workers: int, count: int, processes: int
+) -> dict[str, Any]:
     client_kind = "floor" if label.startswith("bare") else "peerwatch"
-    client = Child("bench.idle_client", [client_kind, str(port), str(count)], cpu=1)
-    with children(client):
-        window = CpuWindow(server.pid, client.pid)
-        opened = client.read_event(300, "ready")
+    with Flock(client_kind, port, count, processes) as flock:
+        window = CpuWindow(server.pid, *flock.pids)
+        opened = flock.open(300)
         window.stop()
         time.sleep(0.5)
         counts = established_by_process(server.pid, port)
@@ -63,48 +58,54 @@ def measure(label: str, server: Child, port: int, workers: int, count: int) -> d
         "connections_per_s": count / opened["seconds"],
         "shares": shares,
         "max_share": shares[0] if shares else 0.0,
-        "client_cpu": window.used[1] / window.wall if window.wall else 0.0,
+        "client_cpu": sum(window.used[1:]) / window.wall if window.wall else 0.0,
+        "other_cpu": window.other,
     }
-
-
-def serve_cli_available() -> bool:
-    return importlib.util.find_spec("peerwatch.cli.serve") is not None
 
 
 def run_accept(quick: bool = False, log: Any = print) -> dict[str, Any]:
     count = 300 if quick else 10000
+    processes = 1 if quick else 2
     plans: list[tuple[str, str, list[str], int]] = [
         ("bare asyncio accept loop", "bench.idle_server", ["keepalive"], 1),
     ]
     if peerwatch_available():
         plans.append(("peerwatch.serve, one process", "bench.idle_server", ["peerwatch"], 1))
-    if serve_cli_available():
         for workers in (1, 2) if quick else (1, 2, 4):
-            plans.append((f"peerwatch serve --workers {workers}", "peerwatch", [], workers))
+            plans.append(
+                (
+                    f"{workers} SO_REUSEPORT worker{'s' if workers > 1 else ''}",
+                    "bench.accept_server",
+                    ["--workers", str(workers)],
+                    workers,
+                )
+            )
     rows = []
-    for label, module, plan_args, workers in plans:
-        args = plan_args
-        if module == "peerwatch":
-            port = free_port()
-            args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-            args += ["--handler", "sink", "--ready-json"]
-            server = Child("peerwatch", args)
-        else:
-            server = Child(module, args, cpu=0)
-        with children(server):
-            ready = server.read_event(60, "ready")
-            port = int(ready["port"])
-            row = measure(label, server, port, workers, count)
+    failed: dict[str, str] = {}
+    for label, module, args, workers in plans:
+        server = Child(module, args)
+        try:
+            with children(server):
+                port = int(server.read_event(60, "ready")["port"])
+                row = measure(label, server, port, workers, count, processes)
+        except ChildFailed as exc:
+            failed[label] = str(exc)[-600:]
+            log(f"  accept {label}: FAILED {str(exc)[-300:]}")
+            continue
         rows.append(row)
         log(
             f"  accept {label:36s} {row['connections_per_s']:8.0f} conn/s"
             f"  shares {[round(s, 3) for s in row['shares']]}  held {row['held']}"
+            f"  other cpu {row['other_cpu']:.2f}"
         )
     method = (
-        f"{count:,} connections opened by one load-generator process (uvloop, a raw peerwatch"
-        " client side doing the HELLO handshake, 256 in flight; the bare loop gets plain TCP"
-        " connects) and held open; conn/s = connections / time until the last handshake"
-        " completed. Shares are the established sockets each server process holds (psutil)."
-        " Workers are not pinned; the load generator is pinned to CPU 1."
+        f"{count:,} connections opened by {processes} load-generator process(es) (uvloop, a raw"
+        " peerwatch client side doing the HELLO handshake, 256 handshakes in flight per"
+        " process; the bare loop gets plain TCP connects) and held open; conn/s ="
+        " connections / time from the first connect to the last completed handshake."
+        " Shares are the established sockets each server process holds (psutil)."
+        " Workers are `peerwatch.serve(reuse_port=True)` in pre-forked processes"
+        " (`bench/accept_server.py`). Nothing is pinned: workers and load generators share"
+        " the machine's cores."
     )
-    return {"rows": rows, "method": method}
+    return {"rows": rows, "method": method, "failed": failed, "load_processes": processes}

@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.procs import Child, CpuWindow, children, rss_kib
+from bench.load import Flock
+from bench.procs import Child, ChildFailed, CpuWindow, children, rss_kib
 from bench.throughput import peerwatch_available
 
 
@@ -34,7 +35,9 @@ SETUPS = [
 ]
 
 
-def measure(setup: IdleSetup, count: int, warmup: float, window: float) -> dict[str, Any]:
+def measure(
+    setup: IdleSetup, count: int, warmup: float, window: float, processes: int
+) -> dict[str, Any]:
     server_args = [setup.kind, "--max-seconds", str(window + warmup + 300)]
     if setup.uvloop:
         server_args.append("--uvloop")
@@ -43,54 +46,63 @@ def measure(setup: IdleSetup, count: int, warmup: float, window: float) -> dict[
         port = server.read_event(30, "ready")["port"]
         time.sleep(0.5)
         empty_rss = rss_kib(server.pid)
-        client_args = [setup.kind, str(port), str(count), "--max-seconds", str(window + 400)]
-        client = Child("bench.idle_client", client_args, cpu=1)
-        with children(client):
-            opened = client.read_event(180, "ready")
+        with Flock(setup.kind, port, count, processes, cpu=1) as flock:
+            opened = flock.open(180)
             held = server.ask("stats", "stats")["connections"]
             if held != count:
                 time.sleep(1.0)  # the last accepts may still be in the server's queue
                 held = server.ask("stats", "stats")["connections"]
             time.sleep(warmup)
-            before = client.ask("stats", "stats")
-            cpu = CpuWindow(server.pid, client.pid)
+            pings_before, at_before = flock.pings()
+            cpu = CpuWindow(server.pid, *flock.pids)
             time.sleep(window)
-            server_cpu, client_cpu = cpu.stop()
-            after = client.ask("stats", "stats")
+            server_cpu, *client_cpu = cpu.stop()
+            pings_after, at_after = flock.pings()
             rss = rss_kib(server.pid)
             still_held = server.ask("stats", "stats")["connections"]
-    pings = after["pings"] - before["pings"]
-    seconds = after["at"] - before["at"]
     return {
         "setup": setup.label,
         "connections": count,
         "held": min(held, still_held),
         "open_seconds": opened["seconds"],
         "server_cpu": server_cpu,
-        "client_cpu": client_cpu,
+        "client_cpu": sum(client_cpu),
+        "other_cpu": cpu.other,
         "empty_rss_kib": empty_rss,
         "rss_kib": rss,
         "rss_per_conn_kib": (rss - empty_rss) / count,
-        "pings_per_conn_s": pings / seconds / count if pings >= 0 else None,
+        "pings_per_conn_s": (pings_after - pings_before) / (at_after - at_before) / count,
     }
 
 
 def run_idle(quick: bool = False, log: Any = print) -> dict[str, Any]:
     counts = [200] if quick else [1000, 5000, 10000]
     warmup, window = (1.0, 1.5) if quick else (3.0, 10.0)
+    processes = 1 if quick else 2
     setups = [s for s in SETUPS if s.kind != "peerwatch" or peerwatch_available()]
     if quick:
         setups = [s for s in setups if not s.uvloop]
     rows = []
+    failed: dict[str, str] = {}
     for count in counts:
         for setup in setups:
-            row = measure(setup, count, warmup, window)
+            try:
+                row = measure(setup, count, warmup, window, processes)
+            except ChildFailed as exc:
+                failed[f"{setup.label}, {count:,} connections"] = str(exc)[-600:]
+                log(f"  idle {setup.label} {count} conns: FAILED {str(exc)[-300:]}")
+                continue
             rows.append(row)
-            pings = row["pings_per_conn_s"]
             log(
                 f"  idle {setup.label:34s} {count:>6d} conns: server cpu {row['server_cpu']:.4f}"
-                f" s/s  rss +{row['rss_per_conn_kib']:.1f} KiB/conn"
-                f"  pings/conn/s {'-' if pings is None else f'{pings:.2f}'}"
-                f"  held {row['held']}"
+                f" s/s  rss +{row['rss_per_conn_kib']:.2f} KiB/conn"
+                f"  pings/conn/s {row['pings_per_conn_s']:.2f}  held {row['held']}"
+                f"  other cpu {row['other_cpu']:.2f}"
             )
-    return {"warmup_s": warmup, "window_s": window, "rows": rows}
+    return {
+        "warmup_s": warmup,
+        "window_s": window,
+        "load_processes": processes,
+        "rows": rows,
+        "failed": failed,
+    }

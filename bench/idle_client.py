@@ -1,10 +1,13 @@
 """Idle load generator: opens N connections to an idle server and keeps them alive.
 
-``python -m bench.idle_client KIND PORT N [--peerwatch-client raw|library]``
+``python -m bench.idle_client KIND PORT N [--peerwatch-client raw|library] [--go]``
 
 Runs on uvloop (it is the load, not the thing measured). Prints ``ready`` once
 all N connections have finished their handshake; on ``stats`` prints how many
-pings it has answered so far (the server's heartbeats really flowed).
+pings it has answered so far (the server's heartbeats really flowed). With
+``--go`` it prints ``armed`` and waits for a ``go`` line before connecting, so
+several load generators can start at the same instant (CLOCK_MONOTONIC stamps
+in ``ready`` are comparable across processes).
 """
 
 from __future__ import annotations
@@ -94,12 +97,19 @@ async def main(options: argparse.Namespace) -> None:
 
         pings = lambda: -1  # noqa: E731  (the library does not expose a ping count)
 
+    commands = stdin_lines()
+    if options.go:  # several load generators start together on the parent's word
+        emit("armed")
+        async for command in commands:
+            if command == "go":
+                break
     started = time.monotonic()
     held = await open_all(options.count, one)
-    emit("ready", connections=len(held), seconds=time.monotonic() - started)
+    done = time.monotonic()
+    emit("ready", connections=len(held), seconds=done - started, started=started, at=done)
     if options.send_every and kind == "peerwatch" and options.peerwatch_client == "raw":
         keep_busy(held, options.send_every)
-    async for command in stdin_lines():
+    async for command in commands:
         if command == "stats":
             emit("stats", pings=pings(), at=time.monotonic())
 
@@ -111,6 +121,7 @@ if __name__ == "__main__":
     parser.add_argument("count", type=int)
     parser.add_argument("--peerwatch-client", choices=["raw", "library"], default="raw")
     parser.add_argument("--send-every", type=float, default=0.0)
+    parser.add_argument("--go", action="store_true", help="open only after a 'go' on stdin")
     parser.add_argument("--max-seconds", type=float, default=600)
     options = parser.parse_args()
     child_setup(options.max_seconds)

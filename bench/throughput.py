@@ -39,6 +39,7 @@ WEBSOCKETS = "websockets"
 PW_FF = "peerwatch fire-and-forget"
 PW_ACK = "peerwatch acknowledged"
 FLOOR_UV = "bare floor + uvloop"
+WEBSOCKETS_UV = "websockets + uvloop"
 PW_FF_UV = "peerwatch fire-and-forget + uvloop"
 PW_ACK_UV = "peerwatch acknowledged + uvloop"
 
@@ -48,6 +49,7 @@ SETUPS = [
     Setup(PW_FF, "peerwatch"),
     Setup(PW_ACK, "peerwatch", mode="ack"),
     Setup(FLOOR_UV, "floor", uvloop=True),
+    Setup(WEBSOCKETS_UV, "websockets", uvloop=True),
     Setup(PW_FF_UV, "peerwatch", uvloop=True),
     Setup(PW_ACK_UV, "peerwatch", uvloop=True, mode="ack"),
 ]
