@@ -94,6 +94,7 @@ class Connection(asyncio.Protocol):
         "_ack_waiters",
         "_acked_sent",
         "_callbacks",
+        "_chunk",
         "_closed",
         "_config",
         "_decoder",
@@ -101,6 +102,7 @@ class Connection(asyncio.Protocol):
         "_handshake_deadline",
         "_inbound",
         "_inbox",
+        "_inbox_bytes",
         "_loop",
         "_outbound",
         "_outbox",
@@ -143,6 +145,8 @@ class Connection(asyncio.Protocol):
         self._write_paused = False
         self._reading_paused = False
         self._inbox: deque[bytes] = deque()
+        self._inbox_bytes = 0
+        self._chunk = config.chunk_size  # lowered at HELLO to fit the peer's max_frame
         self._ack_scheduled = False
         self._acked_sent = 0  # highest cumulative ACK written to the peer
         self._recv_waiter: asyncio.Future[None] | None = None
@@ -240,10 +244,15 @@ class Connection(asyncio.Protocol):
             inbox = self._inbox
             if inbox:
                 message = inbox.popleft()
+                self._inbox_bytes -= len(message)
                 if not self._ack_scheduled:
                     self._ack_scheduled = True
                     self._loop.call_soon(self._send_ack)
-                if self._reading_paused and len(inbox) <= self._config.recv_queue // 2:
+                if (
+                    self._reading_paused
+                    and len(inbox) <= self._config.recv_queue // 2
+                    and self._inbox_bytes <= self._config.recv_buffer // 2
+                ):
                     self._resume_reading()
                 return message
             self._raise_if_over()
@@ -347,6 +356,7 @@ class Connection(asyncio.Protocol):
                     message = inbound.on_data(frame)
                     if message is not None:
                         inbox.append(message)
+                        self._inbox_bytes += len(message)
                         got_message = True
                 elif type(frame) is Pong:
                     liveness.on_pong(now, frame.stamp / 1_000_000)
@@ -363,7 +373,10 @@ class Connection(asyncio.Protocol):
             waiter = self._recv_waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
-            if len(inbox) >= self._config.recv_queue and not self._reading_paused:
+            config = self._config
+            if not self._reading_paused and (
+                len(inbox) >= config.recv_queue or self._inbox_bytes >= config.recv_buffer
+            ):
                 self._pause_reading()
 
     def eof_received(self) -> bool:
@@ -426,6 +439,8 @@ class Connection(asyncio.Protocol):
 
     def _handshake(self, hello: Hello, now: float) -> None:
         self.peer_hello = hello
+        # our DATA frames must fit the peer's max_frame (body = 9-byte header + chunk)
+        self._chunk = max(1, min(self._config.chunk_size, hello.max_frame - 64))
         self.liveness = Liveness(self._config, now)
         if not self._ready.done():
             self._ready.set_result(None)
@@ -506,7 +521,7 @@ class Connection(asyncio.Protocol):
             return
         outbox = self._outbox
         outbound = self._outbound
-        chunk = self._config.chunk_size
+        chunk = self._chunk
         budget = FLUSH_BUDGET
         while outbox and (everything or (budget > 0 and not self._write_paused)):
             parts: list[bytes] = []

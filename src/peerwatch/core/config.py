@@ -41,6 +41,7 @@ class Config:
     handshake_timeout: float = 5.0
     send_queue: int = 1024  # messages waiting for the wire before send()/enqueue() blocks
     recv_queue: int = 1024  # messages waiting for recv() before we stop reading the socket
+    recv_buffer: int = 8 * 1024 * 1024  # bytes of such messages before we stop reading
     max_pings_per_interval: int = 10  # a peer pinging faster gets GOODBYE(too many pings)
     close_timeout: float = 1.0  # how long close() waits for the peer's GOODBYE/FIN
     kernel_knobs: bool = True  # keepalive + TCP_USER_TIMEOUT as a backup to heartbeats
@@ -79,7 +80,7 @@ class Config:
             )
         if self.max_message < 1:
             raise ConfigError(f"max_message must be at least 1, got {self.max_message}")
-        for name in ("send_queue", "recv_queue", "max_pings_per_interval"):
+        for name in ("send_queue", "recv_queue", "recv_buffer", "max_pings_per_interval"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
 

@@ -193,7 +193,9 @@ class Liveness:
 
     def next_deadline(self) -> float:
         """When ``handle_timer`` must run next (absolute, same clock as ``now``)."""
-        deadline = min(self.next_ping_at(), self.dead_at())
+        # while paused by us, silence is ours: only the ping cadence is due (rule 5)
+        ping_at = self.next_ping_at()
+        deadline = ping_at if self.paused else min(ping_at, self.dead_at())
         self._armed = deadline
         return deadline
 

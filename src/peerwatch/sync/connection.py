@@ -1,0 +1,163 @@
+"""Blocking connections: the asyncio Connection driven from the caller's thread."""
+
+from __future__ import annotations
+
+import ssl as ssl_module
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any
+
+from peerwatch.aio.client import connect as aio_connect
+from peerwatch.aio.connection import Connection as AioConnection
+from peerwatch.aio.connection import Delivery as AioDelivery
+from peerwatch.core.config import Config
+from peerwatch.core.verdicts import Verdict
+from peerwatch.errors import ConnectionClosed, PeerDead
+from peerwatch.sync.loop import DEFAULT_TIMEOUT, LoopThread, check_timeout, shared_loop
+
+
+class Delivery:
+    """Handle for one enqueued message; ``wait(timeout)`` returns once the peer has it."""
+
+    __slots__ = ("_inner", "_runner")
+
+    def __init__(self, runner: LoopThread, inner: AioDelivery) -> None:
+        self._runner = runner
+        self._inner = inner
+
+    @property
+    def seq(self) -> int:
+        return self._inner.seq
+
+    @property
+    def acknowledged(self) -> bool:
+        return self._inner.acknowledged
+
+    def wait(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        inner = self._inner
+        self._runner.run(inner._conn._wait_acked(inner.seq), timeout)
+
+
+class Connection:
+    """A peerwatch connection with blocking calls, each bounded by ``timeout`` seconds.
+
+    Heartbeats run on a background loop, so a caller that is busy for a while
+    does not make the peer think we are dead. ``TimeoutError`` from a call
+    means only that the call's own wait ran out: the connection is still
+    alive (or ``verdict`` says otherwise) and queued messages stay queued.
+    """
+
+    def __init__(self, runner: LoopThread, conn: AioConnection) -> None:
+        self._runner = runner
+        self.aio = conn  # the underlying asyncio connection (read-only use from other threads)
+
+    # --- state (safe to read from any thread: plain attribute reads)
+    @property
+    def verdict(self) -> Verdict | None:
+        return self.aio.verdict
+
+    @property
+    def rtt(self) -> float | None:
+        return self.aio.rtt
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        return self.aio.peer
+
+    @property
+    def peer_restarted(self) -> bool:
+        return self.aio.peer_restarted
+
+    @property
+    def config(self) -> Config:
+        return self.aio.config
+
+    @property
+    def stalls(self) -> int:
+        return self.aio.stalls
+
+    @property
+    def in_flight(self) -> int:
+        return self.aio.in_flight
+
+    # --- blocking calls
+    def send(self, payload: bytes, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Send and return once the peer application received it (or raise)."""
+        self._runner.run(self.aio.send(payload), timeout)
+
+    def enqueue(self, payload: bytes, timeout: float = DEFAULT_TIMEOUT) -> Delivery:
+        """Queue a message; blocks only while the send queue is full."""
+        return Delivery(self._runner, self._runner.run(self.aio.enqueue(payload), timeout))
+
+    def drain(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Wait until everything enqueued so far is acknowledged."""
+        self._runner.run(self.aio.drain(), timeout)
+
+    def recv(self, timeout: float = DEFAULT_TIMEOUT) -> bytes:
+        """Next message; ``TimeoutError`` when none came within ``timeout`` (peer still alive)."""
+        return self._runner.run(self.aio.recv(), timeout)
+
+    def close(self, reason: str = "", timeout: float = DEFAULT_TIMEOUT) -> Verdict:
+        """Say GOODBYE, close, and return the verdict."""
+        return self._runner.run(self.aio.close(reason), timeout)
+
+    def wait_closed(self, timeout: float = DEFAULT_TIMEOUT) -> Verdict:
+        """Wait for the verdict, whatever ends the connection."""
+        return self._runner.run(self.aio.wait_closed(), timeout)
+
+    def messages(self, timeout: float = DEFAULT_TIMEOUT) -> Iterator[bytes]:
+        """Yield messages until the connection ends; each wait is bounded by ``timeout``."""
+        while True:
+            try:
+                yield self.recv(timeout)
+            except (PeerDead, ConnectionClosed) as exc:
+                from peerwatch.core.verdicts import Cause
+
+                if exc.verdict.cause in (Cause.GOODBYE, Cause.LOCAL, Cause.EOF):
+                    return
+                raise
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.messages()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.verdict is None:
+            self.close("context exited", timeout=self.config.close_timeout + 5.0)
+
+    def __repr__(self) -> str:
+        return f"<peerwatch.sync.Connection {self.aio!r}>"
+
+
+def connect(
+    host: str,
+    port: int,
+    *,
+    config: Config | None = None,
+    ssl: ssl_module.SSLContext | None = None,
+    server_hostname: str | None = None,
+    timeout: float | None = None,
+    **overrides: Any,
+) -> Connection:
+    """Connect and complete the handshake, waiting at most ``timeout`` seconds.
+
+    The default bound is the handshake timeout plus a second. Keyword
+    overrides are ``Config`` fields, as for ``peerwatch.connect``.
+    """
+    runner = shared_loop()
+    cfg = config if config is not None else Config()
+    if overrides:
+        cfg = cfg.with_(**overrides)
+    bound = timeout if timeout is not None else 2 * cfg.handshake_timeout + 1.0
+    check_timeout(bound)
+    conn = runner.run(
+        aio_connect(host, port, config=cfg, ssl=ssl, server_hostname=server_hostname), bound
+    )
+    return Connection(runner, conn)
