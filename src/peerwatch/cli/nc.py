@@ -1,0 +1,90 @@
+"""``peerwatch nc``: a netcat that prints every step (the article's ``dnc``).
+
+Events go to stderr with a timestamp, the peer's bytes to stdout, stdin to
+the peer; ``--json`` prints one event per line instead of sentences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "nc",
+        help="traced netcat: every poll, read, write and TCP state change, timestamped",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  peerwatch nc -l 8080\n  peerwatch nc --keep-half-open "
+        "--keepalive 5,1,3 --user-timeout 8000 10.0.0.2 8080",
+    )
+    parser.add_argument("-l", "--listen", action="store_true", help="accept one connection")
+    parser.add_argument(
+        "-s", "--source", metavar="ADDR", help="address to listen on (-l; default 0.0.0.0)"
+    )
+    parser.add_argument("host", nargs="?", help="host to connect to (not with -l)")
+    parser.add_argument("port", type=_port, help="port (with -l: 0 picks a free one)")
+    parser.add_argument(
+        "--keep-half-open",
+        action="store_true",
+        help="do not close when the peer closes its side (read 0), as dnc",
+    )
+    parser.add_argument(
+        "--no-shutdown",
+        action="store_true",
+        help="on stdin EOF, do not shutdown(SHUT_WR) the socket (the peer sees no FIN)",
+    )
+    parser.add_argument(
+        "--keepalive",
+        type=_keepalive,
+        metavar="IDLE,INTVL,CNT",
+        help="SO_KEEPALIVE with TCP_KEEPIDLE, TCP_KEEPINTVL (seconds) and TCP_KEEPCNT",
+    )
+    parser.add_argument(
+        "--user-timeout", type=int, metavar="MS", help="TCP_USER_TIMEOUT in milliseconds"
+    )
+    parser.add_argument("-w", "--wait", type=float, metavar="S", help="connect timeout in seconds")
+    parser.add_argument("--json", action="store_true", help="one JSON event per line")
+    parser.set_defaults(func=run)
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("a port is 0..65535")
+    return value
+
+
+def _keepalive(text: str) -> tuple[int, int, int]:
+    try:
+        idle, interval, count = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected IDLE,INTVL,CNT, e.g. 5,1,3") from None
+    if min(idle, interval, count) < 1:
+        raise argparse.ArgumentTypeError("keepalive values must be >= 1")
+    return idle, interval, count
+
+
+def run(args: argparse.Namespace) -> int:
+    from peerwatch.nc.session import NcOptions, run_nc
+    from peerwatch.nc.trace import Tracer
+
+    if args.listen == (args.host is not None):
+        print("peerwatch nc: give HOST PORT to connect, or -l PORT to listen", file=sys.stderr)
+        return 2
+    if args.user_timeout is not None and args.user_timeout < 0:
+        print("peerwatch nc: --user-timeout must be >= 0", file=sys.stderr)
+        return 2
+    options = NcOptions(
+        port=args.port,
+        host=args.host,
+        listen=args.listen,
+        source=args.source,
+        keep_half_open=args.keep_half_open,
+        shutdown_on_eof=not args.no_shutdown,
+        keepalive=args.keepalive,
+        user_timeout_ms=args.user_timeout,
+        connect_timeout=args.wait,
+    )
+    return run_nc(options, Tracer(sys.stderr, as_json=args.json))

@@ -1,0 +1,103 @@
+"""Timestamped events, as text for people or one JSON object per line for programs.
+
+Every event has a wall-clock time (UTC, microseconds), the seconds elapsed since
+the start, a machine name (``event``), a sentence (``message``) and the figures
+behind it. ``TcpWatch`` turns successive TCP_INFO snapshots into events: state
+changes, retransmissions and probes that the application would otherwise never
+see, since the kernel tells a process nothing until it reads or writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from typing import TextIO
+
+from peerwatch.nc.meaning import STATE_MEANING
+from peerwatch.tcpinfo import TcpInfo, TcpState, tcp_info
+
+__all__ = ["TcpWatch", "Tracer"]
+
+
+class Tracer:
+    """Writes events to ``out`` (stderr by default, so stdout carries only the peer's bytes)."""
+
+    def __init__(self, out: TextIO, *, as_json: bool = False) -> None:
+        self._out = out
+        self._json = as_json
+        self._start = time.monotonic()
+
+    def emit(self, event: str, message: str, **fields: object) -> None:
+        now = dt.datetime.now(dt.timezone.utc)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        elapsed = time.monotonic() - self._start
+        if self._json:
+            record = {"time": stamp, "elapsed": round(elapsed, 6), "event": event}
+            record.update(fields)
+            record["message"] = message
+            line = json.dumps(record)
+        else:
+            line = f"{stamp} +{elapsed:.6f}s  {message}"
+        try:
+            self._out.write(line + "\n")
+            self._out.flush()
+        except (BrokenPipeError, ValueError):  # the reader of the trace went away
+            pass
+
+
+class TcpWatch:
+    """Reports what changed in a socket's TCP_INFO since the last look."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        self._tracer = tracer
+        self._last: TcpInfo | None = None
+
+    def reset(self, info: TcpInfo | None) -> None:
+        """Start from ``info`` without reporting it (the caller already said where we are)."""
+        self._last = info
+
+    def check(self, sock_fd: int) -> TcpInfo | None:
+        info = tcp_info(sock_fd)
+        if info is None:
+            return None
+        last = self._last
+        self._last = info
+        if last is None:
+            return info
+        if info.state is not last.state:
+            meaning = STATE_MEANING.get(info.state, "")
+            self._tracer.emit(
+                "tcp_state",
+                f"TCP state {last.state.name} -> {info.state.name}"
+                + (f": {meaning}" if meaning else ""),
+                old=last.state.name,
+                new=info.state.name,
+            )
+        if info.retransmits > last.retransmits:
+            self._tracer.emit(
+                "retransmit",
+                f"kernel retransmitted unacknowledged data: {info.retransmits} unanswered "
+                f"in a row ({info.unacked} segments in flight, next try in "
+                f"{info.rto_us / 1e6:.1f} s); the peer's kernel is not acknowledging",
+                retransmits=info.retransmits,
+                unacked=info.unacked,
+                rto_us=info.rto_us,
+            )
+        elif last.retransmits > 0 and info.retransmits == 0 and info.state is TcpState.ESTABLISHED:
+            self._tracer.emit(
+                "recovered",
+                f"the peer acknowledged again after {last.retransmits} retransmissions",
+                retransmits=last.retransmits,
+            )
+        if info.probes > last.probes:
+            kind = "zero-window" if info.snd_wnd == 0 else "keepalive"
+            self._tracer.emit(
+                "probe",
+                f"{info.probes} {kind} probe{'s' if info.probes != 1 else ''} unanswered; "
+                f"nothing heard from the peer for {info.last_ack_recv_ms / 1000:.1f} s",
+                kind=kind,
+                probes=info.probes,
+                last_ack_recv_ms=info.last_ack_recv_ms,
+            )
+        return info
