@@ -8,6 +8,7 @@ the ``assess`` verdict with its reason. ``--watch`` refreshes a live view;
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -127,8 +128,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _silence_stdout() -> None:
     """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
-    import os
-
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
@@ -163,8 +162,10 @@ def _print_table(filters: Filters, policy: AssessPolicy, args: argparse.Namespac
 
     from peerwatch.diag.view import render_table, snapshot
 
-    # not a terminal (a pipe, a file): wide enough that rows do not fold into many lines
-    console = Console(width=None if sys.stdout.isatty() else 200)
+    # not a terminal (a pipe, a file): wide enough that rows do not fold into many
+    # lines, unless COLUMNS says otherwise (rich reads it)
+    wide = sys.stdout.isatty() or "COLUMNS" in os.environ
+    console = Console(width=None if wide else 200)
     if not args.watch:
         console.print(render_table(snapshot(filters, policy)))
         return 0

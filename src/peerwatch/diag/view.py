@@ -105,10 +105,19 @@ def json_lines(rows: Iterable[Row], taken_at: float | None = None) -> Iterator[s
         yield json.dumps({"time": round(stamp, 3), **row.as_dict()}, sort_keys=False)
 
 
+_TIMER_SHORT = {
+    Timer.RETRANSMIT: "retrans",
+    Timer.KEEPALIVE: "keepalive",
+    Timer.TIME_WAIT: "timewait",
+    Timer.ZERO_WINDOW_PROBE: "zwprobe",
+}
+
+
 def _timer_text(record: SockRecord) -> str:
+    """The pending timer, when it fires, and how many times it already fired (as ``ss -o``)."""
     if record.timer is Timer.NONE:
         return "-"
-    text = f"{record.timer.label} {format_duration(record.timer_expires_ms / 1000)}"
+    text = f"{_TIMER_SHORT[record.timer]} {format_duration(record.timer_expires_ms / 1000)}"
     if record.timer_retrans:
         text += f" ({record.timer_retrans})"
     return text
@@ -130,15 +139,14 @@ def render_table(rows: list[Row], title: str | None = None) -> Table:
         ("Local", "left"),
         ("Peer", "left"),
         ("Process", "left"),
-        ("Recv-Q", "right"),
-        ("Send-Q", "right"),
+        ("Rq/Sq", "right"),
         ("Timer", "left"),
         ("RTT", "right"),
         ("Retr", "right"),
         ("Heard", "right"),
-        ("Why", "left"),
     ):
-        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    table.add_column("Why", overflow="fold", min_width=30, ratio=1)
     for row in rows:
         info = row.record.info
         verdict = row.verdict
@@ -151,8 +159,7 @@ def render_table(rows: list[Row], title: str | None = None) -> Table:
             row.record.local_text,
             row.record.remote_text,
             row.process_text,
-            str(row.record.recv_queue),
-            str(row.record.send_queue),
+            f"{row.record.recv_queue}/{row.record.send_queue}",
             _timer_text(row.record),
             rtt,
             retr,
