@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import os
+import select
 import signal
 import sys
 import time
@@ -28,7 +30,9 @@ from bench.procs import child_setup, emit
 async def peer_main(port: int, interval: float, timeout: float, report: int) -> None:
     import peerwatch
 
-    conn: Any = await peerwatch.connect("127.0.0.1", port, interval=interval, timeout=timeout)
+    conn: Any = await peerwatch.connect(
+        "127.0.0.1", port, interval=interval, timeout=timeout, handshake_timeout=30.0
+    )
     await conn.send(b"PID %d" % os.getpid())
     loop = asyncio.get_running_loop()
 
@@ -51,35 +55,57 @@ def spawn(options: argparse.Namespace, report: int) -> int:
         try:
             child_setup(options.max_seconds)
             asyncio.run(peer_main(options.port, options.interval, options.timeout, report))
-        except BaseException:
+        except BaseException as exc:
             code = 1
             with contextlib.suppress(OSError):
-                os.write(report, b"fail\n")
+                os.write(report, b"fail %s\n" % repr(exc)[:200].encode(errors="replace"))
         os._exit(code)
     return pid
 
 
+#: Peers started at a time: 400 Python processes starting at once on one core would
+#: starve each other for seconds (and time out their own handshakes).
+BATCH = 20
+
+
+class Reports:
+    """The pipe the peers write their pid (or ``fail <why>``) to, read with a deadline."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pending = b""
+
+    def collect(self, wanted: int, into: list[int], deadline: float) -> None:
+        while len(into) < wanted:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.fd], [], [], remaining)[0]:
+                raise RuntimeError(f"only {len(into)} of {wanted} peers connected in time")
+            chunk = os.read(self.fd, 4096)
+            if not chunk:
+                raise RuntimeError("every peer is gone")
+            self.pending += chunk
+            *lines, self.pending = self.pending.split(b"\n")
+            for line in lines:
+                if line.startswith(b"fail"):
+                    raise RuntimeError(f"a peer failed to connect: {line[5:].decode()}")
+                into.append(int(line))
+
+
 def main(options: argparse.Namespace) -> None:
+    # imported once here, shared copy-on-write by every fork
+    importlib.import_module("peerwatch.aio.client")
     read_end, write_end = os.pipe()
-    kids = [spawn(options, write_end) for _ in range(options.count)]
-    os.close(write_end)  # only the children write; EOF when all of them are gone
-    pending = b""
+    reports = Reports(read_end)
+    kids: list[int] = []
     ready: list[int] = []
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     try:
-        with os.fdopen(read_end, "rb", buffering=0) as reports:
-            while len(ready) < options.count and time.monotonic() < deadline:
-                chunk = reports.read(4096)
-                if not chunk:
-                    break
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    if line == b"fail":
-                        raise RuntimeError("a peer failed to connect")
-                    ready.append(int(line))
-            emit("ready", pids=ready)
-            sys.stdin.readline()  # the parent closes our stdin (or we die with it)
+        while len(kids) < options.count:
+            batch = min(BATCH, options.count - len(kids))
+            kids += [spawn(options, write_end) for _ in range(batch)]
+            reports.collect(len(kids), ready, deadline)
+        emit("ready", pids=ready)
+        sys.stdin.readline()  # the parent closes our stdin (or we die with it)
     finally:
         for pid in kids:
             with contextlib.suppress(ProcessLookupError):

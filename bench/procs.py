@@ -16,11 +16,13 @@ import ctypes
 import json
 import os
 import platform
+import queue
 import resource
-import selectors
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -66,52 +68,62 @@ class ChildFailed(RuntimeError):
 
 
 class Child:
-    """A benchmark process started with ``python -m <module> args...``."""
+    """A benchmark process started with ``python -m <module> args...``.
+
+    Its stdout is drained by a thread as it comes and its stderr goes to a file,
+    so a child never blocks on a full pipe while the parent is busy elsewhere
+    (a blocked observer would make its verdicts late, and the benchmark wrong).
+    """
 
     def __init__(self, module: str, args: Sequence[str], *, cpu: int | None = None) -> None:
         self.argv = [sys.executable, "-m", module, *args]
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
             self.argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self._stderr,
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         )
         self.pid = self.proc.pid
         if cpu is not None:
             pin(self.pid, cpu)
-        self._buffer = b""
+        self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self._reader.start()
+        self._ended = False
+
+    def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
-        os.set_blocking(self.proc.stdout.fileno(), False)
+        with contextlib.suppress(ValueError, OSError):
+            for line in self.proc.stdout:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue  # not one of our events: noise from a library
+                if isinstance(event, dict):
+                    self._events.put(event)
+        self._events.put(None)  # end of output: the child exited
 
     def read_event(self, timeout: float, expect: str | None = None) -> dict[str, Any]:
-        """Next JSON event from the child (skipping non-JSON noise), within ``timeout`` s."""
+        """Next JSON event (of kind ``expect``, skipping others) within ``timeout`` s."""
         deadline = time.monotonic() + timeout
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            while True:
-                while b"\n" in self._buffer:
-                    line, self._buffer = self._buffer.split(b"\n", 1)
-                    try:
-                        event: dict[str, Any] = json.loads(line)
-                    except ValueError:
-                        continue
-                    if expect is not None and event.get("event") != expect:
-                        if event.get("event") == "error":
-                            raise ChildFailed(f"{self.argv[3:]}: {event}")
-                        continue
-                    return event
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise ChildFailed(f"{self.argv[3:]}: no {expect or 'event'} in {timeout} s")
-                if not selector.select(remaining):
-                    continue
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    raise ChildFailed(f"{self.argv[3:]} exited: {self.stderr_tail()}")
-                self._buffer += chunk
+        while True:
+            if self._ended:
+                raise ChildFailed(f"{self.argv[3:]} exited: {self.stderr_tail()}")
+            try:
+                event = self._events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise ChildFailed(
+                    f"{self.argv[3:]}: no {expect or 'event'} in {timeout} s"
+                ) from None
+            if event is None:
+                self._ended = True
+                continue
+            if expect is None or event.get("event") == expect:
+                return event
+            if event.get("event") == "error":
+                raise ChildFailed(f"{self.argv[3:]}: {event}")
 
     def command(self, line: str) -> None:
         assert self.proc.stdin is not None
@@ -125,11 +137,11 @@ class Child:
     def stderr_tail(self, limit: int = 2000) -> str:
         with contextlib.suppress(Exception):
             self.proc.wait(timeout=2)
-        assert self.proc.stderr is not None
         with contextlib.suppress(Exception):
-            os.set_blocking(self.proc.stderr.fileno(), False)
-            data = self.proc.stderr.read() or b""
-            return data.decode(errors="replace")[-limit:]
+            self._stderr.seek(0, os.SEEK_END)
+            size = self._stderr.tell()
+            self._stderr.seek(max(0, size - limit))
+            return self._stderr.read().decode(errors="replace")
         return ""
 
     def stop(self, grace: float = 3.0) -> None:
@@ -143,10 +155,12 @@ class Child:
                 with contextlib.suppress(ProcessLookupError):
                     self.proc.kill()
                 self.proc.wait(timeout=10)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+        for stream in (self.proc.stdin, self.proc.stdout):
             with contextlib.suppress(Exception):
                 if stream is not None:
                     stream.close()
+        self._reader.join(timeout=2)
+        self._stderr.close()
 
     def __enter__(self) -> Child:
         return self
