@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -156,3 +157,5 @@ def test_blackholed_peer_with_data_in_flight_is_dead(
         locals_ = {json.loads(line)["local"] for line in inside.stdout.splitlines()}
         assert "LISTEN" in states
         assert all(local.startswith(netns_host.addr) for local in locals_ - {""}), locals_
+        # close with an RST: no orphan left retransmitting to the vanished host after the test
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -215,10 +215,11 @@ class _Session:
                 if announce:
                     self.tracer.emit("poll", f"entering poll() on {self._describe(interest)}")
                 events = poller.poll(self.options.watch_interval * 1000)
-                self.watch.check(self.sock.fileno())
                 announce = bool(events)
                 if events:
                     self._report(events)
+                self.watch.check(self.sock.fileno())
+                if events:
                     self._handle(dict(events))
                     self.watch.check(self.sock.fileno())
         except _Done as done:
