@@ -83,12 +83,13 @@ async def run_websockets(port: int, payload: bytes, seconds: float) -> tuple[int
 
 
 async def run_peerwatch(
-    port: int, payload: bytes, seconds: float, mode: str, window: int
+    port: int, payload: bytes, seconds: float, mode: str, window: int, send_queue: int
 ) -> tuple[int, int, float]:
     import peerwatch
 
+    tuning = {"send_queue": send_queue} if send_queue else {}
     conn: Any = await peerwatch.connect(
-        "127.0.0.1", port, interval=1.0, timeout=5.0, max_frame=2 * 1024 * 1024
+        "127.0.0.1", port, interval=1.0, timeout=5.0, max_frame=2 * 1024 * 1024, **tuning
     )
     batch = batch_for(len(payload))
     sent = 0
@@ -127,7 +128,7 @@ async def main(options: argparse.Namespace) -> None:
         result = await run_websockets(options.port, payload, options.seconds)
     else:
         result = await run_peerwatch(
-            options.port, payload, options.seconds, options.mode, options.window
+            options.port, payload, options.seconds, options.mode, options.window, options.send_queue
         )
     sent, consumed, elapsed = result
     emit("result", sent=sent, consumed=consumed, seconds=elapsed, loop=loop_name())
@@ -141,6 +142,7 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--mode", choices=["ff", "ack"], default="ff")
     parser.add_argument("--window", type=int, default=1024)
+    parser.add_argument("--send-queue", type=int, default=0, help="peerwatch send_queue")
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--max-seconds", type=float, default=300)
     options = parser.parse_args()
