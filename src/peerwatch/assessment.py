@@ -3,7 +3,7 @@
 These are plain data so that a verdict can be printed, compared in tests and
 sent as JSON (``peerwatch inspect --json``) without carrying a socket along.
 ``SocketFacts`` is the single input of the rules in ``peerwatch.assess_rules``,
-built either from a live socket (``peerwatch.assess.socket_facts``) or from a
+built either from a live socket (``peerwatch.assess_live.socket_facts``) or from a
 netlink sock_diag record (``peerwatch.diag.sockdiag``); unknown figures are
 None there, never guessed.
 """

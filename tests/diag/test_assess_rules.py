@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peerwatch.assess import assess
+from peerwatch.assess_live import assess
 from peerwatch.assess_rules import assess_info, unacknowledged_for
 from peerwatch.assessment import (
     AssessPolicy,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from peerwatch.errors import ConfigError
-from peerwatch.guard import guard
+from peerwatch.guarding import guard
 from peerwatch.knobs import TCP_USER_TIMEOUT
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux options")

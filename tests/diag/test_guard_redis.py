@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import pytest
 from diag_netns import NetnsHost
 
-from peerwatch.guard import guard
+from peerwatch.guarding import guard
 
 redis = pytest.importorskip("redis")
 from redis.backoff import NoBackoff  # noqa: E402

@@ -1,5 +1,8 @@
 """``assess(sock)``: ALIVE, SUSPECT or DEAD for any TCP connection, with a cause and the evidence.
 
+(The module is not called ``assess`` so that the package can export the
+function ``peerwatch.assess`` without a submodule of that name shadowing it.)
+
 This module reads the figures (TCP_INFO, queues, keepalive settings) from a
 live socket and hands them to the pure rules in ``peerwatch.assess_rules``;
 ``peerwatch inspect`` does the same from netlink sock_diag records, which

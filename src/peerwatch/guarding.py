@@ -31,6 +31,9 @@ blackholed peer, ETIMEDOUT after 3.42 s. So guard() subtracts that lead time,
 estimated from the socket's own TCP_INFO (rtt, rto), to keep the promise
 counted from the send. TCP_NODELAY is left alone by default, because changing
 Nagle on a foreign library's socket changes its latency, not its liveness.
+
+(The module is not called ``guard`` so that the package can export the
+function ``peerwatch.guard`` without a submodule of that name shadowing it.)
 """
 
 from __future__ import annotations
