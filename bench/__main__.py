@@ -10,8 +10,10 @@ report go to ``--out`` (a temporary directory by default), never to docs/.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +40,26 @@ def runners() -> dict[str, Callable[..., dict[str, Any]]]:
     }
 
 
+def code_description() -> dict[str, Any]:
+    """Which peerwatch was measured: the commit, local changes, or another copy entirely."""
+    import peerwatch
+
+    info: dict[str, Any] = {}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        git = ["git", "-C", str(ROOT)]
+        info["commit"] = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            [*git, "status", "--porcelain", "--", "src"], capture_output=True, text=True, check=True
+        ).stdout
+        info["dirty"] = bool(status.strip())
+    location = Path(peerwatch.__file__).resolve().parent
+    if location != ROOT / "src" / "peerwatch":
+        info["override"] = str(location)
+    return info
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
@@ -62,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine_description(),
         "quick": options.quick,
+        "code": code_description(),
     }
     status = 0
     for name in names:

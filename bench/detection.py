@@ -170,4 +170,12 @@ def fmt(stats: dict[str, Any]) -> str:
 def run_detection(quick: bool = False, log: Any = print) -> dict[str, Any]:
     scenarios = [Scenario("quick: 5 frozen + 5 killed", 5)] if quick else SCENARIOS
     stagger = 0.02
-    return {"stagger_s": stagger, "rows": [run_scenario(s, stagger, log) for s in scenarios]}
+    rows = []
+    failed: dict[str, str] = {}
+    for scenario in scenarios:
+        try:
+            rows.append(run_scenario(scenario, stagger, log))
+        except ChildFailed as exc:
+            failed[scenario.label] = str(exc)[-600:]
+            log(f"  detection {scenario.label}: FAILED {str(exc)[-300:]}")
+    return {"stagger_s": stagger, "rows": rows, "failed": failed}

@@ -32,6 +32,15 @@ def checks_table(checks: list[Check]) -> list[str]:
     return lines
 
 
+def failures(result: dict[str, Any]) -> list[str]:
+    """One quoted line per setup that could not be measured, with the last error line."""
+    lines = []
+    for label, reason in result.get("failed", {}).items():
+        last = (reason.strip().splitlines() or ["?"])[-1][:300]
+        lines += ["", f"> **{label}: not measured.** `{last}`"]
+    return lines
+
+
 def throughput_section(result: dict[str, Any]) -> list[str]:
     lines = [
         f"One connection, messages pipelined for {result['seconds_per_run']} s per run,"
@@ -53,10 +62,7 @@ def throughput_section(result: dict[str, Any]) -> list[str]:
             f" {row['server_us_per_message']:.2f} | {row['server_cpu']:.2f} |"
             f" {row['client_cpu']:.2f} | {row['other_cpu']:.2f} |"
         )
-    for label, reason in result.get("failed", {}).items():
-        lines.append(f"| {label} | - | failed | | | | | | |")
-        lines.append("")
-        lines.append(f"> {label} failed: `{reason.strip().splitlines()[-1][:300]}`")
+    lines += failures(result)
     lines += ["", *checks_table(targets.throughput_checks(result))]
     return lines
 
@@ -71,17 +77,23 @@ def order_of(label: str) -> int:
 def idle_section(result: dict[str, Any]) -> list[str]:
     lines = [
         f"Idle connections with a heartbeat every 1 s, timeout 5 s. After a warm-up of"
-        f" {result['warmup_s']} s the server's CPU time is read over {result['window_s']} s;"
-        " RSS is compared with the same server process before its first connection."
-        " The load generator (another process, uvloop) counts the pings it answered:"
-        " *pings/conn/s* near 1.0 proves the heartbeats ran. The peerwatch load generator"
-        " is a minimal raw implementation of the client side of the protocol"
-        " (`bench/rawclients.py`: HELLO, then PONG for each PING), so that 10,000 peers fit"
-        " in one process; the server is the real `peerwatch.serve`.",
+        f" {result['warmup_s']} s the server's CPU time (nanoseconds from"
+        f" `/proc/PID/task/*/schedstat`) is read over {result['window_s']} s; RSS is compared"
+        " with the same server process before its first connection (the empty process)."
+        " The server is pinned to CPU 0; the connections are held by"
+        f" {result.get('load_processes', 1)} load-generator process(es) on CPU 1 (uvloop),"
+        " which count the pings they answered: *pings/conn/s* near 1.0 proves the"
+        " heartbeats ran. The websockets and peerwatch load generators are minimal raw"
+        " implementations of the client side of each protocol (`bench/rawclients.py`:"
+        " handshake, then a PONG for each PING, never a ping of their own), so that"
+        " 10,000 peers fit in one core; the servers are the real libraries. The floor is"
+        " `bench/floor.py`: one shared timer writes an 8-byte ping to every connection each"
+        " second, the client echoes it. *keepalive only*: a server that holds the sockets"
+        " with SO_KEEPALIVE at 1 s and does nothing in user space.",
         "",
         "| connections | setup | server CPU s/s | µs per conn-second | RSS KiB/conn |"
-        " pings/conn/s | held |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        " pings/conn/s | held | other CPU |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["rows"]:
         pings = row["pings_per_conn_s"]
@@ -89,11 +101,9 @@ def idle_section(result: dict[str, Any]) -> list[str]:
             f"| {row['connections']:,} | {row['setup']} | {row['server_cpu']:.4f} |"
             f" {row['server_cpu'] / row['connections'] * 1e6:.1f} |"
             f" {row['rss_per_conn_kib']:.2f} | {'-' if pings is None else f'{pings:.2f}'} |"
-            f" {row['held']:,} |"
+            f" {row['held']:,} | {row.get('other_cpu', 0.0):.2f} |"
         )
-    for label, reason in result.get("failed", {}).items():
-        lines.append("")
-        lines.append(f"> {label} failed: `{reason.strip().splitlines()[-1][:300]}`")
+    lines += failures(result)
     lines += ["", *checks_table(targets.idle_checks(result))]
     return lines
 
@@ -109,8 +119,9 @@ def detection_section(result: dict[str, Any]) -> list[str]:
         " Killed peers: verdict-callback time − time of the kill.",
         "",
         "| scenario | interval / timeout | frozen: internal p50 / p99 / max ms |"
-        " frozen: external p50 / p99 / max ms | killed p50 / p99 / max ms | causes |",
-        "|---|---|---|---|---|---|",
+        " frozen: external p50 / p99 / max ms | killed p50 / p99 / max ms | causes |"
+        " verdicts after a local stall (worst) | observer CPU | other CPU |",
+        "|---|---|---|---|---|---|---|---:|---:|",
     ]
     for row in result["rows"]:
         causes = "; ".join(
@@ -121,7 +132,11 @@ def detection_section(result: dict[str, Any]) -> list[str]:
             f"| {row['scenario']} | {row['interval']} s / {row['timeout']} s |"
             f" {triple(row['frozen_internal_ms'])} | {triple(row['frozen_external_ms'])} |"
             f" {triple(row['killed_ms'])} | {causes} |"
+            f" {row.get('verdicts_with_local_stall', 0)}"
+            f" ({row.get('worst_local_stall_ms', 0.0):.0f} ms) |"
+            f" {row.get('observer_cpu', 0.0):.2f} | {row.get('other_cpu', 0.0):.2f} |"
         )
+    lines += failures(result)
     lines += ["", *checks_table(targets.detection_checks(result))]
     return lines
 
@@ -136,15 +151,17 @@ def accept_section(result: dict[str, Any]) -> list[str]:
     lines = [
         str(result.get("method", "")),
         "",
-        "| setup | workers | connections | conn/s | per-worker share | busiest |",
-        "|---|---:|---:|---:|---|---:|",
+        "| setup | workers | connections | conn/s | per-worker share | busiest | other CPU |",
+        "|---|---:|---:|---:|---|---:|---:|",
     ]
     for row in result["rows"]:
         shares = ", ".join(f"{s * 100:.1f} %" for s in row["shares"])
         lines.append(
             f"| {row['setup']} | {row['workers']} | {row['connections']:,} |"
             f" {row['connections_per_s']:,.0f} | {shares} | {row['max_share'] * 100:.1f} % |"
+            f" {row.get('other_cpu', 0.0):.2f} |"
         )
+    lines += failures(result)
     lines += ["", *checks_table(targets.accept_checks(result))]
     return lines
 
@@ -157,32 +174,86 @@ SECTIONS = {
 }
 
 
+CHECKS = {
+    "throughput": targets.throughput_checks,
+    "idle": targets.idle_checks,
+    "detection": targets.detection_checks,
+    "accept": targets.accept_checks,
+}
+
+ANALYSIS = Path(__file__).resolve().parent / "analysis.md"
+
+
+def summary_table(results: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["| area | target | measured | required | verdict |", "|---|---|---:|---:|---|"]
+    for name, title in TITLES.items():
+        result = results.get(name)
+        if result is None:
+            lines.append(f"| {title} | (benchmark not run) | - | - | not measured |")
+            continue
+        for check in CHECKS[name](result):
+            status = f"**{check.status}**" if check.status == "MISSED" else check.status
+            lines.append(
+                f"| {title} | {check.what} | {check.measured_text} | {check.target_text} |"
+                f" {status} |"
+            )
+    return lines
+
+
+def provenance(meta: dict[str, Any]) -> str:
+    machine = ", ".join(f"{k} {v}" for k, v in meta["machine"].items())
+    code = meta.get("code", {})
+    text = f"Measured {meta['date']} on: {machine}."
+    if code:
+        text += f" Code: commit {code.get('commit', '?')}"
+        if code.get("dirty"):
+            text += " with uncommitted changes in src/"
+        if code.get("override"):
+            text += f", peerwatch imported from `{code['override']}` (not the tree)"
+        text += "."
+    if meta.get("quick"):
+        text += " **Quick smoke run: numbers are not meaningful.**"
+    return text
+
+
 def write_markdown(results: dict[str, dict[str, Any]], path: Path, plot_name: str) -> None:
     lines = [
         "# peerwatch benchmarks",
         "",
-        "Written by `python -m bench` from the numbers it measured; do not edit by hand."
-        " Every comparison is measured side by side in the same run, on 127.0.0.1, with"
-        " the server and the load generator in separate processes pinned to separate cores.",
+        "Written by `python -m bench` (`make bench`) from the numbers it measured; the"
+        " *Analysis* section is `bench/analysis.md`, written by a person after looking at"
+        " the run. Every comparison is measured side by side in the same run, on"
+        " 127.0.0.1, with the server and the load generator in separate processes."
+        " The machine is small (2 cores) and shared: *other CPU* columns show how much"
+        " of it the rest of the machine used during each measurement (2.00 = both cores"
+        " busy with someone else's work); read numbers taken with a high *other* with care.",
+        "",
+        "Run it: `make bench` (everything, about 15 minutes), `make bench ARGS=idle`"
+        " (one benchmark; the report keeps the other sections from their last saved"
+        " results in `bench/results/`), `make bench ARGS=--quick` (a smoke run of a few"
+        " seconds each, written to a temporary directory).",
+        "",
+        "## Targets",
+        "",
+        *summary_table(results),
         "",
     ]
+    if ANALYSIS.exists():
+        lines += ["## Analysis", "", ANALYSIS.read_text().strip(), ""]
     for name, title in TITLES.items():
         result = results.get(name)
         if result is None:
             lines += [f"## {title}", "", "Not measured yet.", ""]
             continue
-        meta = result["meta"]
-        machine = ", ".join(f"{k} {v}" for k, v in meta["machine"].items())
         lines += [
             f"## {title}",
             "",
-            f"Measured {meta['date']} on: {machine}."
-            + (" **Quick smoke run: numbers are not meaningful.**" if meta.get("quick") else ""),
+            provenance(result["meta"]),
             "",
             *SECTIONS[name](result),
             "",
         ]
-    lines += [f"![benchmarks]({plot_name})", ""]
+    lines += ["## Plot", "", f"![benchmarks]({plot_name})", ""]
     path.write_text("\n".join(lines))
 
 

@@ -87,7 +87,7 @@ async def run_peerwatch(
 ) -> tuple[int, int, float]:
     import peerwatch
 
-    tuning = {"send_queue": send_queue} if send_queue else {}
+    tuning: dict[str, Any] = {"send_queue": send_queue} if send_queue else {}
     conn: Any = await peerwatch.connect(
         "127.0.0.1", port, interval=1.0, timeout=5.0, max_frame=2 * 1024 * 1024, **tuning
     )
