@@ -287,7 +287,9 @@ def _unguarded(facts: SocketFacts, policy: AssessPolicy) -> _Finding | None:
         elif facts.timer is Timer.NONE:
             keepalive = False
     info = facts.info
-    if keepalive is not False or info is None or info.unacked > 0:
+    if keepalive is True:
+        return _slow_keepalive(facts, policy)
+    if keepalive is None or info is None or info.unacked > 0:
         return None
     quiet = min(info.last_ack_recv_ms, info.last_data_recv_ms) / 1000
     if quiet >= policy.idle_after:
@@ -303,6 +305,41 @@ def _unguarded(facts: SocketFacts, policy: AssessPolicy) -> _Finding | None:
         f"peer heard from {format_duration(quiet)} ago, but no keepalive: if it dies while "
         "the connection is idle, nothing will notice",
     )
+
+
+def _slow_keepalive(facts: SocketFacts, policy: AssessPolicy) -> _Finding | None:
+    """Keepalive is on, but so slow that an idle dead peer goes unnoticed for a long time.
+
+    From the settings when they are known (a live socket): the probe count rule,
+    or the user timeout, which replaces the count once set. From sock_diag, only
+    the keepalive timer's expiry: nothing can be noticed before it fires.
+    """
+    idle, interval, count = facts.keepalive_idle, facts.keepalive_interval, facts.keepalive_count
+    if idle is not None and interval is not None and count is not None:
+        bound = float(idle + interval * count)
+        if facts.user_timeout_ms:
+            bound = max(facts.user_timeout_ms / 1000, float(idle + interval))
+        settings = f"idle {idle} s, {count} probes every {interval} s"
+        if facts.user_timeout_ms:
+            settings += f", user timeout {facts.user_timeout_ms} ms"
+        if bound > policy.keepalive_bound_after:
+            return _Finding(
+                Status.ALIVE,
+                Finding.SLOW_KEEPALIVE,
+                f"keepalive on, but slow ({settings}): a peer dying while the connection is "
+                f"idle is noticed only after about {format_duration(bound)}",
+            )
+        return None
+    if facts.timer is Timer.KEEPALIVE and facts.timer_expires_ms is not None:
+        first = facts.timer_expires_ms / 1000
+        if first > policy.keepalive_bound_after:
+            return _Finding(
+                Status.ALIVE,
+                Finding.SLOW_KEEPALIVE,
+                f"keepalive on, but its next probe is {format_duration(first)} away: a peer "
+                "dying while the connection is idle goes unnoticed at least that long",
+            )
+    return None
 
 
 def _figures(facts: SocketFacts) -> tuple[str, ...]:

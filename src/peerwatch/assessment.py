@@ -48,6 +48,7 @@ class Finding(str, enum.Enum):
 
     OK = "OK"  # the peer was heard from recently and nothing is outstanding
     UNGUARDED = "UNGUARDED"  # no keepalive: a peer dying while idle would never be noticed
+    SLOW_KEEPALIVE = "SLOW_KEEPALIVE"  # keepalive on, but it would take very long to notice
     NOT_ACKNOWLEDGING = "NOT_ACKNOWLEDGING"  # data in flight, retransmissions unanswered
     PROBES_UNANSWERED = "PROBES_UNANSWERED"  # keepalive or zero-window probes unanswered
     PEER_NOT_READING = "PEER_NOT_READING"  # the peer advertises a zero window
@@ -105,9 +106,18 @@ class AssessPolicy:
     dead_after: float = 10.0  # data or probes unacknowledged this long: DEAD
     close_wait_after: float = 60.0  # CLOSE_WAIT this old: DEAD (a peer's tcp_fin_timeout)
     idle_after: float = 60.0  # unguarded and silent this long: SUSPECT
+    #: keepalive settings that need longer than this to notice an idle dead peer are
+    #: reported (the kernel defaults, 7200 + 9 x 75 s, need 2 h 11 min)
+    keepalive_bound_after: float = 300.0
 
     def __post_init__(self) -> None:
-        for name in ("suspect_after", "dead_after", "close_wait_after", "idle_after"):
+        for name in (
+            "suspect_after",
+            "dead_after",
+            "close_wait_after",
+            "idle_after",
+            "keepalive_bound_after",
+        ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0 or math.isnan(value):
                 raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}")

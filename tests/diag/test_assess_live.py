@@ -92,3 +92,15 @@ def test_assess_refuses_what_is_not_a_tcp_socket() -> None:
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with udp, pytest.raises(ConfigError, match="TCP socket"):
         assess(udp)
+
+
+def test_keepalive_left_at_two_hours_is_reported_as_slow() -> None:
+    client, server = pair()
+    with client, server:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 7200)  # the kernel defaults
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 75)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 9)
+        verdict = assess(client)
+        assert (verdict.status, verdict.cause) == (Status.ALIVE, Finding.SLOW_KEEPALIVE)
+        assert "noticed only after about 2 h" in verdict.detail

@@ -263,3 +263,34 @@ def test_policy_refuses_nonsense(bad: object) -> None:
 )
 def test_durations_read_like_a_person_would_say_them(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_keepalive_with_the_kernel_defaults_is_called_slow() -> None:
+    verdict = assess_info(
+        facts(keepalive_idle=7200, keepalive_interval=75, keepalive_count=9, user_timeout_ms=0)
+    )
+    assert (verdict.status, verdict.cause) == (Status.ALIVE, Finding.SLOW_KEEPALIVE)
+    assert verdict.detail == (
+        "keepalive on, but slow (idle 7200 s, 9 probes every 75 s): a peer dying while the "
+        "connection is idle is noticed only after about 2 h"
+    )
+
+
+def test_guard_like_keepalive_is_not_slow_and_the_user_timeout_counts() -> None:
+    quick = facts(keepalive_idle=2, keepalive_interval=1, keepalive_count=3, user_timeout_ms=4600)
+    assert assess_info(quick).cause is Finding.OK
+    # a long user timeout replaces the probe count: that is what bounds the idle case then
+    slow = facts(keepalive_idle=2, keepalive_interval=1, keepalive_count=3,
+                 user_timeout_ms=900_000)  # fmt: skip
+    verdict = assess_info(slow)
+    assert verdict.cause is Finding.SLOW_KEEPALIVE
+    assert "about 15 min" in verdict.detail
+
+
+def test_sock_diag_keepalive_timer_far_away_is_called_slow() -> None:
+    far = facts(keepalive=None, timer=Timer.KEEPALIVE, timer_expires_ms=7_100_000)
+    verdict = assess_info(far)
+    assert verdict.cause is Finding.SLOW_KEEPALIVE
+    assert "next probe is 118 min away" in verdict.detail
+    near = facts(keepalive=None, timer=Timer.KEEPALIVE, timer_expires_ms=1_500)
+    assert assess_info(near).cause is Finding.OK
