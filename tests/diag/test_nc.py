@@ -233,6 +233,39 @@ def test_half_open_connection_write_succeeds_then_read_says_reset(procs: Procs) 
     assert names(events).index("write") < names(events).index("error")
 
 
+def test_a_peer_that_does_not_read_closes_its_window_and_writes_stall(
+    procs: Procs, tmp_path: Path
+) -> None:
+    """The slow-reader case: writes 'succeed' until the buffers fill, then wait for POLLOUT."""
+    big = tmp_path / "big.in"
+    big.write_bytes(b"x" * 16_000_000)  # more than loopback's largest send buffer (4 MB)
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        with big.open("rb") as stdin:
+            client = subprocess.Popen(
+                [*PEERWATCH, "nc", "--json", "127.0.0.1", str(listener.getsockname()[1])],
+                stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )  # fmt: skip
+        procs.started.append(client)
+        reader, _ = listener.accept()  # and never reads
+        with reader:
+            assert client.stderr is not None
+            seen: list[dict[str, object]] = []
+            deadline = time.monotonic() + 10
+            while not (
+                any(e["event"] == "window" for e in seen)
+                and any(e["event"] == "write" and e["pending"] for e in seen)
+            ):
+                assert time.monotonic() < deadline, names(seen)
+                seen.append(json.loads(client.stderr.readline()))
+    window = next(e for e in seen if e["event"] == "window")
+    assert window["snd_wnd"] == 0 and "not reading" in str(window["message"])
+    stalled = next(e for e in seen if e["event"] == "write" and e["pending"])
+    assert "POLLOUT" in str(stalled["message"])
+
+
 def test_connection_refused_says_nothing_listens(procs: Procs) -> None:
     client = procs.start([*PEERWATCH, "nc", "--json", "127.0.0.1", str(free_port())], b"", "c")
     code, _, err = finish(client)

@@ -90,8 +90,12 @@ class TcpWatch:
                 f"the peer acknowledged again after {last.retransmits} retransmissions",
                 retransmits=last.retransmits,
             )
-        if info.probes > last.probes:
-            kind = "zero-window" if info.snd_wnd == 0 else "keepalive"
+        self._window(last, info)
+        zero_window = info.snd_wnd == 0
+        # a reader that does not read answers zero-window probes, at a limited rate: one
+        # outstanding probe is normal there, a second one is not
+        if info.probes > last.probes and (info.probes >= 2 or not zero_window):
+            kind = "zero-window" if zero_window else "keepalive"
             self._tracer.emit(
                 "probe",
                 f"{info.probes} {kind} probe{'s' if info.probes != 1 else ''} unanswered; "
@@ -101,3 +105,22 @@ class TcpWatch:
                 last_ack_recv_ms=info.last_ack_recv_ms,
             )
         return info
+
+    def _window(self, last: TcpInfo, info: TcpInfo) -> None:
+        if info.snd_wnd is None or last.snd_wnd is None:  # kernels before 5.4
+            return
+        if info.snd_wnd == 0 and last.snd_wnd != 0:
+            self._tracer.emit(
+                "window",
+                "the peer advertises a zero window: its application is not reading "
+                f"({info.notsent_bytes or 0} bytes wait in our send queue); the kernel now "
+                "probes the window",
+                snd_wnd=0,
+                notsent_bytes=info.notsent_bytes,
+            )
+        elif last.snd_wnd == 0 and info.snd_wnd > 0:
+            self._tracer.emit(
+                "window",
+                f"the peer's window reopened ({info.snd_wnd} bytes): its application read",
+                snd_wnd=info.snd_wnd,
+            )
