@@ -64,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     policy.add_argument("--dead-after", type=float, default=10.0, metavar="S")
     policy.add_argument("--close-wait-after", type=float, default=60.0, metavar="S")
     policy.add_argument("--idle-after", type=float, default=60.0, metavar="S")
+    policy.add_argument("--keepalive-bound-after", type=float, default=300.0, metavar="S")
     parser.set_defaults(func=run)
 
 
@@ -110,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             dead_after=args.dead_after,
             close_wait_after=args.close_wait_after,
             idle_after=args.idle_after,
+            keepalive_bound_after=args.keepalive_bound_after,
         )
     except ConfigError as exc:
         print(f"peerwatch inspect: {exc}", file=sys.stderr)
