@@ -53,6 +53,8 @@ def close_wait_pair() -> tuple[socket.socket, socket.socket]:
     the caller has a uniform shape).
     """
     client, server = pair()
+    server.shutdown(socket.SHUT_WR)  # FIN; wait for its ACK, so the orphan is in FIN_WAIT2
+    wait_for(lambda: info_of(server).state is TcpState.FIN_WAIT2, what="FIN_WAIT2")
     server.close()
     wait_for(lambda: info_of(client).state is TcpState.CLOSE_WAIT, what="CLOSE_WAIT")
     return client, server
