@@ -280,6 +280,7 @@ class Connection(asyncio.Protocol):
         """Say GOODBYE after the queued data, close, and return the verdict (cause LOCAL)."""
         if self.verdict is None:
             self._flush(everything=True)
+            self._send_ack()  # what the application took is delivered: say so before leaving
             self._write(encode_goodbye(GoodbyeCode.NORMAL, reason))
             self._decide(Cause.LOCAL, f"closed by this side: {reason or 'no reason given'}")
             transport = self._transport
@@ -634,6 +635,9 @@ class Connection(asyncio.Protocol):
             return
         now = self._loop.time()
         liveness = self.liveness
+        partial = self._decoder.buffered
+        if partial and cause in (Cause.EOF, Cause.RESET):
+            detail += f" (mid-message: {partial} bytes of an unfinished frame discarded)"
         if info is None and cause is not Cause.LOCAL:
             info = self._tcp_info()
         verdict = Verdict(

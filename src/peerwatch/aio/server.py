@@ -89,6 +89,7 @@ class Server:
             self._server.close()
         for conn in list(self.connections):
             if conn.verdict is None:
+                conn._send_ack()
                 conn._write(encode_goodbye(GoodbyeCode.GOING_AWAY, reason))
                 conn._decide(Cause.LOCAL, f"server shutdown: {reason}")
                 conn._close_transport()

@@ -67,14 +67,18 @@ class TimerQueue:
         now = self._loop.time()
         horizon = now + COALESCE
         pop = heapq.heappop
+        again: list[tuple[TimerTarget, float]] = []
         while heap and heap[0][0] <= horizon:
             when, _, target = pop(heap)
             if target._timer_at != when:
                 continue  # stale or cancelled entry
             target._timer_at = None
-            following = target.on_timer(now)
+            # a coalesced entry fires up to COALESCE early: it sees its own deadline as now
+            following = target.on_timer(max(now, when))
             if following is not None:
-                self.schedule(target, following)
+                again.append((target, following))
+        for target, following in again:  # next pass at the earliest: never spin in this one
+            self.schedule(target, following)
         if heap and heap[0][0] < self._armed_at:
             self._arm(heap[0][0])
 
