@@ -1,0 +1,116 @@
+"""``peerwatch serve``: a peerwatch server on N worker processes sharing one port.
+
+    peerwatch serve --host 0.0.0.0 --port 9870 --workers 4 --handler echo --metrics-port 9100
+
+Prints one line when every worker listens, logs worker deaths and restarts to
+stderr, and on SIGTERM/SIGINT says GOODBYE to every peer and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+DEFAULT_PORT = 9870
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run a peerwatch server on N worker processes (SO_REUSEPORT), with metrics",
+        description=(
+            "Serve peerwatch connections on HOST:PORT from N worker processes, each with its"
+            " own SO_REUSEPORT listening socket. SIGTERM/SIGINT: GOODBYE to every peer, at most"
+            " --drain seconds to finish, exit 0. A worker that dies is reported and restarted."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="default %(default)s")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument(
+        "--handler",
+        default="echo",
+        help="echo, sink, or package.module:function (async def f(conn)); default echo",
+    )
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    parser.add_argument("--metrics-host", default="127.0.0.1", help="default %(default)s")
+    parser.add_argument("--uvloop", action="store_true", help="run the workers on uvloop")
+    parser.add_argument("--interval", type=float, default=1.0, help="ping after s quiet")
+    parser.add_argument("--timeout", type=float, default=5.0, help="peer dead after s silent")
+    parser.add_argument("--policy", choices=("fixed", "adaptive"), default="fixed")
+    parser.add_argument(
+        "--max-connections", type=int, help="per worker; beyond it GOODBYE(OVERLOADED)"
+    )
+    parser.add_argument("--handshake-timeout", type=float, default=5.0)
+    parser.add_argument("--max-frame", type=int, default=1024 * 1024, help="bytes")
+    parser.add_argument("--send-queue", type=int, default=1024, help="messages per connection")
+    parser.add_argument("--max-pings-per-interval", type=int, default=10)
+    parser.add_argument(
+        "--drain", type=float, default=5.0, help="seconds peers get at shutdown (default 5)"
+    )
+    parser.add_argument(
+        "--no-restart", action="store_true", help="do not restart a worker that died"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log connections too")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from peerwatch.errors import ConfigError
+    from peerwatch.server import Ready, StartError, run_workers
+
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(
+        level=logging.INFO, format="peerwatch serve: %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("peerwatch").setLevel(level)
+    logging.getLogger("peerwatch.server").setLevel(logging.INFO)
+
+    def on_ready(ready: Ready) -> None:
+        pids = " ".join(str(pid) for pid in ready.pids)
+        print(
+            f"peerwatch serve: listening on {ready.host}:{ready.port}, {len(ready.pids)}"
+            f" worker(s) (pids {pids}) on {ready.loop}, handler {args.handler},"
+            f" interval {args.interval} s, timeout {args.timeout} s",
+            flush=True,
+        )
+        if ready.metrics_port is not None:
+            print(
+                f"peerwatch serve: metrics on http://{args.metrics_host}:{ready.metrics_port}"
+                "/metrics",
+                flush=True,
+            )
+
+    try:
+        code = run_workers(
+            args.handler,
+            args.host,
+            args.port,
+            workers=args.workers,
+            max_connections=args.max_connections,
+            drain=args.drain,
+            uvloop=args.uvloop,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+            restart=not args.no_restart,
+            on_ready=on_ready,
+            log_level=level,
+            interval=args.interval,
+            timeout=args.timeout,
+            policy=args.policy,
+            handshake_timeout=args.handshake_timeout,
+            max_frame=args.max_frame,
+            send_queue=args.send_queue,
+            max_pings_per_interval=args.max_pings_per_interval,
+        )
+    except ConfigError as exc:
+        print(f"peerwatch serve: {exc}", file=sys.stderr)
+        return 2
+    except StartError as exc:
+        print(f"peerwatch serve: {exc}", file=sys.stderr)
+        return 1
+    print("peerwatch serve: stopped", flush=True)
+    return code
