@@ -11,7 +11,9 @@ retransmissions, keepalive probes).
 On the peer's FIN (``recv`` returns ``b""``) nc closes and exits; with
 ``keep_half_open`` it keeps the socket, as dnc did, and then polls it for
 errors only: a later write to a peer that forgot the connection is answered
-with RST, and the next read says ECONNRESET.
+with RST, which poll() reports as POLLERR. Linux keeps returning 0 from read()
+after a FIN, so the error is taken with SO_ERROR (EPIPE for an RST received in
+CLOSE_WAIT, where the article's illumos said ECONNRESET).
 """
 
 from __future__ import annotations
@@ -22,36 +24,16 @@ import select
 import socket
 import sys
 import time
-from dataclasses import dataclass
 from typing import BinaryIO
 
-from peerwatch.knobs import TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_USER_TIMEOUT
 from peerwatch.nc.meaning import POLLRDHUP, STATE_MEANING, errno_text, poll_flags
+from peerwatch.nc.setup import Done, NcOptions, accept_one, connect, fail
 from peerwatch.nc.trace import TcpWatch, Tracer
 from peerwatch.tcpinfo import TcpState, tcp_info
 
 __all__ = ["NcOptions", "run_nc"]
 
 CHUNK = 16384
-
-
-@dataclass(frozen=True)
-class NcOptions:
-    port: int
-    host: str | None = None  # connect to; None with listen=True
-    listen: bool = False
-    source: str | None = None  # address to bind (listen mode: default all IPv4 addresses)
-    keep_half_open: bool = False
-    shutdown_on_eof: bool = True  # stdin EOF -> shutdown(SHUT_WR): the peer reads b""
-    keepalive: tuple[int, int, int] | None = None  # idle, interval, count (seconds, seconds, n)
-    user_timeout_ms: int | None = None
-    connect_timeout: float | None = None
-    watch_interval: float = 0.2
-
-
-class _Done(Exception):
-    def __init__(self, status: int) -> None:
-        self.status = status
 
 
 def run_nc(
@@ -64,8 +46,8 @@ def run_nc(
     stdin = stdin if stdin is not None else sys.stdin.buffer
     stdout = stdout if stdout is not None else sys.stdout.buffer
     try:
-        sock = _accept(options, tracer) if options.listen else _connect(options, tracer)
-    except _Done as done:
+        sock = accept_one(options, tracer) if options.listen else connect(options, tracer)
+    except Done as done:
         return done.status
     with sock:
         session = _Session(sock, options, tracer, stdin, stdout)
@@ -74,108 +56,6 @@ def run_nc(
         except KeyboardInterrupt:
             tracer.emit("interrupted", "interrupted: closing the socket")
             return 130
-
-
-def _fail(tracer: Tracer, call: str, exc: OSError, what: str) -> _Done:
-    name, meaning = errno_text(exc.errno)
-    message = f"{what} failed: {name}" + (f" ({meaning})" if meaning else f" ({exc.strerror})")
-    tracer.emit("error", message, call=call, errno=name, meaning=meaning)
-    return _Done(1)
-
-
-def _apply_options(sock: socket.socket, options: NcOptions, tracer: Tracer) -> None:
-    settings: list[tuple[str, int, int | None, int]] = []
-    if options.keepalive is not None:
-        idle, interval, count = options.keepalive
-        settings += [
-            ("SO_KEEPALIVE", socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
-            ("TCP_KEEPIDLE", socket.IPPROTO_TCP, TCP_KEEPIDLE, idle),
-            ("TCP_KEEPINTVL", socket.IPPROTO_TCP, TCP_KEEPINTVL, interval),
-            ("TCP_KEEPCNT", socket.IPPROTO_TCP, TCP_KEEPCNT, count),
-        ]
-    if options.user_timeout_ms is not None:
-        settings.append(
-            ("TCP_USER_TIMEOUT", socket.IPPROTO_TCP, TCP_USER_TIMEOUT, options.user_timeout_ms)
-        )
-    for name, level, opt, value in settings:
-        if opt is None:
-            tracer.emit("option", f"{name} is not available on this platform", option=name)
-            continue
-        try:
-            sock.setsockopt(level, opt, value)
-        except OSError as exc:
-            raise _fail(tracer, "setsockopt", exc, f"setsockopt({name}, {value})") from exc
-        tracer.emit("option", f"set {name} = {value}", option=name, value=value)
-
-
-def _endpoint(addr: tuple[object, ...]) -> str:
-    host, port = str(addr[0]), addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _connect(options: NcOptions, tracer: Tracer) -> socket.socket:
-    assert options.host is not None
-    try:
-        candidates = socket.getaddrinfo(options.host, options.port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        tracer.emit("error", f"cannot resolve {options.host}: {exc.strerror}", call="getaddrinfo")
-        raise _Done(1) from exc
-    last: _Done | None = None
-    for family, kind, proto, _, address in candidates:
-        sock = socket.socket(family, kind, proto)
-        try:
-            _apply_options(sock, options, tracer)
-            tracer.emit("connect", f"connecting to {_endpoint(address)}", remote=_endpoint(address))
-            sock.settimeout(options.connect_timeout)
-            sock.connect(address)
-        except TimeoutError as exc:
-            tracer.emit("error", f"connect timed out after {options.connect_timeout} s "
-                        "(no answer to our SYN)", call="connect", errno="ETIMEDOUT")  # fmt: skip
-            sock.close()
-            last = _Done(1)
-            del exc
-            continue
-        except OSError as exc:
-            sock.close()
-            last = _fail(tracer, "connect", exc, "connect")
-            continue
-        except _Done:
-            sock.close()
-            raise
-        tracer.emit(
-            "connected",
-            f"connected {_endpoint(sock.getsockname())} -> {_endpoint(sock.getpeername())}",
-            local=_endpoint(sock.getsockname()),
-            remote=_endpoint(sock.getpeername()),
-        )
-        return sock
-    raise last if last is not None else _Done(1)
-
-
-def _accept(options: NcOptions, tracer: Tracer) -> socket.socket:
-    host = options.source or "0.0.0.0"
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as listener:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        tracer.emit("option", "set SO_REUSEADDR = 1 (bind even while old connections sit in "
-                    "TIME_WAIT)", option="SO_REUSEADDR", value=1)  # fmt: skip
-        _apply_options(listener, options, tracer)  # accepted sockets inherit them
-        try:
-            listener.bind((host, options.port))
-            listener.listen(1)
-        except OSError as exc:
-            raise _fail(tracer, "bind", exc, f"bind/listen on {host}:{options.port}") from exc
-        local = _endpoint(listener.getsockname())
-        tracer.emit("listen", f"listening on {local}", local=local)
-        sock, peer = listener.accept()
-        tracer.emit(
-            "accepted",
-            f"accepted connection from {_endpoint(peer)} on {_endpoint(sock.getsockname())}",
-            local=_endpoint(sock.getsockname()),
-            remote=_endpoint(peer),
-        )
-    tracer.emit("close", "closed the listening socket (one connection, as nc -l)")
-    return sock
 
 
 class _Session:
@@ -222,7 +102,7 @@ class _Session:
                 if events:
                     self._handle(dict(events))
                     self.watch.check(self.sock.fileno())
-        except _Done as done:
+        except Done as done:
             self.watch.check(self.sock.fileno())
             self.tracer.emit("close", "closing the socket")
             return done.status
@@ -282,7 +162,7 @@ class _Session:
         err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if not err:
             if final:
-                raise _Done(0)
+                raise Done(0)
             return
         name, meaning = errno_text(err)
         self.tracer.emit(
@@ -292,7 +172,7 @@ class _Session:
             errno=name,
             meaning=meaning,
         )
-        raise _Done(1)
+        raise Done(1)
 
     def _linger(self) -> None:
         """Both sides closed: wait (1 s at most) for the kernel's last word, ACK or RST."""
@@ -312,14 +192,14 @@ class _Session:
             self.tracer.emit("read", "nothing to read yet (EAGAIN)", bytes=None)
             return
         except OSError as exc:
-            raise _fail(self.tracer, "recv", exc, "read from socket") from exc
+            raise fail(self.tracer, "recv", exc, "read from socket") from exc
         if data:
             self.tracer.emit("read", f"read {len(data)} bytes from socket", bytes=len(data))
             self._to_stdout(data)
             return
         if self.peer_sent_fin:  # POLLHUP after end of stream, without an error
             self.tracer.emit("read", "read 0 bytes again: the connection is finished", bytes=0)
-            raise _Done(0)
+            raise Done(0)
         self.peer_sent_fin = True
         self.tracer.emit(
             "eof",
@@ -328,7 +208,7 @@ class _Session:
             bytes=0,
         )
         if not self.options.keep_half_open:
-            raise _Done(0)
+            raise Done(0)
         if not self.stdin_open:
             self.tracer.emit("eof", "stdin is closed too: nothing left to do")
             self._linger()
@@ -346,7 +226,7 @@ class _Session:
                              "for POLLOUT", bytes=0, pending=total)  # fmt: skip
             return
         except OSError as exc:
-            raise _fail(self.tracer, "send", exc, f"write of {total} bytes to socket") from exc
+            raise fail(self.tracer, "send", exc, f"write of {total} bytes to socket") from exc
         self.pending = self.pending[sent:]
         meaning = "copied to the local kernel; that says nothing about delivery"
         if self.pending:
@@ -362,7 +242,7 @@ class _Session:
         except BlockingIOError:
             return
         except OSError as exc:
-            raise _fail(self.tracer, "read", exc, "read from stdin") from exc
+            raise fail(self.tracer, "read", exc, "read from stdin") from exc
         if data:
             self.tracer.emit("stdin", f"read {len(data)} bytes from stdin", bytes=len(data))
             self.pending = data
@@ -377,7 +257,7 @@ class _Session:
             try:
                 self.sock.shutdown(socket.SHUT_WR)
             except OSError as exc:
-                raise _fail(self.tracer, "shutdown", exc, "shutdown(SHUT_WR)") from exc
+                raise fail(self.tracer, "shutdown", exc, "shutdown(SHUT_WR)") from exc
         if self.peer_sent_fin:
             self._linger()
 
