@@ -318,3 +318,12 @@ def test_vanished_peer_is_reported_by_keepalive_then_etimedout(
     # the user timeout (2.5 s) replaces the 5 probes: given up at the first keepalive
     # firing after 2.5 s of silence, on a 1 s grid; never the 1 + 5 x 1 s of the probes
     assert 2.0 <= took <= 5.0, took
+
+    # connecting to the vanished host: the SYN goes unanswered, -w bounds the wait
+    started = time.monotonic()
+    again = procs.start([*PEERWATCH, "nc", "--json", "-w", "1", netns_host.addr, "6379"], b"", "w")
+    code, _, err = finish(again)
+    assert code == 1
+    error = next(e for e in events_of(err) if e["event"] == "error")
+    assert error["errno"] == "ETIMEDOUT" and "no answer to our SYN" in str(error["message"])
+    assert 0.9 <= time.monotonic() - started < 5
