@@ -42,7 +42,11 @@ class LoopThread:
         On timeout the coroutine is cancelled and ``TimeoutError`` raised; the
         connection stays usable (a message being waited for stays queued).
         """
-        check_timeout(timeout)
+        try:
+            check_timeout(timeout)
+        except ValueError:
+            coro.close()
+            raise
         if threading.current_thread() is self.thread:
             coro.close()
             raise RuntimeError("blocking peerwatch.sync call made from its own event loop thread")
