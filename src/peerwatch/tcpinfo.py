@@ -218,7 +218,10 @@ def tcp_info(sock: socket.socket | _HasFileno | int) -> TcpInfo | None:
     fd = sock if isinstance(sock, int) else sock.fileno()
     if fd < 0:
         return None
-    probe = socket.socket(fileno=fd)
+    try:
+        probe = socket.socket(fileno=fd)
+    except OSError:  # ENOTSOCK, EBADF: not a socket (any more)
+        return None
     try:
         raw = probe.getsockopt(socket.IPPROTO_TCP, TCP_INFO_OPT, TCP_INFO_BUFLEN)
     except OSError:

@@ -20,7 +20,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from peerwatch.aio.timers import timer_queue
 from peerwatch.core.config import Config
@@ -301,7 +301,8 @@ class Connection(asyncio.Protocol):
     # ------------------------------------------------------- protocol callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's TCPTransport implements the Transport API without subclassing it
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         peername = transport.get_extra_info("peername")
