@@ -92,6 +92,9 @@ def test_filters_by_state_verdict_process_and_listeners(
         assert sorted(r["state"] for r in only_alive) == ["ESTABLISHED", "ESTABLISHED", "FIN_WAIT2"]
         by_state = inspect_json(capsys, *ports, "--state", "close-wait")
         assert len(by_state) == 1
+        by_addr = inspect_json(capsys, *ports, "--addr", "127.0.0.1")
+        assert {r["local"] for r in by_addr} == {r["local"] for r in everything}
+        assert inspect_json(capsys, *ports, "--addr", "127.0.0.2") == []
         mine = inspect_json(capsys, *ports, "--process", str(os.getpid()))
         assert len(mine) == 3  # the orphan belongs to no process
         assert inspect_json(capsys, *ports, "--process", "no-such-command") == []

@@ -41,6 +41,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--port", action="append", type=int, default=[], help="local or remote port; repeatable"
     )
+    parser.add_argument(
+        "--addr",
+        action="append",
+        type=_address,
+        default=[],
+        help="local or remote IP address (e.g. the database host); repeatable",
+    )
     parser.add_argument("--process", help="a pid, or part of the owning command's name")
     parser.add_argument(
         "--verdict",
@@ -79,6 +86,16 @@ def _state(text: str) -> TcpState:
         raise argparse.ArgumentTypeError(f"unknown state {text!r}; one of {choices}") from None
 
 
+def _address(text: str) -> str:
+    """Normalised, so that 2001:DB8::1 matches what the kernel reports (2001:db8::1)."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -102,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     filters = Filters(
         states=states,
         ports=frozenset(args.port),
+        addresses=frozenset(args.addr),
         process=args.process,
         statuses=frozenset(statuses),
     )

@@ -54,6 +54,7 @@ class Filters:
 
     states: frozenset[TcpState] | None = None  # None: all but DEFAULT_HIDDEN
     ports: frozenset[int] = field(default_factory=frozenset)  # local or remote port
+    addresses: frozenset[str] = field(default_factory=frozenset)  # local or remote address
     process: str | None = None  # a pid, or part of the command name
     statuses: frozenset[Status] = field(default_factory=frozenset)
 
@@ -63,7 +64,9 @@ class Filters:
                 return False
         elif record.state not in self.states:
             return False
-        return not self.ports or bool({record.local[1], record.remote[1]} & self.ports)
+        if self.ports and not {record.local[1], record.remote[1]} & self.ports:
+            return False
+        return not self.addresses or bool({record.local[0], record.remote[0]} & self.addresses)
 
     def keep_row(self, row: Row) -> bool:
         if self.statuses and row.verdict.status not in self.statuses:
