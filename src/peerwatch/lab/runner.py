@@ -1,0 +1,381 @@
+"""Run scenarios: build the hosts, start the agents, inject the fault, watch, judge, tear down.
+
+Within a scenario every strategy runs at once: one server process on kodos
+listens on one port per strategy (so a fault on "the server process" hits all
+of them together), and one client process per strategy runs on kang. Their
+events come back as JSON lines on one queue; the runner keeps the scenario's
+timeline and stops early once every client has its final answer.
+
+Scenarios run one after another, each in a fresh lab (three new namespaces),
+so no state leaks from one fault into the next.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+from peerwatch.lab.expectations import expectation, state_expectation
+from peerwatch.lab.hosts import KANG, KODOS, Host, Lab
+from peerwatch.lab.netns import LabError, Registry, terminate_as_interrupt
+from peerwatch.lab.observations import Observation, Record
+from peerwatch.lab.scenarios import CLIENT_COMMANDS, Scenario, Step
+from peerwatch.lab.settings import LabSettings
+from peerwatch.lab.states import StateWatcher, Timeline
+from peerwatch.lab.strategies import Strategy, port_of
+
+AGENT = "peerwatch.lab.agent"
+#: Seconds to wait for agents to start (python start-up on a busy 2-core CI machine).
+START_TIMEOUT = 20.0
+#: Rough seconds of set-up per scenario, for the progress bar only.
+SETUP_ESTIMATE = 3.0
+
+Tick = Callable[[str, float], None]  # (what is happening, seconds of the run done so far)
+
+
+class Agent:
+    """A process in a lab host speaking JSON lines; its events go to a shared queue."""
+
+    def __init__(
+        self,
+        name: str,
+        proc: subprocess.Popen[bytes],
+        sink: queue.Queue[tuple[str, Any]],
+        stderr: IO[bytes],
+    ) -> None:
+        self.name = name
+        self.proc = proc
+        self.stderr = stderr
+        self._sink = sink
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, name=f"agent-{name}", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        try:
+            for line in stdout:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    self._sink.put((self.name, record))
+        except (OSError, ValueError):
+            pass  # the pipe was closed by teardown
+        self._sink.put((self.name, {"ev": "exit", "t": time.monotonic()}))
+
+    def send(self, command: dict[str, Any]) -> None:
+        stdin = self.proc.stdin
+        if stdin is None:
+            return
+        with self._lock:
+            try:
+                stdin.write((json.dumps(command) + "\n").encode())
+                stdin.flush()
+            except (OSError, ValueError):
+                pass  # the agent is gone (crash, power-off): nothing to tell
+
+    def stderr_tail(self, size: int = 600) -> str:
+        """The end of what the agent wrote to stderr (a traceback, usually)."""
+        try:
+            self.stderr.seek(0, os.SEEK_END)
+            end = self.stderr.tell()
+            self.stderr.seek(max(0, end - size))
+            return self.stderr.read().decode(errors="replace")
+        except (OSError, ValueError):
+            return ""
+
+
+def start_agent(
+    lab: Lab, host: Host, name: str, args: list[str], sink: queue.Queue[tuple[str, Any]]
+) -> Agent:
+    # closed by run_scenario once the agent is gone (the Agent outlives this function)
+    stderr = tempfile.TemporaryFile(prefix=f"pwlab-{name}-")  # noqa: SIM115
+    try:
+        proc = lab.spawn_python(host, AGENT, args, stderr)
+    except BaseException:
+        stderr.close()
+        raise
+    return Agent(name, proc, sink, stderr)
+
+
+@dataclass
+class ScenarioRun:
+    """State of one scenario while it runs."""
+
+    scenario: Scenario
+    strategies: Sequence[Strategy]
+    settings: LabSettings
+    lab: Lab
+    server: Agent
+    clients: dict[str, Agent]
+    observations: dict[str, Observation]
+    server_events: list[dict[str, Any]]
+    events: queue.Queue[tuple[str, Any]]
+    server_stderr: str = ""
+
+
+def server_spec(scenario: Scenario, strategies: Sequence[Strategy], s: LabSettings) -> str:
+    return json.dumps(
+        {
+            "parent": os.getpid(),
+            "host": KODOS.address,
+            "read_mode": scenario.read_mode,
+            "slow_read_bytes": s.slow_read_bytes,
+            "slow_read_pause": s.slow_read_pause,
+            "interval": s.interval,
+            "timeout": s.timeout,
+            "close_timeout": s.websockets_close_timeout,
+            "listeners": [
+                {
+                    "kind": st.kind,
+                    "strategy": st.name,
+                    "port": port_of(st),
+                    "policy": st.policy,
+                }
+                for st in strategies
+            ],
+        }
+    )
+
+
+def client_spec(strategy: Strategy, s: LabSettings) -> str:
+    spec = strategy.client_spec(s, KODOS.address, port_of(strategy))
+    spec["parent"] = os.getpid()
+    return json.dumps(spec)
+
+
+def _wait_ready(
+    events: queue.Queue[tuple[str, Any]], names: set[str], deadline: float
+) -> dict[str, str]:
+    """Wait until every agent in ``names`` said ready (or failed); return failures by name."""
+    pending = set(names)
+    failures: dict[str, str] = {}
+    others: list[tuple[str, Any]] = []
+    while pending and time.monotonic() < deadline:
+        try:
+            name, record = events.get(timeout=max(0.01, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        kind = record.get("ev")
+        if name not in pending:
+            others.append((name, record))
+        elif kind == "ready":
+            pending.discard(name)
+        elif kind in ("failed", "exit"):
+            pending.discard(name)
+            failures[name] = str(record.get("why", "exited during start-up"))
+    for name in pending:
+        failures[name] = "did not start in time"
+    for item in others:  # other agents' events (the server's "accepted"): keep them
+        events.put(item)
+    return failures
+
+
+def run_scenario(
+    scenario: Scenario,
+    strategies: Sequence[Strategy],
+    settings: LabSettings,
+    tag: str,
+    tick: Tick | None = None,
+) -> list[Record]:
+    """Run one scenario with every strategy at once and return one Record per strategy.
+
+    The scenario's lab is torn down when this returns or raises (Ctrl-C included).
+    """
+    events: queue.Queue[tuple[str, Any]] = queue.Queue()
+    agents: list[Agent] = []
+    try:
+        with Lab(tag, settings.timers, Registry()) as lab:
+            spec = server_spec(scenario, strategies, settings)
+            server = start_agent(lab, KODOS, "server", ["server", spec], events)
+            agents.append(server)
+            failures = _wait_ready(events, {"server"}, time.monotonic() + START_TIMEOUT)
+            if failures:
+                raise LabError(f"the server agent did not start: {server.stderr_tail()}")
+            observations = {st.name: Observation(st.name) for st in strategies}
+            clients = {}
+            for st in strategies:
+                argv = ["client", client_spec(st, settings)]
+                clients[st.name] = start_agent(lab, KANG, st.name, argv, events)
+                agents.append(clients[st.name])
+            failures = _wait_ready(events, set(clients), time.monotonic() + START_TIMEOUT)
+            for name, why in failures.items():
+                observations[name].error = f"{why} {clients[name].stderr_tail()}".strip()
+            run = ScenarioRun(
+                scenario, strategies, settings, lab, server, clients, observations, [], events
+            )
+            ports = [port_of(st) for st in strategies]
+            with StateWatcher(lab, ports) as watcher:
+                time.sleep(settings.warmup)
+                _drive(run, tick)
+            run.server_stderr = server.stderr_tail()
+            return [_judge(run, st, watcher.for_port(port_of(st))) for st in strategies]
+    finally:
+        for agent in agents:
+            agent.stderr.close()
+
+
+def _drive(run: ScenarioRun, tick: Tick | None) -> None:
+    """Execute the timeline from t0 (the fault) and collect events until the end."""
+    scenario, settings = run.scenario, run.settings
+    steps = sorted(scenario.timeline(settings), key=lambda step: step.at)
+    duration = scenario.duration(settings)
+    t0 = time.monotonic()
+    next_step = 0
+    while True:
+        now = time.monotonic() - t0
+        while next_step < len(steps) and steps[next_step].at <= now:
+            _execute(run, steps[next_step])
+            next_step += 1
+        _collect(run, t0, 0.0)
+        if tick is not None:
+            tick(scenario.name, min(now, duration))
+        if now >= duration:
+            break
+        if next_step >= len(steps) and _all_over(run):
+            time.sleep(0.3)  # let last words (server verdicts, states) arrive
+            _collect(run, t0, 0.0)
+            break
+        wake = steps[next_step].at if next_step < len(steps) else duration
+        _collect(run, t0, max(0.0, min(wake - now, 0.2)))
+
+
+def _collect(run: ScenarioRun, t0: float, wait: float) -> None:
+    """Move agent events onto the scenario's time axis; wait up to ``wait`` s for the first."""
+    block = wait > 0
+    while True:
+        try:
+            name, record = run.events.get(timeout=wait) if block else run.events.get_nowait()
+        except queue.Empty:
+            return
+        block = False
+        when = float(record.get("t", time.monotonic())) - t0
+        if name == "server":
+            run.server_events.append({**record, "t": round(when, 3)})
+        elif name in run.observations:
+            run.observations[name].add(when, record)
+
+
+def _all_over(run: ScenarioRun) -> bool:
+    return all(
+        obs.error is not None or obs.over_at() is not None for obs in run.observations.values()
+    )
+
+
+def _execute(run: ScenarioRun, step: Step) -> None:
+    lab, server = run.lab, run.server
+    action = step.action
+    if action in CLIENT_COMMANDS:
+        for strategy in run.strategies:
+            if step.target == "raw" and strategy.kind != "raw":
+                continue
+            run.clients[strategy.name].send({"cmd": action})
+    elif action in ("sigint", "sigkill", "sigstop"):
+        sig = {"sigint": signal.SIGINT, "sigkill": signal.SIGKILL, "sigstop": signal.SIGSTOP}
+        os.kill(server.proc.pid, sig[action])
+    elif action == "close-all":
+        server.send({"cmd": "close-all"})
+    elif action == "power-cycle":
+        lab.power_cycle(KODOS)
+    elif action == "power-off":
+        lab.power_off(KODOS)
+    elif action == "unplug":
+        lab.unplug(KODOS)
+    elif action == "plug":
+        lab.plug(KODOS)
+    elif action == "drop-kodos-to-kang":
+        lab.drop(KODOS, KANG)
+    elif action == "lose":
+        lab.lose(run.settings.loss_percent)
+    elif action == "heal":
+        lab.heal()
+    else:
+        raise LabError(f"unknown step {action!r}")
+
+
+def _states(timelines: dict[str, list[Timeline]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for role, lines in timelines.items():
+        names: list[str] = []
+        for timeline in lines:
+            for state in timeline.names:
+                if not names or names[-1] != state:
+                    names.append(state)
+        out[role] = names
+    return out
+
+
+def _judge(run: ScenarioRun, strategy: Strategy, timelines: dict[str, list[Timeline]]) -> Record:
+    obs = run.observations[strategy.name]
+    expect = expectation(run.scenario.name, strategy, run.settings)
+    states = _states(timelines)
+    ok: bool | None
+    if obs.error is not None:
+        ok, why = False, f"client set-up failed: {obs.error}"
+    elif expect.judge is None:
+        ok, why = None, ""
+    else:
+        problem = expect.judge(obs) or state_expectation(run.scenario.name, strategy)(states)
+        ok, why = problem is None, problem or ""
+    return Record(
+        scenario=run.scenario.name,
+        strategy=strategy.name,
+        peer_dead=run.scenario.peer_dead,
+        detected=obs.detected,
+        seconds=obs.seconds,
+        saw=obs.saw_text(),
+        expected=expect.text,
+        ok=ok,
+        why=why,
+        states=states,
+        untuned=expect.untuned,
+    )
+
+
+def estimate(scenarios: Sequence[Scenario], settings: LabSettings) -> float:
+    """Seconds the run should take at most (for the progress bar)."""
+    return sum(SETUP_ESTIMATE + settings.warmup + sc.duration(settings) for sc in scenarios)
+
+
+def run_all(
+    scenarios: Sequence[Scenario],
+    strategies: Sequence[Strategy],
+    settings: LabSettings,
+    tag: str,
+    *,
+    tick: Tick | None = None,
+    on_records: Callable[[list[Record]], None] | None = None,
+) -> list[Record]:
+    """Run the scenarios one after another, each in its own lab, torn down whatever happens."""
+    records: list[Record] = []
+    done = 0.0
+    with terminate_as_interrupt():
+        for index, scenario in enumerate(scenarios):
+            offset = done
+
+            def scenario_tick(name: str, seconds: float, offset: float = offset) -> None:
+                if tick is not None:
+                    tick(name, offset + SETUP_ESTIMATE + settings.warmup + seconds)
+
+            if tick is not None:
+                tick(scenario.name, offset)
+            batch = run_scenario(scenario, strategies, settings, f"{tag}-{index}", scenario_tick)
+            records.extend(batch)
+            if on_records is not None:
+                on_records(batch)
+            done += SETUP_ESTIMATE + settings.warmup + scenario.duration(settings)
+            if tick is not None:
+                tick(scenario.name, done)
+    return records

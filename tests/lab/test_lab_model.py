@@ -1,0 +1,122 @@
+"""The lab's arithmetic and judgement, without namespaces: kernel timer models, expectations."""
+
+from __future__ import annotations
+
+import pytest
+
+from peerwatch.lab.expectations import expectation
+from peerwatch.lab.observations import Observation
+from peerwatch.lab.scenarios import CLIENT_COMMANDS, FAULT_ACTIONS, SCENARIOS
+from peerwatch.lab.settings import (
+    FULL,
+    LINUX_DEFAULTS,
+    QUICK,
+    human_duration,
+    retransmission_deadline,
+    retries_timeout,
+)
+from peerwatch.lab.strategies import BY_NAME, STRATEGIES
+
+
+def test_untuned_retransmission_timeout_is_the_kernels_924_6_seconds() -> None:
+    # net/ipv4/tcp_timer.c tcp_model_timeout() with TCP_RTO_MIN=200 ms, TCP_RTO_MAX=120 s
+    assert retries_timeout(15) == pytest.approx(924.6)
+    assert human_duration(LINUX_DEFAULTS.retransmission_timeout) == "15 min 25 s"
+
+
+def test_short_retries_double_from_rto_min() -> None:
+    assert retries_timeout(4) == pytest.approx(0.2 + 0.4 + 0.8 + 1.6 + 3.2)
+    assert retransmission_deadline(4) == pytest.approx(6.2)
+
+
+def test_untuned_keepalive_takes_two_hours_eleven_minutes() -> None:
+    assert LINUX_DEFAULTS.keepalive_bound == 7200 + 75 * 9
+    assert human_duration(LINUX_DEFAULTS.keepalive_bound) == "2 h 11 min 15 s"
+
+
+def test_sysctl_names_are_the_proc_sys_ones() -> None:
+    assert QUICK.timers.sysctls()["net.ipv4.tcp_retries2"] == str(QUICK.timers.tcp_retries2)
+    assert set(QUICK.timers.sysctls()) == set(LINUX_DEFAULTS.sysctls())
+
+
+@pytest.mark.parametrize("settings", [QUICK, FULL], ids=["quick", "full"])
+def test_cable_outage_is_shorter_than_every_bound(settings: object) -> None:
+    from peerwatch.lab.settings import LabSettings
+
+    assert isinstance(settings, LabSettings)
+    assert settings.cable_outage < settings.timeout / 2
+    assert settings.cable_outage * 1000 < settings.tuned_knobs.user_timeout_ms / 2
+    # power-off writes only after both keepalive flavours had time to give up
+    assert settings.idle_write_at > settings.timers.keepalive_bound
+    assert settings.idle_write_at > settings.tuned_knobs.keepalive_bound
+
+
+def test_every_scenario_step_is_known_and_every_pair_has_an_expectation() -> None:
+    for scenario in SCENARIOS:
+        for step in scenario.timeline(QUICK):
+            assert step.action in FAULT_ACTIONS | CLIENT_COMMANDS, step
+            assert 0 <= step.at <= scenario.duration(QUICK)
+        for strategy in STRATEGIES:
+            assert expectation(scenario.name, strategy, QUICK).text
+
+
+def _observation(strategy: str, *events: tuple[float, dict[str, object]]) -> Observation:
+    obs = Observation(strategy)
+    for t, record in events:
+        obs.add(t, {"t": 100.0 + t, **record})
+    return obs
+
+
+def test_power_off_judge_accepts_the_article_and_rejects_an_early_reset() -> None:
+    exp = expectation("power-off", BY_NAME["blocking-read"], QUICK)
+    assert exp.judge is not None
+    write_at, rto = QUICK.idle_write_at, QUICK.retransmission_deadline
+    article = _observation(
+        "blocking-read",
+        (write_at, {"ev": "write", "ok": True}),
+        (write_at + rto + 0.1, {"ev": "read", "saw": "ETIMEDOUT"}),
+    )
+    assert exp.judge(article) is None
+    wrong = _observation(
+        "blocking-read",
+        (write_at, {"ev": "write", "ok": True}),
+        (write_at + 0.01, {"ev": "read", "saw": "ECONNRESET"}),
+    )
+    assert exp.judge(wrong) is not None
+    blind = _observation("blocking-read", (write_at, {"ev": "write", "ok": True}))
+    assert exp.judge(blind) is not None
+
+
+def test_peerwatch_must_say_hung_not_silent_for_a_stopped_peer() -> None:
+    exp = expectation("hung", BY_NAME["peerwatch"], QUICK)
+    assert exp.judge is not None
+    hung = _observation("peerwatch", (2.0, {"ev": "verdict", "saw": "HUNG", "at": 102.0}))
+    silent = _observation("peerwatch", (2.0, {"ev": "verdict", "saw": "SILENT", "at": 102.0}))
+    late = _observation("peerwatch", (9.0, {"ev": "verdict", "saw": "HUNG", "at": 109.0}))
+    assert exp.judge(hung) is None
+    assert exp.judge(silent) is not None
+    assert exp.judge(late) is not None
+
+
+def test_a_detection_in_an_alive_scenario_is_a_false_alarm() -> None:
+    exp = expectation("loss", BY_NAME["peerwatch"], QUICK)
+    assert exp.judge is not None
+    quiet = _observation("peerwatch", (10.5, {"ev": "check", "ok": True}))
+    alarm = _observation("peerwatch", (3.0, {"ev": "verdict", "saw": "SILENT", "at": 103.0}))
+    assert exp.judge(quiet) is None
+    assert "false alarm" in (exp.judge(alarm) or "")
+
+
+def test_verdict_time_is_peerwatchs_own_decision_time() -> None:
+    # the report is written later than the decision; the decision time counts
+    obs = _observation("peerwatch", (2.5, {"ev": "verdict", "saw": "SILENT", "at": 102.1}))
+    assert obs.seconds == pytest.approx(2.1)
+
+
+def test_saw_text_collapses_repeated_writes() -> None:
+    obs = _observation(
+        "blocking-read",
+        *[(float(t), {"ev": "write", "ok": True}) for t in range(1, 5)],
+        (5.0, {"ev": "read", "saw": "ECONNRESET"}),
+    )
+    assert obs.saw_text() == "write ok 1.0 s ×4 · ECONNRESET"
