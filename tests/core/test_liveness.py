@@ -156,3 +156,16 @@ def test_phi_grows_with_silence() -> None:
     assert phi(1.0, 1.0, 0.1) == pytest.approx(-math.log10(0.5))
     assert phi(1.5, 1.0, 0.1) > phi(1.2, 1.0, 0.1) > phi(1.0, 1.0, 0.1)
     assert phi(100.0, 1.0, 0.1) == math.inf
+
+
+def test_accepting_side_stays_quiet_while_the_peers_pings_arrive() -> None:
+    cfg = Config(interval=1.0, timeout=5.0)
+    live = Liveness(cfg, 100.0, answer_delay=0.5)
+    clock = Clock(live)
+    for k in range(1, 10):  # the connecting side pings every second
+        assert clock.run_until(100.0 + k) is Action.NONE
+        live.on_receive(100.0 + k)
+    assert clock.pings == []
+    # the peer's pings stop: we ping by ourselves after interval + delay, then every interval
+    assert clock.run_until(113.0) is Action.NONE
+    assert clock.pings == pytest.approx([110.5, 111.5, 112.5])

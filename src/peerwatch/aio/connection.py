@@ -443,7 +443,10 @@ class Connection(asyncio.Protocol):
         self.peer_hello = hello
         # our DATA frames must fit the peer's max_frame (body = 9-byte header + chunk)
         self._chunk = max(1, min(self._config.chunk_size, hello.max_frame - 64))
-        self.liveness = Liveness(self._config, now)
+        config = self._config
+        # the accepting side lets the connecting side do the pinging (liveness rule 6)
+        delay = min(config.interval / 2, (config.timeout - config.interval) / 4)
+        self.liveness = Liveness(config, now, answer_delay=delay if self.role == "server" else 0.0)
         if not self._ready.done():
             self._ready.set_result(None)
         self._timers.schedule(self, self.liveness.next_deadline())

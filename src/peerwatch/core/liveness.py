@@ -18,7 +18,11 @@ Rules (each one is tested with a fake clock in tests/core/test_liveness.py):
    is recorded for the verdict.
 5. While reading is paused by us (our application's inbox is full), silence is
    ours too: no verdict until reading resumes, and the clock restarts then.
-6. A peer sending more than ``max_pings_per_interval`` pings within one of our
+6. Only one side needs to ping. The accepting side waits ``answer_delay``
+   longer before its first ping, so while the connecting side's pings arrive
+   on time it never pings at all (half the heartbeat traffic), yet it still
+   pings by itself when the peer's pings stop.
+7. A peer sending more than ``max_pings_per_interval`` pings within one of our
    intervals is abusive (gRPC's too_many_pings).
 
 The machine never reads a clock: every method takes ``now`` (seconds, any
@@ -105,6 +109,7 @@ class Liveness:
         "min_timeout",
         "paused",
         "ping_seq",
+        "quiet",
         "rtt",
         "rttvar",
         "stall_threshold",
@@ -112,8 +117,9 @@ class Liveness:
         "timeout",
     )
 
-    def __init__(self, config: Config, now: float) -> None:
+    def __init__(self, config: Config, now: float, *, answer_delay: float = 0.0) -> None:
         self.interval = config.interval
+        self.quiet = config.interval + answer_delay  # quiet time before the first ping
         self.timeout = config.timeout
         self.adaptive = config.policy == "adaptive"
         self.min_timeout = config.effective_min_timeout
@@ -186,7 +192,7 @@ class Liveness:
         anchor = self.last_traffic
         if self.last_ping > anchor:
             return self.last_ping + self.interval
-        return anchor + self.interval
+        return anchor + self.quiet
 
     def dead_at(self) -> float:
         return self.last_heard + self.effective_timeout
@@ -208,7 +214,7 @@ class Liveness:
             self.local_stall = max(self.local_stall, late)
             self.last_heard = max(self.last_heard, now)
             self.last_ping = -math.inf  # ping at once: a fresh, fair chance
-            self.last_traffic = min(self.last_traffic, now - self.interval)
+            self.last_traffic = min(self.last_traffic, now - self.quiet)
         if not self.paused and now >= self.dead_at():
             return Action.DEAD
         if now >= self.next_ping_at():
