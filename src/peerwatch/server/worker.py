@@ -47,6 +47,7 @@ class WorkerSpec:
     metrics_dir: str | None = None
     sweep_interval: float = 1.0
     log_level: int = logging.WARNING
+    incarnation: int | None = None  # announced in HELLO by every worker of one run
 
 
 def worker_main(spec: WorkerSpec, index: int, pipe: Pipe) -> None:
@@ -86,8 +87,14 @@ def load_handler(handler: str | bytes) -> Any:
 
 
 async def _serve(spec: WorkerSpec, index: int, handler: Any, pipe: Pipe, parent: int) -> int:
+    from peerwatch.aio import connection
     from peerwatch.aio.server import serve
     from peerwatch.server.loop import loop_name
+
+    if spec.incarnation is not None:
+        # One incarnation for the whole server run, not one per worker: a client that
+        # reconnects and lands on another worker must not conclude the server restarted.
+        connection.INCARNATION = spec.incarnation
 
     metrics = None
     if spec.metrics_dir is not None:

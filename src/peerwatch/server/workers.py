@@ -15,6 +15,11 @@ worker restarts), starts the workers, serves ``/metrics`` if asked, and waits:
 SO_REUSEADDR on every socket means a restart binds at once even while the
 previous run's connections sit in TIME_WAIT.
 
+All workers of one run announce the same incarnation id in their HELLO, drawn
+by the supervisor: a client that reconnects and lands on another worker does
+not see a restart; a client that reconnects after the whole server restarted
+does (``conn.peer_restarted``).
+
 User handlers go to the workers by reference (pickled), so they must be
 importable module-level functions; the worker processes are started with
 ``spawn``, so a script calling ``run_workers`` needs the usual
@@ -144,6 +149,7 @@ def run_workers(
             uvloop=uvloop,
             metrics_dir=endpoint.directory if endpoint is not None else None,
             log_level=log_level,
+            incarnation=int.from_bytes(os.urandom(8), "big"),
         )
         context = multiprocessing.get_context("spawn")
         for slot in slots:
