@@ -79,6 +79,8 @@ async def test_metrics_are_summed_across_two_workers(serve, pinger):
     # the server pinged (interval 0.2 s < the clients' 1 s) and measured loopback RTTs
     assert metrics["peerwatch_pings_sent_total"] >= CLIENTS
     assert 0 < metrics["peerwatch_rtt_seconds_sum"] / metrics["peerwatch_rtt_seconds_count"] < 0.1
+    assert metrics["peerwatch_tcp_rtt_seconds_count"] > 0  # the kernel's view, always there
+    assert 0 < metrics["peerwatch_tcp_rtt_seconds_sum"] < metrics["peerwatch_tcp_rtt_seconds_count"]
     # bytes: at least every payload both ways, at most what the clients (and the pinger) wrote
     payload_bytes = CLIENTS * MESSAGES * len(PAYLOAD)
     clients_wrote = sum(conn.bytes_out for conn in conns)

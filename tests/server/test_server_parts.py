@@ -82,6 +82,7 @@ async def test_worker_metrics_follow_connections_and_verdicts():
         assert value("peerwatch_connections_accepted_total") == 3
         assert value("peerwatch_pings_sent_total") >= 3
         assert value("peerwatch_rtt_seconds_count") == 3  # one sample per connection per sweep
+        assert value("peerwatch_tcp_rtt_seconds_count") == 3
         received = value("peerwatch_bytes_received_total")
         assert received == sum(conn.bytes_out for conn in conns)
         await conns[0].close()

@@ -22,7 +22,12 @@ What is exported (all names start with ``peerwatch_``):
                             detections and are left out.
 ``rtt_seconds``             application round-trip time (PING to PONG, smoothed as
                             in RFC 6298), sampled once per connection per sweep in
-                            which it sent a PING
+                            which this server sent a PING. Only one side of an idle
+                            connection pings, the connecting one, so with clients
+                            pinging at least as often as the server this stays empty:
+``tcp_rtt_seconds``         the kernel's smoothed RTT (TCP_INFO ``tcpi_rtt``) of
+                            connections that had traffic since the last sweep, at
+                            most ``TCP_RTT_SAMPLES`` per sweep, rotating (Linux)
 ``pings_sent``, ``pings_received``, ``bytes_received``, ``bytes_sent`` (counters)
 ``local_stalls``            event-loop stalls of the worker itself, forgiven to peers
 ``workers``, ``worker_restarts`` (from the supervisor)
@@ -64,6 +69,9 @@ RTT_BUCKETS = (
     1.0, 2.5, 5.0,
 )  # fmt: skip
 
+#: Connections whose TCP_INFO is read per sweep (a syscall each), taken in rotation.
+TCP_RTT_SAMPLES = 256
+
 _Totals = tuple[int, int, int, int, int]  # pings_sent, pings_received, bytes_in, bytes_out, stalls
 _ZERO: _Totals = (0, 0, 0, 0, 0)
 
@@ -104,6 +112,12 @@ class WorkerMetrics:
             buckets=RTT_BUCKETS,
             registry=registry,
         )
+        self.tcp_rtt = Histogram(
+            "peerwatch_tcp_rtt_seconds",
+            "Kernel smoothed RTT (TCP_INFO) of active connections, sampled per sweep.",
+            buckets=RTT_BUCKETS,
+            registry=registry,
+        )
         self.pings_sent = counter("pings_sent", "PING frames sent to peers.")
         self.pings_received = counter("pings_received", "PING frames received from peers.")
         self.bytes_in = counter("bytes_received", "Bytes received from peers (frames included).")
@@ -111,6 +125,7 @@ class WorkerMetrics:
         self.stalls = counter("local_stalls", "Stalls of this process's event loop (forgiven).")
         self._seen: dict[Connection, _Totals] = {}
         self._refused_seen = 0
+        self._sweeps = 0
         # pre-create the label values operators alert on, so they read 0 rather than absent
         for cause in Cause:
             self.verdicts.labels(cause.value)
@@ -135,7 +150,10 @@ class WorkerMetrics:
         total = [0, 0, 0, 0, 0]
         rtt = self.rtt
         seen = self._seen
-        for conn, previous in seen.items():
+        stride = max(1, -(-len(seen) // TCP_RTT_SAMPLES))
+        turn = self._sweeps % stride
+        self._sweeps += 1
+        for index, (conn, previous) in enumerate(seen.items()):
             current = _totals(conn)
             if current == previous:
                 continue
@@ -144,10 +162,23 @@ class WorkerMetrics:
             seen[conn] = current
             if current[0] != previous[0] and conn.rtt is not None:
                 rtt.observe(conn.rtt)
+            if index % stride == turn:
+                self._observe_tcp_rtt(conn)
         self._add((total[0], total[1], total[2], total[3], total[4]))
         if server is not None and server.refused > self._refused_seen:
             self.refused.inc(server.refused - self._refused_seen)
             self._refused_seen = server.refused
+
+    def _observe_tcp_rtt(self, conn: Connection) -> None:
+        transport = conn.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            return
+        from peerwatch.tcpinfo import tcp_info
+
+        info = tcp_info(sock)
+        if info is not None and info.rtt_us:
+            self.tcp_rtt.observe(info.rtt_us / 1_000_000)
 
     def _add(self, delta: _Totals) -> None:
         pings_sent, pings_received, bytes_in, bytes_out, stalls = delta
