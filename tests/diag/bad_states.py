@@ -6,6 +6,7 @@ figure is made up. The caller closes them (use them in ``with`` or a fixture).
 
 from __future__ import annotations
 
+import random
 import socket
 import struct
 import time
@@ -14,19 +15,27 @@ from collections.abc import Callable
 from peerwatch.tcpinfo import TcpInfo, TcpState, tcp_info
 
 
-def listener(*, rcvbuf: int | None = None) -> socket.socket:
+def private_loopback() -> str:
+    """A random address of 127.0.0.0/8 (all of it is loopback on Linux), so that a test can
+    pick its own connections out of a busy host's by address, not only by port."""
+    return f"127.{random.randrange(1, 255)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+
+
+def listener(*, rcvbuf: int | None = None, host: str = "127.0.0.1") -> socket.socket:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if rcvbuf is not None:  # before listen(): accepted sockets inherit it, and so does the window
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((host, 0))
     sock.listen(8)
     return sock
 
 
-def pair(*, rcvbuf: int | None = None) -> tuple[socket.socket, socket.socket]:
-    """(client, accepted server side) on loopback."""
-    with listener(rcvbuf=rcvbuf) as lsock:
+def pair(
+    *, rcvbuf: int | None = None, host: str = "127.0.0.1"
+) -> tuple[socket.socket, socket.socket]:
+    """(client, accepted server side) on loopback; the server listens on ``host``."""
+    with listener(rcvbuf=rcvbuf, host=host) as lsock:
         client = socket.create_connection(lsock.getsockname(), timeout=5)
         server, _ = lsock.accept()
     return client, server
@@ -46,13 +55,13 @@ def info_of(sock: socket.socket) -> TcpInfo:
     return info
 
 
-def close_wait_pair() -> tuple[socket.socket, socket.socket]:
+def close_wait_pair(host: str = "127.0.0.1") -> tuple[socket.socket, socket.socket]:
     """Client in CLOSE_WAIT: the server closed, the client keeps its socket open.
 
     Returns (client, server); the server socket is already closed (kept only so
     the caller has a uniform shape).
     """
-    client, server = pair()
+    client, server = pair(host=host)
     server.shutdown(socket.SHUT_WR)  # FIN; wait for its ACK, so the orphan is in FIN_WAIT2
     wait_for(lambda: info_of(server).state is TcpState.FIN_WAIT2, what="FIN_WAIT2")
     server.close()
@@ -69,13 +78,13 @@ def reset_pair() -> tuple[socket.socket, socket.socket]:
     return client, server
 
 
-def zero_window_pair() -> tuple[socket.socket, socket.socket]:
+def zero_window_pair(host: str = "127.0.0.1") -> tuple[socket.socket, socket.socket]:
     """Client writing to a server application that never reads, until the window closes.
 
     The server's receive buffer is small, so the window reaches zero after a few
     kilobytes; the client keeps data queued behind it and probes the window.
     """
-    client, server = pair(rcvbuf=4096)
+    client, server = pair(rcvbuf=4096, host=host)
     client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
     client.setblocking(False)
     chunk = b"x" * 4096

@@ -17,13 +17,26 @@ import time
 from pathlib import Path
 
 import pytest
-from bad_states import close_wait_pair, info_of, pair, wait_for, zero_window_pair
+from bad_states import (
+    close_wait_pair,
+    info_of,
+    pair,
+    private_loopback,
+    wait_for,
+    zero_window_pair,
+)
 from diag_netns import NetnsHost
 
 from peerwatch.cli import main
 
-pytest.importorskip("pyroute2")
+pytest.importorskip("rich")
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sock_diag is Linux")
+
+
+@pytest.fixture
+def addr() -> str:
+    """This test's own loopback address: its connections, and no one else's, match it."""
+    return private_loopback()
 
 
 def inspect_json(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict[str, object]]:
@@ -36,8 +49,8 @@ def port_of(sock: socket.socket) -> str:
 
 
 def row_for(rows: list[dict[str, object]], sock: socket.socket) -> dict[str, object]:
-    local = "{}:{}".format(*sock.getsockname())
-    matches = [r for r in rows if r["local"] == local]
+    local, remote = "{}:{}".format(*sock.getsockname()), "{}:{}".format(*sock.getpeername())
+    matches = [r for r in rows if r["local"] == local and r["remote"] == remote]
     assert len(matches) == 1, rows
     return matches[0]
 
@@ -48,24 +61,26 @@ def verdict(row: dict[str, object]) -> tuple[object, object]:
     return v["status"], v["cause"]
 
 
-def test_close_wait_kept_open_is_found_with_its_owner(capsys: pytest.CaptureFixture[str]) -> None:
-    client, _ = close_wait_pair()
+def test_close_wait_kept_open_is_found_with_its_owner(
+    capsys: pytest.CaptureFixture[str], addr: str
+) -> None:
+    client, _ = close_wait_pair(addr)
     with client:
-        rows = inspect_json(capsys, "--port", port_of(client))
+        rows = inspect_json(capsys, "--addr", addr)
         row = row_for(rows, client)
         assert row["state"] == "CLOSE_WAIT"
         assert verdict(row) == ("SUSPECT", "PEER_CLOSED")
         command = Path("/proc/self/comm").read_text().strip()
         assert row["process"] == [{"pid": os.getpid(), "command": command}]
         # the same socket, judged stricter: the threshold is a command-line option
-        rows = inspect_json(capsys, "--port", port_of(client), "--close-wait-after", "0")
+        rows = inspect_json(capsys, "--addr", addr, "--close-wait-after", "0")
         assert verdict(row_for(rows, client)) == ("DEAD", "PEER_CLOSED")
 
 
-def test_zero_window_both_ends(capsys: pytest.CaptureFixture[str]) -> None:
-    client, server = zero_window_pair()
+def test_zero_window_both_ends(capsys: pytest.CaptureFixture[str], addr: str) -> None:
+    client, server = zero_window_pair(addr)
     with client, server:
-        rows = inspect_json(capsys, "--port", port_of(server))
+        rows = inspect_json(capsys, "--addr", addr, "--port", port_of(server))
         writer, reader = row_for(rows, client), row_for(rows, server)
         assert verdict(writer) == ("SUSPECT", "PEER_NOT_READING")
         assert writer["timer"] in ("zero-window-probe", "retransmit")
@@ -75,12 +90,12 @@ def test_zero_window_both_ends(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_filters_by_state_verdict_process_and_listeners(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], addr: str
 ) -> None:
-    healthy_client, healthy_server = pair()
-    stuck, _ = close_wait_pair()
+    healthy_client, healthy_server = pair(host=addr)
+    stuck, _ = close_wait_pair(addr)
     with healthy_client, healthy_server, stuck:
-        ports = ["--port", port_of(healthy_server), "--port", port_of(stuck)]
+        ports = ["--addr", addr, "--port", port_of(healthy_server), "--port", port_of(stuck)]
         everything = inspect_json(capsys, *ports)
         # two ends of the healthy pair, the CLOSE_WAIT, and its closed peer's orphan
         assert sorted(r["state"] for r in everything) == [
@@ -92,27 +107,27 @@ def test_filters_by_state_verdict_process_and_listeners(
         assert sorted(r["state"] for r in only_alive) == ["ESTABLISHED", "ESTABLISHED", "FIN_WAIT2"]
         by_state = inspect_json(capsys, *ports, "--state", "close-wait")
         assert len(by_state) == 1
-        by_addr = inspect_json(capsys, *ports, "--addr", "127.0.0.1")
-        assert {r["local"] for r in by_addr} == {r["local"] for r in everything}
-        assert inspect_json(capsys, *ports, "--addr", "127.0.0.2") == []
+        by_port = inspect_json(capsys, "--port", port_of(healthy_server), "--port", port_of(stuck))
+        assert {r["local"] for r in everything} <= {r["local"] for r in by_port}
+        assert inspect_json(capsys, "--addr", "127.0.0.0", *ports[2:]) == []
         mine = inspect_json(capsys, *ports, "--process", str(os.getpid()))
         assert len(mine) == 3  # the orphan belongs to no process
         assert inspect_json(capsys, *ports, "--process", "no-such-command") == []
         with socket.socket() as listening:
-            listening.bind(("127.0.0.1", 0))
+            listening.bind((addr, 0))
             listening.listen(3)
-            assert inspect_json(capsys, "--port", port_of(listening)) == []
-            (row,) = inspect_json(capsys, "--port", port_of(listening), "--all")
+            assert inspect_json(capsys, "--addr", addr, "--port", port_of(listening)) == []
+            (row,) = inspect_json(capsys, "--addr", addr, "--port", port_of(listening), "--all")
             assert row["state"] == "LISTEN"
             assert verdict(row) == ("ALIVE", "LISTENING")
             assert row["send_queue"] == 3  # the backlog
 
 
-def test_worst_first_table_and_watch(capsys: pytest.CaptureFixture[str]) -> None:
-    healthy_client, healthy_server = pair()
-    stuck, _ = close_wait_pair()
+def test_worst_first_table_and_watch(capsys: pytest.CaptureFixture[str], addr: str) -> None:
+    healthy_client, healthy_server = pair(host=addr)
+    stuck, _ = close_wait_pair(addr)
     with healthy_client, healthy_server, stuck:
-        ports = ["--port", port_of(healthy_server), "--port", port_of(stuck)]
+        ports = ["--addr", addr]
         assert main(["inspect", *ports]) == 0
         table = capsys.readouterr().out
         assert table.index("SUSPECT") < table.index("ALIVE")

@@ -200,10 +200,6 @@ def test_tcp_info_of_a_closed_socket_object_is_none() -> None:
     assert tcp_info(sock) is None
 
 
-@pytest.mark.xfail(
-    strict=False,  # a fix is proposed to tcpinfo.py; drop this marker when it lands
-    reason="tcp_info() builds socket.socket(fileno=fd) outside its try, so ENOTSOCK escapes",
-)
 def test_tcp_info_of_a_descriptor_that_is_not_a_socket_is_none() -> None:
     fd = os.open(__file__, os.O_RDONLY)
     try:

@@ -1,6 +1,6 @@
 """Every TCP socket of this network namespace, read through netlink sock_diag.
 
-One ``SOCK_DIAG_BY_FAMILY`` dump per address family (pyroute2's DiagSocket)
+One ``SOCK_DIAG_BY_FAMILY`` dump per address family (``peerwatch.diag.netlink``)
 returns, for each socket, what ``ss -tinoe`` prints: state, addresses, the
 queues, the pending timer with its expiry and retransmission count, the owning
 uid and inode, and the kernel's ``struct tcp_info``. The tcp_info attribute is
@@ -13,22 +13,26 @@ a namespace, run inside it (``ip netns exec NS peerwatch inspect``).
 
 from __future__ import annotations
 
+import functools
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from peerwatch.assessment import SocketFacts, Timer
+from peerwatch.diag.netlink import (
+    INET_DIAG_CONG,
+    INET_DIAG_INFO,
+    INET_DIAG_SHUTDOWN,
+    DiagMessage,
+    dump_tcp,
+)
 from peerwatch.tcpinfo import TcpInfo, TcpState, parse_tcp_info
 
 __all__ = ["SockRecord", "read_sockets"]
 
-# include/uapi/linux/inet_diag.h: extension numbers; the request asks with bit (n - 1)
-INET_DIAG_INFO = 2
-INET_DIAG_CONG = 4
+# the request asks for attribute n with bit (n - 1); SHUTDOWN comes unasked
 _EXTENSIONS = (1 << (INET_DIAG_INFO - 1)) | (1 << (INET_DIAG_CONG - 1))
 _ALL_STATES = (1 << 13) - 1  # TCP_ESTABLISHED .. TCP_NEW_SYN_RECV
-_NLA_HEADER = 4
 
 
 @dataclass(frozen=True)
@@ -46,9 +50,19 @@ class SockRecord:
     timer: Timer
     timer_expires_ms: int
     timer_retrans: int
-    info: TcpInfo | None
+    tcp_info_raw: bytes | None = None  # struct tcp_info as the kernel sent it
     shutdown: int | None = None  # bit 0: peer closed its side (FIN in), bit 1: ours (FIN out)
     congestion: str | None = None
+
+    @functools.cached_property
+    def info(self) -> TcpInfo | None:
+        """TCP_INFO, parsed on first use (only rows that pass the filters pay for it)."""
+        if self.tcp_info_raw is None:
+            return None
+        try:
+            return parse_tcp_info(self.tcp_info_raw)
+        except ValueError:  # shorter than any kernel sends
+            return None
 
     def facts(self) -> SocketFacts:
         return SocketFacts(
@@ -93,42 +107,44 @@ def _endpoint(family: int, addr: tuple[str, int]) -> str:
 
 
 def read_sockets(
+    states: Iterable[TcpState] | None = None,
     families: Iterable[int] = (socket.AF_INET, socket.AF_INET6),
 ) -> list[SockRecord]:
-    """Dump every TCP socket of this network namespace (all states).
+    """Dump the TCP sockets of this network namespace in ``states`` (None: every state).
 
-    Raises ``OSError`` when netlink sock_diag is refused (no such kernel
-    support, or a sandbox without netlink).
+    The states are filtered by the kernel. Raises ``OSError`` when netlink
+    sock_diag is refused (no such kernel support, or a sandbox without netlink).
     """
-    from pyroute2 import DiagSocket
-
+    mask = _ALL_STATES
+    if states is not None:
+        mask = 0
+        for state in states:
+            if state is not TcpState.UNKNOWN:
+                mask |= 1 << int(state)
     records: list[SockRecord] = []
-    with DiagSocket() as diag:
-        diag.bind()
-        for family in families:
-            messages = diag.get_sock_stats(
-                family=family, states=_ALL_STATES, extensions=_EXTENSIONS
-            )
-            records.extend(_record(family, msg) for msg in messages)
+    for family in families:
+        records.extend(_record(msg) for msg in dump_tcp(family, mask, _EXTENSIONS))
     return records
 
 
-def _record(family: int, msg: Any) -> SockRecord:
+def _record(msg: DiagMessage) -> SockRecord:
+    shutdown = msg.attrs.get(INET_DIAG_SHUTDOWN)
+    congestion = msg.attrs.get(INET_DIAG_CONG)
     return SockRecord(
-        family=family,
-        state=TcpState.of(int(msg["idiag_state"])),
-        local=(str(msg["idiag_src"]), int(msg["idiag_sport"])),
-        remote=(str(msg["idiag_dst"]), int(msg["idiag_dport"])),
-        inode=int(msg["idiag_inode"]),
-        uid=int(msg["idiag_uid"]),
-        recv_queue=int(msg["idiag_rqueue"]),
-        send_queue=int(msg["idiag_wqueue"]),
-        timer=_timer(int(msg["idiag_timer"])),
-        timer_expires_ms=int(msg["idiag_expires"]),
-        timer_retrans=int(msg["idiag_retrans"]),
-        info=_tcp_info(msg.get_attr("INET_DIAG_INFO")),
-        shutdown=msg.get_attr("INET_DIAG_SHUTDOWN"),
-        congestion=msg.get_attr("INET_DIAG_CONG"),
+        family=msg.family,
+        state=TcpState.of(msg.state),
+        local=msg.local,
+        remote=msg.remote,
+        inode=msg.inode,
+        uid=msg.uid,
+        recv_queue=msg.rqueue,
+        send_queue=msg.wqueue,
+        timer=_timer(msg.timer),
+        timer_expires_ms=msg.expires_ms,
+        timer_retrans=msg.retrans,
+        tcp_info_raw=msg.attrs.get(INET_DIAG_INFO),
+        shutdown=shutdown[0] if shutdown else None,
+        congestion=congestion.rstrip(b"\0").decode("ascii", "replace") if congestion else None,
     )
 
 
@@ -137,19 +153,3 @@ def _timer(value: int) -> Timer:
         return Timer(value)
     except ValueError:  # a timer kind newer than this code: say nothing about it
         return Timer.NONE
-
-
-def _tcp_info(attr: Any) -> TcpInfo | None:
-    """The raw ``struct tcp_info`` bytes of the attribute, parsed by peerwatch's own parser.
-
-    pyroute2 decodes the attribute itself, but against a fixed, older layout;
-    the raw payload (after the 4-byte attribute header) is what the kernel sent.
-    """
-    if attr is None:
-        return None
-    try:
-        start = int(attr.offset) + _NLA_HEADER
-        raw = bytes(attr.data[start : int(attr.offset) + int(attr.length)])
-        return parse_tcp_info(raw)
-    except (AttributeError, TypeError, ValueError):  # layout of pyroute2 changed, or truncated
-        return None

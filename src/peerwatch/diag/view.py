@@ -80,7 +80,10 @@ class Filters:
 
 def snapshot(filters: Filters, policy: AssessPolicy | None = None) -> list[Row]:
     """Read every socket once and return the rows that pass the filters, worst first."""
-    records = [r for r in read_sockets() if filters.keep_record(r)]
+    wanted = filters.states
+    if wanted is None:
+        wanted = frozenset(TcpState) - DEFAULT_HIDDEN
+    records = [r for r in read_sockets(wanted) if filters.keep_record(r)]
     owners = socket_owners() if records else {}
     rows = [
         Row(r, tuple(owners.get(r.inode, ())) if r.inode else (), assess_info(r.facts(), policy))
