@@ -131,6 +131,13 @@ class Served(Proc):
         return samples
 
     def kill(self) -> None:
+        """Stop gracefully if possible (the supervisor then removes its metrics directory)."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGCONT)
+                self.signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(8.0)
         super().kill()
         for pid in self.pids:
             with contextlib.suppress(ProcessLookupError):

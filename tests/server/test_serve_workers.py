@@ -125,6 +125,34 @@ async def test_a_killed_worker_is_reported_and_restarted_others_untouched(serve)
         await conn.close()
 
 
+async def test_workers_of_a_killed_supervisor_say_goodbye_and_exit(serve):
+    served = serve("--workers", "2", "--metrics-port", "0")
+    conns = await _connect_many(served.port, 4)
+    served.signal(signal.SIGKILL)  # no chance to stop the workers itself
+    verdicts = await asyncio.wait_for(asyncio.gather(*(c.wait_closed() for c in conns)), 10)
+    assert {v.cause for v in verdicts} == {peerwatch.Cause.GOODBYE}  # PR_SET_PDEATHSIG
+    assert all(pid_gone(pid) for pid in served.pids)
+
+
+def test_graceful_stop_removes_the_metrics_directory(serve):
+    served = serve("--workers", "1", "--metrics-port", "0")
+    directories = {
+        path for pid in served.pids for path in _open_paths(pid) if "/peerwatch-metrics-" in path
+    }
+    assert len(directories) == 1  # the worker writes its values there
+    (directory,) = directories
+    served.signal(signal.SIGTERM)
+    assert served.wait(10) == 0
+    assert Path(directory).is_absolute()
+    assert not Path(directory).exists()
+
+
+def _open_paths(pid: int) -> list[str]:
+    import psutil
+
+    return [Path(f.path).parent.as_posix() for f in psutil.Process(pid).open_files()]
+
+
 def test_bad_handler_and_taken_port_fail_at_start_with_a_reason():
     bad = Proc(
         [sys.executable, "-m", "peerwatch", "serve", "--port", "0", "--handler", "no.such:x"]
