@@ -152,6 +152,9 @@ def test_client_talks_to_a_real_listener(procs: Procs, tool: str) -> None:
     write = next(e for e in events if e["event"] == "write")
     assert write["bytes"] == len(FROM_US)
     assert "says nothing about delivery" in str(write["message"])
+    close = events[-1]  # the kernel's counters: SYN and FIN count one byte each
+    assert close["bytes_received"] == len(FROM_THEM) + 1  # + their FIN
+    assert len(FROM_US) + 1 <= int(close["bytes_acked"]) <= len(FROM_US) + 2  # + SYN (, FIN)
 
 
 @pytest.mark.parametrize("tool", ["nc", "socat"])

@@ -29,7 +29,7 @@ from typing import BinaryIO
 from peerwatch.nc.meaning import POLLRDHUP, STATE_MEANING, errno_text, poll_flags
 from peerwatch.nc.setup import Done, NcOptions, accept_one, connect, fail
 from peerwatch.nc.trace import TcpWatch, Tracer
-from peerwatch.tcpinfo import TcpState, tcp_info
+from peerwatch.tcpinfo import TcpInfo, TcpState, tcp_info
 
 __all__ = ["NcOptions", "run_nc"]
 
@@ -103,9 +103,29 @@ class _Session:
                     self._handle(dict(events))
                     self.watch.check(self.sock.fileno())
         except Done as done:
-            self.watch.check(self.sock.fileno())
-            self.tracer.emit("close", "closing the socket")
+            self._closing(self.watch.check(self.sock.fileno()))
             return done.status
+
+    def _closing(self, info: TcpInfo | None) -> None:
+        """The last word: what the kernel says was delivered, and what never left this process."""
+        fields: dict[str, object] = {}
+        parts = []
+        if info is not None and info.bytes_acked is not None:
+            fields.update(
+                bytes_acked=info.bytes_acked,
+                bytes_received=info.bytes_received,
+                total_retrans=info.total_retrans,
+            )
+            parts.append(
+                f"kernel counters: {info.bytes_acked} bytes acknowledged by the peer, "
+                f"{info.bytes_received} received, {info.total_retrans} retransmissions; "
+                "SYN and FIN count one byte each"
+            )
+        if self.pending:
+            fields["unsent"] = len(self.pending)
+            parts.append(f"{len(self.pending)} bytes read from stdin were never written")
+        detail = f" ({'; '.join(parts)})" if parts else ""
+        self.tracer.emit("close", f"closing the socket{detail}", **fields)
 
     def _register(self, poller: select.poll) -> dict[int, int]:
         interest: dict[int, int] = {}
