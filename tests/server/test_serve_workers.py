@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -128,10 +129,15 @@ async def test_a_killed_worker_is_reported_and_restarted_others_untouched(serve)
 async def test_workers_of_a_killed_supervisor_say_goodbye_and_exit(serve):
     served = serve("--workers", "2", "--metrics-port", "0")
     conns = await _connect_many(served.port, 4)
+    leftover = {p for pid in served.pids for p in _open_paths(pid) if "/peerwatch-metrics-" in p}
     served.signal(signal.SIGKILL)  # no chance to stop the workers itself
-    verdicts = await asyncio.wait_for(asyncio.gather(*(c.wait_closed() for c in conns)), 10)
-    assert {v.cause for v in verdicts} == {peerwatch.Cause.GOODBYE}  # PR_SET_PDEATHSIG
-    assert all(pid_gone(pid) for pid in served.pids)
+    try:
+        verdicts = await asyncio.wait_for(asyncio.gather(*(c.wait_closed() for c in conns)), 10)
+        assert {v.cause for v in verdicts} == {peerwatch.Cause.GOODBYE}  # PR_SET_PDEATHSIG
+        assert all(pid_gone(pid) for pid in served.pids)
+    finally:
+        for directory in leftover:  # a SIGKILLed supervisor cannot clean up after itself
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_graceful_stop_removes_the_metrics_directory(serve):
