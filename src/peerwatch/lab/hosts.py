@@ -224,6 +224,10 @@ class Lab:
         connection, so it answers the next segment with RST.
         """
         self.power_off(host)
+        self.power_on(host)
+
+    def power_on(self, host: Host) -> None:
+        """Boot a powered-off host: a fresh namespace, same MAC and address, no connections."""
         self._add_host(host)
 
     def power_off(self, host: Host) -> None:

@@ -329,6 +329,12 @@ def _judge(run: ScenarioRun, strategy: Strategy, timelines: dict[str, list[Timel
     else:
         problem = expect.judge(obs) or state_expectation(run.scenario.name, strategy)(states)
         ok, why = problem is None, problem or ""
+        stall, who = _worst_stall(run, obs)
+        if not ok and stall >= run.settings.interval:
+            # The agent itself did not run for that long: the measurement saw the
+            # machine's load, not the fault. Say so instead of blaming the strategy.
+            ok = None
+            why = f"not judged: the lab's {who} stalled {stall:.1f} s (machine overloaded): {why}"
     return Record(
         scenario=run.scenario.name,
         strategy=strategy.name,
@@ -342,6 +348,24 @@ def _judge(run: ScenarioRun, strategy: Strategy, timelines: dict[str, list[Timel
         states=states,
         untuned=expect.untuned,
     )
+
+
+def _worst_stall(run: ScenarioRun, obs: Observation) -> tuple[float, str]:
+    """Longest event-loop stall the server agent or this client agent reported around the fault."""
+    window = -run.settings.timeout - 1.0
+    server = max(
+        (
+            float(e.get("seconds", 0.0))
+            for e in run.server_events
+            if e.get("ev") == "stall" and float(e.get("t", 0.0)) >= window
+        ),
+        default=0.0,
+    )
+    client = max(
+        (float(e.fields.get("seconds", 0.0)) for e in obs.events if e.kind == "stall"),
+        default=0.0,
+    )
+    return (server, "server agent") if server >= client else (client, "client agent")
 
 
 def estimate(scenarios: Sequence[Scenario], settings: LabSettings) -> float:

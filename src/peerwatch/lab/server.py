@@ -6,9 +6,9 @@ once. Each strategy listens on its own port so a socket's port says whose it is.
 
 Read modes:
 * ``echo``: read everything, send it back (a request gets its reply);
-* ``slow``: read ``slow_read_bytes`` (or one message), sleep ``slow_read_pause``,
-  and send nothing back: a consumer that is alive but slower than its producer,
-  so its receive window closes.
+* ``slow``: echo the greeting, then read ``slow_read_bytes`` (or one message),
+  sleep ``slow_read_pause``, and send nothing back: a consumer that is alive
+  but slower than its producer, so its receive window closes.
 
 Commands: ``close-all`` makes the application close every connection while the
 process lives on (the half-open scenario: the kernel sends FIN and the socket
@@ -75,15 +75,17 @@ class LabServer:
 
         self.closers[key] = (strategy, close)
         size = self.spec["slow_read_bytes"] if self.slow else 65536
+        greeted = False
         try:
             while True:
                 data = await self.loop.sock_recv(conn, size)
                 if not data:
                     break
-                if self.slow:
+                if self.slow and greeted:
                     await asyncio.sleep(self.spec["slow_read_pause"])
                 else:
                     await self.loop.sock_sendall(conn, data)
+                    greeted = True
         except OSError as exc:
             self.emit("server-conn-error", strategy=strategy, error=str(exc))
         finally:
@@ -104,11 +106,13 @@ class LabServer:
             self.closers[key] = (strategy, close)
             self.emit("accepted", strategy=strategy)
             try:
+                greeted = False
                 async for message in ws:
-                    if self.slow:
+                    if self.slow and greeted:
                         await asyncio.sleep(self.spec["slow_read_pause"])
                     else:
                         await ws.send(message)
+                        greeted = True
             except Exception as exc:
                 self.emit("server-conn-error", strategy=strategy, error=repr(exc))
             finally:
@@ -139,11 +143,13 @@ class LabServer:
             self.closers[key] = (strategy, close)
             self.emit("accepted", strategy=strategy)
             try:
+                greeted = False
                 async for message in conn:
-                    if self.slow:
+                    if self.slow and greeted:
                         await asyncio.sleep(self.spec["slow_read_pause"])
                     else:
                         await conn.enqueue(message)
+                        greeted = True
             except Exception as exc:
                 self.emit("server-conn-error", strategy=strategy, error=repr(exc))
             finally:

@@ -1,0 +1,145 @@
+"""`peerwatch lab --quick`, the real thing: every fault, every strategy, judged; and its modes.
+
+The quick run is the project's proof that the articles' behaviours reproduce
+on real kernel stacks and that peerwatch detects within its bound; it takes
+about two minutes. The unprivileged runs prove the user-namespace mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from peerwatch.lab.netns import PREFIX, can_create_namespaces, lab_namespaces, userns_available
+
+pytestmark = pytest.mark.netns
+
+REPO = Path(__file__).resolve().parents[2]
+NOBODY = 65534
+
+
+def _lab(*args: str, timeout: float, user: int | None = None) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "peerwatch", "lab", *args]
+    if user is not None:
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+    return subprocess.run(
+        argv, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.mark.slow
+def test_quick_run_reproduces_the_articles_and_peerwatch_meets_its_bound(tmp_path: Path) -> None:
+    able, why = can_create_namespaces()
+    if not able:
+        pytest.skip(f"needs root: {why}")
+    before = set(lab_namespaces())
+    out, plot = tmp_path / "lab.json", tmp_path / "lab.png"
+    result = _lab("--quick", "--json", str(out), "--plot", str(plot), timeout=280)
+    report = json.loads(out.read_text())
+    failed = [r for r in report["records"] if r["ok"] is False]
+    assert result.returncode == 0, (failed, result.stdout[-3000:], result.stderr[-3000:])
+    records = {(r["scenario"], r["strategy"]): r for r in report["records"]}
+    assert len(records) == 10 * 8
+    # the issue's claims, restated against the records (the judges already checked them)
+    for scenario in ("power-cycle", "power-off", "partition-oneway", "hung", "crash"):
+        for strategy in ("peerwatch", "peerwatch-adaptive"):
+            record = records[(scenario, strategy)]
+            assert record["detected"] and record["seconds"] <= report["settings"]["bound"], record
+    for scenario in ("cable-pull", "loss", "slow-reader"):
+        for strategy in ("peerwatch", "peerwatch-adaptive"):
+            assert not records[(scenario, strategy)]["detected"], records[(scenario, strategy)]
+    assert records[("hung", "peerwatch")]["saw"].endswith("HUNG")
+    assert records[("power-off", "peerwatch")]["saw"].endswith("SILENT")
+    assert records[("half-open", "blocking-read")]["states"]["kodos"].count("FIN_WAIT2") == 1
+    assert "CLOSE_WAIT" in records[("half-open", "blocking-read")]["states"]["kang"]
+    assert plot.stat().st_size > 10_000
+    assert set(lab_namespaces()) <= before
+
+
+def test_a_run_as_root_in_a_user_namespace_leaves_the_host_untouched() -> None:
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is not installed")
+    possible, why = userns_available()
+    if not possible:
+        pytest.skip(why)
+    before = set(lab_namespaces())
+    result = _lab(
+        "--userns",
+        "--quick",
+        "--scenario",
+        "graceful-close,power-cycle",
+        "--strategy",
+        "blocking-read,peerwatch",
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "user namespace" in result.stdout
+    assert "4 as expected, 0 not" in result.stdout
+    assert set(lab_namespaces()) == before  # its namespaces lived in its own mount namespace
+
+
+def _as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_an_unprivileged_user_runs_the_lab_in_a_user_namespace() -> None:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root (to become nobody) and setpriv")
+    # nobody must be able to run this Python, inside a user namespace too (a venv
+    # under a 0700 home is not reachable from there)
+    probe = _as_nobody(
+        "unshare", "--user", "--map-root-user", "--net", "--mount", "--",
+        sys.executable, "-c", "import peerwatch.cli.lab",
+    )  # fmt: skip
+    if probe.returncode != 0:
+        pytest.skip(f"nobody cannot run this Python in a user namespace: {probe.stderr.strip()}")
+    result = _lab(
+        "--quick",
+        "--scenario",
+        "crash",
+        "--strategy",
+        "blocking-read,peerwatch",
+        timeout=120,
+        user=NOBODY,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "user namespace" in result.stdout
+
+
+def test_refuses_clearly_without_root_and_without_user_namespaces(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not root and no unshare: exit status 2 and the reason, before touching anything."""
+    from peerwatch.cli import main
+    from peerwatch.lab import netns
+
+    real_which = shutil.which
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(
+        netns.shutil, "which", lambda name: None if name == "unshare" else real_which(name)
+    )
+    assert main(["lab", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "not root" in err
+    assert "unshare" in err
+    assert not [n for n in lab_namespaces() if n.startswith(f"{PREFIX}{os.getpid()}-")]
+
+
+def test_unknown_names_are_refused_with_the_list_hint(capsys: pytest.CaptureFixture[str]) -> None:
+    from peerwatch.cli import main
+
+    assert main(["lab", "--scenario", "meteor-strike"]) == 2
+    assert "--list" in capsys.readouterr().err
