@@ -86,3 +86,16 @@ def test_owners_map_inodes_to_this_process() -> None:
         owners = socket_owners()[os.fstat(client.fileno()).st_ino]
         assert [o.pid for o in owners] == [os.getpid()]
         assert str(owners[0]) == f"{owners[0].command}[{os.getpid()}]"
+
+
+def test_assess_takes_a_sock_diag_record_and_agrees_with_the_live_socket() -> None:
+    from peerwatch.assess_live import assess
+    from peerwatch.assessment import Finding, Status
+
+    client, _ = close_wait_pair()
+    with client:
+        from_record, from_socket = assess(record_of(client)), assess(client)
+        assert (from_record.status, from_record.cause) == (Status.SUSPECT, Finding.PEER_CLOSED)
+        assert (from_socket.status, from_socket.cause) == (Status.SUSPECT, Finding.PEER_CLOSED)
+        assert "timer off" in from_record.evidence  # what only sock_diag knows
+        assert "keepalive off" in from_socket.evidence  # what only the socket tells
