@@ -9,7 +9,8 @@ import sys
 import pytest
 from bad_states import close_wait_pair, pair, private_loopback
 
-from peerwatch.assessment import Timer
+from peerwatch.assess_live import assess
+from peerwatch.assessment import Finding, Status, Timer
 from peerwatch.diag.owners import socket_owners
 from peerwatch.diag.sockdiag import SockRecord, read_sockets
 from peerwatch.guarding import guard
@@ -89,9 +90,6 @@ def test_owners_map_inodes_to_this_process() -> None:
 
 
 def test_assess_takes_a_sock_diag_record_and_agrees_with_the_live_socket() -> None:
-    from peerwatch.assess_live import assess
-    from peerwatch.assessment import Finding, Status
-
     client, _ = close_wait_pair()
     with client:
         from_record, from_socket = assess(record_of(client)), assess(client)
