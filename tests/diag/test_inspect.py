@@ -136,6 +136,9 @@ def test_worst_first_table_and_watch(capsys: pytest.CaptureFixture[str], addr: s
         assert main(["inspect", *ports, "--watch", "--count", "2", "--interval", "0.1"]) == 0
         assert time.monotonic() - started < 5
         assert capsys.readouterr().out.count("PEER_CLOSED") >= 1
+        lines = inspect_json(capsys, *ports, "--watch", "--count", "2", "--interval", "0.1")
+        snapshots = sorted({line["time"] for line in lines})  # type: ignore[type-var]
+        assert len(snapshots) == 2 and len(lines) == 2 * 4
 
 
 def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
