@@ -90,8 +90,10 @@ async def test_worker_metrics_follow_connections_and_verdicts():
         assert value("peerwatch_connections") == 2
         assert value("peerwatch_verdicts_total", cause="GOODBYE") == 1
         assert value("peerwatch_detection_seconds_count", cause="GOODBYE") == 1
-        # the closed connection's last bytes are counted at its verdict, not a sweep later
+        # the closed connection's bytes stay counted: totals of ended connections are kept
+        metrics.sweep(server)
         assert value("peerwatch_bytes_received_total") >= received
+        assert value("peerwatch_bytes_received_total") == sum(conn.bytes_out for conn in conns)
     # server shutdown: this side closed the rest (LOCAL), which is no detection
     await asyncio.sleep(0.05)
     assert value("peerwatch_connections") == 0
