@@ -45,15 +45,29 @@ _EXPORTS: dict[str, str] = {
     "connect": "peerwatch.aio.client",
     "serve": "peerwatch.aio.server",
     "Server": "peerwatch.aio.server",
+    "guard": "peerwatch.guarding",
+    "GuardResult": "peerwatch.guarding",
+    "assess": "peerwatch.assess_live",
+    "socket_facts": "peerwatch.assess_live",
+    "assess_info": "peerwatch.assess_rules",
+    "Assessment": "peerwatch.assessment",
+    "AssessPolicy": "peerwatch.assessment",
+    "Status": "peerwatch.assessment",
+    "Finding": "peerwatch.assessment",
+    "SocketFacts": "peerwatch.assessment",
 }
 
 __all__ = [
+    "AssessPolicy",
+    "Assessment",
     "Cause",
     "Config",
     "ConfigError",
     "Connection",
     "ConnectionClosed",
     "Delivery",
+    "Finding",
+    "GuardResult",
     "HandshakeFailed",
     "KernelKnobs",
     "LocalProtocolError",
@@ -62,13 +76,19 @@ __all__ = [
     "ProtocolError",
     "RemoteProtocolError",
     "Server",
+    "SocketFacts",
+    "Status",
     "TcpInfo",
     "TcpState",
     "Verdict",
     "apply_knobs",
+    "assess",
+    "assess_info",
     "connect",
+    "guard",
     "knobs_for",
     "serve",
+    "socket_facts",
     "tcp_info",
 ]
 
@@ -76,6 +96,9 @@ if TYPE_CHECKING:
     from peerwatch.aio.client import connect
     from peerwatch.aio.connection import Connection, Delivery
     from peerwatch.aio.server import Server, serve
+    from peerwatch.assess_live import assess, socket_facts
+    from peerwatch.assess_rules import assess_info
+    from peerwatch.assessment import Assessment, AssessPolicy, Finding, SocketFacts, Status
     from peerwatch.core.config import Config
     from peerwatch.core.verdicts import Cause, Verdict
     from peerwatch.errors import (
@@ -88,6 +111,7 @@ if TYPE_CHECKING:
         ProtocolError,
         RemoteProtocolError,
     )
+    from peerwatch.guarding import GuardResult, guard
     from peerwatch.knobs import KernelKnobs, apply_knobs, knobs_for
     from peerwatch.tcpinfo import TcpInfo, TcpState, tcp_info
 
