@@ -13,8 +13,8 @@ def serve() -> Iterator[Callable[..., Served]]:
     """``serve("--workers", "2")`` -> a ready ``Served``, killed with its workers after the test."""
     started: list[Proc] = []
 
-    def start(*args: str) -> Served:
-        served = Served(*args)
+    def start(*args: str, env: dict[str, str] | None = None) -> Served:
+        served = Served(*args, env=env)
         started.append(served)
         return served.ready()
 

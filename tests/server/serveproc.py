@@ -93,11 +93,11 @@ class Proc:
 class Served(Proc):
     """``peerwatch serve`` started with ``--port 0`` unless told otherwise; ready when returned."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         argv = [sys.executable, "-m", "peerwatch", "serve", *args]
         if "--port" not in args:
             argv += ["--port", "0"]
-        super().__init__(argv)
+        super().__init__(argv, env)
         self.args = args
         self.host = ""
         self.port = 0

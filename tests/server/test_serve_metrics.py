@@ -97,3 +97,18 @@ async def test_metrics_are_summed_across_two_workers(serve, pinger):
     metrics = await _settle(served, lambda m: m["peerwatch_connections"] == 0)
     assert metrics["peerwatch_connections"] == 0
     assert metrics['peerwatch_verdicts_total{cause="GOODBYE"}'] == CLIENTS
+
+
+async def test_connections_beyond_the_limit_are_refused_and_counted(serve):
+    served = serve("--workers", "1", "--max-connections", "2", "--metrics-port", "0")
+    kept = [await peerwatch.connect("127.0.0.1", served.port) for _ in range(2)]
+    extra = await peerwatch.connect("127.0.0.1", served.port)
+    verdict = await asyncio.wait_for(extra.wait_closed(), 5)
+    assert verdict.cause is peerwatch.Cause.GOODBYE
+    assert "too many connections" in (verdict.goodbye_reason or "")
+    metrics = await _settle(served, lambda m: m["peerwatch_connections_refused_total"] == 1)
+    assert metrics["peerwatch_connections_refused_total"] == 1
+    assert metrics["peerwatch_connections"] == 2
+    assert all(conn.verdict is None for conn in kept)
+    for conn in kept:
+        await conn.close()

@@ -159,6 +159,46 @@ def _open_paths(pid: int) -> list[str]:
     return [Path(f.path).parent.as_posix() for f in psutil.Process(pid).open_files()]
 
 
+FRAGILE_HANDLER = """
+import os
+
+if os.path.exists(os.environ["FRAGILE_FLAG"]):
+    raise RuntimeError("cannot start: flag file present")
+
+
+async def handler(conn):
+    async for message in conn:
+        await conn.send(message)
+"""
+
+
+async def test_a_crash_looping_worker_backs_off_and_recovers(serve, tmp_path: Path):
+    (tmp_path / "fragile.py").write_text(FRAGILE_HANDLER)
+    flag = tmp_path / "flag"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "FRAGILE_FLAG": str(flag)}
+    served = serve("--workers", "2", "--metrics-port", "0", "--handler", "fragile:handler", env=env)
+    flag.touch()  # from now on a new worker fails at start-up
+    os.kill(served.pids[0], signal.SIGKILL)
+    served.wait_for(r"restart of worker 0 failed: .*flag file present", stream="err")
+    delays = [
+        float(
+            served.wait_for(
+                rf"worker 0 .* after [\d.]+ s; .* restarting it in {d} s", stream="err"
+            )[0].split()[-2]
+        )
+        for d in ("0.1", "0.2", "0.4")
+    ]
+    assert delays == [0.1, 0.2, 0.4]  # doubling while it dies young
+    assert served.scrape()["peerwatch_workers"] == 1  # the other worker serves on
+    flag.unlink()
+    served.wait_for(r"worker 0 restarted: pid \d+ replaces", stream="err", timeout=10)
+    assert served.scrape()["peerwatch_workers"] == 2
+    conn = await peerwatch.connect("127.0.0.1", served.port)
+    await conn.send(b"back")
+    assert await asyncio.wait_for(conn.recv(), 5) == b"back"
+    await conn.close()
+
+
 def test_bad_handler_and_taken_port_fail_at_start_with_a_reason():
     bad = Proc(
         [sys.executable, "-m", "peerwatch", "serve", "--port", "0", "--handler", "no.such:x"]

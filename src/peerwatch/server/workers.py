@@ -73,6 +73,7 @@ class WorkerSlot:
     restart_at: float | None = None
     backoff: float = BACKOFF_FIRST
     pid: int | None = None
+    ready: bool = False  # reported ready and not seen dead since
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def run_workers(
         context = multiprocessing.get_context("spawn")
         for slot in slots:
             _start(context, spec, slot)
-        loops = {_await_ready(slot) for slot in slots}
+        loops = {_await_ready(slot, state.stop) for slot in slots}
         if endpoint is not None:
             endpoint.workers_alive = workers
         ready = Ready(
@@ -239,19 +240,23 @@ def _start(context: Any, spec: WorkerSpec, slot: WorkerSlot) -> None:
     slot.pid = process.pid
     slot.started_at = time.monotonic()
     slot.restart_at = None
+    slot.ready = False
 
 
-def _await_ready(slot: WorkerSlot) -> str:
+def _await_ready(slot: WorkerSlot, stop: threading.Event | None = None) -> str:
     """Wait for the worker's ``ready`` (returns its loop name) or raise ``StartError``."""
     assert slot.pipe is not None
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
+        if stop is not None and stop.is_set():
+            raise StartError(f"worker {slot.index} was still starting when the server stopped")
         if slot.pipe.poll(0.05):
             try:
                 message = slot.pipe.recv()
             except EOFError:
                 message = ("error", "exited before it was ready")
             if message[0] == "ready":
+                slot.ready = True
                 return str(message[3])
             raise StartError(f"worker {slot.index} (pid {slot.pid}) failed: {message[1]}")
         if not slot.process.is_alive() and not slot.pipe.poll(0):
@@ -292,31 +297,34 @@ def _supervise(
                     lived,
                     f"; restarting it in {delay:.1f} s" if restart else "",
                 )
+                slot.ready = False
                 if endpoint is not None:
                     endpoint.worker_exited(slot.pid)
-                    endpoint.workers_alive -= 1
                 if slot.pipe is not None:
                     slot.pipe.close()
                 slot.process = slot.pipe = None
                 slot.restart_at = now + delay if restart else None
             if slot.restart_at is not None and now >= slot.restart_at and not state.stop.is_set():
-                _restart(context, spec, slot, endpoint)
+                _restart(context, spec, slot, endpoint, state.stop)
+        if endpoint is not None:
+            endpoint.workers_alive = sum(1 for s in slots if s.ready)
         if not restart and all(s.process is None for s in slots):
             log.error("every worker is gone and restart is off: stopping")
             return
 
 
-def _restart(context: Any, spec: WorkerSpec, slot: WorkerSlot, endpoint: Any) -> None:
+def _restart(
+    context: Any, spec: WorkerSpec, slot: WorkerSlot, endpoint: Any, stop: threading.Event
+) -> None:
     old = slot.pid
     _start(context, spec, slot)
     try:
-        _await_ready(slot)
+        _await_ready(slot, stop)
     except StartError as exc:
         log.error("restart of worker %d failed: %s", slot.index, exc)
         return  # the sentinel fires; the next round backs off and tries again
     if endpoint is not None:
         endpoint.restarts += 1
-        endpoint.workers_alive += 1
     log.warning("worker %d restarted: pid %d replaces pid %d", slot.index, slot.pid, old)
 
 
