@@ -73,3 +73,21 @@ def test_nobody_listening_exits_two_with_the_reason(pinger):
         ping = pinger("127.0.0.1", str(port), "-c", "1")
         assert ping.wait(20) == 2
     assert "RESET" in ping.out[0] and "ECONNREFUSED" in ping.out[0], ping.out
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_serve_and_ping_over_ipv6(serve, pinger):
+    served = serve("--host", "::1")
+    assert served.host == "[::1]"
+    ping = pinger("::1", str(served.port), "-i", "0.2", "-c", "2")
+    assert ping.wait(20) == 0
+    assert ping.out[1].startswith(f"[::1]:{served.port}: seq=1 state=alive")

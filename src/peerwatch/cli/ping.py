@@ -73,7 +73,7 @@ async def _ping(args: argparse.Namespace) -> int:
 
     import peerwatch
 
-    target = f"{args.host}:{args.port}"
+    target = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
     try:
         conn = await peerwatch.connect(
             args.host, args.port, interval=args.interval, timeout=args.timeout, policy=args.policy
@@ -109,7 +109,7 @@ async def _ping(args: argparse.Namespace) -> int:
             if closed.done() or stopping.done():
                 break
             stats.ticks += 1
-            print(_line(conn, args, stats, loop.time()), flush=True)
+            print(_line(conn, args, target, stats, loop.time()), flush=True)
     finally:
         stopping.cancel()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -127,7 +127,7 @@ async def _ping(args: argparse.Namespace) -> int:
     return 1
 
 
-def _line(conn: Any, args: argparse.Namespace, stats: _Stats, now: float) -> str:
+def _line(conn: Any, args: argparse.Namespace, target: str, stats: _Stats, now: float) -> str:
     silent = conn.liveness.silent_for(now)
     if silent > args.timeout / 2:
         state = "suspect"
@@ -142,6 +142,6 @@ def _line(conn: Any, args: argparse.Namespace, stats: _Stats, now: float) -> str
     else:
         rtt_text = "rtt=n/a"
     return (
-        f"{args.host}:{args.port}: seq={stats.ticks} state={state} {rtt_text}"
+        f"{target}: seq={stats.ticks} state={state} {rtt_text}"
         f" heard {silent:.2f} s ago, pings {conn.pings_sent} sent / {conn.pings_received} received"
     )

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     def on_ready(ready: Ready) -> None:
         pids = " ".join(str(pid) for pid in ready.pids)
         print(
-            f"peerwatch serve: listening on {ready.host}:{ready.port}, {len(ready.pids)}"
+            f"peerwatch serve: listening on {_hostport(ready.host, ready.port)}, {len(ready.pids)}"
             f" worker(s) (pids {pids}) on {ready.loop}, handler {args.handler},"
             f" interval {args.interval} s, timeout {args.timeout} s",
             flush=True,
@@ -114,3 +114,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print("peerwatch serve: stopped", flush=True)
     return code
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
