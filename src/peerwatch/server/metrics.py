@@ -30,6 +30,8 @@ What is exported (all names start with ``peerwatch_``):
                             Both RTTs are sampled from at most ``TCP_RTT_SAMPLES``
                             connections per sweep, taken in rotation.
 ``pings_sent``, ``pings_received``, ``bytes_received``, ``bytes_sent`` (counters)
+``handshake_failures{cause}`` accepted connections that ended before their HELLO
+                            handshake completed (needs the core's ``on_accept`` hook)
 ``local_stalls``            event-loop stalls of the worker itself, forgiven to peers
 ``workers``, ``worker_restarts`` (from the supervisor)
 
@@ -132,6 +134,11 @@ class WorkerMetrics:
         self.pings_received = counter("pings_received", "PING frames received from peers.")
         self.bytes_in = counter("bytes_received", "Bytes received from peers (frames included).")
         self.bytes_out = counter("bytes_sent", "Bytes written to peers (frames included).")
+        self.handshake_failures = counter(
+            "handshake_failures",
+            "Accepted connections that ended before completing the HELLO handshake, by cause.",
+            ("cause",),
+        )
         self.stalls = counter("local_stalls", "Stalls of this process's event loop (forgiven).")
         # in the order of _COUNTED
         self._counters = (
@@ -150,6 +157,19 @@ class WorkerMetrics:
         # pre-create the label values operators alert on, so they read 0 rather than absent
         for cause in Cause:
             self.verdicts.labels(cause.value)
+
+    def accept(self, conn: Connection) -> None:
+        """See ``conn`` from its accept on (an ``on_accept`` hook, where the core has one).
+
+        Connections that end before their handshake completes (handshake timeout,
+        a peer speaking another protocol) never reach ``watch``; they are counted
+        in ``handshake_failures``. Those this side ended (refused, shut down) are not.
+        """
+        conn.add_verdict_callback(self._on_early_verdict)
+
+    def _on_early_verdict(self, conn: Connection, verdict: Verdict) -> None:
+        if conn not in self._open and verdict.cause is not Cause.LOCAL:
+            self.handshake_failures.labels(verdict.cause.value).inc()
 
     def watch(self, conn: Connection) -> None:
         """Start counting ``conn`` (an ``on_connection`` hook)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import inspect
 import logging
 import os
 import pickle
@@ -91,16 +92,22 @@ async def _serve(spec: WorkerSpec, index: int, handler: Any, pipe: Pipe, parent:
     from peerwatch.aio.server import serve
     from peerwatch.server.loop import loop_name
 
+    hooks = inspect.signature(serve).parameters
+    extra: dict[str, Any] = {}
     if spec.incarnation is not None:
         # One incarnation for the whole server run, not one per worker: a client that
         # reconnects and lands on another worker must not conclude the server restarted.
-        connection.INCARNATION = spec.incarnation
-
+        if "incarnation" in hooks:
+            extra["incarnation"] = spec.incarnation
+        else:  # a core without the parameter reads this module global for every HELLO
+            connection.INCARNATION = spec.incarnation
     metrics = None
     if spec.metrics_dir is not None:
         from peerwatch.server.metrics import WorkerMetrics
 
         metrics = WorkerMetrics()
+        if "on_accept" in hooks:
+            extra["on_accept"] = metrics.accept
     server = await serve(
         handler,
         spec.host,
@@ -110,6 +117,7 @@ async def _serve(spec: WorkerSpec, index: int, handler: Any, pipe: Pipe, parent:
         backlog=spec.backlog,
         max_connections=spec.max_connections,
         on_connection=metrics.watch if metrics is not None else None,
+        **extra,
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
