@@ -29,6 +29,7 @@ from bench.rawclients import (
 )
 
 HOST = "127.0.0.1"
+INTERVAL = 1.0  # the heartbeat interval of every setup
 CONCURRENCY = 256
 
 
@@ -40,6 +41,25 @@ async def open_all(count: int, one: Callable[[], Any]) -> list[Any]:
             return await one()
 
     return list(await asyncio.gather(*(guarded() for _ in range(count))))
+
+
+def keep_pinging(connections: list[RawPeerwatchClient], every: float, tick: float = 0.01) -> None:
+    """Each connection PINGs once per ``every`` s, spread evenly over ticks of one timer."""
+    loop = asyncio.get_running_loop()
+    per_tick = max(1, round(len(connections) * tick / every))
+    position = 0
+
+    def ping_some() -> None:
+        nonlocal position
+        stamp = time.monotonic_ns() // 1000
+        for _ in range(per_tick):
+            conn = connections[position % len(connections)]
+            if not conn.transport.is_closing():
+                conn.ping(stamp)
+            position += 1
+        loop.call_later(tick, ping_some)
+
+    loop.call_soon(ping_some)
 
 
 def keep_busy(connections: list[RawPeerwatchClient], every: float, tick: float = 0.01) -> None:
@@ -107,8 +127,10 @@ async def main(options: argparse.Namespace) -> None:
     held = await open_all(options.count, one)
     done = time.monotonic()
     emit("ready", connections=len(held), seconds=done - started, started=started, at=done)
-    if options.send_every and kind == "peerwatch" and options.peerwatch_client == "raw":
-        keep_busy(held, options.send_every)
+    if kind == "peerwatch" and options.peerwatch_client == "raw":
+        keep_pinging(held, INTERVAL)
+        if options.send_every:
+            keep_busy(held, options.send_every)
     async for command in commands:
         if command == "stats":
             emit("stats", pings=pings(), at=time.monotonic())

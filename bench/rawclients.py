@@ -6,10 +6,15 @@ load-generator process on the other core:
 
 * ``RawWebSocketClient``: RFC 6455 opening handshake, then answers each PING
   (opcode 9) with a PONG (opcode 10) carrying the same payload; never pings itself.
-* ``RawPeerwatchClient``: sends HELLO, waits for the server's HELLO, then answers
-  each PING frame with a PONG echoing its seq and stamp, and ACKs DATA; never
-  pings itself (the server's pings keep the line busy, so our own timer would
-  never fire in peerwatch either: any inbound byte is evidence of life).
+* ``RawPeerwatchClient``: sends HELLO, waits for the server's HELLO, then does
+  what a peerwatch client does: PINGs once per interval when ``ping`` is called
+  (the load generator's one shared timer calls it), answers each PING with a
+  PONG echoing its seq and stamp, and ACKs DATA. In peerwatch the connecting side
+  pings and the accepting side only answers while those pings arrive, so the
+  server under test does what it would do for real peerwatch clients.
+
+Both count heartbeats in ``HandshakeCounter.pings``: pings answered (websockets,
+whose server pings) or pongs received (peerwatch, whose client pings).
 """
 
 from __future__ import annotations
@@ -121,9 +126,18 @@ def peerwatch_hello(interval: float, timeout: float) -> bytes:
     )
 
 
+PW_PING_FRAME = struct.Struct("!IBIQ")  # length 12 | kind | seq u32 | stamp u64
+
+
 class RawPeerwatchClient(HandshakeCounter):
     hello = b""  # set once per process by the caller (peerwatch_hello)
     next_seq = 1
+    ping_seq = 0
+
+    def ping(self, stamp: int) -> None:
+        """A PING, as a peerwatch client sends one each interval (the server only answers)."""
+        self.ping_seq = (self.ping_seq + 1) & 0xFFFFFFFF
+        self.transport.write(PW_PING_FRAME.pack(12, PW_PING, self.ping_seq, stamp))
 
     def send_data(self, payload: bytes) -> None:
         """One DATA frame carrying a whole message (seq u64, flags 0)."""
@@ -150,6 +164,8 @@ class RawPeerwatchClient(HandshakeCounter):
                 pong = bytearray(buffer[offset:end])
                 pong[4] = PW_PONG
                 self.transport.write(bytes(pong))
+                HandshakeCounter.pings += 1
+            elif kind == PW_PONG:
                 HandshakeCounter.pings += 1
             elif kind == PW_HELLO:
                 if not self.ready.done():
