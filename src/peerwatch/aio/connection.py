@@ -18,6 +18,7 @@ import asyncio
 import heapq
 import logging
 import os
+import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any, Literal, cast
@@ -60,6 +61,8 @@ log = logging.getLogger("peerwatch")
 INCARNATION = int.from_bytes(os.urandom(8), "big")
 #: Transport buffer above which data stops being written (control frames still go).
 WRITE_HIGH_WATER = 64 * 1024
+#: Messages waiting in the outbox that make ``enqueue`` write at once, not at the next pass.
+EAGER_FLUSH = 64
 #: Data written per flush before yielding to other connections on the loop.
 FLUSH_BUDGET = 1024 * 1024
 
@@ -86,7 +89,21 @@ class Delivery:
         return f"<Delivery seq={self.seq} acknowledged={self.acknowledged}>"
 
 
-class Connection(asyncio.Protocol):
+#: Receive buffer shared by the connections of a thread: asyncio's plain ``data_received``
+#: path allocates a 256 KiB bytes object per read (glibc serves it with mmap, then
+#: mremap and munmap: three system calls more than the read itself).
+_RECV_BUFFER = threading.local()
+RECV_BUFFER_SIZE = 256 * 1024
+
+
+def _recv_view() -> memoryview:
+    view: memoryview | None = getattr(_RECV_BUFFER, "view", None)
+    if view is None:
+        view = _RECV_BUFFER.view = memoryview(bytearray(RECV_BUFFER_SIZE))
+    return view
+
+
+class Connection(asyncio.BufferedProtocol):
     """One peerwatch connection. Made by ``peerwatch.connect`` or handed to a ``serve`` handler."""
 
     __slots__ = (
@@ -103,6 +120,7 @@ class Connection(asyncio.Protocol):
         "_inbound",
         "_inbox",
         "_inbox_bytes",
+        "_incarnation",
         "_loop",
         "_outbound",
         "_outbox",
@@ -128,10 +146,17 @@ class Connection(asyncio.Protocol):
     )
 
     def __init__(
-        self, config: Config, role: Role, loop: asyncio.AbstractEventLoop | None = None
+        self,
+        config: Config,
+        role: Role,
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        incarnation: int | None = None,
     ) -> None:
         self._loop = loop or asyncio.get_running_loop()
         self._config = config
+        # announced in HELLO; a multi-process server passes one id for all its workers
+        self._incarnation = INCARNATION if incarnation is None else incarnation
         self.role = role
         self._transport: asyncio.Transport | None = None
         self._timers = timer_queue(self._loop)
@@ -150,7 +175,8 @@ class Connection(asyncio.Protocol):
         self._ack_scheduled = False
         self._acked_sent = 0  # highest cumulative ACK written to the peer
         self._recv_waiter: asyncio.Future[None] | None = None
-        self._space_waiters: deque[asyncio.Future[None]] = deque()
+        # a list, not a deque: rarely used, and an empty deque costs 760 bytes
+        self._space_waiters: list[asyncio.Future[None]] = []
         self._ack_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._closed: asyncio.Future[Verdict] = self._loop.create_future()
@@ -223,10 +249,16 @@ class Connection(asyncio.Protocol):
             await waiter
             self._raise_if_over()
         seq = outbound.assign(data)
-        self._outbox.append((seq, data))
-        if not self._flush_scheduled and not self._write_paused:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        outbox = self._outbox
+        outbox.append((seq, data))
+        if not self._write_paused:
+            if len(outbox) >= EAGER_FLUSH:
+                # a caller enqueueing in a loop may not yield before the send window is
+                # full: write now, so the peer reads and ACKs while we keep enqueueing
+                self._flush()
+            elif not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
         return Delivery(self, seq)
 
     async def send(self, payload: bytes | bytearray | memoryview) -> None:
@@ -313,7 +345,7 @@ class Connection(asyncio.Protocol):
             encode_hello(
                 Hello(
                     PROTOCOL_VERSION,
-                    INCARNATION,
+                    self._incarnation,
                     config.interval,
                     config.timeout,
                     config.max_frame,
@@ -324,6 +356,12 @@ class Connection(asyncio.Protocol):
         now = self._loop.time()
         self._handshake_deadline = now + config.handshake_timeout
         self._timers.schedule(self, self._handshake_deadline)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _recv_view()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(_recv_view()[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         if self.verdict is not None:
@@ -498,11 +536,15 @@ class Connection(asyncio.Protocol):
                 fut.set_result(None)
         room = self._config.send_queue - self._outbound.in_flight
         space = self._space_waiters
-        while space and room > 0:
-            fut = space.popleft()
+        woken = 0
+        while woken < len(space) and room > 0:
+            fut = space[woken]
+            woken += 1
             if not fut.done():
                 fut.set_result(None)
                 room -= 1
+        if woken:
+            del space[:woken]
 
     async def _wait_acked(self, seq: int) -> None:
         if self._outbound.acked_through >= seq:

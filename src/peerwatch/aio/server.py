@@ -34,11 +34,15 @@ class Server:
         *,
         max_connections: int | None = None,
         on_connection: Callable[[Connection], None] | None = None,
+        on_accept: Callable[[Connection], None] | None = None,
+        incarnation: int | None = None,
     ) -> None:
         self._handler = handler
         self.config = config
         self.max_connections = max_connections
         self.on_connection = on_connection
+        self.on_accept = on_accept
+        self.incarnation = incarnation
         self.connections: set[Connection] = set()
         self.refused = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -53,7 +57,11 @@ class Server:
         return int(self.sockets[0].getsockname()[1])
 
     def _make_protocol(self) -> Connection:
-        conn = Connection(self.config, "server")
+        conn = Connection(self.config, "server", incarnation=self.incarnation)
+        if self.on_accept is not None:
+            # every accepted connection, refused or not, before its HELLO: a verdict
+            # callback added here also sees handshake timeouts and early protocol errors
+            self.on_accept(conn)
         if self.max_connections is not None and len(self.connections) >= self.max_connections:
             self.refused += 1
             conn._ready.add_done_callback(lambda _: _refuse(conn))
@@ -145,6 +153,8 @@ async def serve(
     backlog: int = 1024,
     max_connections: int | None = None,
     on_connection: Callable[[Connection], None] | None = None,
+    on_accept: Callable[[Connection], None] | None = None,
+    incarnation: int | None = None,
     **overrides: Any,
 ) -> Server:
     """Listen on ``host:port`` and run ``await handler(conn)`` for every peer after its HELLO.
@@ -159,7 +169,14 @@ async def serve(
         sock = listening_socket(host, port, cfg, reuse_port=reuse_port, backlog=backlog)
     else:
         tune(sock, cfg)
-    server = Server(handler, cfg, max_connections=max_connections, on_connection=on_connection)
+    server = Server(
+        handler,
+        cfg,
+        max_connections=max_connections,
+        on_connection=on_connection,
+        on_accept=on_accept,
+        incarnation=incarnation,
+    )
     loop = asyncio.get_running_loop()
     kwargs: dict[str, Any] = {}
     if ssl is not None:
