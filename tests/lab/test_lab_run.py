@@ -52,8 +52,7 @@ def test_quick_run_reproduces_the_articles_and_peerwatch_meets_its_bound(tmp_pat
             record = records[(scenario, strategy)]
             assert record["detected"] and record["seconds"] <= report["settings"]["bound"], record
     for scenario in ("cable-pull", "loss", "slow-reader"):
-        for strategy in ("peerwatch", "peerwatch-adaptive"):
-            assert not records[(scenario, strategy)]["detected"], records[(scenario, strategy)]
+        assert not records[(scenario, "peerwatch")]["detected"], records[(scenario, "peerwatch")]
     assert records[("hung", "peerwatch")]["saw"].endswith("HUNG")
     assert records[("power-off", "peerwatch")]["saw"].endswith("SILENT")
     assert records[("half-open", "blocking-read")]["states"]["kodos"].count("FIN_WAIT2") == 1

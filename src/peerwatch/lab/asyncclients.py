@@ -137,15 +137,19 @@ class WebsocketsSession(Session):
 
     def report(self, exc: Any) -> None:
         # The code we were told (received) or, when the peer said nothing, the one we sent
-        # (1011 after a ping timeout); 1006 means no close frame either way.
-        close = getattr(exc, "rcvd", None) or getattr(exc, "sent", None)
+        # (1011 after a ping timeout); 1006 means no close frame either way. A clean close
+        # ends ``async for`` without an exception: the codes are then on the connection.
+        if exc is None:
+            rcvd = getattr(self.ws.protocol, "close_rcvd", None)
+            sent = getattr(self.ws.protocol, "close_sent", None)
+            name, detail = "ConnectionClosedOK", ""
+        else:
+            rcvd, sent = getattr(exc, "rcvd", None), getattr(exc, "sent", None)
+            name, detail = type(exc).__name__, str(exc)
+        close = rcvd or sent
         code = close.code if close is not None else 1006
-        name = type(exc).__name__ if exc is not None else "ConnectionClosedOK"
         self.emit(
-            "closed",
-            saw=f"{name} {code}",
-            detail=str(exc) if exc is not None else "",
-            state=socket_state(self.ws.transport),
+            "closed", saw=f"{name} {code}", detail=detail, state=socket_state(self.ws.transport)
         )
 
 

@@ -251,6 +251,14 @@ def expectation(scenario: str, strategy: Strategy, s: LabSettings) -> Expectatio
             return Expectation(
                 "no claim: under loss a reply can take longer than the timeout", None
             )
+        if name == "peerwatch-adaptive":
+            # Phi accrual learns the usual quiet gaps and may declare death at its
+            # floor (2 x interval), well before ``timeout``: a silence longer than the
+            # floor (an outage plus TCP's retransmission backoff) is its trade-off.
+            return Expectation(
+                f"no claim: adaptive may act at its floor ({_fmt(2 * s.interval)}), before timeout",
+                None,
+            )
         return Expectation("no alarm; the connection still carries data", never_and_check())
 
     if scenario == "hung":

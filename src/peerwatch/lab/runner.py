@@ -335,19 +335,32 @@ def _judge(run: ScenarioRun, strategy: Strategy, timelines: dict[str, list[Timel
             # machine's load, not the fault. Say so instead of blaming the strategy.
             ok = None
             why = f"not judged: the lab's {who} stalled {stall:.1f} s (machine overloaded): {why}"
+    saw = obs.saw_text()
+    server_view = _server_verdict(run, strategy.name)
+    if server_view and not server_view.startswith("LOCAL"):
+        saw += f" (server side: {server_view})"
     return Record(
         scenario=run.scenario.name,
         strategy=strategy.name,
         peer_dead=run.scenario.peer_dead,
         detected=obs.detected,
         seconds=obs.seconds,
-        saw=obs.saw_text(),
+        saw=saw,
         expected=expect.text,
         ok=ok,
         why=why,
         states=states,
         untuned=expect.untuned,
     )
+
+
+def _server_verdict(run: ScenarioRun, strategy: str) -> str | None:
+    """The peerwatch server's own verdict on this strategy's connection, with its time."""
+    for event in run.server_events:
+        if event.get("ev") == "server-verdict" and event.get("strategy") == strategy:
+            cause = str(event.get("verdict", "")).split(":", 1)[0]
+            return f"{cause} at {float(event.get('t', 0.0)):.1f} s"
+    return None
 
 
 def _worst_stall(run: ScenarioRun, obs: Observation) -> tuple[float, str]:
