@@ -97,3 +97,14 @@ def test_refused_connect_raises_peer_dead() -> None:
     with pytest.raises(peerwatch.PeerDead) as raised:
         sync.connect("127.0.0.1", 1, timeout=5)
     assert raised.value.verdict.cause is Cause.RESET
+
+
+def test_many_connections_are_served_at_once(server: sync.Server) -> None:
+    # more than any default thread pool: every handler blocks for its connection's life
+    conns = [sync.connect("127.0.0.1", server.port, interval=0.2, timeout=1.0) for _ in range(40)]
+    for i, conn in enumerate(conns):
+        conn.send(b"%d" % i, timeout=5)
+    for i, conn in enumerate(conns):
+        assert conn.recv(timeout=5) == b"%d" % i
+    for conn in conns:
+        conn.close()

@@ -57,6 +57,15 @@ class Server:
         self.close()
 
 
+def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+    if done.done():
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
+
+
 def serve(
     handler: SyncHandler,
     host: str | None = None,
@@ -76,7 +85,21 @@ def serve(
     runner = shared_loop()
 
     async def bridge(conn: AioConnection) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, handler, Connection(runner, conn))
+        # a thread of its own per connection: a handler blocks for the connection's life,
+        # so a bounded pool would leave the connections past its size unserved
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def run_handler() -> None:
+            error: BaseException | None = None
+            try:
+                handler(Connection(runner, conn))
+            except BaseException as exc:
+                error = exc
+            loop.call_soon_threadsafe(_settle, done, error)
+
+        threading.Thread(target=run_handler, name=f"peerwatch-{conn.peer}", daemon=True).start()
+        await done
 
     server = runner.run(
         aio_serve(
