@@ -171,6 +171,12 @@ def _run_lab(args: argparse.Namespace, scenarios: list[Any], strategies: list[An
             f"  {batch[0].scenario:18} {len(judged) - len(bad)}/{len(judged)} as expected {mark}"
         )
 
+    read_back: dict[str, str] = {}
+
+    def on_timers(values: dict[str, str]) -> None:
+        read_back.update(values)
+        progress.console.print(f"  {report.read_back_line(values)}")
+
     tag = run_tag()
     try:
         with progress:
@@ -180,7 +186,13 @@ def _run_lab(args: argparse.Namespace, scenarios: list[Any], strategies: list[An
                 progress.update(task, completed=done, description=name)
 
             records = run_all(
-                scenarios, strategies, settings, tag, tick=tick, on_records=on_records
+                scenarios,
+                strategies,
+                settings,
+                tag,
+                tick=tick,
+                on_records=on_records,
+                on_timers=on_timers,
             )
     except LabError as exc:
         console.print(f"[red]peerwatch lab: {exc}[/red]")
@@ -189,7 +201,12 @@ def _run_lab(args: argparse.Namespace, scenarios: list[Any], strategies: list[An
     console.print(report.render_table(records, f"peerwatch lab ({settings.mode})"))
     console.print(report.summary_line(records, elapsed))
     if args.json is not None:
-        meta = {"elapsed": round(elapsed, 1), "mode": mode, "pid": os.getpid()}
+        meta = {
+            "elapsed": round(elapsed, 1),
+            "mode": mode,
+            "kernel": os.uname().release,
+            "timers_read_back": read_back,
+        }
         report.write_json(args.json, records, settings, meta)
         console.print(f"records written to {args.json}")
     if args.plot is not None:

@@ -21,7 +21,13 @@ from peerwatch.lab.settings import (
 )
 
 
-def timers_lines(s: LabSettings, measured: dict[str, str] | None = None) -> list[str]:
+def read_back_line(values: dict[str, str]) -> str:
+    """The timers as kang's kernel reports them: proof they were applied, not assumed."""
+    text = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in sorted(values.items()))
+    return f"read back from kang's kernel: {text}"
+
+
+def timers_lines(s: LabSettings) -> list[str]:
     """The kernel timers of the lab hosts next to what an untuned Linux host would give."""
     t, d = s.timers, LINUX_DEFAULTS
     knobs = s.tuned_knobs
@@ -41,9 +47,6 @@ def timers_lines(s: LabSettings, measured: dict[str, str] | None = None) -> list
         f"{knobs.keepalive_interval}x{knobs.keepalive_count} = {knobs.keepalive_bound} s;"
         f" user-timeout: TCP_USER_TIMEOUT={knobs.user_timeout_ms} ms",
     ]
-    if measured:
-        values = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in sorted(measured.items()))
-        lines.append(f"read back from the lab hosts' kernels: {values}")
     lines.append(f"kernel {platform.release()}")
     return lines
 

@@ -188,7 +188,9 @@ def run_scenario(
     strategies: Sequence[Strategy],
     settings: LabSettings,
     tag: str,
+    *,
     tick: Tick | None = None,
+    on_lab: Callable[[Lab], None] | None = None,
 ) -> list[Record]:
     """Run one scenario with every strategy at once and return one Record per strategy.
 
@@ -198,6 +200,8 @@ def run_scenario(
     agents: list[Agent] = []
     try:
         with Lab(tag, settings.timers, Registry()) as lab:
+            if on_lab is not None:
+                on_lab(lab)
             spec = server_spec(scenario, strategies, settings)
             server = start_agent(lab, KODOS, "server", ["server", spec], events)
             agents.append(server)
@@ -394,6 +398,7 @@ def run_all(
     *,
     tick: Tick | None = None,
     on_records: Callable[[list[Record]], None] | None = None,
+    on_timers: Callable[[dict[str, str]], None] | None = None,
 ) -> list[Record]:
     """Run the scenarios one after another, each in its own lab, torn down whatever happens."""
     records: list[Record] = []
@@ -408,7 +413,19 @@ def run_all(
 
             if tick is not None:
                 tick(scenario.name, offset)
-            batch = run_scenario(scenario, strategies, settings, f"{tag}-{index}", scenario_tick)
+
+            def read_timers(lab: Lab, first: bool = index == 0) -> None:
+                if on_timers is not None and first:
+                    on_timers(lab.sysctl_values(KANG))
+
+            batch = run_scenario(
+                scenario,
+                strategies,
+                settings,
+                f"{tag}-{index}",
+                tick=scenario_tick,
+                on_lab=read_timers,
+            )
             records.extend(batch)
             if on_records is not None:
                 on_records(batch)
