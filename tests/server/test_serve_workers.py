@@ -211,7 +211,12 @@ def test_bad_handler_and_taken_port_fail_at_start_with_a_reason():
         port = owner.getsockname()[1]
         taken = Proc([sys.executable, "-m", "peerwatch", "serve", "--port", str(port)])
         assert taken.wait(20) == 1
+        metrics_taken = Proc(
+            [sys.executable, "-m", "peerwatch", "serve", "--port", "0", "--metrics-port", str(port)]
+        )
+        assert metrics_taken.wait(20) == 1
     assert any("Address already in use" in line for line in taken.err), taken.err
+    assert any("cannot serve metrics" in line for line in metrics_taken.err), metrics_taken.err
 
 
 USER_SERVER = """
@@ -254,23 +259,6 @@ async def test_user_handler_runs_on_workers_through_the_api(tmp_path: Path):
         proc.kill()
 
 
-def _core_rejects_uvloop_transports() -> bool:
-    """Connection.connection_made asserted isinstance(transport, asyncio.Transport), which
-    uvloop's TCPTransport is not (fix proposed to the lead in /tmp/patch-server.diff)."""
-    import inspect
-
-    from peerwatch.aio.connection import Connection
-
-    return "isinstance(transport, asyncio.Transport)" in inspect.getsource(
-        Connection.connection_made
-    )
-
-
-@pytest.mark.xfail(
-    _core_rejects_uvloop_transports(),
-    reason="core Connection rejects uvloop transports (assert isinstance)",
-    strict=True,
-)
 async def test_workers_on_uvloop_serve_echo(serve):
     pytest.importorskip("uvloop")
     served = serve("--workers", "1", "--uvloop")

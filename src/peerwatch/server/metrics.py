@@ -31,7 +31,7 @@ What is exported (all names start with ``peerwatch_``):
                             connections per sweep, taken in rotation.
 ``pings_sent``, ``pings_received``, ``bytes_received``, ``bytes_sent`` (counters)
 ``handshake_failures{cause}`` accepted connections that ended before their HELLO
-                            handshake completed (needs the core's ``on_accept`` hook)
+                            handshake completed
 ``local_stalls``            event-loop stalls of the worker itself, forgiven to peers
 ``workers``, ``worker_restarts`` (from the supervisor)
 
@@ -159,7 +159,7 @@ class WorkerMetrics:
             self.verdicts.labels(cause.value)
 
     def accept(self, conn: Connection) -> None:
-        """See ``conn`` from its accept on (an ``on_accept`` hook, where the core has one).
+        """See ``conn`` from its accept on (an ``on_accept`` hook).
 
         Connections that end before their handshake completes (handshake timeout,
         a peer speaking another protocol) never reach ``watch``; they are counted

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import inspect
 import logging
 import os
 import pickle
@@ -88,26 +87,14 @@ def load_handler(handler: str | bytes) -> Any:
 
 
 async def _serve(spec: WorkerSpec, index: int, handler: Any, pipe: Pipe, parent: int) -> int:
-    from peerwatch.aio import connection
     from peerwatch.aio.server import serve
     from peerwatch.server.loop import loop_name
 
-    hooks = inspect.signature(serve).parameters
-    extra: dict[str, Any] = {}
-    if spec.incarnation is not None:
-        # One incarnation for the whole server run, not one per worker: a client that
-        # reconnects and lands on another worker must not conclude the server restarted.
-        if "incarnation" in hooks:
-            extra["incarnation"] = spec.incarnation
-        else:  # a core without the parameter reads this module global for every HELLO
-            connection.INCARNATION = spec.incarnation
     metrics = None
     if spec.metrics_dir is not None:
         from peerwatch.server.metrics import WorkerMetrics
 
         metrics = WorkerMetrics()
-        if "on_accept" in hooks:
-            extra["on_accept"] = metrics.accept
     server = await serve(
         handler,
         spec.host,
@@ -117,7 +104,10 @@ async def _serve(spec: WorkerSpec, index: int, handler: Any, pipe: Pipe, parent:
         backlog=spec.backlog,
         max_connections=spec.max_connections,
         on_connection=metrics.watch if metrics is not None else None,
-        **extra,
+        on_accept=metrics.accept if metrics is not None else None,
+        # one incarnation for the whole run, not one per worker: a client that reconnects
+        # and lands on another worker must not conclude that the server restarted
+        incarnation=spec.incarnation,
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -139,7 +139,13 @@ def run_workers(
             from peerwatch.server.metrics import MetricsEndpoint
 
             endpoint = MetricsEndpoint()
-            metrics_bound = endpoint.start(metrics_host, metrics_port)
+            try:
+                metrics_bound = endpoint.start(metrics_host, metrics_port)
+            except OSError as exc:
+                raise StartError(
+                    f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}"
+                ) from exc
+
         spec = WorkerSpec(
             handler=payload,
             host=host,
