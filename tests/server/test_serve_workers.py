@@ -199,6 +199,15 @@ async def test_a_crash_looping_worker_backs_off_and_recovers(serve, tmp_path: Pa
     await conn.close()
 
 
+def test_uvloop_asked_for_but_missing_is_a_configuration_error(tmp_path: Path):
+    (tmp_path / "uvloop.py").write_text("raise ImportError('uvloop hidden by the test')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    argv = [sys.executable, "-m", "peerwatch", "serve", "--port", "0", "--uvloop"]
+    missing = Proc(argv, env)
+    assert missing.wait(20) == 2
+    assert any("uvloop was asked for but is not installed" in line for line in missing.err)
+
+
 def test_bad_handler_and_taken_port_fail_at_start_with_a_reason():
     bad = Proc(
         [sys.executable, "-m", "peerwatch", "serve", "--port", "0", "--handler", "no.such:x"]

@@ -127,6 +127,10 @@ def run_workers(
         raise ConfigError(f"drain must be >= 0 seconds, got {drain}")
     cfg = make_config(config, overrides)
     payload = _handler_payload(handler)
+    if uvloop:
+        from peerwatch.server.loop import loop_factory
+
+        loop_factory(True)  # ConfigError here, not one per worker, when uvloop is missing
     holder = reserve_port(host, port)
     bound_host, bound_port = holder.getsockname()[:2]
     endpoint = None
@@ -161,7 +165,12 @@ def run_workers(
         context = multiprocessing.get_context("spawn")
         for slot in slots:
             _start(context, spec, slot)
-        loops = {_await_ready(slot, state.stop) for slot in slots}
+        try:
+            loops = {_await_ready(slot, state.stop) for slot in slots}
+        except StartError:
+            if state.stop.is_set():
+                return 0  # asked to stop while starting: not a failure
+            raise
         if endpoint is not None:
             endpoint.workers_alive = workers
         ready = Ready(
