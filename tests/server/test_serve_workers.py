@@ -276,3 +276,22 @@ async def test_workers_on_uvloop_serve_echo(serve):
     await conn.send(b"fast")
     assert await asyncio.wait_for(conn.recv(), 5) == b"fast"
     await conn.close()
+
+
+async def test_a_new_server_can_take_over_the_port_while_the_old_one_drains(serve):
+    old = serve("--workers", "1", "--drain", "2")
+    new = serve("--workers", "1", "--port", str(old.port))  # both in one SO_REUSEPORT group
+    assert new.port == old.port
+    kept = await peerwatch.connect("127.0.0.1", old.port)
+    old.signal(signal.SIGTERM)
+    assert old.wait(10) == 0
+    # whoever served `kept` before, every connection from now on goes to the new server
+    for _ in range(10):
+        conn = await peerwatch.connect("127.0.0.1", new.port)
+        await conn.send(b"x")
+        assert await asyncio.wait_for(conn.recv(), 5) == b"x"
+        await conn.close()
+    # a connection the old server held got GOODBYE(GOING_AWAY); one the new server held lives
+    if kept.verdict is not None:
+        assert kept.verdict.cause is peerwatch.Cause.GOODBYE
+    await kept.close()
