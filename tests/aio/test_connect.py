@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Peer
+from peerkit import Peer
 
 import peerwatch
 

@@ -8,7 +8,7 @@ import signal
 import time
 
 import pytest
-from conftest import Peer
+from peerkit import Peer
 
 import peerwatch
 from peerwatch import Cause

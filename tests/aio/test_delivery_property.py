@@ -9,9 +9,9 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import Peer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from peerkit import Peer
 
 import peerwatch
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import Peer
+from peerkit import Peer
 
 import peerwatch
 
