@@ -5,6 +5,8 @@ rewrites ``docs/BENCHMARKS.md`` and ``docs/benchmarks.png`` from every saved
 result (so running one benchmark refreshes its section and keeps the others).
 ``--quick`` is a smoke run of a few seconds per benchmark; its results and
 report go to ``--out`` (a temporary directory by default), never to docs/.
+``--report-only`` rewrites the report from the saved results without measuring
+(after editing ``bench/analysis.md``, say).
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (CI)")
     parser.add_argument("--out", type=Path, help="directory for results and report")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite the report from saved results"
+    )
     options = parser.parse_args(argv)
     available = runners()
     names = options.names or list(available)
@@ -87,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "code": code_description(),
     }
     status = 0
+    if options.report_only:
+        names = []
     for name in names:
         print(f"== {name}", flush=True)
         started = time.monotonic()

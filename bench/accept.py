@@ -12,11 +12,13 @@ pre-forked workers each calling ``peerwatch.serve(reuse_port=True)`` (what
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import socket
 import time
 from typing import Any
 
 from bench.load import Flock
-from bench.procs import Child, ChildFailed, CpuWindow, children
+from bench.procs import Child, ChildFailed, CpuWindow
 from bench.throughput import peerwatch_available
 
 
@@ -63,6 +65,53 @@ def measure(
     }
 
 
+def serve_cli_available() -> bool:
+    return importlib.util.find_spec("peerwatch.cli.serve") is not None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_server(module: str, args: list[str]) -> tuple[Child, int]:
+    """Start one setup's server; returns it and its port once it accepts."""
+    if module != "peerwatch":
+        server = Child(module, args)
+        try:
+            return server, int(server.read_event(60, "ready")["port"])
+        except BaseException:
+            stop_tree(server)
+            raise
+    port = free_port()
+    server = Child("peerwatch", ["serve", "--port", str(port), *args])
+    deadline = time.monotonic() + 60
+    try:
+        while True:  # `peerwatch serve` says it in words: "... listening on 127.0.0.1:PORT, ..."
+            line = server.read_event(max(0.1, deadline - time.monotonic()), "text")["line"]
+            if "listening on" in line:
+                return server, port
+    except BaseException:
+        stop_tree(server)
+        raise
+
+
+def stop_tree(server: Child) -> None:
+    """Stop a server and every process it started (workers that outlive it are killed)."""
+    import psutil
+
+    try:
+        kids = psutil.Process(server.pid).children(recursive=True)
+    except psutil.Error:
+        kids = []
+    server.stop(grace=5.0)
+    for kid in kids:
+        with contextlib.suppress(psutil.Error):
+            kid.kill()
+            kid.wait(5)
+
+
 def run_accept(quick: bool = False, log: Any = print) -> dict[str, Any]:
     count = 300 if quick else 10000
     processes = 1 if quick else 2
@@ -72,26 +121,27 @@ def run_accept(quick: bool = False, log: Any = print) -> dict[str, Any]:
     if peerwatch_available():
         plans.append(("peerwatch.serve, one process", "bench.idle_server", ["peerwatch"], 1))
         for workers in (1, 2) if quick else (1, 2, 4):
-            plans.append(
-                (
-                    f"{workers} SO_REUSEPORT worker{'s' if workers > 1 else ''}",
-                    "bench.accept_server",
-                    ["--workers", str(workers)],
-                    workers,
-                )
-            )
+            if serve_cli_available():
+                label = f"peerwatch serve --workers {workers}"
+                args = ["--workers", str(workers), "--handler", "sink"]
+                plans.append((label, "peerwatch", args, workers))
+            else:
+                label = f"{workers} SO_REUSEPORT worker{'s' if workers > 1 else ''}"
+                plans.append((label, "bench.accept_server", ["--workers", str(workers)], workers))
     rows = []
     failed: dict[str, str] = {}
     for label, module, args, workers in plans:
-        server = Child(module, args)
+        server: Child | None = None
         try:
-            with children(server):
-                port = int(server.read_event(60, "ready")["port"])
-                row = measure(label, server, port, workers, count, processes)
+            server, port = start_server(module, args)
+            row = measure(label, server, port, workers, count, processes)
         except ChildFailed as exc:
             failed[label] = str(exc)[-600:]
             log(f"  accept {label}: FAILED {str(exc)[-300:]}")
             continue
+        finally:
+            if server is not None:
+                stop_tree(server)
         rows.append(row)
         log(
             f"  accept {label:36s} {row['connections_per_s']:8.0f} conn/s"
@@ -104,8 +154,9 @@ def run_accept(quick: bool = False, log: Any = print) -> dict[str, Any]:
         " process; the bare loop gets plain TCP connects) and held open; conn/s ="
         " connections / time from the first connect to the last completed handshake."
         " Shares are the established sockets each server process holds (psutil)."
-        " Workers are `peerwatch.serve(reuse_port=True)` in pre-forked processes"
-        " (`bench/accept_server.py`). Nothing is pinned: workers and load generators share"
-        " the machine's cores."
+        " Workers are `peerwatch serve --workers N --handler sink` (SO_REUSEPORT, one"
+        " listening socket per worker process) where that command exists, else"
+        " `peerwatch.serve(reuse_port=True)` in pre-forked processes (`bench/accept_server.py`)."
+        " Nothing is pinned: workers and load generators share the machine's 2 cores."
     )
     return {"rows": rows, "method": method, "failed": failed, "load_processes": processes}

@@ -11,6 +11,8 @@ pid, the verdict's own ``detected_at`` and ``silent_for``, the wall-clock
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
 import time
 from typing import Any
 
@@ -18,8 +20,60 @@ from bench.aiohelpers import run, stdin_lines
 from bench.procs import child_setup, emit
 
 
+class LoopWatch:
+    """What held this process's event loop up: garbage-collection pauses and loop lag.
+
+    A 10 ms ticker measures how late the loop runs it; ``gc.callbacks`` time each
+    collection. ``reset`` starts a new measurement (the kill phase of a scenario).
+    """
+
+    TICK = 0.01
+
+    def __init__(self) -> None:
+        self.gc_started = 0.0
+        self.reset()
+        gc.callbacks.append(self.on_gc)
+
+    def reset(self) -> None:
+        self.gc_pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self.lags: list[float] = []
+
+    def on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.gc_started = time.perf_counter()
+        else:
+            self.gc_pauses[info["generation"]].append(time.perf_counter() - self.gc_started)
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.TICK
+
+        def tick() -> None:
+            nonlocal due
+            now = loop.time()
+            self.lags.append(now - due)
+            due = now + self.TICK
+            loop.call_at(due, tick)
+
+        loop.call_at(due, tick)
+
+    def stats(self) -> dict[str, Any]:
+        lags = sorted(self.lags) or [0.0]
+        return {
+            "loop_lag_p99_ms": lags[int(0.99 * (len(lags) - 1))] * 1000,
+            "loop_lag_max_ms": lags[-1] * 1000,
+            "gc": {
+                str(gen): {"count": len(p), "max_ms": max(p, default=0.0) * 1000}
+                for gen, p in self.gc_pauses.items()
+            },
+        }
+
+
 async def main(options: argparse.Namespace) -> None:
     import peerwatch
+
+    watch = LoopWatch()
+    watch.start()
 
     peers = 0
 
@@ -62,7 +116,10 @@ async def main(options: argparse.Namespace) -> None:
     emit("ready", port=server.port)
     async for command in stdin_lines():
         if command == "stats":
-            emit("stats", peers=peers, connections=len(server.connections))
+            emit("stats", peers=peers, connections=len(server.connections), **watch.stats())
+        elif command == "reset":
+            watch.reset()
+            emit("reset")
 
 
 if __name__ == "__main__":

@@ -98,6 +98,7 @@ def run_scenario(scenario: Scenario, stagger: float, log: Any) -> dict[str, Any]
             if len(pids) != 2 * scenario.peers:
                 raise ChildFailed(f"only {len(pids)} of {2 * scenario.peers} peers connected")
             time.sleep(max(1.0, 4 * scenario.interval))  # heartbeats in steady state
+            observer.ask("reset", "reset")
             window = CpuWindow(observer.pid)
             acted: dict[int, tuple[str, float]] = {}
             for index, pid in enumerate(pids):
@@ -114,6 +115,7 @@ def run_scenario(scenario: Scenario, stagger: float, log: Any) -> dict[str, Any]
                 event = observer.read_event(max(0.1, deadline - time.monotonic()), "verdict")
                 verdicts[int(event["pid"])] = event
             (observer_cpu,) = window.stop()
+            held_up = observer.ask("stats", "stats")
         finally:
             for kid in reversed(kids[1:]):
                 kid.stop()
@@ -151,6 +153,10 @@ def run_scenario(scenario: Scenario, stagger: float, log: Any) -> dict[str, Any]
         "verdicts_with_local_stall": stalls,
         "worst_local_stall_ms": worst_stall * 1000,
         "observer_cpu": observer_cpu,
+        "observer_runqueue_wait_s": window.waited[0],
+        "loop_lag_p99_ms": held_up["loop_lag_p99_ms"],
+        "loop_lag_max_ms": held_up["loop_lag_max_ms"],
+        "gc": held_up["gc"],
         "other_cpu": window.other,
         "samples": {"internal": internal, "external": external, "killed": killed},
     }
@@ -158,7 +164,10 @@ def run_scenario(scenario: Scenario, stagger: float, log: Any) -> dict[str, Any]
         f"  detection {scenario.label}: frozen internal {fmt(result['frozen_internal_ms'])};"
         f" external {fmt(result['frozen_external_ms'])}; killed {fmt(result['killed_ms'])};"
         f" causes {causes}; verdicts after a local stall {stalls}"
-        f" (worst {worst_stall * 1000:.0f} ms); other cpu {window.other:.2f}"
+        f" (worst {worst_stall * 1000:.0f} ms); other cpu {window.other:.2f};"
+        f" observer waited for a CPU {window.waited[0]:.3f} s of {window.wall:.1f} s;"
+        f" observer loop lag p99 {held_up['loop_lag_p99_ms']:.1f} max"
+        f" {held_up['loop_lag_max_ms']:.1f} ms; gc {held_up['gc']}"
     )
     return result
 

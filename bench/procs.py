@@ -77,6 +77,7 @@ class Child:
 
     def __init__(self, module: str, args: Sequence[str], *, cpu: int | None = None) -> None:
         self.argv = [sys.executable, "-m", module, *args]
+        self.label = " ".join([module, *args])
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
             self.argv,
@@ -99,31 +100,32 @@ class Child:
             for line in self.proc.stdout:
                 try:
                     event = json.loads(line)
-                except ValueError:
-                    continue  # not one of our events: noise from a library
+                except ValueError:  # not one of our events: a program's own output
+                    event = {"event": "text", "line": line.decode(errors="replace").rstrip()}
                 if isinstance(event, dict):
                     self._events.put(event)
         self._events.put(None)  # end of output: the child exited
 
     def read_event(self, timeout: float, expect: str | None = None) -> dict[str, Any]:
-        """Next JSON event (of kind ``expect``, skipping others) within ``timeout`` s."""
+        """Next JSON event (of kind ``expect``, skipping others) within ``timeout`` s.
+
+        A line of output that is not JSON is an event of kind ``text`` (``line``).
+        """
         deadline = time.monotonic() + timeout
         while True:
             if self._ended:
-                raise ChildFailed(f"{self.argv[3:]} exited: {self.stderr_tail()}")
+                raise ChildFailed(f"{self.label} exited: {self.stderr_tail()}")
             try:
                 event = self._events.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                raise ChildFailed(
-                    f"{self.argv[3:]}: no {expect or 'event'} in {timeout} s"
-                ) from None
+                raise ChildFailed(f"{self.label}: no {expect or 'event'} in {timeout} s") from None
             if event is None:
                 self._ended = True
                 continue
             if expect is None or event.get("event") == expect:
                 return event
             if event.get("event") == "error":
-                raise ChildFailed(f"{self.argv[3:]}: {event}")
+                raise ChildFailed(f"{self.label}: {event}")
 
     def command(self, line: str) -> None:
         assert self.proc.stdin is not None
@@ -205,6 +207,23 @@ def cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def runqueue_wait_seconds(pid: int) -> float:
+    """Time the process's threads were runnable but waiting for a CPU (schedstat field 2).
+
+    A process that is late although it used little CPU was either blocked or, if
+    this grows, pushed off the CPU by other work on the machine.
+    """
+    total = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with (
+                contextlib.suppress(FileNotFoundError),
+                open(f"/proc/{pid}/task/{task}/schedstat") as f,
+            ):
+                total += int(f.read().split()[1])
+    return total / 1e9
+
+
 def cpu_ticks_seconds(pid: int) -> float:
     """User + system CPU time of a process (all threads), from /proc/PID/stat (10 ms ticks)."""
     with open(f"/proc/{pid}/stat") as stat:
@@ -246,10 +265,16 @@ class CpuWindow:
         self.start_wall = time.monotonic()
         self.start_busy = system_busy_seconds()
         self.start_cpu = [cpu_seconds(pid) for pid in pids]
+        self.start_wait = [runqueue_wait_seconds(pid) for pid in pids]
+        self.waited: list[float] = []
 
     def stop(self) -> list[float]:
         used = [
             cpu_seconds(pid) - start for pid, start in zip(self.pids, self.start_cpu, strict=True)
+        ]
+        self.waited = [
+            runqueue_wait_seconds(pid) - start
+            for pid, start in zip(self.pids, self.start_wait, strict=True)
         ]
         busy = system_busy_seconds() - self.start_busy
         wall = time.monotonic() - self.start_wall

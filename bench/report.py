@@ -78,7 +78,9 @@ def idle_section(result: dict[str, Any]) -> list[str]:
     lines = [
         f"Idle connections with a heartbeat every 1 s, timeout 5 s. After a warm-up of"
         f" {result['warmup_s']} s the server's CPU time (nanoseconds from"
-        f" `/proc/PID/task/*/schedstat`) is read over {result['window_s']} s; RSS is compared"
+        f" `/proc/PID/task/*/schedstat`) is read over {result.get('windows', 1)} window(s) of"
+        f" {result['window_s']} s, and the median window is reported (the windows are in"
+        " `bench/results/idle.json`); RSS is compared"
         " with the same server process before its first connection (the empty process)."
         " The server is pinned to CPU 0; the connections are held by"
         f" {result.get('load_processes', 1)} load-generator process(es) on CPU 1 (uvloop),"
