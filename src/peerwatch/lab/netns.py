@@ -118,8 +118,8 @@ def _alive(pid: int) -> bool:
 class Registry:
     """Everything one lab created, torn down in reverse order of creation.
 
-    Thread-safe: scenarios running in parallel each add to their own registry,
-    and the Ctrl-C path may tear down while a scenario thread is still adding.
+    Thread-safe: the Ctrl-C path may tear down while another thread is still
+    adding; whatever is added after teardown started is removed at once.
     """
 
     namespaces: list[str] = field(default_factory=list)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import select
 import socket
@@ -295,8 +296,6 @@ class RawClient:
         return True
 
     def _command(self, line: str) -> bool:
-        import json
-
         if not line:
             return True
         cmd = json.loads(line).get("cmd")

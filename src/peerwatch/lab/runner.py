@@ -12,20 +12,24 @@ so no state leaks from one fault into the next.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import signal
-import subprocess
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
+from peerwatch.lab.control import (
+    START_TIMEOUT,
+    Agent,
+    client_spec,
+    server_spec,
+    start_agent,
+    wait_ready,
+)
 from peerwatch.lab.expectations import expectation, state_expectation
-from peerwatch.lab.hosts import KANG, KODOS, Host, Lab
+from peerwatch.lab.hosts import KANG, KODOS, Lab
 from peerwatch.lab.netns import LabError, Registry, terminate_as_interrupt
 from peerwatch.lab.observations import Observation, Record
 from peerwatch.lab.scenarios import CLIENT_COMMANDS, Scenario, Step
@@ -33,81 +37,10 @@ from peerwatch.lab.settings import LabSettings
 from peerwatch.lab.states import StateWatcher, Timeline
 from peerwatch.lab.strategies import Strategy, port_of
 
-AGENT = "peerwatch.lab.agent"
-#: Seconds to wait for agents to start (python start-up on a busy 2-core CI machine).
-START_TIMEOUT = 20.0
 #: Rough seconds of set-up per scenario, for the progress bar only.
 SETUP_ESTIMATE = 3.0
 
 Tick = Callable[[str, float], None]  # (what is happening, seconds of the run done so far)
-
-
-class Agent:
-    """A process in a lab host speaking JSON lines; its events go to a shared queue."""
-
-    def __init__(
-        self,
-        name: str,
-        proc: subprocess.Popen[bytes],
-        sink: queue.Queue[tuple[str, Any]],
-        stderr: IO[bytes],
-    ) -> None:
-        self.name = name
-        self.proc = proc
-        self.stderr = stderr
-        self._sink = sink
-        self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, name=f"agent-{name}", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        stdout = self.proc.stdout
-        assert stdout is not None
-        try:
-            for line in stdout:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict):
-                    self._sink.put((self.name, record))
-        except (OSError, ValueError):
-            pass  # the pipe was closed by teardown
-        self._sink.put((self.name, {"ev": "exit", "t": time.monotonic()}))
-
-    def send(self, command: dict[str, Any]) -> None:
-        stdin = self.proc.stdin
-        if stdin is None:
-            return
-        with self._lock:
-            try:
-                stdin.write((json.dumps(command) + "\n").encode())
-                stdin.flush()
-            except (OSError, ValueError):
-                pass  # the agent is gone (crash, power-off): nothing to tell
-
-    def stderr_tail(self, size: int = 600) -> str:
-        """The end of what the agent wrote to stderr (a traceback, usually)."""
-        try:
-            self.stderr.seek(0, os.SEEK_END)
-            end = self.stderr.tell()
-            self.stderr.seek(max(0, end - size))
-            return self.stderr.read().decode(errors="replace")
-        except (OSError, ValueError):
-            return ""
-
-
-def start_agent(
-    lab: Lab, host: Host, name: str, args: list[str], sink: queue.Queue[tuple[str, Any]]
-) -> Agent:
-    # closed by run_scenario once the agent is gone (the Agent outlives this function)
-    stderr = tempfile.TemporaryFile(prefix=f"pwlab-{name}-")  # noqa: SIM115
-    try:
-        proc = lab.spawn_python(host, AGENT, args, stderr)
-    except BaseException:
-        stderr.close()
-        raise
-    return Agent(name, proc, sink, stderr)
 
 
 @dataclass
@@ -124,63 +57,6 @@ class ScenarioRun:
     server_events: list[dict[str, Any]]
     events: queue.Queue[tuple[str, Any]]
     server_stderr: str = ""
-
-
-def server_spec(scenario: Scenario, strategies: Sequence[Strategy], s: LabSettings) -> str:
-    return json.dumps(
-        {
-            "parent": os.getpid(),
-            "host": KODOS.address,
-            "read_mode": scenario.read_mode,
-            "slow_read_bytes": s.slow_read_bytes,
-            "slow_read_pause": s.slow_read_pause,
-            "interval": s.interval,
-            "timeout": s.timeout,
-            "close_timeout": s.websockets_close_timeout,
-            "listeners": [
-                {
-                    "kind": st.kind,
-                    "strategy": st.name,
-                    "port": port_of(st),
-                    "policy": st.policy,
-                }
-                for st in strategies
-            ],
-        }
-    )
-
-
-def client_spec(strategy: Strategy, s: LabSettings) -> str:
-    spec = strategy.client_spec(s, KODOS.address, port_of(strategy))
-    spec["parent"] = os.getpid()
-    return json.dumps(spec)
-
-
-def _wait_ready(
-    events: queue.Queue[tuple[str, Any]], names: set[str], deadline: float
-) -> dict[str, str]:
-    """Wait until every agent in ``names`` said ready (or failed); return failures by name."""
-    pending = set(names)
-    failures: dict[str, str] = {}
-    others: list[tuple[str, Any]] = []
-    while pending and time.monotonic() < deadline:
-        try:
-            name, record = events.get(timeout=max(0.01, deadline - time.monotonic()))
-        except queue.Empty:
-            break
-        kind = record.get("ev")
-        if name not in pending:
-            others.append((name, record))
-        elif kind == "ready":
-            pending.discard(name)
-        elif kind in ("failed", "exit"):
-            pending.discard(name)
-            failures[name] = str(record.get("why", "exited during start-up"))
-    for name in pending:
-        failures[name] = "did not start in time"
-    for item in others:  # other agents' events (the server's "accepted"): keep them
-        events.put(item)
-    return failures
 
 
 def run_scenario(
@@ -202,10 +78,10 @@ def run_scenario(
         with Lab(tag, settings.timers, Registry()) as lab:
             if on_lab is not None:
                 on_lab(lab)
-            spec = server_spec(scenario, strategies, settings)
+            spec = server_spec(scenario.read_mode, strategies, settings)
             server = start_agent(lab, KODOS, "server", ["server", spec], events)
             agents.append(server)
-            failures = _wait_ready(events, {"server"}, time.monotonic() + START_TIMEOUT)
+            failures = wait_ready(events, {"server"}, time.monotonic() + START_TIMEOUT)
             if failures:
                 raise LabError(f"the server agent did not start: {server.stderr_tail()}")
             observations = {st.name: Observation(st.name) for st in strategies}
@@ -214,7 +90,7 @@ def run_scenario(
                 argv = ["client", client_spec(st, settings)]
                 clients[st.name] = start_agent(lab, KANG, st.name, argv, events)
                 agents.append(clients[st.name])
-            failures = _wait_ready(events, set(clients), time.monotonic() + START_TIMEOUT)
+            failures = wait_ready(events, set(clients), time.monotonic() + START_TIMEOUT)
             for name, why in failures.items():
                 observations[name].error = f"{why} {clients[name].stderr_tail()}".strip()
             run = ScenarioRun(
