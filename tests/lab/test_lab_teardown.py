@@ -158,3 +158,43 @@ def test_interrupting_a_run_tears_everything_down(sig: signal.Signals) -> None:
     assert lab_namespaces(prefix) == []
     assert _agents_of(proc.pid) == []
     assert _links() == links_before
+
+
+def test_two_labs_run_side_by_side() -> None:
+    _need_root()
+    first, second = run_tag(), run_tag()
+    assert first != second
+    with Lab(first, QUICK.timers) as one, Lab(second, QUICK.timers) as two:
+        assert len(lab_namespaces(first)) == len(lab_namespaces(second)) == 3
+        one.unplug(KODOS)  # a fault in one lab is not a fault in the other
+        probe = f"import socket; socket.create_connection(('{KODOS.address}', 9), timeout=3)"
+        reach = subprocess.run(
+            two.exec_argv(KANG, [sys.executable, "-c", probe]),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert "ConnectionRefusedError" in reach.stderr, reach.stderr
+    assert lab_namespaces(first) == lab_namespaces(second) == []
+
+
+def test_a_failing_step_mid_scenario_leaves_no_agent_and_no_namespace() -> None:
+    _need_root()
+    from peerwatch.lab.netns import LabError
+    from peerwatch.lab.runner import run_scenario
+    from peerwatch.lab.scenarios import Scenario, Step
+    from peerwatch.lab.strategies import BY_NAME
+
+    broken = Scenario(
+        "broken",
+        "a step the runner does not know: the run fails with agents running",
+        peer_dead=True,
+        timeline=lambda s: [Step(0.0, "sigstop"), Step(0.2, "meteor-strike")],
+        duration=lambda s: 5.0,
+    )
+    tag = run_tag()
+    strategies = [BY_NAME["blocking-read"], BY_NAME["peerwatch"]]
+    with pytest.raises(LabError, match="meteor-strike"):
+        run_scenario(broken, strategies, QUICK.with_(warmup=0.2), tag)
+    assert lab_namespaces(tag) == []
+    assert _agents_of(os.getpid()) == []

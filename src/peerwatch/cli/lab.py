@@ -1,4 +1,4 @@
-"""``peerwatch lab``: the TCP puzzles on real kernel stacks, every detection strategy measured.
+"""peerwatch lab: the TCP puzzles on real kernel stacks, every detection strategy measured.
 
 Builds two hosts (kang, kodos) and a switch in network namespaces, injects
 each fault, and reports what every strategy saw and when. As root it uses
@@ -26,7 +26,11 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--quick", action="store_true", help="the CI-sized run (about 2 minutes)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the CI-sized run (about 90 s; the full run takes about 4 min)",
+    )
     parser.add_argument(
         "--scenario",
         action="append",
