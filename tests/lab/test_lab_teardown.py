@@ -126,8 +126,12 @@ def test_clean_stale_removes_namespaces_of_a_dead_run() -> None:
         subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupting_a_run_tears_everything_down(sig: signal.Signals) -> None:
+@pytest.mark.parametrize(
+    ("sig", "times"),
+    [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 3)],
+    ids=["SIGINT", "SIGTERM", "impatient-SIGINTx3"],
+)
+def test_interrupting_a_run_tears_everything_down(sig: signal.Signals, times: int) -> None:
     _need_root()
     links_before = _links()
     proc = subprocess.Popen(
@@ -148,7 +152,10 @@ def test_interrupting_a_run_tears_everything_down(sig: signal.Signals) -> None:
         else:
             pytest.fail("the lab did not get going within 60 s")
         time.sleep(3.0)  # mid-scenario: power-off done, clients waiting
-        proc.send_signal(sig)
+        for _ in range(times):  # more Ctrl-C while tearing down must not stop the clean-up
+            if proc.poll() is None:
+                proc.send_signal(sig)
+            time.sleep(0.05)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:

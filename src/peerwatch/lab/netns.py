@@ -148,11 +148,19 @@ class Registry:
             raise LabError("lab is being torn down")
 
     def teardown(self) -> list[str]:
-        """Kill every process, delete every namespace; return what could not be removed."""
+        """Kill every process, delete every namespace; return what could not be removed.
+
+        A second Ctrl-C (or SIGTERM) while this runs is held back until the end,
+        so an impatient user cannot interrupt the clean-up itself.
+        """
         with self._lock:
             self.closed = True
             processes = list(reversed(self.processes))
             namespaces = list(reversed(self.namespaces))
+        with interrupts_deferred():
+            return self._remove(processes, namespaces)
+
+    def _remove(self, processes: list[subprocess.Popen[bytes]], namespaces: list[str]) -> list[str]:
         for proc in processes:
             kill_process(proc)
         left = []
@@ -164,6 +172,27 @@ class Registry:
             if os.path.exists(os.path.join(NETNS_DIR, name)):
                 left.append(name)
         return left
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM during the block, then deliver the first one that came."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        pending.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        if pending:
+            raise KeyboardInterrupt(signal.Signals(pending[0]).name)
 
 
 def kill_process(proc: subprocess.Popen[bytes]) -> None:
