@@ -69,8 +69,9 @@ def test_quick_run_reproduces_the_articles_and_peerwatch_meets_its_bound(tmp_pat
         assert not records[(scenario, "peerwatch")]["detected"], records[(scenario, "peerwatch")]
     assert records[("hung", "peerwatch")]["saw"].endswith("HUNG")
     assert records[("power-off", "peerwatch")]["saw"].endswith("SILENT")
-    assert records[("half-open", "blocking-read")]["states"]["kodos"].count("FIN_WAIT2") == 1
-    assert "CLOSE_WAIT" in records[("half-open", "blocking-read")]["states"]["kang"]
+    half_open = records[("half-open", "blocking-read")]["states"]
+    assert [s for s in half_open["kodos"] if s.startswith("FIN_WAIT2 ")], half_open
+    assert [s for s in half_open["kang"] if s.startswith("CLOSE_WAIT")], half_open
     assert plot.stat().st_size > 10_000
     assert _leaked(before) == []
 

@@ -123,8 +123,27 @@ def half_open(fin_timeout: float, write_at: float) -> Judge:
 
 def states_include(host: str, *states: str) -> StateJudge:
     def judge(seen: dict[str, list[str]]) -> str | None:
-        missing = [s for s in states if s not in seen.get(host, [])]
+        names = [label.split(" ")[0] for label in seen.get(host, [])]
+        missing = [s for s in states if s not in names]
         return f"{host} never in {', '.join(missing)}" if missing else None
+
+    return judge
+
+
+def state_lasted(host: str, state: str, lo: float, hi: float) -> StateJudge:
+    """``host`` sat in ``state`` between ``lo`` and ``hi`` seconds (as timed by the runner)."""
+
+    def judge(seen: dict[str, list[str]]) -> str | None:
+        for label in seen.get(host, []):
+            parts = label.split(" ")
+            if parts[0] == state:
+                if len(parts) < 2:
+                    return f"{host} left {state} at once, expected {_fmt(lo)}-{_fmt(hi)}"
+                lasted = float(parts[1])
+                if not lo <= lasted <= hi:
+                    return f"{host} in {state} for {_fmt(lasted)}, expected {_fmt(lo)}-{_fmt(hi)}"
+                return None
+        return f"{host} never in {state}"
 
     return judge
 
@@ -282,16 +301,23 @@ def expectation(scenario: str, strategy: Strategy, s: LabSettings) -> Expectatio
     raise KeyError(f"no expectations for scenario {scenario!r}")
 
 
-def state_expectation(
-    scenario: str, strategy: Strategy
-) -> Callable[[dict[str, list[str]]], str | None]:
+def state_expectation(scenario: str, strategy: Strategy, s: LabSettings) -> StateJudge:
     """Kernel states that must have been seen (read with sock_diag), where the article says so."""
     if scenario == "half-open" and strategy.kind == "raw":
-        kang = states_include("kang", "CLOSE_WAIT")
-        kodos = states_include("kodos", "FIN_WAIT2", "gone")
+        fin_timeout = s.timers.tcp_fin_timeout
+        checks = [
+            states_include("kang", "CLOSE_WAIT"),
+            states_include("kodos", "FIN_WAIT2", "gone"),
+            # the orphan lingers tcp_fin_timeout (the watcher samples every 0.1 s)
+            state_lasted("kodos", "FIN_WAIT2", fin_timeout - 0.5, fin_timeout + 1.0),
+        ]
 
         def judge(seen: dict[str, list[str]]) -> str | None:
-            return kang(seen) or kodos(seen)
+            for check in checks:
+                problem = check(seen)
+                if problem is not None:
+                    return problem
+            return None
 
         return judge
     return lambda seen: None

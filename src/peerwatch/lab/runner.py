@@ -34,7 +34,7 @@ from peerwatch.lab.netns import LabError, Registry, terminate_as_interrupt
 from peerwatch.lab.observations import Observation, Record
 from peerwatch.lab.scenarios import CLIENT_COMMANDS, Scenario, Step
 from peerwatch.lab.settings import LabSettings
-from peerwatch.lab.states import StateWatcher, Timeline
+from peerwatch.lab.states import GONE, StateWatcher, Timeline
 from peerwatch.lab.strategies import Strategy, port_of
 
 #: Rough seconds of set-up per scenario, for the progress bar only.
@@ -186,13 +186,24 @@ def _execute(run: ScenarioRun, step: Step) -> None:
 
 
 def _states(timelines: dict[str, list[Timeline]]) -> dict[str, list[str]]:
+    """State names per host, in order; a state after ESTABLISHED that lasted carries its time.
+
+    ``FIN_WAIT2 3.0 s`` is how the report shows that kodos sat in FIN_WAIT2 for
+    tcp_fin_timeout, measured from the kernel's own state changes.
+    """
     out: dict[str, list[str]] = {}
     for role, lines in timelines.items():
         names: list[str] = []
         for timeline in lines:
-            for state in timeline.names:
-                if not names or names[-1] != state:
-                    names.append(state)
+            changes = timeline.changes
+            for i, (when, state) in enumerate(changes):
+                label = state
+                if i + 1 < len(changes) and state not in ("ESTABLISHED", GONE):
+                    lasted = changes[i + 1][0] - when
+                    if lasted >= 0.5:
+                        label = f"{state} {lasted:.1f} s"
+                if not names or names[-1].split(" ")[0] != state:
+                    names.append(label)
         out[role] = names
     return out
 
@@ -207,7 +218,8 @@ def _judge(run: ScenarioRun, strategy: Strategy, timelines: dict[str, list[Timel
     elif expect.judge is None:
         ok, why = None, ""
     else:
-        problem = expect.judge(obs) or state_expectation(run.scenario.name, strategy)(states)
+        states_judge = state_expectation(run.scenario.name, strategy, run.settings)
+        problem = expect.judge(obs) or states_judge(states)
         ok, why = problem is None, problem or ""
         stall, who = _worst_stall(run, obs)
         if not ok and stall >= run.settings.interval:
