@@ -260,7 +260,8 @@ def expectation(scenario: str, strategy: Strategy, s: LabSettings) -> Expectatio
             return Expectation("closed at once", detected_within(AT_ONCE))
         return Expectation(
             f"b'' at once; kang CLOSE_WAIT, kodos FIN_WAIT2 for tcp_fin_timeout="
-            f"{timers.tcp_fin_timeout} s; then the write is answered by RST: ECONNRESET",
+            f"{timers.tcp_fin_timeout} s; then the write is answered by RST"
+            " (Linux says EPIPE in CLOSE_WAIT, the article's illumos ECONNRESET)",
             half_open(timers.tcp_fin_timeout, write_at),
             untuned=f"FIN_WAIT2 for {LINUX_DEFAULTS.tcp_fin_timeout} s",
         )
