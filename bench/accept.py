@@ -42,8 +42,11 @@ def measure(
     label: str, server: Child, port: int, workers: int, count: int, processes: int
 ) -> dict[str, Any]:
     client_kind = "floor" if label.startswith("bare") else "peerwatch"
+    import psutil
+
+    tree = [kid.pid for kid in psutil.Process(server.pid).children(recursive=True)]
     with Flock(client_kind, port, count, processes) as flock:
-        window = CpuWindow(server.pid, *flock.pids)
+        window = CpuWindow(server.pid, *tree, *flock.pids)
         opened = flock.open(300)
         window.stop()
         time.sleep(0.5)
@@ -60,7 +63,8 @@ def measure(
         "connections_per_s": count / opened["seconds"],
         "shares": shares,
         "max_share": shares[0] if shares else 0.0,
-        "client_cpu": sum(window.used[1:]) / window.wall if window.wall else 0.0,
+        "server_cpu": sum(window.used[: 1 + len(tree)]) / window.wall,
+        "client_cpu": sum(window.used[1 + len(tree) :]) / window.wall,
         "other_cpu": window.other,
     }
 

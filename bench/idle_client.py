@@ -46,18 +46,20 @@ async def open_all(count: int, one: Callable[[], Any]) -> list[Any]:
 def keep_pinging(connections: list[RawPeerwatchClient], every: float, tick: float = 0.01) -> None:
     """Each connection PINGs once per ``every`` s, spread evenly over ticks of one timer."""
     loop = asyncio.get_running_loop()
-    per_tick = max(1, round(len(connections) * tick / every))
-    position = 0
+    started = loop.time()
+    done = 0  # pings sent so far; the schedule is absolute, so it never drifts behind
 
     def ping_some() -> None:
-        nonlocal position
+        nonlocal done
+        now = loop.time()
+        due = int((now - started) / every * len(connections)) + 1
         stamp = time.monotonic_ns() // 1000
-        for _ in range(per_tick):
-            conn = connections[position % len(connections)]
+        while done < due:
+            conn = connections[done % len(connections)]
             if not conn.transport.is_closing():
                 conn.ping(stamp)
-            position += 1
-        loop.call_later(tick, ping_some)
+            done += 1
+        loop.call_at(now + tick, ping_some)
 
     loop.call_soon(ping_some)
 
@@ -66,17 +68,19 @@ def keep_busy(connections: list[RawPeerwatchClient], every: float, tick: float =
     """Each connection sends one 100-byte message per ``every`` s, spread over ticks."""
     loop = asyncio.get_running_loop()
     payload = b"b" * 100
-    per_tick = max(1, round(len(connections) * tick / every))
-    position = 0
+    started = loop.time()
+    done = 0  # messages sent so far, on an absolute schedule
 
     def send_some() -> None:
-        nonlocal position
-        for _ in range(per_tick):
-            conn = connections[position % len(connections)]
+        nonlocal done
+        now = loop.time()
+        due = int((now - started) / every * len(connections)) + 1
+        while done < due:
+            conn = connections[done % len(connections)]
             if not conn.transport.is_closing():
                 conn.send_data(payload)
-            position += 1
-        loop.call_later(tick, send_some)
+            done += 1
+        loop.call_at(now + tick, send_some)
 
     loop.call_soon(send_some)
 

@@ -113,17 +113,25 @@ def idle_section(result: dict[str, Any]) -> list[str]:
 def detection_section(result: dict[str, Any]) -> list[str]:
     lines = [
         "Each peer is its own process with one `peerwatch.connect` connection to the observer"
-        " (`peerwatch.serve`, interval and timeout below). Every"
+        " (`peerwatch.serve` pinned to CPU 0, interval and timeout below; the peers and any"
+        " busy load on CPU 1). Every"
         f" {result['stagger_s'] * 1000:.0f} ms one peer is frozen (it stamps its last message"
         " with CLOCK_MONOTONIC, then SIGSTOPs itself) or killed (SIGKILL). Lateness of a"
-        " frozen peer's verdict: *internal* = `silent_for - timeout`; *external* ="
-        " verdict-callback time − stamp of the last message − timeout (an upper bound)."
-        " Killed peers: verdict-callback time − time of the kill.",
+        " frozen peer's verdict, as the issues define it: *internal* = verdict time − last"
+        " evidence − timeout, both times taken by the observer (`silent_for - timeout`);"
+        " *external* = verdict-callback time − the peer's stamp − timeout, an upper bound"
+        " from clocks outside the library, which also counts how long the frozen peer"
+        " itself took to get its last message out. Killed peers: verdict-callback time −"
+        " time of the kill. The targets are checked on *internal* and *killed*. The last"
+        " columns say what held the observer up during the kill phase: verdicts given"
+        " after the observer's own loop had stalled, how long its loop ran late (a 10 ms"
+        " ticker), and how long it waited for a CPU while runnable (`schedstat`).",
         "",
         "| scenario | interval / timeout | frozen: internal p50 / p99 / max ms |"
         " frozen: external p50 / p99 / max ms | killed p50 / p99 / max ms | causes |"
-        " verdicts after a local stall (worst) | observer CPU | other CPU |",
-        "|---|---|---|---|---|---|---|---:|---:|",
+        " verdicts after a local stall (worst) | observer loop lag p99 / max ms |"
+        " observer waited for CPU | observer CPU | other CPU |",
+        "|---|---|---|---|---|---|---|---|---:|---:|---:|",
     ]
     for row in result["rows"]:
         causes = "; ".join(
@@ -136,6 +144,8 @@ def detection_section(result: dict[str, Any]) -> list[str]:
             f" {triple(row['killed_ms'])} | {causes} |"
             f" {row.get('verdicts_with_local_stall', 0)}"
             f" ({row.get('worst_local_stall_ms', 0.0):.0f} ms) |"
+            f" {row.get('loop_lag_p99_ms', 0.0):.1f} / {row.get('loop_lag_max_ms', 0.0):.1f} |"
+            f" {row.get('observer_runqueue_wait_s', 0.0):.2f} s |"
             f" {row.get('observer_cpu', 0.0):.2f} | {row.get('other_cpu', 0.0):.2f} |"
         )
     lines += failures(result)
@@ -153,14 +163,16 @@ def accept_section(result: dict[str, Any]) -> list[str]:
     lines = [
         str(result.get("method", "")),
         "",
-        "| setup | workers | connections | conn/s | per-worker share | busiest | other CPU |",
-        "|---|---:|---:|---:|---|---:|---:|",
+        "| setup | workers | connections | conn/s | per-worker share | busiest | server CPU |"
+        " load CPU | other CPU |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for row in result["rows"]:
         shares = ", ".join(f"{s * 100:.1f} %" for s in row["shares"])
         lines.append(
             f"| {row['setup']} | {row['workers']} | {row['connections']:,} |"
             f" {row['connections_per_s']:,.0f} | {shares} | {row['max_share'] * 100:.1f} % |"
+            f" {row.get('server_cpu', 0.0):.2f} | {row.get('client_cpu', 0.0):.2f} |"
             f" {row.get('other_cpu', 0.0):.2f} |"
         )
     lines += failures(result)
@@ -259,6 +271,16 @@ def write_markdown(results: dict[str, dict[str, Any]], path: Path, plot_name: st
     path.write_text("\n".join(lines))
 
 
+#: One colour per implementation (first word of a setup's label).
+COLORS = {
+    "bare": "tab:grey",
+    "minimal": "tab:grey",
+    "keepalive": "tab:green",
+    "websockets": "tab:orange",
+    "peerwatch": "tab:blue",
+}
+
+
 def write_plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -276,7 +298,8 @@ def write_plot(results: dict[str, dict[str, Any]], path: Path) -> None:
             chosen = sorted(
                 (r for r in rows if r["size"] == size), key=lambda r: order_of(r["setup"])
             )
-            ax.barh([r["setup"] for r in chosen], [r[key] for r in chosen], color="tab:blue")
+            colors = [COLORS[r["setup"].split()[0]] for r in chosen]
+            ax.barh([r["setup"] for r in chosen], [r[key] for r in chosen], color=colors)
             ax.set_xlabel(unit)
             ax.set_title(f"Throughput, {fmt_size(size)} messages (best run)")
             ax.invert_yaxis()
@@ -286,39 +309,50 @@ def write_plot(results: dict[str, dict[str, Any]], path: Path) -> None:
         for label in labels:
             mine = [r for r in rows if r["setup"] == label]
             counts = [r["connections"] for r in mine]
-            cpu_ax.plot(counts, [r["server_cpu"] for r in mine], marker="o", label=label)
-            rss_ax.plot(counts, [r["rss_per_conn_kib"] for r in mine], marker="o", label=label)
-        cpu_ax.set_title("Idle: server CPU (s/s), 1 s heartbeats")
+            style = {
+                "marker": "o",
+                "label": label,
+                "color": COLORS[label.split()[0]],
+                "linestyle": "--" if "uvloop" in label else "-",
+            }
+            cpu_ax.plot(counts, [r["server_cpu"] for r in mine], **style)
+            rss_ax.plot(counts, [r["rss_per_conn_kib"] for r in mine], **style)
+        cpu_ax.set_title("Idle: server CPU (s per s), 1 s heartbeats")
         cpu_ax.set_xlabel("connections")
         cpu_ax.legend(fontsize=7)
         rss_ax.set_title("Idle: RSS per connection (KiB)")
         rss_ax.set_xlabel("connections")
-        rss_ax.axhline(8, color="grey", linestyle="--", linewidth=0.8)
+        rss_ax.axhline(8, color="grey", linestyle=":", linewidth=0.8)
         rss_ax.legend(fontsize=7)
     if "detection" in results:
         rows = results["detection"]["rows"]
         data, names = [], []
         for row in rows:
             short = row["scenario"].split(":")[0] + (" busy" if row["busy"] else "")
-            data += [[v * 1000 for v in row["samples"]["external"]] or [0.0]]
+            data += [[v * 1000 for v in row["samples"]["internal"]] or [0.0]]
             names += [f"{short}\nfrozen"]
             data += [[v * 1000 for v in row["samples"]["killed"]] or [0.0]]
             names += [f"{short}\nkilled"]
         det_ax.boxplot(data, whis=(1, 99))
+        det_ax.set_yscale("symlog", linthresh=1.0)
         det_ax.set_xticks(range(1, len(names) + 1), names, fontsize=7)
-        det_ax.set_ylabel("ms late (frozen: past deadline; killed: after kill)")
-        det_ax.set_title("Detection lateness (whiskers p1-p99)")
+        det_ax.set_ylabel("ms (frozen: verdict - evidence - timeout; killed: verdict - kill)")
+        det_ax.set_title("Detection lateness (whiskers p1-p99, symlog)")
     if "accept" in results:
         rows = results["accept"]["rows"]
         for index, row in enumerate(rows):
             bottom = 0.0
             for share in row["shares"]:
-                acc_ax.bar(index, share * 100, bottom=bottom, edgecolor="white")
-                bottom += share * 100
-        acc_ax.set_xticks(range(len(rows)), [r["setup"] for r in rows], fontsize=7, rotation=15)
-        acc_ax.axhline(60, color="grey", linestyle="--", linewidth=0.8)
-        acc_ax.set_ylabel("% of connections per worker")
-        acc_ax.set_title("Accept balance")
+                height = share * row["connections_per_s"]
+                acc_ax.bar(index, height, bottom=bottom, edgecolor="white")
+                bottom += height
+            shares = "/".join(f"{s * 100:.0f}" for s in row["shares"])
+            acc_ax.text(index, bottom, f"{shares} %", ha="center", va="bottom", fontsize=7)
+        acc_ax.set_xticks(
+            range(len(rows)), [r["setup"] for r in rows], fontsize=7, rotation=15, ha="right"
+        )
+        acc_ax.set_ylabel("connections/s (stacked: each worker's share)")
+        acc_ax.set_title("Accept rate and per-worker balance, 10,000 connections")
     for ax in axes.flat:
         if not ax.has_data():
             ax.set_axis_off()

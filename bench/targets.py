@@ -123,17 +123,22 @@ def idle_checks(result: dict[str, Any]) -> list[Check]:
 
 
 def detection_checks(result: dict[str, Any]) -> list[Check]:
+    """p99 lateness of frozen peers' verdicts (the issues' definition: verdict time - last
+    evidence - timeout, as the observer saw them) and p99 delay after a kill."""
     checks = []
     for row in result["rows"]:
-        external = row["frozen_external_ms"].get("p99")
-        internal = row["frozen_internal_ms"].get("p99")
-        worst = None if external is None or internal is None else max(external, internal)
         checks.append(
-            Check(f"{row['scenario']}: frozen p99 lateness", worst, row["target_ms"], False, " ms")
+            Check(
+                f"{row['scenario']}: frozen p99 (verdict - last evidence - timeout)",
+                row["frozen_internal_ms"].get("p99"),
+                row["target_ms"],
+                False,
+                " ms",
+            )
         )
         checks.append(
             Check(
-                f"{row['scenario']}: killed p99 detection delay",
+                f"{row['scenario']}: killed p99 (verdict - kill)",
                 row["killed_ms"].get("p99"),
                 row["target_ms"],
                 False,
