@@ -1,0 +1,36 @@
+"""`peerwatch lab` refuses clearly, before building anything, when it cannot or should not run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from peerwatch.lab.netns import PREFIX, lab_namespaces
+
+
+def test_refuses_clearly_without_root_and_without_user_namespaces(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not root and no unshare: exit status 2 and the reason, before touching anything."""
+    from peerwatch.cli import main
+    from peerwatch.lab import netns
+
+    real_which = shutil.which
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(
+        netns.shutil, "which", lambda name: None if name == "unshare" else real_which(name)
+    )
+    assert main(["lab", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "not root" in err
+    assert "unshare" in err
+    assert not [n for n in lab_namespaces() if n.startswith(f"{PREFIX}{os.getpid()}-")]
+
+
+def test_unknown_names_are_refused_with_the_list_hint(capsys: pytest.CaptureFixture[str]) -> None:
+    from peerwatch.cli import main
+
+    assert main(["lab", "--scenario", "meteor-strike"]) == 2
+    assert "--list" in capsys.readouterr().err
