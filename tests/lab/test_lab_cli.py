@@ -34,3 +34,20 @@ def test_unknown_names_are_refused_with_the_list_hint(capsys: pytest.CaptureFixt
 
     assert main(["lab", "--scenario", "meteor-strike"]) == 2
     assert "--list" in capsys.readouterr().err
+
+
+def test_refuses_without_its_extras(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    from peerwatch.cli import main
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "pyroute2" else real_find_spec(name, *a),
+    )
+    assert main(["lab", "--quick"]) == 2
+    assert "peerwatch[lab]" in capsys.readouterr().err

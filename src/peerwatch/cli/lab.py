@@ -85,10 +85,25 @@ def run(args: argparse.Namespace) -> int:
     scenarios = [s for s in SCENARIOS if not wanted_scenarios or s.name in wanted_scenarios]
     strategies = [s for s in STRATEGIES if not wanted_strategies or s.name in wanted_strategies]
 
+    missing = _missing_extras(plot=args.plot is not None)
+    if missing:
+        print(
+            f"peerwatch lab: needs {', '.join(missing)}: pip install 'peerwatch[lab]'",
+            file=sys.stderr,
+        )
+        return 2
     refusal = _where_to_run(args)
     if refusal is not None:
         return refusal
     return _run_lab(args, scenarios, strategies)
+
+
+def _missing_extras(plot: bool) -> list[str]:
+    """The lab's extras that cannot be imported here (checked before anything is built)."""
+    import importlib.util
+
+    wanted = ["rich", "pyroute2", "websockets"] + (["matplotlib"] if plot else [])
+    return [name for name in wanted if importlib.util.find_spec(name) is None]
 
 
 def _where_to_run(args: argparse.Namespace) -> int | None:
