@@ -57,3 +57,16 @@ def test_verdict_describes_itself() -> None:
     v = Verdict(Cause.RESET, "connection lost", 1.0, 0.5, errno="ECONNRESET", undelivered=(b"a",))
     assert v.describe() == "RESET: connection lost [ECONNRESET]; 1 message(s) not acknowledged"
     assert v.as_dict()["cause"] == "RESET" and v.peer_dead
+
+
+def test_nothing_outstanding_is_not_evidence_of_a_hung_peer() -> None:
+    """No ACK during the silence (we sent nothing in it): we cannot claim the kernel lives."""
+    with socket.create_server(("127.0.0.1", 0)) as srv:
+        client = socket.create_connection(srv.getsockname())
+        peer, _ = srv.accept()
+        with client, peer:
+            info = tcp_info(client)
+    if info is None:
+        pytest.skip("TCP_INFO is Linux only")
+    quiet = dataclasses.replace(info, unacked=0, retransmits=0, last_ack_recv_ms=8000)
+    assert hung_or_silent(quiet, silent_for=5.0) is Cause.SILENT

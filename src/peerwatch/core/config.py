@@ -13,6 +13,9 @@ Policy = Literal["fixed", "adaptive"]
 #: Hard ceiling on max_frame: the length prefix is 32 bits, but a single frame of
 #: more than 64 MiB would let one peer pin that much of our memory.
 MAX_FRAME_CEILING = 64 * 1024 * 1024
+#: Silence that TCP's own loss recovery can cause on a LAN: three retransmissions at
+#: Linux's 200 ms minimum RTO, doubling (0.2 + 0.4 + 0.8 s).
+TCP_LOSS_RECOVERY = 1.4
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ class Config:
     policy: Policy = "fixed"
     # adaptive (phi accrual, Hayashibara et al. 2004)
     phi_threshold: float = 8.0
-    min_timeout: float | None = None  # floor of the adaptive timeout; default 2 x interval
+    min_timeout: float | None = None  # adaptive floor; default max(2 x interval, interval + 1.4)
     acceptable_pause: float = 0.0  # extra silence tolerated on top of the distribution
     # local stall awareness: a gap in our own timer this much past its deadline is a stall
     stall_threshold: float | None = None  # default: min(interval, timeout / 4)
@@ -86,11 +89,15 @@ class Config:
 
     @property
     def effective_min_timeout(self) -> float:
-        return (
-            self.min_timeout
-            if self.min_timeout is not None
-            else min(2 * self.interval, self.timeout)
-        )
+        """Floor of the adaptive timeout: one missed ping plus TCP's loss recovery.
+
+        A lost segment is retransmitted after 0.2, 0.6, 1.4 s (Linux's minimum RTO,
+        doubling), so a floor under ``interval + 1.4`` turns three losses in a row,
+        or a short cable pull, into a false verdict (measured in the lab).
+        """
+        if self.min_timeout is not None:
+            return self.min_timeout
+        return min(max(2 * self.interval, self.interval + TCP_LOSS_RECOVERY), self.timeout)
 
     @property
     def effective_stall_threshold(self) -> float:

@@ -75,14 +75,15 @@ def hung_or_silent(info: TcpInfo | None, silent_for: float) -> Cause:
     """Tell a hung peer (kernel acks, app mute) from a silent one (nothing acks).
 
     The peer's kernel acknowledges our heartbeats even when its application is
-    frozen. If TCP_INFO shows an ACK received more recently than the silence, or
-    nothing outstanding and no retransmissions, the peer's kernel is alive: HUNG.
-    Without TCP_INFO (non-Linux) we cannot tell, and say SILENT.
+    frozen. HUNG needs that evidence: an ACK received during the silence (our
+    pings went out in it) and no retransmission pending. "Nothing outstanding"
+    alone is not evidence: it also holds when we sent nothing. Without TCP_INFO
+    (non-Linux) we cannot tell, and say SILENT.
     """
     if info is None:
         return Cause.SILENT
-    acked_recently = info.last_ack_recv_ms / 1000.0 < silent_for
-    if info.retransmits == 0 and info.backoff == 0 and (info.unacked == 0 or acked_recently):
+    acked_during_silence = info.last_ack_recv_ms / 1000.0 < silent_for
+    if acked_during_silence and info.retransmits == 0 and info.backoff == 0:
         return Cause.HUNG
     return Cause.SILENT
 

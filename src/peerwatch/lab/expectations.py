@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from peerwatch.core.config import Config
 from peerwatch.lab.observations import RESET_NAMES, Observation
 from peerwatch.lab.settings import LINUX_DEFAULTS, LabSettings, human_duration
 from peerwatch.lab.strategies import Strategy
@@ -276,10 +277,11 @@ def expectation(scenario: str, strategy: Strategy, s: LabSettings) -> Expectatio
             )
         if name == "peerwatch-adaptive":
             # Phi accrual learns the usual quiet gaps and may declare death at its
-            # floor (2 x interval), well before ``timeout``: a silence longer than the
-            # floor (an outage plus TCP's retransmission backoff) is its trade-off.
+            # floor, well before ``timeout``: a silence longer than the floor (an
+            # outage plus TCP's retransmission backoff) is its trade-off.
+            floor = Config(interval=s.interval, timeout=s.timeout).effective_min_timeout
             return Expectation(
-                f"no claim: adaptive may act at its floor ({_fmt(2 * s.interval)}), before timeout",
+                f"no claim: adaptive may act at its floor ({_fmt(floor)}), before timeout",
                 None,
             )
         return Expectation("no alarm; the connection still carries data", never_and_check())
