@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 
@@ -36,3 +37,19 @@ def netns_host() -> Iterator[NetnsHost]:
         host.close()
         # the veth pair dies with the namespace; delete our end too in case the move failed
         subprocess.run(["ip", "link", "del", host_if], check=False, capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A connected loopback pair (client, server), closed after the test."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    client = socket.create_connection(listener.getsockname(), timeout=5)
+    server, _ = listener.accept()
+    listener.close()
+    try:
+        yield client, server
+    finally:
+        client.close()
+        server.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import Iterator
 
 import pytest
 
@@ -14,21 +13,6 @@ from peerwatch.guarding import guard
 from peerwatch.knobs import TCP_USER_TIMEOUT
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux options")
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    client = socket.create_connection(listener.getsockname(), timeout=5)
-    server, _ = listener.accept()
-    listener.close()
-    try:
-        yield client, server
-    finally:
-        client.close()
-        server.close()
 
 
 def tcp_opt(sock: socket.socket, opt: int) -> int:

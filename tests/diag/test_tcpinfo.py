@@ -11,7 +11,6 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -44,21 +43,6 @@ KERNEL_SIZES: dict[int, str] = {
     240: "rehash",  # 6.2
 }
 FIELD_ORDER = [f for f in TcpInfo.__dataclass_fields__]
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    client = socket.create_connection(listener.getsockname(), timeout=5)
-    server, _ = listener.accept()
-    listener.close()
-    try:
-        yield client, server
-    finally:
-        client.close()
-        server.close()
 
 
 def raw_info(sock: socket.socket) -> bytes:
