@@ -31,6 +31,13 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 PR_SET_PDEATHSIG = 1
 
+#: Every benchmark process gets the same, fixed glibc mmap threshold. asyncio reads
+#: with ``recv(256 KiB)``; glibc serves that from mmap (then mremap and munmap: three
+#: system calls per read) until a large free raises its *dynamic* threshold, after
+#: which it comes from the heap. Which of the two a server process is in depends on
+#: its history, and it doubled the idle floor's CPU in some runs and not others.
+CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": str(4 * 1024 * 1024)}
+
 
 def child_setup(max_seconds: float) -> None:
     """Call first thing in every benchmark child: die with the parent, and on a deadline."""
@@ -81,6 +88,7 @@ class Child:
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
             self.argv,
+            env={**os.environ, **CHILD_ENV},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,

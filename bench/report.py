@@ -240,7 +240,10 @@ def write_markdown(results: dict[str, dict[str, Any]], path: Path, plot_name: st
         " 127.0.0.1, with the server and the load generator in separate processes."
         " The machine is small (2 cores) and shared: *other CPU* columns show how much"
         " of it the rest of the machine used during each measurement (2.00 = both cores"
-        " busy with someone else's work); read numbers taken with a high *other* with care.",
+        " busy with someone else's work); read numbers taken with a high *other* with care."
+        " Every process runs with `MALLOC_MMAP_THRESHOLD_=4194304` (see `bench/procs.py`:"
+        " without it, glibc's dynamic mmap threshold made asyncio's 256 KiB reads cost"
+        " three extra system calls in some runs and not in others).",
         "",
         "Run it: `make bench` (everything, about 15 minutes), `make bench ARGS=idle`"
         " (one benchmark; the report keeps the other sections from their last saved"
