@@ -245,7 +245,7 @@ def write_markdown(results: dict[str, dict[str, Any]], path: Path, plot_name: st
         " without it, glibc's dynamic mmap threshold made asyncio's 256 KiB reads cost"
         " three extra system calls in some runs and not in others).",
         "",
-        "Run it: `make bench` (everything, about 15 minutes), `make bench ARGS=idle`"
+        "Run it: `make bench` (everything, about 12 minutes), `make bench ARGS=idle`"
         " (one benchmark; the report keeps the other sections from their last saved"
         " results in `bench/results/`), `make bench ARGS=--quick` (a smoke run of a few"
         " seconds each, written to a temporary directory).",
@@ -355,7 +355,7 @@ def write_plot(results: dict[str, dict[str, Any]], path: Path) -> None:
             range(len(rows)), [r["setup"] for r in rows], fontsize=7, rotation=15, ha="right"
         )
         acc_ax.set_ylabel("connections/s (stacked: each worker's share)")
-        acc_ax.set_title("Accept rate and per-worker balance, 10,000 connections")
+        acc_ax.set_title("Accept rate, split by worker")
     for ax in axes.flat:
         if not ax.has_data():
             ax.set_axis_off()
