@@ -26,7 +26,7 @@ from typing import Any, Literal, cast
 from peerwatch.aio.timers import timer_queue
 from peerwatch.core.config import Config
 from peerwatch.core.decoder import Decoder
-from peerwatch.core.delivery import Inbound, Outbound
+from peerwatch.core.delivery import UNUSED, Inbound, Outbound
 from peerwatch.core.frames import (
     PROTOCOL_VERSION,
     Ack,
@@ -164,12 +164,12 @@ class Connection(asyncio.BufferedProtocol):
         self._decoder = Decoder(config.max_frame)
         self._inbound = Inbound(config.max_message)
         self._outbound = Outbound()
-        self._outbox: deque[tuple[int, bytes]] = deque()
+        self._outbox: deque[tuple[int, bytes]] = UNUSED  # a deque from the first enqueue
         self._partial_offset = 0
         self._flush_scheduled = False
         self._write_paused = False
         self._reading_paused = False
-        self._inbox: deque[bytes] = deque()
+        self._inbox: deque[bytes] = UNUSED  # a deque from the first message received
         self._inbox_bytes = 0
         self._chunk = config.chunk_size  # lowered at HELLO to fit the peer's max_frame
         self._ack_scheduled = False
@@ -250,6 +250,8 @@ class Connection(asyncio.BufferedProtocol):
             self._raise_if_over()
         seq = outbound.assign(data)
         outbox = self._outbox
+        if outbox is UNUSED:
+            outbox = self._outbox = deque()
         outbox.append((seq, data))
         if not self._write_paused:
             if len(outbox) >= EAGER_FLUSH:
@@ -270,23 +272,27 @@ class Connection(asyncio.BufferedProtocol):
         """Wait until every message enqueued so far is acknowledged."""
         await self._wait_acked(self._outbound.next_seq - 1)
 
+    def _take(self) -> bytes:
+        """The oldest message of a non-empty inbox, with the ACK and read-resume it implies."""
+        inbox = self._inbox
+        message = inbox.popleft()
+        self._inbox_bytes -= len(message)
+        if not self._ack_scheduled:
+            self._ack_scheduled = True
+            self._loop.call_soon(self._send_ack)
+        if (
+            self._reading_paused
+            and len(inbox) <= self._config.recv_queue // 2
+            and self._inbox_bytes <= self._config.recv_buffer // 2
+        ):
+            self._resume_reading()
+        return message
+
     async def recv(self) -> bytes:
         """Next message from the peer. Messages already received are returned before a verdict."""
         while True:
-            inbox = self._inbox
-            if inbox:
-                message = inbox.popleft()
-                self._inbox_bytes -= len(message)
-                if not self._ack_scheduled:
-                    self._ack_scheduled = True
-                    self._loop.call_soon(self._send_ack)
-                if (
-                    self._reading_paused
-                    and len(inbox) <= self._config.recv_queue // 2
-                    and self._inbox_bytes <= self._config.recv_buffer // 2
-                ):
-                    self._resume_reading()
-                return message
+            if self._inbox:
+                return self._take()
             self._raise_if_over()
             if self._recv_waiter is not None:
                 raise RuntimeError("recv() is already being awaited on this connection")
@@ -301,6 +307,9 @@ class Connection(asyncio.BufferedProtocol):
 
     async def _iterate(self) -> AsyncIterator[bytes]:
         while True:
+            if self._inbox:  # no coroutine per message while messages are waiting
+                yield self._take()
+                continue
             try:
                 yield await self.recv()
             except (PeerDead, ConnectionClosed) as exc:
@@ -395,6 +404,8 @@ class Connection(asyncio.BufferedProtocol):
                     heard = True
                     message = inbound.on_data(frame)
                     if message is not None:
+                        if inbox is UNUSED:
+                            inbox = self._inbox = deque()
                         inbox.append(message)
                         self._inbox_bytes += len(message)
                         got_message = True

@@ -9,9 +9,29 @@ a reassembled message by ``max_message``.
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 from peerwatch.core.frames import Data
 from peerwatch.errors import RemoteProtocolError
+
+
+class _Unused(deque):  # type: ignore[type-arg]
+    """The shared, empty stand-in for a queue nothing was ever put in.
+
+    An empty ``collections.deque`` allocates its first 64-slot block at once
+    (760 bytes); an idle connection would pay that for each of its queues. Reads
+    (``len``, truth, iteration) work on the stand-in; a write means a missing
+    ``is UNUSED`` check and fails loudly instead of sharing data between queues.
+    """
+
+    def append(self, item: object) -> None:
+        raise RuntimeError("write to the shared empty queue")
+
+    appendleft = extend = extendleft = insert = append  # type: ignore[assignment]
+
+
+#: See ``_Unused``.
+UNUSED: deque[Any] = _Unused()
 
 
 class Outbound:
@@ -23,12 +43,15 @@ class Outbound:
         self.next_seq = 1
         self.sent_through = 0  # highest seq whose last byte was handed to the transport
         self.acked_through = 0  # highest seq the peer acknowledged (cumulative)
-        self.unacked: deque[tuple[int, bytes]] = deque()
+        self.unacked: deque[tuple[int, bytes]] = UNUSED  # made by the first assign()
 
     def assign(self, payload: bytes) -> int:
         seq = self.next_seq
         self.next_seq = seq + 1
-        self.unacked.append((seq, payload))
+        unacked = self.unacked
+        if unacked is UNUSED:
+            unacked = self.unacked = deque()
+        unacked.append((seq, payload))
         return seq
 
     @property
