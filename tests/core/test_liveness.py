@@ -170,3 +170,12 @@ def test_accepting_side_stays_quiet_while_the_peers_pings_arrive() -> None:
     # the peer's pings stop: we ping by ourselves after interval + delay, then every interval
     assert clock.run_until(113.0) is Action.NONE
     assert clock.pings == pytest.approx([110.5, 111.5, 112.5])
+
+
+def test_a_peer_with_a_shorter_interval_may_ping_at_its_own_pace() -> None:
+    cfg = Config(interval=10.0, timeout=30.0, max_pings_per_interval=3)
+    live = Liveness(cfg, 100.0, peer_interval=1.0)
+    assert all(live.on_ping_received(100.0 + t) for t in range(60))  # one per second: fine
+    assert not all(live.on_ping_received(160.0 + t * 0.01) for t in range(5))  # a burst is not
+    tiny = Liveness(cfg, 100.0, peer_interval=0.001)
+    assert tiny.ping_window == pytest.approx(0.1)  # announcing 1 ms buys no flood

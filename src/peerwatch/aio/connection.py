@@ -34,6 +34,7 @@ from peerwatch.core.frames import (
     Goodbye,
     GoodbyeCode,
     Hello,
+    Kind,
     Ping,
     Pong,
     encode_ack,
@@ -101,6 +102,11 @@ def _recv_view() -> memoryview:
     if view is None:
         view = _RECV_BUFFER.view = memoryview(bytearray(RECV_BUFFER_SIZE))
     return view
+
+
+#: A whole PING frame: u32 length 12, kind PING, u32 seq, u64 stamp.
+PING_FRAME_SIZE = 17
+PING_HEAD = (12).to_bytes(4, "big") + bytes((Kind.PING,))
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -370,7 +376,31 @@ class Connection(asyncio.BufferedProtocol):
         return _recv_view()
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(_recv_view()[:nbytes]))
+        view = _recv_view()
+        if (
+            nbytes == PING_FRAME_SIZE
+            and view[:5] == PING_HEAD
+            and self.peer_hello is not None
+            and self.verdict is None
+            and not self._decoder.buffered
+        ):
+            # The commonest read of an idle connection: exactly one PING. Answer it
+            # without the decoder, a frame tuple and a frame list; the PONG is the
+            # PING with its kind byte changed (seq and stamp echoed).
+            now = self._loop.time()
+            self.bytes_in += nbytes
+            self.pings_received += 1
+            liveness = self.liveness
+            if liveness.on_ping_received(now):
+                pong = bytearray(view[:PING_FRAME_SIZE])
+                pong[4] = Kind.PONG
+                self._write(bytes(pong))
+                liveness.on_receive(now)
+                return
+            self.pings_received -= 1
+            self.bytes_in -= nbytes
+            # over the rate limit: the ordinary path says GOODBYE(TOO_MANY_PINGS)
+        self.data_received(bytes(view[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         if self.verdict is not None:
@@ -495,7 +525,12 @@ class Connection(asyncio.BufferedProtocol):
         config = self._config
         # the accepting side lets the connecting side do the pinging (liveness rule 6)
         delay = min(config.interval / 2, (config.timeout - config.interval) / 4)
-        self.liveness = Liveness(config, now, answer_delay=delay if self.role == "server" else 0.0)
+        self.liveness = Liveness(
+            config,
+            now,
+            answer_delay=delay if self.role == "server" else 0.0,
+            peer_interval=hello.interval,
+        )
         if not self._ready.done():
             self._ready.set_result(None)
         self._timers.schedule(self, self.liveness.next_deadline())
@@ -510,7 +545,7 @@ class Connection(asyncio.BufferedProtocol):
             if not self.liveness.on_ping_received(now):
                 self._violation(
                     "too many pings: more than"
-                    f" {self._config.max_pings_per_interval} per {self._config.interval} s",
+                    f" {self._config.max_pings_per_interval} per {self.liveness.ping_window} s",
                     GoodbyeCode.TOO_MANY_PINGS,
                 )
                 return True

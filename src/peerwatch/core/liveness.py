@@ -22,7 +22,9 @@ Rules (each one is tested with a fake clock in tests/core/test_liveness.py):
    longer before its first ping, so while the connecting side's pings arrive
    on time it never pings at all (half the heartbeat traffic), yet it still
    pings by itself when the peer's pings stop.
-7. A peer sending more than ``max_pings_per_interval`` pings within one of our
+7. A peer sending more than ``max_pings_per_interval`` pings within one
+   ping window (the shorter of our interval and the one it announced in HELLO,
+   but at least ``MIN_PING_WINDOW``)
    intervals is abusive (gRPC's too_many_pings).
 
 The machine never reads a clock: every method takes ``now`` (seconds, any
@@ -38,6 +40,8 @@ from statistics import NormalDist
 
 from peerwatch.core.config import Config
 
+#: Shortest ping window a peer can claim through a short announced interval.
+MIN_PING_WINDOW = 0.1
 #: Samples of quiet gaps kept for the adaptive policy.
 ARRIVAL_WINDOW = 100
 
@@ -118,6 +122,7 @@ class Liveness:
         "min_timeout",
         "paused",
         "ping_seq",
+        "ping_window",
         "quiet",
         "rtt",
         "rttvar",
@@ -126,7 +131,14 @@ class Liveness:
         "timeout",
     )
 
-    def __init__(self, config: Config, now: float, *, answer_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        config: Config,
+        now: float,
+        *,
+        answer_delay: float = 0.0,
+        peer_interval: float | None = None,
+    ) -> None:
         self.interval = config.interval
         self.quiet = config.interval + answer_delay  # quiet time before the first ping
         self.timeout = config.timeout
@@ -135,6 +147,10 @@ class Liveness:
         self.acceptable_pause = config.acceptable_pause
         self.stall_threshold = config.effective_stall_threshold
         self.max_pings = config.max_pings_per_interval
+        # a peer that announced a shorter interval may ping that often: judge it by its own
+        self.ping_window = config.interval
+        if peer_interval is not None:
+            self.ping_window = min(config.interval, max(peer_interval, MIN_PING_WINDOW))
         self.min_std = self.interval / 4  # Akka's min-std-deviation, scaled to the interval
         self.min_gap_sample = self.interval / 4  # shorter gaps say nothing about quiet periods
         self._z = NormalDist().inv_cdf(1.0 - 10.0 ** (-config.phi_threshold))
@@ -180,7 +196,7 @@ class Liveness:
 
     def on_ping_received(self, now: float) -> bool:
         """The peer pinged us; False when it pings more often than allowed."""
-        if now - self._ping_window_start >= self.interval:
+        if now - self._ping_window_start >= self.ping_window:
             self._ping_window_start = now
             self._ping_count = 0
         self._ping_count += 1
