@@ -45,7 +45,14 @@ from peerwatch.core.frames import (
     encode_pong,
 )
 from peerwatch.core.liveness import Action, Liveness
-from peerwatch.core.verdicts import Cause, Verdict, classify_os_error, errno_name, hung_or_silent
+from peerwatch.core.verdicts import (
+    QUIET_END,
+    Cause,
+    Verdict,
+    classify_os_error,
+    errno_name,
+    hung_or_silent,
+)
 from peerwatch.errors import (
     ConnectionClosed,
     HandshakeFailed,
@@ -319,7 +326,7 @@ class Connection(asyncio.BufferedProtocol):
             try:
                 yield await self.recv()
             except (PeerDead, ConnectionClosed) as exc:
-                if exc.verdict.cause in (Cause.GOODBYE, Cause.LOCAL, Cause.EOF):
+                if exc.verdict.cause in QUIET_END:
                     return
                 raise
 
@@ -701,11 +708,24 @@ class Connection(asyncio.BufferedProtocol):
 
     def _violation(self, message: str, code: GoodbyeCode = GoodbyeCode.PROTOCOL_ERROR) -> None:
         """The peer broke the protocol: tell it why, end this connection only."""
+        self._leave(code, message, Cause.PROTOCOL, message)
+
+    def _leave(self, code: GoodbyeCode, reason: str, cause: Cause, detail: str) -> None:
+        """End the connection from this side now: ACK what was taken, GOODBYE, verdict, close.
+
+        The one way this side hangs up without waiting (server shutdown, refusal,
+        a protocol violation); ``close()`` is the patient way, after queued data.
+        """
         if self.verdict is not None:
             return
-        self._write(encode_goodbye(code, message))
-        self._decide(Cause.PROTOCOL, message)
+        self._send_ack()
+        self._write(encode_goodbye(code, reason))
+        self._decide(cause, detail)
         self._close_transport()
+
+    def leave(self, code: GoodbyeCode, reason: str, detail: str) -> None:
+        """Hang up at once with GOODBYE(``code``, ``reason``); the verdict is LOCAL."""
+        self._leave(code, reason, Cause.LOCAL, detail)
 
     def _tcp_info(self) -> Any:
         transport = self._transport

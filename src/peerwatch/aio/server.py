@@ -15,8 +15,7 @@ from peerwatch.aio.client import make_config
 from peerwatch.aio.connection import Connection
 from peerwatch.aio.sockets import listening_socket, tune
 from peerwatch.core.config import Config
-from peerwatch.core.frames import GoodbyeCode, encode_goodbye
-from peerwatch.core.verdicts import Cause
+from peerwatch.core.frames import GoodbyeCode
 from peerwatch.errors import PeerwatchError
 
 log = logging.getLogger("peerwatch")
@@ -96,11 +95,7 @@ class Server:
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
-            if conn.verdict is None:
-                conn._send_ack()
-                conn._write(encode_goodbye(GoodbyeCode.GOING_AWAY, reason))
-                conn._decide(Cause.LOCAL, f"server shutdown: {reason}")
-                conn._close_transport()
+            conn.leave(GoodbyeCode.GOING_AWAY, reason, f"server shutdown: {reason}")
         waits = [asyncio.ensure_future(c.wait_closed()) for c in list(self.connections)]
         if waits:
             await asyncio.wait(waits, timeout=drain)
@@ -136,9 +131,7 @@ class Server:
 
 
 def _refuse(conn: Connection) -> None:
-    conn._write(encode_goodbye(GoodbyeCode.OVERLOADED, "too many connections"))
-    conn._decide(Cause.LOCAL, "refused: max_connections reached")
-    conn._close_transport()
+    conn.leave(GoodbyeCode.OVERLOADED, "too many connections", "refused: max_connections reached")
 
 
 async def serve(

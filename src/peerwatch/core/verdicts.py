@@ -33,6 +33,9 @@ class Cause(str, enum.Enum):
         return self.value
 
 
+#: Causes that end ``async for msg in conn`` quietly: an orderly end, not a failure.
+QUIET_END = frozenset({Cause.GOODBYE, Cause.LOCAL, Cause.EOF})
+
 #: errno values meaning "the peer answered with RST" (or the connection was aborted).
 RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ECONNREFUSED})
 #: errno values meaning "the kernel gave up waiting for the peer".

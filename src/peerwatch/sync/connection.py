@@ -11,7 +11,7 @@ from peerwatch.aio.client import connect as aio_connect
 from peerwatch.aio.connection import Connection as AioConnection
 from peerwatch.aio.connection import Delivery as AioDelivery
 from peerwatch.core.config import Config
-from peerwatch.core.verdicts import Verdict
+from peerwatch.core.verdicts import QUIET_END, Verdict
 from peerwatch.errors import ConnectionClosed, PeerDead
 from peerwatch.sync.loop import DEFAULT_TIMEOUT, LoopThread, check_timeout, shared_loop
 
@@ -111,9 +111,7 @@ class Connection:
             try:
                 yield self.recv(timeout)
             except (PeerDead, ConnectionClosed) as exc:
-                from peerwatch.core.verdicts import Cause
-
-                if exc.verdict.cause in (Cause.GOODBYE, Cause.LOCAL, Cause.EOF):
+                if exc.verdict.cause in QUIET_END:
                     return
                 raise
 
