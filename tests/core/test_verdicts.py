@@ -5,10 +5,19 @@ from __future__ import annotations
 import dataclasses
 import errno
 import socket
+import ssl
 
 import pytest
 
-from peerwatch.core.verdicts import Cause, Verdict, classify_os_error, errno_name, hung_or_silent
+from peerwatch.core.verdicts import (
+    Cause,
+    Verdict,
+    classify_os_error,
+    connect_failure,
+    errno_name,
+    explain_os_error,
+    hung_or_silent,
+)
 from peerwatch.tcpinfo import tcp_info
 
 
@@ -70,3 +79,40 @@ def test_nothing_outstanding_is_not_evidence_of_a_hung_peer() -> None:
         pytest.skip("TCP_INFO is Linux only")
     quiet = dataclasses.replace(info, unacked=0, retransmits=0, last_ack_recv_ms=8000)
     assert hung_or_silent(quiet, silent_for=5.0) is Cause.SILENT
+
+
+def test_codes_that_are_not_errnos_are_not_read_as_errnos() -> None:
+    """getaddrinfo and OpenSSL codes collide with errno numbers (SSL error 1 is not EPERM)."""
+    unresolved = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert classify_os_error(unresolved) is Cause.UNREACHABLE
+    assert errno_name(unresolved) is None
+    assert explain_os_error(unresolved) == "name resolution failed: Name or service not known"
+    rejected = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    rejected.verify_message = "self-signed certificate"
+    assert classify_os_error(rejected) is Cause.PROTOCOL
+    assert errno_name(rejected) is None
+    assert explain_os_error(rejected) == (
+        "TLS certificate verification failed: self-signed certificate"
+    )
+    broken = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+    assert classify_os_error(broken) is Cause.PROTOCOL and errno_name(broken) is None
+    assert explain_os_error(broken).startswith("TLS handshake or record failed")
+    assert classify_os_error(ssl.SSLEOFError(8, "EOF in violation of protocol")) is Cause.EOF
+
+
+@pytest.mark.parametrize(
+    ("exc", "during_tls", "cause", "phrase"),
+    [
+        (None, False, Cause.UNREACHABLE, "no address"),
+        (UnicodeError("label empty or too long"), False, Cause.UNREACHABLE, "not a valid host"),
+        (ConnectionRefusedError(errno.ECONNREFUSED, "refused"), False, Cause.RESET, "refused"),
+        (ConnectionResetError(), True, Cause.PROTOCOL, "the TLS handshake failed: the peer reset"),
+        (ssl.SSLError(1, "alert"), True, Cause.PROTOCOL, "TLS handshake or record failed"),
+    ],
+)
+def test_connect_failures_have_one_translation(
+    exc: BaseException | None, during_tls: bool, cause: Cause, phrase: str
+) -> None:
+    got, why = connect_failure(exc, during_tls=during_tls)
+    assert got is cause
+    assert phrase in why
