@@ -154,18 +154,30 @@ def explain_os_error(exc: BaseException) -> str:
 def hung_or_silent(info: TcpInfo | None, silent_for: float) -> Cause:
     """Tell a hung peer (kernel acks, app mute) from a silent one (nothing acks).
 
-    The peer's kernel acknowledges our heartbeats even when its application is
-    frozen. HUNG needs that evidence: an ACK received during the silence (our
-    pings went out in it) and no retransmission pending. "Nothing outstanding"
-    alone is not evidence: it also holds when we sent nothing. Without TCP_INFO
-    (non-Linux) we cannot tell, and say SILENT.
+    The peer's kernel acknowledges our bytes even when its application is
+    frozen. HUNG needs that evidence: an ACK received during the silence and no
+    retransmission pending. Two ways the kernel shows it:
+
+    - an idle line: our pings went out and were acknowledged (no backoff);
+    - data in flight to a stopped reader: its receive buffer is full, its kernel
+      advertises a zero window and answers our window probes (RFC 9293 3.8.6.1).
+      The probe timer backs off (``backoff`` grows) with nothing unacknowledged
+      (``unacked`` 0, the bytes wait unsent), and each answer is an ACK. An
+      unanswered probe is counted in ``probes``; on loopback the answer can
+      arrive before the kernel counts its probe, so one is still an answered one.
+
+    "Nothing outstanding" alone is not evidence: it also holds when we sent
+    nothing. Without TCP_INFO (non-Linux) we cannot tell, and say SILENT.
     """
     if info is None:
         return Cause.SILENT
     acked_during_silence = info.last_ack_recv_ms / 1000.0 < silent_for
-    if acked_during_silence and info.retransmits == 0 and info.backoff == 0:
+    if not acked_during_silence or info.retransmits != 0:
+        return Cause.SILENT
+    if info.backoff == 0:
         return Cause.HUNG
-    return Cause.SILENT
+    window_probes_answered = info.unacked == 0 and info.probes <= 1
+    return Cause.HUNG if window_probes_answered else Cause.SILENT
 
 
 @dataclass(frozen=True)
