@@ -28,10 +28,10 @@ class Cause(str, enum.Enum):
     EOF = "EOF"  # the peer's side closed without goodbye: process exited or was killed
     RESET = "RESET"  # RST: crash with unread data, rebooted host, abort
     TIMEOUT = "TIMEOUT"  # the kernel gave up (ETIMEDOUT): retransmissions or keepalive exhausted
-    UNREACHABLE = "UNREACHABLE"  # no route to the peer (EHOSTUNREACH, ENETUNREACH, ...)
+    UNREACHABLE = "UNREACHABLE"  # no route (EHOSTUNREACH, ...), or the name does not resolve
     SILENT = "SILENT"  # nothing heard within the deadline, and the peer's kernel is silent too
     HUNG = "HUNG"  # the peer's kernel still acknowledges, its application does not answer
-    PROTOCOL = "PROTOCOL"  # the peer broke the wire protocol
+    PROTOCOL = "PROTOCOL"  # the peer broke the wire protocol, or the TLS handshake failed
     LOCAL = "LOCAL"  # this side closed the connection
 
     def __str__(self) -> str:
