@@ -3,6 +3,7 @@ iteration bounded by the heartbeats and not by a call deadline."""
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import random
 import signal
@@ -13,6 +14,7 @@ from peers import peer
 
 import peerwatch
 from peerwatch import Cause, sync
+from peerwatch.sync.loop import LoopThread
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -124,3 +126,32 @@ def test_iteration_outlives_every_call_deadline_while_heartbeats_flow() -> None:
         got, error = outcomes.get(timeout=10)
     assert error is None, f"iteration ended with {error!r}"
     assert got == [b"late"]
+
+
+def test_a_result_reached_after_the_callers_deadline_is_handed_over_not_dropped() -> None:
+    """The loop thread decides: a task that finished before the cancellation came counts."""
+    runner = LoopThread("test-handover")
+    try:
+
+        async def takes_then_returns() -> str:
+            time.sleep(0.3)  # holds the loop thread past the caller's 0.05 s: the cancel waits
+            return "taken"
+
+        assert runner.run(takes_then_returns(), 0.05) == "taken"
+
+        cancelled: list[bool] = []
+
+        async def waits_forever() -> None:
+            try:
+                await asyncio.get_running_loop().create_future()
+            except asyncio.CancelledError:
+                cancelled.append(True)
+                raise
+
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            runner.run(waits_forever(), 0.05)
+        assert cancelled == [True]  # cancelled on the loop thread before the caller returned
+        assert time.monotonic() - started < 2.0
+    finally:
+        runner.stop()
