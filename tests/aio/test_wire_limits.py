@@ -231,3 +231,49 @@ async def test_a_hello_with_max_message_0_is_refused_with_a_clear_reason(
     goodbyes = await in_thread(server.port, hello(max_message=0))
     assert [g.code for g in goodbyes] == [GoodbyeCode.PROTOCOL_ERROR]
     assert "max_message 0" in goodbyes[0].reason
+
+
+# --- item 6: one connection's flush yields the loop after a bounded pass ---------------
+
+
+async def test_a_flush_of_many_small_messages_yields_the_loop_between_passes() -> None:
+    """A pass wrote up to 1 MiB of small frames (13,000 of 78 bytes) before other work ran."""
+
+    async def discard(conn: peerwatch.Connection) -> None:
+        async for _ in conn:
+            pass
+
+    sink = await peerwatch.serve(discard, "127.0.0.1", 0)
+    try:
+        await flush_in_bounded_passes(sink.port)
+    finally:
+        await sink.shutdown()
+
+
+async def flush_in_bounded_passes(port: int) -> None:
+    conn = await peerwatch.connect("127.0.0.1", port, send_queue=100_000)
+    transport = conn.transport
+    assert transport is not None
+    real_write = transport.write
+    ticks = 0
+    written: dict[int, int] = {}  # loop pass -> bytes written in it, once enqueueing ended
+    recording = False
+
+    def write(data: bytes | bytearray | memoryview) -> None:
+        if recording:
+            written[ticks] = written.get(ticks, 0) + len(data)
+        real_write(data)
+
+    transport.write = write  # type: ignore[method-assign]
+    message = b"m" * 64
+    for _ in range(100_000):  # no await: the outbox fills once the transport pauses
+        await conn.enqueue(message)
+    recording = True
+    while conn._outbox:
+        ticks += 1
+        await asyncio.sleep(0)
+    frame_size = len(encode_data(1, message))
+    assert len(written) > 2
+    assert max(written.values()) // frame_size <= 1024 + 1  # FLUSH_FRAMES, and a ping or so
+    await asyncio.wait_for(conn.drain(), 20)
+    await conn.close()
