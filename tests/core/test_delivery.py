@@ -146,3 +146,26 @@ def test_reassembly_costs_about_the_message_itself() -> None:
         tracemalloc.stop()
     assert message is not None and len(message) == max_message
     assert peak < 2.5 * max_message
+
+
+@given(
+    st.lists(st.tuples(st.booleans(), st.integers(0, 3000)), max_size=60),
+    st.integers(1, 20_000),
+)
+def test_any_chunk_stream_yields_bounded_messages_or_a_protocol_error(
+    chunks: list[tuple[bool, int]], max_message: int
+) -> None:
+    """Whatever the peer cuts, a message never exceeds max_message, nor its parts the bound."""
+    inbound = Inbound(max_message)
+    parts = 0
+    try:
+        for more, size in chunks:
+            message = inbound.on_data(Data(inbound.expected_seq, more, b"p" * size))
+            parts += 1
+            assert inbound.partial <= max_message
+            assert parts <= max_parts(max_message)
+            if message is not None:
+                assert len(message) <= max_message
+                parts = 0
+    except RemoteProtocolError as exc:
+        assert str(exc)
