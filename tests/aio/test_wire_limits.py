@@ -250,7 +250,21 @@ async def test_a_flush_of_many_small_messages_yields_the_loop_between_passes() -
         await sink.shutdown()
 
 
-async def flush_in_bounded_passes(port: int) -> None:
+async def test_close_after_many_queued_messages_yields_the_loop_between_passes() -> None:
+    """close() wrote the whole outbox in one pass before its GOODBYE."""
+
+    async def discard(conn: peerwatch.Connection) -> None:
+        async for _ in conn:
+            pass
+
+    sink = await peerwatch.serve(discard, "127.0.0.1", 0)
+    try:
+        await flush_in_bounded_passes(sink.port, closing=True)
+    finally:
+        await sink.shutdown()
+
+
+async def flush_in_bounded_passes(port: int, *, closing: bool = False) -> None:
     conn = await peerwatch.connect("127.0.0.1", port, send_queue=100_000)
     transport = conn.transport
     assert transport is not None
@@ -269,11 +283,16 @@ async def flush_in_bounded_passes(port: int) -> None:
     for _ in range(100_000):  # no await: the outbox fills once the transport pauses
         await conn.enqueue(message)
     recording = True
+    closed = asyncio.ensure_future(conn.close()) if closing else None
     while conn._outbox:
         ticks += 1
         await asyncio.sleep(0)
     frame_size = len(encode_data(1, message))
     assert len(written) > 2
     assert max(written.values()) // frame_size <= 1024 + 1  # FLUSH_FRAMES, and a ping or so
-    await asyncio.wait_for(conn.drain(), 20)
-    await conn.close()
+    if closed is None:
+        await asyncio.wait_for(conn.drain(), 20)
+        await conn.close()
+    else:
+        verdict = await asyncio.wait_for(closed, 20)
+        assert verdict.cause is Cause.LOCAL

@@ -281,7 +281,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._flush()
             elif not self._flush_scheduled:
                 self._flush_scheduled = True
-                self._loop.call_soon(self._flush)
+                self._loop.call_soon(self._scheduled_flush)
         return Delivery(self, seq)
 
     async def send(self, payload: bytes | bytearray | memoryview) -> None:
@@ -340,8 +340,16 @@ class Connection(asyncio.BufferedProtocol):
 
     async def close(self, reason: str = "") -> Verdict:
         """Say GOODBYE after the queued data, close, and return the verdict (cause LOCAL)."""
+        # the queued data goes first, in budgeted passes: a long outbox must not hold
+        # the loop (the neighbours' heartbeats run in between)
+        while self._outbox and self.verdict is None:
+            # one pass per loop pass: the scheduled one, or ours while writing is paused
+            if (self._write_paused or not self._flush_scheduled) and not self._flush(
+                paused_too=True
+            ):
+                break
+            await asyncio.sleep(0)
         if self.verdict is None:
-            self._flush(everything=True)
             self._send_ack()  # what the application took is delivered: say so before leaving
             self._write(encode_goodbye(GoodbyeCode.NORMAL, reason))
             self._decide(Cause.LOCAL, f"closed by this side: {reason or 'no reason given'}")
@@ -503,7 +511,7 @@ class Connection(asyncio.BufferedProtocol):
         self._write_paused = False
         if self._outbox and not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self._scheduled_flush)
 
     # ------------------------------------------------------------------- timer
 
@@ -641,23 +649,26 @@ class Connection(asyncio.BufferedProtocol):
             transport.write(frame)
             self.bytes_out += len(frame)
 
-    def _flush(self, everything: bool = False) -> None:
-        """Write queued data in chunks while the transport has room."""
-        self._flush_scheduled = False
+    def _flush(self, paused_too: bool = False) -> bool:
+        """Write queued data in chunks while the transport has room, one budgeted pass.
+
+        A pass writes at most ``FLUSH_BUDGET`` bytes and ``FLUSH_FRAMES`` frames,
+        then yields the loop to other connections. ``paused_too`` (close) writes
+        past the transport's high-water mark. Returns False when nothing can be
+        written any more (transport gone or verdict reached).
+        """
         transport = self._transport
         if transport is None or transport.is_closing() or self.verdict is not None:
-            return
+            return False
         outbox = self._outbox
         outbound = self._outbound
         chunk = self._chunk
         budget = FLUSH_BUDGET
         frames_left = FLUSH_FRAMES
-        while outbox and (
-            everything or (budget > 0 and frames_left > 0 and not self._write_paused)
-        ):
+        while outbox and budget > 0 and frames_left > 0 and (paused_too or not self._write_paused):
             parts: list[bytes] = []
             size = 0
-            while outbox and size < chunk and (everything or len(parts) < frames_left):
+            while outbox and size < chunk and len(parts) < frames_left:
                 seq, payload = outbox[0]
                 offset = self._partial_offset
                 if offset == 0 and len(payload) <= chunk:
@@ -683,7 +694,13 @@ class Connection(asyncio.BufferedProtocol):
             frames_left -= len(parts)
         if outbox and not self._write_paused and not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self._scheduled_flush)
+        return True
+
+    def _scheduled_flush(self) -> None:
+        # only this callback clears the flag: at most one pass is pending at a time
+        self._flush_scheduled = False
+        self._flush()
 
     def _pause_reading(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
