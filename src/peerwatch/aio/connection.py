@@ -15,6 +15,7 @@ behind more than about one chunk plus that mark.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import os
@@ -356,7 +357,10 @@ class Connection(asyncio.BufferedProtocol):
             transport = self._transport
             if transport is not None and not transport.is_closing():
                 if transport.can_write_eof():
-                    transport.write_eof()
+                    # a peer that reset meanwhile makes shutdown() fail with ENOTCONN:
+                    # the verdict is ours already, and the transport learns it on its own
+                    with contextlib.suppress(OSError):
+                        transport.write_eof()
                 self._loop.call_later(self._config.close_timeout, self._abort)
         return await self.wait_closed()
 
