@@ -145,15 +145,17 @@ def test_a_tiny_max_frame_is_refused_and_the_neighbour_gets_no_verdict(
     async def scenario() -> None:
         neighbour = await peerwatch.connect("127.0.0.1", peer.port, interval=0.1, timeout=0.6)
         message = b"m" * ((1 << 20) - 100)
-        hostile = hello(max_frame=64) + encode_data(1, message)
-        goodbyes = await in_thread(peer.port, hostile)
-        assert [g.code for g in goodbyes] == [GoodbyeCode.PROTOCOL_ERROR]
-        assert "max_frame 64, below the floor of 4096 bytes" in goodbyes[0].reason
-        for i in range(20):  # 2 s of tight heartbeats: any stall shows as a verdict
+        hostile = asyncio.ensure_future(
+            in_thread(peer.port, hello(max_frame=64) + encode_data(1, message))
+        )
+        for i in range(20):  # 2 s of tight heartbeats meanwhile: a stall shows as a verdict
             await neighbour.send(b"%d" % i)
             assert await asyncio.wait_for(neighbour.recv(), 2) == b"%d" % i
             await asyncio.sleep(0.1)
         assert neighbour.verdict is None
+        goodbyes = await hostile
+        assert [g.code for g in goodbyes] == [GoodbyeCode.PROTOCOL_ERROR]
+        assert "max_frame 64, below the floor of 4096 bytes" in goodbyes[0].reason
         await neighbour.close()
 
     asyncio.run(scenario())
