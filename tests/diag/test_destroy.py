@@ -15,11 +15,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from bad_states import wait_for
 from diag_netns import NetnsHost
+from stuck_programs import Stuck
 
 from peerwatch.assessment import AssessPolicy, Status
 from peerwatch.cli import main
@@ -31,39 +31,7 @@ pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sock_diag is Linux"),
 ]
 
-CLIENT = str(Path(__file__).with_name("blocked_client.py"))
 REDIS_PORT = 6379
-
-
-class Stuck:
-    """A child process blocked in recv on its connection to ``host``."""
-
-    def __init__(self, host: NetnsHost) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, CLIENT, host.addr, str(REDIS_PORT)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        word, port = self.proc.stdout.readline().split()
-        assert word == "connected"
-        self.port = int(port)
-
-    def go(self, how: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(how + "\n")
-        self.proc.stdin.flush()
-
-    def outcome(self, timeout: float) -> str:
-        """The line the child printed when its recv ended (raises on timeout)."""
-        self.proc.wait(timeout=timeout)
-        assert self.proc.stdout is not None
-        return self.proc.stdout.read().strip()
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait(timeout=5)
 
 
 @pytest.fixture
@@ -71,7 +39,7 @@ def two_stuck(netns_host: NetnsHost) -> Iterator[tuple[Stuck, Stuck]]:
     netns_host.start_redis(REDIS_PORT)
     stuck: list[Stuck] = []
     try:
-        stuck = [Stuck(netns_host), Stuck(netns_host)]
+        stuck = [Stuck(netns_host, REDIS_PORT), Stuck(netns_host, REDIS_PORT)]
         netns_host.blackhole()
         for child in stuck:
             child.go("send")
