@@ -8,6 +8,7 @@ in their ``finally``).
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,15 @@ class Stuck:
     def close(self) -> None:
         self.proc.kill()
         self.proc.wait(timeout=5)
+
+
+def end_orphans(addr: str) -> None:
+    """SOCK_DESTROY what killed children left to ``addr`` (FIN_WAIT1 orphans retransmitting
+    to a blackholed host for minutes), so a test leaves no socket behind."""
+    from peerwatch.diag.netlink import destroy_tcp
+    from peerwatch.diag.sockdiag import read_sockets
+
+    for record in read_sockets():
+        if record.remote[0] == addr and record.sockid:
+            with contextlib.suppress(OSError):
+                destroy_tcp(record.family, record.sockid)

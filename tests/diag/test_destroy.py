@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 from bad_states import wait_for
 from diag_netns import NetnsHost
-from stuck_programs import Stuck
+from stuck_programs import Stuck, end_orphans
 
 from peerwatch.assessment import AssessPolicy, Status
 from peerwatch.cli import main
@@ -47,6 +47,7 @@ def two_stuck(netns_host: NetnsHost) -> Iterator[tuple[Stuck, Stuck]]:
     finally:
         for child in stuck:
             child.close()
+        end_orphans(netns_host.addr)
 
 
 #: the policy the commands below use: data unacknowledged for 0.5 s is DEAD

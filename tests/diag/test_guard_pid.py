@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 from diag_netns import NetnsHost
-from stuck_programs import Stuck
+from stuck_programs import Stuck, end_orphans
 
 from peerwatch.assessment import Timer
 from peerwatch.cli import main
@@ -46,6 +46,7 @@ def idle_stuck(netns_host: NetnsHost) -> Iterator[tuple[Stuck, Stuck]]:
     finally:
         for child in stuck:
             child.close()
+        end_orphans(netns_host.addr)
 
 
 def timer_of(addr: str, port: int) -> Timer:

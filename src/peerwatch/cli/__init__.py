@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "serve": "serve",
     "ping": "ping",
     "guard": "guard",
+    "exporter": "exporter",
 }
 
 
