@@ -163,3 +163,22 @@ def test_exporter_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
             main(["exporter", *argv])
         assert exc.value.code == 2, argv
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_owner_cache_rescans_only_for_sockets_it_has_not_seen() -> None:
+    import os
+
+    from peerwatch.exporter.host import OwnerCache
+
+    def inode(sock: socket.socket) -> int:
+        return os.fstat(sock.fileno()).st_ino
+
+    cache = OwnerCache()
+    with socket.socket() as first, socket.socket() as second:
+        owners = cache.lookup({inode(first)})
+        assert [o.pid for o in owners[inode(first)]] == [os.getpid()]
+        assert cache.lookup({inode(first)}) is owners and cache.scans == 1
+        owners = cache.lookup({inode(first), inode(second)})
+        assert cache.scans == 2 and [o.pid for o in owners[inode(second)]] == [os.getpid()]
+        cache.lookup({inode(second)})  # the first one is gone from the dump: forgotten
+        assert cache.scans == 2 and set(cache.owners) == {inode(second)}

@@ -24,7 +24,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from peerwatch.assessment import AssessPolicy, Status
-from peerwatch.exporter.host import read_host
+from peerwatch.exporter.host import OwnerCache, read_host
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -40,12 +40,13 @@ class HostCollector(Collector):
     def __init__(self, top: int = 20, policy: AssessPolicy | None = None) -> None:
         self.top = top
         self.policy = policy
+        self.owners = OwnerCache()
 
     def collect(self) -> Iterator[Metric]:
         started = time.perf_counter()
         up = GaugeMetricFamily(PREFIX + "up", "1 when sock_diag could be read in this scrape")
         try:
-            reading = read_host(self.policy)
+            reading = read_host(self.policy, self.owners)
         except OSError:
             up.add_metric([], 0)
             yield up
