@@ -15,6 +15,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,22 +38,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _popen(*argv: str, **kwargs: object) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+
 class PrometheusServer:
     def __init__(self, proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
         self.proc, self.url, self.log = proc, url, log
 
     @classmethod
-    def start(cls, tmp: Path, target: str, timeout: float = 30.0) -> PrometheusServer:
+    def start(
+        cls,
+        tmp: Path,
+        target: str,
+        address: str | None = None,
+        spawn: Callable[..., subprocess.Popen[bytes]] | None = None,
+        timeout: float = 30.0,
+    ) -> PrometheusServer:
+        """Prometheus on ``address`` (a free loopback port by default), started by ``spawn``
+        (``NetnsHost.spawn`` runs it in a namespace), scraping ``target`` every second."""
         binary = shutil.which("prometheus")
         if binary is None:
             pytest.skip("prometheus is not installed (tools/system-deps.sh installs it)")
         (tmp / "prometheus.yml").write_text(CONFIG.format(target=target))
-        address = f"127.0.0.1:{free_port()}"
+        address = address or f"127.0.0.1:{free_port()}"
         log = tmp / "prometheus.log"
         with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [binary, f"--config.file={tmp / 'prometheus.yml'}",
-                 f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address={address}"],
+            proc = (spawn or _popen)(
+                binary, f"--config.file={tmp / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address={address}",
                 stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         server = cls(proc, f"http://{address}", log)
