@@ -74,6 +74,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--problems) via sock_diag SOCK_DESTROY, as ss -K; a dry run unless --yes",
     )
     remedy.add_argument("--yes", action="store_true", help="with --destroy: really end them")
+    remedy.add_argument(
+        "--idle-limit",
+        type=_idle_limit,
+        metavar="S",
+        help="audit: flag connections a middlebox dropping flows idle for S seconds would break "
+        "(keepalive too late or off, user timeout too short), each with its fix",
+    )
     policy = parser.add_argument_group("verdict thresholds (seconds)")
     policy.add_argument("--suspect-after", type=float, default=1.0, metavar="S")
     policy.add_argument("--dead-after", type=float, default=10.0, metavar="S")
@@ -111,6 +118,19 @@ def _positive(text: str) -> float:
     return value
 
 
+def _idle_limit(text: str) -> float:
+    """At least 2 s: keepalive timers count whole seconds, so nothing can probe sooner."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 2:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 2: {text!r}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     from peerwatch.assessment import AssessPolicy, Status
     from peerwatch.diag.view import Filters
@@ -118,6 +138,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.yes and not args.destroy:
         print("peerwatch inspect: --yes only confirms --destroy", file=sys.stderr)
+        return 2
+    if args.destroy and args.idle_limit is not None:
+        print("peerwatch inspect: --destroy and --idle-limit are separate runs", file=sys.stderr)
         return 2
     if args.destroy and args.watch:
         print(
@@ -156,6 +179,10 @@ def run(args: argparse.Namespace) -> int:
             from peerwatch.cli.inspect_destroy import run_destroy
 
             return run_destroy(filters, policy, args)
+        if args.idle_limit is not None:
+            from peerwatch.cli.inspect_budget import run_budget
+
+            return run_budget(filters, policy, args)
         if args.json:
             return _print_json(filters, policy, args)
         return _print_table(filters, policy, args)
