@@ -44,7 +44,7 @@ def run_destroy(filters: Filters, policy: AssessPolicy, args: argparse.Namespace
     _report(outcomes, args.json)
     if not args.json:
         ended = sum(o.ended for o in outcomes)
-        print(f"ended {_count(ended)} of {len(outcomes)}")
+        print(f"ended {ended} of {_count(len(outcomes))}")
     return 0
 
 
