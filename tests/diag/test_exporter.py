@@ -180,7 +180,13 @@ def test_real_prometheus_scrapes_the_dead_connections(
 def test_exporter_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     from peerwatch.cli import main
 
-    for argv in (["--port", "70000"], ["--port", "-1"], ["--top", "0"], ["--dead-after", "x"]):
+    for argv in (
+        ["--port", "70000"],
+        ["--port", "-1"],
+        ["--top", "0"],
+        ["--dead-after", "x"],
+        ["--host", "nosuch.invalid"],
+    ):
         with pytest.raises(SystemExit) as exc:
             main(["exporter", *argv])
         assert exc.value.code == 2, argv

@@ -13,9 +13,8 @@ import sys
 import time
 
 from peerwatch.assessment import AssessPolicy
-from peerwatch.diag.destroy import DestroyOutcome, destroy_rows, destroy_targets
+from peerwatch.diag.destroy import DestroyOutcome, DestroyStopped, destroy_rows, destroy_targets
 from peerwatch.diag.view import Filters, Row, snapshot
-from peerwatch.errors import RemedyRefused
 
 __all__ = ["run_destroy"]
 
@@ -38,7 +37,8 @@ def run_destroy(filters: Filters, policy: AssessPolicy, args: argparse.Namespace
         return 0
     try:
         outcomes = destroy_rows(targets)
-    except RemedyRefused as exc:
+    except DestroyStopped as exc:
+        _report(exc.outcomes, args.json)  # what was ended before the refusal
         print(f"peerwatch inspect: {exc}", file=sys.stderr)
         return 1
     _report(outcomes, args.json)

@@ -23,7 +23,7 @@ from peerwatch.diag.netlink import destroy_tcp
 from peerwatch.diag.view import Row
 from peerwatch.errors import RemedyRefused
 
-__all__ = ["DestroyOutcome", "destroy_rows", "destroy_targets"]
+__all__ = ["DestroyOutcome", "DestroyStopped", "destroy_rows", "destroy_targets"]
 
 #: The socket went away (or was replaced) between the dump and the request: nothing to end.
 _GONE = frozenset({errno.ENOENT, errno.ESTALE})
@@ -54,11 +54,20 @@ def destroy_targets(rows: Iterable[Row], *, verdicts_chosen: bool) -> list[Row]:
     ]
 
 
+class DestroyStopped(RemedyRefused):
+    """The kernel refused one socket; ``outcomes`` are those handled before it."""
+
+    def __init__(self, reason: str, outcomes: list[DestroyOutcome]) -> None:
+        super().__init__(reason)
+        self.outcomes = outcomes
+
+
 def destroy_rows(rows: Iterable[Row]) -> list[DestroyOutcome]:
-    """Abort each row's socket. Raises ``RemedyRefused`` at the first refusal of the kernel.
+    """Abort each row's socket. Raises ``DestroyStopped`` at the first refusal of the kernel.
 
     A refusal for lack of privilege or kernel support applies to every socket
-    alike, so it comes at the first one, before anything was changed.
+    alike, so it comes at the first one, before anything was changed; any other
+    refusal stops there too, and the exception carries what was already ended.
     """
     outcomes: list[DestroyOutcome] = []
     for row in rows:
@@ -68,7 +77,7 @@ def destroy_rows(rows: Iterable[Row]) -> list[DestroyOutcome]:
             if exc.errno in _GONE:
                 outcomes.append(DestroyOutcome(row, False, "already gone"))
                 continue
-            raise RemedyRefused(_refusal(exc)) from exc
+            raise DestroyStopped(_refusal(exc), outcomes) from exc
         outcomes.append(DestroyOutcome(row, True, "ended"))
     return outcomes
 
