@@ -142,6 +142,7 @@ def measure(pairs: int, scrapes: int) -> dict[str, Any]:
         split = split_one_reading()
     share = per_scrape / SCRAPE_INTERVAL * 100
     return {
+        "load_average": os.getloadavg()[0],  # the shared machine's load over the last minute
         "sockets": 2 * pairs,
         "scrapes": scrapes,
         "cpu_per_scrape_s": per_scrape,
@@ -183,6 +184,10 @@ def exporter_section(result: dict[str, Any]) -> list[str]:
         "| exporter / `ss -tinpoe`"
         f" | {result['cpu_per_scrape_s'] / result['ss_tinpoe_cpu_s']:.2f}x |",
         f"| series in one scrape (bounded by --top) | {result['series']} |",
+        "",
+        f"Machine load average (1 min) at the end: {result.get('load_average', float('nan')):.1f}"
+        " on 2 cores: CPU times grow with it (caches, hyperthreads), so compare the ratio"
+        " to `ss`, measured under the same load.",
         "",
         f"One reading in-process: sock_diag dump {split['dump_s'] * 1000:.0f} ms,"
         f" owners from /proc {split['owners_s'] * 1000:.0f} ms,"

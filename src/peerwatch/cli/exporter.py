@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)  # process_cpu_seconds_total: the exporter's own cost
     policy = AssessPolicy(dead_after=args.dead_after, close_wait_after=args.close_wait_after)
-    registry.register(HostCollector(top=args.top, policy=policy))
+    collector = HostCollector(top=args.top, policy=policy)
+    registry.register(collector)
     try:
         server, _ = start_http_server(args.port, addr=args.host, registry=registry)
     except OSError as exc:  # address in use, not an address of this host, unresolvable
@@ -112,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     host, port = server.server_address[:2]
+    collector.scrape_port = port
     host = host.decode() if isinstance(host, bytes) else host
     shown = f"[{host}]" if ":" in host else host
     print(f"peerwatch exporter: metrics on http://{shown}:{port}/metrics", flush=True)

@@ -37,16 +37,19 @@ PREFIX = "peerwatch_host_"
 class HostCollector(Collector):
     """Reads the host at every scrape; ``top`` bounds the per-peer label groups."""
 
-    def __init__(self, top: int = 20, policy: AssessPolicy | None = None) -> None:
+    def __init__(
+        self, top: int = 20, policy: AssessPolicy | None = None, scrape_port: int | None = None
+    ) -> None:
         self.top = top
         self.policy = policy
         self.owners = OwnerCache()
+        self.scrape_port = scrape_port  # set once the server listens (see read_host)
 
     def collect(self) -> Iterator[Metric]:
         started = time.perf_counter()
         up = GaugeMetricFamily(PREFIX + "up", "1 when sock_diag could be read in this scrape")
         try:
-            reading = read_host(self.policy, self.owners)
+            reading = read_host(self.policy, self.owners, self.scrape_port)
         except OSError:
             up.add_metric([], 0)
             yield up

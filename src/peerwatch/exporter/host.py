@@ -65,15 +65,29 @@ class OwnerCache:
         return self.owners
 
 
-def read_host(policy: AssessPolicy | None = None, owners: OwnerCache | None = None) -> HostReading:
+def read_host(
+    policy: AssessPolicy | None = None,
+    owners: OwnerCache | None = None,
+    scrape_port: int | None = None,
+) -> HostReading:
     """Dump, judge and count every TCP socket of this network namespace.
 
-    Raises ``OSError`` when sock_diag is refused.
+    ``scrape_port`` is the exporter's own port: the scrape's connection is new at
+    every scrape (the HTTP server closes it after each answer), so it must not
+    make the owner cache rescan /proc each time; it is counted like any other,
+    its owner named only if the cache already knows it. Raises ``OSError``
+    when sock_diag is refused.
     """
     reading = HostReading()
     policy = policy or AssessPolicy()
     records = read_sockets()
-    inodes = {r.inode for r in records if r.inode and r.state not in DEFAULT_HIDDEN}
+    inodes = {
+        r.inode
+        for r in records
+        if r.inode
+        and r.state not in DEFAULT_HIDDEN
+        and scrape_port not in (r.local[1], r.remote[1])
+    }
     by_inode = (owners or OwnerCache()).lookup(inodes)
     listening_ports = {r.local[1] for r in records if r.state is TcpState.LISTEN}
     for record in records:
