@@ -69,8 +69,10 @@ def test_guarded_program_fails_within_its_new_bound(
     target, bystander = idle_stuck
     assert timer_of(netns_host.addr, target.port) is Timer.NONE  # no keepalive: unprotected
 
-    # a filter that selects none of its sockets changes nothing
+    # a filter that selects none of its sockets changes nothing, nor does a dry run
     assert guard_json(capsys, "--pid", str(target.pid), "--port", "1") == []
+    (listed,) = guard_json(capsys, "--pid", str(target.pid), "--dry-run")
+    assert listed["guard"] is None and listed["remote"] == f"{netns_host.addr}:{REDIS_PORT}"
     assert timer_of(netns_host.addr, target.port) is Timer.NONE
 
     started = time.monotonic()
