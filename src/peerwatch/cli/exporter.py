@@ -22,6 +22,8 @@ DEFAULT_PORT = 9465
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from peerwatch.cli import ops_args
+
     parser = subparsers.add_parser(
         "exporter",
         help="serve this host's connection verdicts as Prometheus metrics",
@@ -29,59 +31,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--host", type=_host, default="127.0.0.1", help="address to listen on (127.0.0.1)"
+        "--host", type=ops_args.host, default="127.0.0.1", help="address to listen on (127.0.0.1)"
     )
     parser.add_argument(
         "--port",
-        type=_port,
+        type=ops_args.port,
         default=DEFAULT_PORT,
         help=f"port to listen on, 0 for any free one ({DEFAULT_PORT})",
     )
     parser.add_argument(
         "--top",
-        type=_top,
+        type=ops_args.whole_number(1, 1000),
         default=20,
         metavar="K",
         help="label the K worst process/peer/port groups, the rest as 'other' (20)",
     )
     policy = parser.add_argument_group("verdict thresholds (seconds), as for inspect")
-    policy.add_argument("--dead-after", type=_seconds, default=10.0, metavar="S")
-    policy.add_argument("--close-wait-after", type=_seconds, default=60.0, metavar="S")
+    policy.add_argument("--dead-after", type=ops_args.seconds(), default=10.0, metavar="S")
+    policy.add_argument("--close-wait-after", type=ops_args.seconds(), default=60.0, metavar="S")
     parser.set_defaults(func=run)
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"not a port (0-65535): {text!r}")
-    return int(text)
-
-
-def _host(text: str) -> str:
-    import socket
-
-    try:
-        socket.getaddrinfo(text, None, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        raise argparse.ArgumentTypeError(f"cannot resolve {text!r}") from None
-    return text
-
-
-def _top(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 1000:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 1000: {text!r}")
-    return int(text)
-
-
-def _seconds(text: str) -> float:
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0: {text!r}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

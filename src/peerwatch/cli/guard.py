@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from peerwatch.cli import ops_args
     from peerwatch.cli.inspect import _address, _state
 
     parser = subparsers.add_parser(
@@ -31,16 +32,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--pid", type=_pid, required=True, help="the process to protect")
+    parser.add_argument("--pid", type=ops_args.pid, required=True, help="the process to protect")
     parser.add_argument(
         "--timeout",
-        type=_seconds,
+        type=ops_args.seconds(0, inclusive=False),
         default=10.0,
         metavar="S",
         help="a dead peer is noticed within about S seconds, idle or busy (10)",
     )
     parser.add_argument(
-        "--probes", type=_probes, default=3, help="keepalive probes before giving up (3)"
+        "--probes",
+        type=ops_args.whole_number(1),
+        default=3,
+        help="keepalive probes before giving up (3)",
     )
     parser.add_argument(
         "--state",
@@ -50,7 +54,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="only sockets in this TCP state (ESTABLISHED, LISTEN, ...); repeatable",
     )
     parser.add_argument(
-        "--port", action="append", type=_port, default=[], help="local or remote port; repeatable"
+        "--port",
+        action="append",
+        type=ops_args.port,
+        default=[],
+        help="local or remote port; repeatable",
     )
     parser.add_argument(
         "--addr", action="append", type=_address, default=[], help="local or remote IP address"
@@ -58,36 +66,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--dry-run", action="store_true", help="list the sockets, change nothing")
     parser.add_argument("--json", action="store_true", help="one JSON object per socket per line")
     parser.set_defaults(func=run)
-
-
-def _pid(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"not a process id: {text!r}")
-    return int(text)
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"not a port (0-65535): {text!r}")
-    return int(text)
-
-
-def _probes(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1: {text!r}")
-    return int(text)
-
-
-def _seconds(text: str) -> float:
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

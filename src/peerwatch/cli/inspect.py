@@ -66,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--interval", type=_positive, default=1.0, help="seconds between refreshes (1)"
     )
     parser.add_argument("--count", type=int, default=None, help="with --watch: stop after N")
+    from peerwatch.cli import ops_args
+
     remedy = parser.add_argument_group("remedies")
     remedy.add_argument(
         "--destroy",
@@ -76,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     remedy.add_argument("--yes", action="store_true", help="with --destroy: really end them")
     remedy.add_argument(
         "--idle-limit",
-        type=_idle_limit,
+        type=ops_args.seconds(2),  # keepalive counts whole seconds: nothing probes sooner
         metavar="S",
         help="audit: flag connections a middlebox dropping flows idle for S seconds would break "
         "(keepalive too late or off, user timeout too short), each with its fix",
@@ -115,19 +117,6 @@ def _positive(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError("must be > 0")
-    return value
-
-
-def _idle_limit(text: str) -> float:
-    """At least 2 s: keepalive timers count whole seconds, so nothing can probe sooner."""
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value < 2:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 2: {text!r}")
     return value
 
 
