@@ -210,3 +210,22 @@ def test_owner_cache_rescans_only_for_sockets_it_has_not_seen() -> None:
         assert cache.scans == 2 and [o.pid for o in owners[inode(second)]] == [os.getpid()]
         cache.lookup({inode(second)})  # the first one is gone from the dump: forgotten
         assert cache.scans == 2 and set(cache.owners) == {inode(second)}
+
+
+def test_service_port_ignores_a_listener_on_the_same_port_of_another_address() -> None:
+    """A client's ephemeral port may equal a port someone listens on elsewhere on the host;
+    the connection is still outbound and grouped by the port it connects to."""
+    addr = private_loopback()
+    with socket.create_server((addr, 0)) as server_side:
+        port = server_side.getsockname()[1]
+        with socket.create_connection((addr, port), timeout=5) as client:
+            accepted, _ = server_side.accept()
+            with accepted:
+                host, ephemeral = client.getsockname()[:2]
+                other = "127.0.0.2" if host != "127.0.0.2" else "127.0.0.3"
+                with socket.create_server((other, ephemeral)):  # same number, other address
+                    samples = scrape()
+    # the client's end and the accepted end, both grouped under the server's port
+    assert peer_count(samples, addr, port, "ALIVE") == 1
+    assert peer_count(samples, host, port, "ALIVE") == 1
+    assert peer_count(samples, addr, ephemeral, "ALIVE") == 0

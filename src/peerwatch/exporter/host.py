@@ -89,7 +89,7 @@ def read_host(
         and scrape_port not in (r.local[1], r.remote[1])
     }
     by_inode = (owners or OwnerCache()).lookup(inodes)
-    listening_ports = {r.local[1] for r in records if r.state is TcpState.LISTEN}
+    listening = {r.local for r in records if r.state is TcpState.LISTEN}
     for record in records:
         reading.sockets[record.state] += 1
         if record.state in DEFAULT_HIDDEN:
@@ -102,11 +102,21 @@ def read_host(
         if verdict.status is not Status.ALIVE and verdict.cause in HUNG_CAUSES:
             reading.hung += 1
         # the service port: ours if we listen on it (an inbound connection), else the peer's
-        local_port, (peer, remote_port) = record.local[1], record.remote
-        port = local_port if local_port in listening_ports else remote_port
+        peer, remote_port = record.remote
+        port = record.local[1] if _accepted(record.local, listening) else remote_port
         process = _process(by_inode.get(record.inode, ()) if record.inode else ())
         reading.groups.add((process, peer, str(port)), verdict.status)
     return reading
+
+
+#: a listener bound to every address of its family accepts on any local address
+_WILDCARDS = ("0.0.0.0", "::")
+
+
+def _accepted(local: tuple[str, int], listening: set[tuple[str, int]]) -> bool:
+    """Whether a connection with this local end came in through one of our listeners."""
+    port = local[1]
+    return local in listening or any((w, port) in listening for w in _WILDCARDS)
 
 
 def _process(owners: list[Owner] | tuple[()]) -> str:
