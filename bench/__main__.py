@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def runners() -> dict[str, Callable[..., dict[str, Any]]]:
     from bench.accept import run_accept
     from bench.detection import run_detection
+    from bench.exporter import run_exporter
     from bench.idle import run_idle
     from bench.throughput import run_throughput
 
@@ -39,6 +40,7 @@ def runners() -> dict[str, Callable[..., dict[str, Any]]]:
         "idle": run_idle,
         "detection": run_detection,
         "accept": run_accept,
+        "exporter": run_exporter,
     }
 
 

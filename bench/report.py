@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import targets
+from bench.exporter import exporter_section
 from bench.targets import Check
 
 TITLES = {
@@ -17,6 +18,7 @@ TITLES = {
     "idle": "Idle connections",
     "detection": "Detection precision",
     "accept": "Accept scaling",
+    "exporter": "Exporter cost",
 }
 
 
@@ -185,6 +187,7 @@ SECTIONS = {
     "idle": idle_section,
     "detection": detection_section,
     "accept": accept_section,
+    "exporter": exporter_section,
 }
 
 
@@ -193,6 +196,7 @@ CHECKS = {
     "idle": targets.idle_checks,
     "detection": targets.detection_checks,
     "accept": targets.accept_checks,
+    "exporter": targets.exporter_checks,
 }
 
 ANALYSIS = Path(__file__).resolve().parent / "analysis.md"

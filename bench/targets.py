@@ -162,3 +162,15 @@ def accept_checks(result: dict[str, Any]) -> list[Check]:
                 )
             )
     return checks
+
+
+def exporter_checks(result: dict[str, Any]) -> list[Check]:
+    return [
+        Check(
+            f"exporter CPU at {result['sockets']:,} sockets, scraped every 15 s",
+            result.get("core_share_percent"),
+            1.0,
+            higher_is_better=False,
+            unit=" % of a core",
+        )
+    ]

@@ -9,8 +9,10 @@ One root, two kinds of trouble, mirroring trio's Closed/Broken split::
      │    └── RemoteProtocolError  the peer sent something the protocol forbids
      │         └── MessageTooBig   a message over our max_message (GOODBYE MESSAGE_TOO_BIG)
      ├── ConnectionClosed     this side closed the connection (your code did it)
-     └── PeerDead             the outside world ended it: carries the Verdict
-          └── HandshakeFailed the peer never completed HELLO within the handshake timeout
+     ├── PeerDead             the outside world ended it: carries the Verdict
+     │    └── HandshakeFailed the peer never completed HELLO within the handshake timeout
+     └── RemedyRefused        the kernel or our privileges forbid acting on another
+                              process's socket (SOCK_DESTROY, pidfd_getfd)
 
 ``PeerDead.verdict`` says why (cause), since when, and what was not delivered.
 """
@@ -65,3 +67,11 @@ class PeerDead(PeerwatchError):
 
 class HandshakeFailed(PeerDead):
     """No valid HELLO from the peer within the handshake timeout."""
+
+
+class RemedyRefused(PeerwatchError):
+    """A host-wide remedy the kernel or this process's privileges do not allow; says which.
+
+    Raised before anything was changed, or at the first socket the kernel refused,
+    never after a partial change that goes unreported.
+    """

@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "inspect": "inspect",
     "serve": "serve",
     "ping": "ping",
+    "guard": "guard",
+    "exporter": "exporter",
 }
 
 

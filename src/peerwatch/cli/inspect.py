@@ -66,6 +66,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--interval", type=_positive, default=1.0, help="seconds between refreshes (1)"
     )
     parser.add_argument("--count", type=int, default=None, help="with --watch: stop after N")
+    from peerwatch.cli import ops_args
+
+    remedy = parser.add_argument_group("remedies")
+    remedy.add_argument(
+        "--destroy",
+        action="store_true",
+        help="end the selected connections judged DEAD (all selected ones with --verdict or "
+        "--problems) via sock_diag SOCK_DESTROY, as ss -K; a dry run unless --yes",
+    )
+    remedy.add_argument("--yes", action="store_true", help="with --destroy: really end them")
+    remedy.add_argument(
+        "--idle-limit",
+        type=ops_args.seconds(2),  # keepalive counts whole seconds: nothing probes sooner
+        metavar="S",
+        help="audit: flag connections a middlebox dropping flows idle for S seconds would break "
+        "(keepalive too late or off, user timeout too short), each with its fix",
+    )
     policy = parser.add_argument_group("verdict thresholds (seconds)")
     policy.add_argument("--suspect-after", type=float, default=1.0, metavar="S")
     policy.add_argument("--dead-after", type=float, default=10.0, metavar="S")
@@ -108,6 +125,18 @@ def run(args: argparse.Namespace) -> int:
     from peerwatch.diag.view import Filters
     from peerwatch.errors import ConfigError
 
+    if args.yes and not args.destroy:
+        print("peerwatch inspect: --yes only confirms --destroy", file=sys.stderr)
+        return 2
+    if args.destroy and args.idle_limit is not None:
+        print("peerwatch inspect: --destroy and --idle-limit are separate runs", file=sys.stderr)
+        return 2
+    if args.destroy and args.watch:
+        print(
+            "peerwatch inspect: --destroy acts once; it cannot be combined with --watch",
+            file=sys.stderr,
+        )
+        return 2
     statuses = {Status(v) for v in args.verdict}
     if args.problems:
         statuses |= {Status.SUSPECT, Status.DEAD}
@@ -135,6 +164,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"peerwatch inspect: {exc}", file=sys.stderr)
         return 2
     try:
+        if args.destroy:
+            from peerwatch.cli.inspect_destroy import run_destroy
+
+            return run_destroy(filters, policy, args)
+        if args.idle_limit is not None:
+            from peerwatch.cli.inspect_budget import run_budget
+
+            return run_budget(filters, policy, args)
         if args.json:
             return _print_json(filters, policy, args)
         return _print_table(filters, policy, args)

@@ -18,7 +18,15 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["INET_DIAG_CONG", "INET_DIAG_INFO", "INET_DIAG_SHUTDOWN", "DiagMessage", "dump_tcp"]
+__all__ = [
+    "INET_DIAG_CONG",
+    "INET_DIAG_INFO",
+    "INET_DIAG_SHUTDOWN",
+    "SOCKID_SIZE",
+    "DiagMessage",
+    "destroy_tcp",
+    "dump_tcp",
+]
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -37,6 +45,8 @@ _REQ = struct.Struct("=BBBxI48x")
 # family, state, timer, retrans, sport, dport (big-endian), src[16], dst[16], if, cookie[8],
 # expires, rqueue, wqueue, uid, inode
 _MSG = struct.Struct("=BBBB2s2s16s16sI8sIIIII")
+_SOCKID_OFFSET = 4  # after family, state, timer, retrans
+SOCKID_SIZE = 48
 _RTA = struct.Struct("=HH")  # len, type
 _RECV_BUFSIZE = 1 << 20
 _TIMEOUT = 10.0
@@ -58,6 +68,9 @@ class DiagMessage:
     uid: int
     inode: int
     attrs: dict[int, bytes]
+    #: the raw ``inet_diag_sockid`` (ports, addresses, interface, cookie): names exactly this
+    #: socket in a later request (``peerwatch.diag.destroy``), never a newer one on the same ports
+    sockid: bytes = b""
 
 
 def dump_tcp(family: int, states: int, extensions: int) -> Iterator[DiagMessage]:
@@ -121,6 +134,7 @@ def _message(data: bytes, start: int, end: int) -> DiagMessage:
         uid=uid,
         inode=inode,
         attrs=attrs,
+        sockid=data[start + _SOCKID_OFFSET : start + _SOCKID_OFFSET + SOCKID_SIZE],
     )
 
 
@@ -132,3 +146,38 @@ def _strerror(err: int) -> str:
     import os
 
     return os.strerror(err)
+
+
+SOCK_DESTROY = 21
+NLM_F_ACK = 0x4
+
+
+def destroy_tcp(family: int, sockid: bytes) -> None:
+    """Ask the kernel to abort the TCP socket named by ``sockid`` (``SOCK_DESTROY``, as ``ss -K``).
+
+    ``sockid`` is the ``inet_diag_sockid`` a dump returned, cookie included, so
+    the kernel ends that very socket or none (``ESTALE`` / ``ENOENT`` when it is
+    gone or was replaced). The holder's pending and next calls fail with
+    ``ECONNABORTED``. Raises ``OSError`` with the kernel's errno: ``EPERM``
+    without CAP_NET_ADMIN, ``EOPNOTSUPP`` without CONFIG_INET_DIAG_DESTROY.
+    """
+    if len(sockid) != SOCKID_SIZE:
+        raise ValueError(f"inet_diag_sockid is {SOCKID_SIZE} bytes, got {len(sockid)}")
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as nl:
+        nl.settimeout(_TIMEOUT)
+        nl.bind((0, 0))
+        states = (1 << 13) - 1  # any state: the sockid alone selects the socket
+        payload = _REQ.pack(family, socket.IPPROTO_TCP, 0, states)[:-SOCKID_SIZE] + sockid
+        header = _NLMSGHDR.pack(
+            _NLMSGHDR.size + len(payload), SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK, 1, 0
+        )
+        nl.send(header + payload)
+        data = nl.recv(_RECV_BUFSIZE)
+        if len(data) < _NLMSGHDR.size + 4:
+            raise OSError("malformed netlink answer to SOCK_DESTROY")
+        _, kind, _, _, _ = _NLMSGHDR.unpack_from(data, 0)
+        if kind != NLMSG_ERROR:
+            raise OSError(f"unexpected netlink answer type {kind} to SOCK_DESTROY")
+        (code,) = struct.unpack_from("=i", data, _NLMSGHDR.size)
+        if code:
+            raise OSError(-code, f"SOCK_DESTROY: {_strerror(-code)}")

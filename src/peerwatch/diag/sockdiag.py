@@ -53,6 +53,7 @@ class SockRecord:
     tcp_info_raw: bytes | None = None  # struct tcp_info as the kernel sent it
     shutdown: int | None = None  # bit 0: peer closed its side (FIN in), bit 1: ours (FIN out)
     congestion: str | None = None
+    sockid: bytes = b""  # the kernel's inet_diag_sockid, cookie included (for SOCK_DESTROY)
 
     @functools.cached_property
     def info(self) -> TcpInfo | None:
@@ -145,6 +146,7 @@ def _record(msg: DiagMessage) -> SockRecord:
         tcp_info_raw=msg.attrs.get(INET_DIAG_INFO),
         shutdown=shutdown[0] if shutdown else None,
         congestion=congestion.rstrip(b"\0").decode("ascii", "replace") if congestion else None,
+        sockid=msg.sockid,
     )
 
 

@@ -1,0 +1,132 @@
+"""``peerwatch guard --pid``: a running program's unprotected connection, protected from outside.
+
+A child process holds an idle connection (no keepalive, no user timeout) to a
+Redis server in a network namespace and is blocked in recv, as a driver
+waiting for a reply. The host is blackholed: left alone, the program would
+wait forever. ``guard --pid`` sets keepalive and TCP_USER_TIMEOUT on its socket
+through pidfd_getfd, and the program's recv fails with ETIMEDOUT within the
+bound guard reported. Filters are honoured, and without ptrace access the
+command refuses and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from diag_netns import NetnsHost
+from stuck_programs import Stuck, end_orphans
+
+from peerwatch.assessment import Timer
+from peerwatch.cli import main
+from peerwatch.diag.view import Filters, snapshot
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pidfd is Linux"),
+]
+
+REDIS_PORT = 6379
+
+
+@pytest.fixture
+def idle_stuck(netns_host: NetnsHost) -> Iterator[tuple[Stuck, Stuck]]:
+    netns_host.start_redis(REDIS_PORT)
+    stuck: list[Stuck] = []
+    try:
+        stuck = [Stuck(netns_host, REDIS_PORT), Stuck(netns_host, REDIS_PORT)]
+        netns_host.blackhole()
+        for child in stuck:
+            child.go("idle")
+        yield stuck[0], stuck[1]
+    finally:
+        for child in stuck:
+            child.close()
+        end_orphans(netns_host.addr)
+
+
+def timer_of(addr: str, port: int) -> Timer:
+    (row,) = [
+        r for r in snapshot(Filters(addresses=frozenset({addr}))) if r.record.local[1] == port
+    ]
+    return row.record.timer
+
+
+def guard_json(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict[str, object]]:
+    assert main(["guard", "--json", *argv]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_guarded_program_fails_within_its_new_bound(
+    netns_host: NetnsHost,
+    idle_stuck: tuple[Stuck, Stuck],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    target, bystander = idle_stuck
+    assert timer_of(netns_host.addr, target.port) is Timer.NONE  # no keepalive: unprotected
+
+    # a filter that selects none of its sockets changes nothing, nor does a dry run
+    assert guard_json(capsys, "--pid", str(target.pid), "--port", "1") == []
+    (listed,) = guard_json(capsys, "--pid", str(target.pid), "--dry-run")
+    assert listed["guard"] is None and listed["remote"] == f"{netns_host.addr}:{REDIS_PORT}"
+    assert timer_of(netns_host.addr, target.port) is Timer.NONE
+
+    started = time.monotonic()
+    (guarded,) = guard_json(capsys, "--pid", str(target.pid), "--timeout", "3")
+    assert guarded["pid"] == target.pid and guarded["state"] == "ESTABLISHED"
+    assert guarded["local"] == f"{netns_host.local_addr}:{target.port}"
+    result = guarded["guard"]
+    assert isinstance(result, dict)
+    assert set(result["options"].values()) == {"set"}
+    idle_bound = result["idle_bound"]
+    assert isinstance(idle_bound, float) and 2 <= idle_bound <= 3
+    assert timer_of(netns_host.addr, target.port) is Timer.KEEPALIVE
+
+    # counted from the last segment heard (before the guard), so at most the bound from now
+    assert target.outcome(timeout=idle_bound + 2) == "error ETIMEDOUT"
+    elapsed = time.monotonic() - started
+    assert elapsed <= idle_bound + 1.0, elapsed
+    # the other program was not guarded: still blocked, its socket still without keepalive
+    assert bystander.proc.poll() is None
+    assert timer_of(netns_host.addr, bystander.port) is Timer.NONE
+
+
+def test_guard_without_ptrace_access_is_refused(
+    netns_host: NetnsHost, idle_stuck: tuple[Stuck, Stuck]
+) -> None:
+    target, _ = idle_stuck
+    result = subprocess.run(
+        ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+         sys.executable, "-m", "peerwatch", "guard", "--pid", str(target.pid)],
+        check=False, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 1, result
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
+        f"peerwatch guard: not allowed to see the descriptors of process {target.pid}"
+    )
+    assert "ptrace" in line
+    assert timer_of(netns_host.addr, target.port) is Timer.NONE
+
+
+def test_guard_usage_errors_and_missing_process(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (
+        ["--pid", "x"],
+        ["--pid", "0"],
+        ["--pid", "1", "--timeout", "-1"],
+        ["--pid", "1", "--timeout", "nan"],
+        ["--pid", "1", "--port", "70000"],
+        ["--pid", "1", "--probes", "0"],
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main(["guard", *argv])
+        assert exc.value.code == 2, argv
+    capsys.readouterr()
+    with subprocess.Popen([sys.executable, "-c", "pass"]) as gone:
+        gone.wait()
+    assert main(["guard", "--pid", str(gone.pid)]) == 1
+    assert capsys.readouterr().err == f"peerwatch guard: no process with pid {gone.pid}\n"
