@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any, Literal, cast
 
 from peerwatch.aio.timers import timer_queue
+from peerwatch.core.budget import MemoryBudget
 from peerwatch.core.config import Config
 from peerwatch.core.decoder import Decoder
 from peerwatch.core.delivery import UNUSED, Inbound, Outbound
@@ -123,7 +124,9 @@ class Connection(asyncio.BufferedProtocol):
         "_ack_scheduled",
         "_ack_waiters",
         "_acked_sent",
+        "_budget",
         "_callbacks",
+        "_charged",
         "_chunk",
         "_closed",
         "_config",
@@ -165,8 +168,12 @@ class Connection(asyncio.BufferedProtocol):
         loop: asyncio.AbstractEventLoop | None = None,
         *,
         incarnation: int | None = None,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self._loop = loop or asyncio.get_running_loop()
+        # a server's memory budget, told of every change in what this connection holds
+        self._budget = budget
+        self._charged = 0  # bytes this connection has charged to the budget
         self._config = config
         # announced in HELLO; a multi-process server passes one id for all its workers
         self._incarnation = INCARNATION if incarnation is None else incarnation
@@ -239,6 +246,17 @@ class Connection(asyncio.BufferedProtocol):
     def transport(self) -> asyncio.Transport | None:
         return self._transport
 
+    @property
+    def held_bytes(self) -> int:
+        """Bytes this connection holds for its peer: unacknowledged sends, received messages
+        not yet taken, the message being reassembled and the unfinished frame."""
+        return (
+            self._outbound.unacked_bytes
+            + self._inbox_bytes
+            + self._inbound.buffered
+            + self._decoder.buffered
+        )
+
     def add_verdict_callback(self, callback: Callable[[Connection, Verdict], None]) -> None:
         """Call ``callback(conn, verdict)`` once, when the verdict is reached."""
         if self.verdict is not None:
@@ -247,7 +265,12 @@ class Connection(asyncio.BufferedProtocol):
             self._callbacks.append(callback)
 
     async def enqueue(self, payload: bytes | bytearray | memoryview) -> Delivery:
-        """Queue a message; waits only while the send queue is full (backpressure)."""
+        """Queue a message; waits only while the send queue is full (backpressure).
+
+        Full means ``send_queue`` messages, or ``send_buffer`` bytes, not yet
+        acknowledged by the peer; a single message larger than ``send_buffer``
+        is taken when nothing else is waiting, so every message can be sent.
+        """
         self._raise_if_over()
         data = payload if type(payload) is bytes else bytes(payload)
         peer = self.peer_hello
@@ -256,12 +279,18 @@ class Connection(asyncio.BufferedProtocol):
                 f"message of {len(data)} bytes exceeds the peer's max_message ({peer.max_message})"
             )
         outbound = self._outbound
-        while outbound.in_flight >= self._config.send_queue:
+        config = self._config
+        while outbound.in_flight >= config.send_queue or (
+            outbound.in_flight and outbound.unacked_bytes + len(data) > config.send_buffer
+        ):
             waiter = self._loop.create_future()
             self._space_waiters.append(waiter)
             await waiter
             self._raise_if_over()
         seq = outbound.assign(data)
+        if self._budget is not None:
+            self._account()
+            self._raise_if_over()  # over the server's budget: the message is in the verdict
         outbox = self._outbox
         if outbox is UNUSED:
             outbox = self._outbox = deque()
@@ -290,6 +319,8 @@ class Connection(asyncio.BufferedProtocol):
         inbox = self._inbox
         message = inbox.popleft()
         self._inbox_bytes -= len(message)
+        if self._budget is not None:
+            self._account()
         if not self._ack_scheduled:
             self._ack_scheduled = True
             self._loop.call_soon(self._send_ack)
@@ -408,6 +439,8 @@ class Connection(asyncio.BufferedProtocol):
             self.bytes_in -= nbytes
             # over the rate limit: the ordinary path says GOODBYE(TOO_MANY_PINGS)
         self.data_received(bytes(view[:nbytes]))
+        if self._budget is not None:
+            self._account()
 
     def data_received(self, data: bytes) -> None:
         if self.verdict is not None:
@@ -665,6 +698,18 @@ class Connection(asyncio.BufferedProtocol):
         if self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
 
+    def _account(self) -> None:
+        """Tell the server's budget how much more or less this connection holds now.
+
+        Called where holdings change (a read, enqueue, recv); the budget may end
+        this or another connection on the spot when the server is over it.
+        """
+        held = self.held_bytes
+        delta = held - self._charged
+        if delta and self._budget is not None:
+            self._charged = held
+            self._budget.charge(delta)
+
     def _raise_if_over(self) -> None:
         verdict = self.verdict
         if verdict is None:
@@ -765,6 +810,11 @@ class Connection(asyncio.BufferedProtocol):
         )
         self.verdict = verdict
         self._timers.cancel(self)
+        budget = self._budget
+        if budget is not None:  # nothing more is read or sent for the peer: refund it all
+            self._budget = None
+            budget.charge(-self._charged)
+            self._charged = 0
         error: PeerwatchError
         if cause is Cause.LOCAL:
             error = ConnectionClosed(verdict)
