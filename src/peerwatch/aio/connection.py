@@ -253,7 +253,7 @@ class Connection(asyncio.BufferedProtocol):
         return (
             self._outbound.unacked_bytes
             + self._inbox_bytes
-            + self._inbound.buffered
+            + self._inbound.partial
             + self._decoder.buffered
         )
 

@@ -97,14 +97,14 @@ class Inbound:
         self._size = 0
 
     @property
-    def buffered(self) -> int:
-        """Bytes of the message being reassembled (its chunks so far)."""
-        return self._size
-
-    @property
     def received_through(self) -> int:
         """Highest seq of a complete message received (what a cumulative ACK reports)."""
         return self.expected_seq - 1
+
+    @property
+    def partial(self) -> int:
+        """Bytes held for a message whose last chunk has not arrived."""
+        return self._size
 
     def on_data(self, frame: Data) -> bytes | None:
         """Take one DATA frame; return the message once its last chunk arrived."""
