@@ -81,8 +81,7 @@ def serve(
     """Listen and call ``handler(conn)`` in a thread for each peer; returns once listening.
 
     When the handler returns, the connection is closed with GOODBYE, as with
-    ``peerwatch.serve``, which it shares its limits with; ``host`` defaults to
-    ``127.0.0.1`` (loopback only) there too. Heartbeats of all connections run on the shared loop.
+    ``peerwatch.serve``. Heartbeats of all connections run on the shared loop.
     """
     runner = shared_loop()
 
