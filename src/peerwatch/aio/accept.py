@@ -34,6 +34,46 @@ ACCEPT_BATCH = 128
 #: First and longest wait before retrying after a capacity error.
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 1.0
+#: An episode that starts within this many seconds of the last one logged is not logged.
+EPISODE_QUIET = 60.0
+
+
+class Episodes:
+    """Logs when a pressure episode (fd cap, EMFILE) starts and ends, once each.
+
+    A limit that flaps (a connection closes, the next one fills the slot) would
+    otherwise log a pair of lines per connection: episodes that start within
+    ``EPISODE_QUIET`` s of the last logged one are counted, not logged.
+    """
+
+    __slots__ = ("_logged", "_logged_at", "_unlogged", "since")
+
+    def __init__(self) -> None:
+        self.since: float | None = None  # start of the episode under way
+        self._logged = False
+        self._logged_at = -EPISODE_QUIET
+        self._unlogged = 0
+
+    def start(self, now: float, message: str) -> None:
+        if self.since is not None:
+            return
+        self.since = now
+        self._logged = now - self._logged_at >= EPISODE_QUIET
+        if not self._logged:
+            self._unlogged += 1
+            return
+        if self._unlogged:
+            message += f" ({self._unlogged} more such episodes since the last report)"
+            self._unlogged = 0
+        self._logged_at = now
+        log.warning("%s", message)
+
+    def end(self, now: float, message: str) -> None:
+        if self.since is None:
+            return
+        if self._logged:
+            log.warning("%s after %.1f s", message, now - self.since)
+        self.since = None
 
 
 class Acceptor:
@@ -58,7 +98,7 @@ class Acceptor:
         self._paused = False  # by the owner (connection cap)
         self._backoff = 0.0  # > 0 from a capacity error until an accept succeeds again
         self._retry: asyncio.TimerHandle | None = None
-        self._episode_start = 0.0
+        self._episodes = Episodes()
         self._failures = 0
         self.closed = False
 
@@ -116,12 +156,11 @@ class Acceptor:
     def _back_off(self, exc: OSError) -> None:
         self._failures += 1
         if not self._backoff:
-            self._episode_start = self._loop.time()
             self._backoff = BACKOFF_FIRST
-            log.warning(
-                "cannot accept connections: %s (%s); backing off, logged once until it recovers",
-                errno.errorcode.get(exc.errno or 0, str(exc.errno)),
-                exc.strerror,
+            name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+            self._episodes.start(
+                self._loop.time(),
+                f"cannot accept connections: {name} ({exc.strerror}); backing off, logged once",
             )
         else:
             self._backoff = min(2 * self._backoff, BACKOFF_MAX)
@@ -134,10 +173,8 @@ class Acceptor:
         self._update()
 
     def _recovered(self) -> None:
-        log.warning(
-            "accepting connections again after %.1f s (%d failed attempts)",
-            self._loop.time() - self._episode_start,
-            self._failures,
+        self._episodes.end(
+            self._loop.time(), f"accepting connections again ({self._failures} failed attempts)"
         )
         self._backoff = 0.0
         self._failures = 0

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
-from peerwatch.aio.accept import Acceptor
+from peerwatch.aio.accept import Acceptor, Episodes
 from peerwatch.aio.client import make_config
 from peerwatch.aio.connection import Connection
 from peerwatch.aio.sockets import listening_socket, tune
@@ -84,7 +84,7 @@ class Server:
         self.budget = MemoryBudget(config.memory_budget, self._end_largest_holder)
         self.cap = connection_cap()
         self._open: set[Connection] = set()  # connections whose socket is open
-        self._at_cap_since: float | None = None
+        self._at_cap = Episodes()
         self._cap_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -208,14 +208,14 @@ class Server:
         if cap is None or acceptor is None or loop is None or acceptor.closed:
             return
         now = loop.time()
-        if len(self._open) >= cap:
-            if self._at_cap_since is None:
-                self._at_cap_since = now
+        open_now = len(self._open)
+        if open_now >= cap:
+            if self._at_cap.since is None:
                 acceptor.pause()
-                log.warning(
-                    "%d connections open, the cap below the file descriptor limit: new"
-                    " connections wait in the listen backlog until some close",
-                    len(self._open),
+                self._at_cap.start(
+                    now,
+                    f"{open_now} connections open, the cap below the file descriptor limit:"
+                    " new connections wait in the listen backlog until some close",
                 )
             # silent handshakes yield their sockets to peers waiting in the backlog
             self._drop_stale_handshakes(now, room_for=self.config.max_handshakes)
@@ -224,13 +224,10 @@ class Server:
                 self._cap_timer = loop.call_at(
                     max(now, oldest + HANDSHAKE_GRACE) + 0.05, self._cap_timer_fired
                 )
-        elif self._at_cap_since is not None:
-            log.warning(
-                "accepting connections again after %.1f s at the cap (%d open)",
-                now - self._at_cap_since,
-                len(self._open),
-            )
-            self._at_cap_since = None
+        elif self._at_cap.since is not None and open_now <= cap - cap // 8:
+            # resumed only well below the cap: at the cap itself, every close would let
+            # exactly one accept through and pause again
+            self._at_cap.end(now, f"accepting connections again ({open_now} open)")
             acceptor.resume()
 
     def _cap_timer_fired(self) -> None:
