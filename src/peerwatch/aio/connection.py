@@ -288,8 +288,10 @@ class Connection(asyncio.BufferedProtocol):
             await waiter
             self._raise_if_over()
         seq = outbound.assign(data)
-        if self._budget is not None:
-            self._account()
+        budget = self._budget
+        if budget is not None:  # held_bytes grew by exactly the payload
+            self._charged += len(data)
+            budget.charge(len(data))
             self._raise_if_over()  # over the server's budget: the message is in the verdict
         outbox = self._outbox
         if outbox is UNUSED:
@@ -319,8 +321,10 @@ class Connection(asyncio.BufferedProtocol):
         inbox = self._inbox
         message = inbox.popleft()
         self._inbox_bytes -= len(message)
-        if self._budget is not None:
-            self._account()
+        budget = self._budget
+        if budget is not None:  # held_bytes shrank by exactly the message
+            self._charged -= len(message)
+            budget.used -= len(message)
         if not self._ack_scheduled:
             self._ack_scheduled = True
             self._loop.call_soon(self._send_ack)
@@ -701,8 +705,9 @@ class Connection(asyncio.BufferedProtocol):
     def _account(self) -> None:
         """Tell the server's budget how much more or less this connection holds now.
 
-        Called where holdings change (a read, enqueue, recv); the budget may end
-        this or another connection on the spot when the server is over it.
+        Called after each read (which may change every part of ``held_bytes``);
+        ``enqueue`` and ``recv`` charge their exact change without recounting.
+        The budget may end this or another connection on the spot.
         """
         held = self.held_bytes
         delta = held - self._charged
