@@ -181,6 +181,7 @@ async def test_memory_budget_ends_the_largest_holder_and_spares_the_rest() -> No
     finally:
         await canary.close()
         await srv.shutdown()
+    assert srv.budget.used == 0  # every connection refunded what it held at its verdict
 
 
 # ------------------------------------------------------------- item 14: where it listens
