@@ -151,7 +151,7 @@ class Server:
         conn._ready.add_done_callback(lambda fut: self._handshake_done(conn, fut))
         return conn
 
-    def _drop_stale_handshakes(self, now: float, room_for: int) -> int:
+    def _drop_stale_handshakes(self, now: float, room_for: int) -> None:
         """Make room for ``room_for`` more handshakes by ending the oldest silent ones.
 
         Only those that waited ``HANDSHAKE_GRACE`` or more are dropped: a burst
@@ -161,12 +161,14 @@ class Server:
         excess = len(self.handshaking) + room_for - self.config.max_handshakes
         dropped = 0
         if excess <= 0:
-            return 0
+            return
         for conn, since in list(itertools.islice(self.handshaking.items(), 4 * excess + 16)):
             if dropped >= excess or now - since < HANDSHAKE_GRACE:
                 break
-            if conn.transport is None:
-                continue  # its TLS handshake is still running, bounded by its own timeout
+            if conn.transport is None or conn.peer_hello is not None or conn.verdict is not None:
+                # its TLS handshake is still running (bounded by its own timeout), or its
+                # HELLO or verdict just came and the server has not heard yet
+                continue
             del self.handshaking[conn]
             dropped += 1
             self.dropped_handshakes += 1
@@ -176,7 +178,6 @@ class Server:
                 f"dropped after {now - since:.1f} s without HELLO: handshake allowance"
                 f" ({self.config.max_handshakes}) full",
             )
-        return dropped
 
     def _handshake_done(self, conn: Connection, ready: asyncio.Future[None]) -> None:
         if self.handshaking.pop(conn, None) is None:
