@@ -21,6 +21,7 @@ from peerwatch.core.frames import (
     Hello,
     encode_data,
     encode_hello,
+    encode_ping,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -182,6 +183,43 @@ async def test_memory_budget_ends_the_largest_holder_and_spares_the_rest() -> No
         await canary.close()
         await srv.shutdown()
     assert srv.budget.used == 0  # every connection refunded what it held at its verdict
+
+
+def flood_pings(port: int, stop: list[peerwatch.Connection]) -> int:
+    """Send HELLO, then PINGs as fast as the socket takes them, never reading, until the
+    server's connection has a verdict (at most 6.8 MB, then 10 s). Returns the PINGs sent."""
+    batch = b"".join(encode_ping(i, 0) for i in range(1000))
+    sent = 0
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+        sock.connect(("127.0.0.1", port))
+        sock.settimeout(2.0)
+        sock.sendall(HELLO)
+        with contextlib.suppress(OSError):
+            while sent < 400_000 and not (stop and stop[0].verdict is not None):
+                sock.sendall(batch)
+                sent += 1000
+        deadline = time.monotonic() + 10  # the server may still be reading what was sent
+        while not (stop and stop[0].verdict is not None) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return sent
+
+
+async def test_a_peer_that_talks_but_never_reads_is_hung_up_on() -> None:
+    # pings allowed at any rate, so the test takes seconds: the PONGs pile up all the same
+    flooder: list[peerwatch.Connection] = []
+    srv = await peerwatch.serve(echo, max_pings_per_interval=10_000_000)
+    canary = await peerwatch.connect("127.0.0.1", srv.port)
+    srv.on_connection = flooder.append
+    try:
+        sent = await asyncio.to_thread(flood_pings, srv.port, flooder)
+        assert flooder, "the flooding peer never got past its HELLO"
+        verdict = await asyncio.wait_for(flooder[0].wait_closed(), 5)
+        assert verdict.cause is Cause.HUNG and "reads nothing" in verdict.detail, (sent, verdict)
+        assert await echoes(canary, b"unharmed")
+    finally:
+        await canary.close()
+        await srv.shutdown()
 
 
 # ------------------------------------------------------------- item 14: where it listens

@@ -70,6 +70,11 @@ log = logging.getLogger("peerwatch")
 INCARNATION = int.from_bytes(os.urandom(8), "big")
 #: Transport buffer above which data stops being written (control frames still go).
 WRITE_HIGH_WATER = 64 * 1024
+#: Control frames (PONG, ACK) written while the transport is over its high-water mark,
+#: past which the peer is judged HUNG: it keeps talking but reads nothing, and each of
+#: its PINGs would otherwise leave a PONG in our memory (at the highest ping rate a peer
+#: may have, 100 per second, 1 MiB takes about 10 minutes).
+MAX_UNREAD_CONTROL = 1024 * 1024
 #: Messages waiting in the outbox that make ``enqueue`` write at once, not at the next pass.
 EAGER_FLUSH = 64
 #: Data written per flush before yielding to other connections on the loop.
@@ -148,6 +153,7 @@ class Connection(asyncio.BufferedProtocol):
         "_timer_at",
         "_timers",
         "_transport",
+        "_unread_control",
         "_write_paused",
         "bytes_in",
         "bytes_out",
@@ -188,6 +194,7 @@ class Connection(asyncio.BufferedProtocol):
         self._partial_offset = 0
         self._flush_scheduled = False
         self._write_paused = False
+        self._unread_control = 0  # control bytes written while _write_paused
         self._reading_paused = False
         self._inbox: deque[bytes] = UNUSED  # a deque from the first message received
         self._inbox_bytes = 0
@@ -527,6 +534,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._unread_control = 0
         if self._outbox and not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -649,6 +657,21 @@ class Connection(asyncio.BufferedProtocol):
         if transport is not None and not transport.is_closing():
             transport.write(frame)
             self.bytes_out += len(frame)
+            if self._write_paused:
+                self._unread_control += len(frame)
+                if self._unread_control > MAX_UNREAD_CONTROL and self.verdict is None:
+                    self._reads_nothing()
+
+    def _reads_nothing(self) -> None:
+        """The peer sends but does not read: HUNG, and the socket aborted, not closed
+        (a GOODBYE would wait behind everything it does not read)."""
+        self._decide(
+            Cause.HUNG,
+            f"the peer application reads nothing: {self._unread_control} bytes of control"
+            " frames (PONG, ACK) wait for it behind a full send buffer",
+        )
+        if self._transport is not None:
+            self._transport.abort()
 
     def _flush(self, everything: bool = False) -> None:
         """Write queued data in chunks while the transport has room."""
