@@ -185,9 +185,13 @@ async def test_memory_budget_ends_the_largest_holder_and_spares_the_rest() -> No
     assert srv.budget.used == 0  # every connection refunded what it held at its verdict
 
 
+#: PINGs a flooding peer sends at most: 34 MB, far more than the kernels' buffers hold.
+FLOOD_PINGS = 2_000_000
+
+
 def flood_pings(port: int, stop: list[peerwatch.Connection]) -> int:
     """Send HELLO, then PINGs as fast as the socket takes them, never reading, until the
-    server's connection has a verdict (at most 6.8 MB, then 10 s). Returns the PINGs sent."""
+    server's connection has a verdict (at most FLOOD_PINGS, then 10 s). Returns the PINGs sent."""
     batch = b"".join(encode_ping(i, 0) for i in range(1000))
     sent = 0
     with socket.socket() as sock:
@@ -196,7 +200,7 @@ def flood_pings(port: int, stop: list[peerwatch.Connection]) -> int:
         sock.settimeout(2.0)
         sock.sendall(HELLO)
         with contextlib.suppress(OSError):
-            while sent < 400_000 and not (stop and stop[0].verdict is not None):
+            while sent < FLOOD_PINGS and not (stop and stop[0].verdict is not None):
                 sock.sendall(batch)
                 sent += 1000
         deadline = time.monotonic() + 10  # the server may still be reading what was sent
@@ -218,6 +222,7 @@ async def test_a_peer_that_talks_but_never_reads_is_hung_up_on() -> None:
         assert flooder, "the flooding peer never got past its HELLO"
         verdict = await asyncio.wait_for(flooder[0].wait_closed(), 5)
         assert verdict.cause is Cause.HUNG and "reads nothing" in verdict.detail, (sent, verdict)
+        assert sent < FLOOD_PINGS, "the server answered every PING into a buffer never read"
         assert await echoes(canary, b"unharmed")
     finally:
         await canary.close()
