@@ -229,7 +229,6 @@ def test_a_ping_flood_is_cut_off(target: Target) -> None:
 # --- cases that need server8's items 8-10 (byte budgets, handshake allowance) --------
 
 
-@pytest.mark.xfail(reason="needs issue 8 items 8-10 (branch server8)", strict=True)
 def test_a_client_that_never_reads_cannot_grow_the_server(
     fresh: Callable[..., Target],
 ) -> None:
@@ -245,7 +244,6 @@ def test_a_client_that_never_reads_cannot_grow_the_server(
         target.check()  # RSS within RSS_GROWTH, canary fine
 
 
-@pytest.mark.xfail(reason="needs issue 8 items 8-10 (branch server8)", strict=True)
 def test_silent_sockets_do_not_lock_out_real_peers(fresh: Callable[..., Target]) -> None:
     """150 sockets that never send HELLO took every slot of a max_connections=100 server."""
     target = fresh("--max-connections", "100")

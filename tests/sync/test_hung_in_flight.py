@@ -26,7 +26,8 @@ def test_a_stopped_receiver_with_data_in_flight_is_hung() -> None:
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline().split()[1])
-        conn = sync.connect("127.0.0.1", port, interval=0.2, timeout=1.0)
+        # a send budget above the 16 MiB queued below, so enqueue() does not wait for ACKs
+        conn = sync.connect("127.0.0.1", port, interval=0.2, timeout=1.0, send_buffer=32 << 20)
         conn.send(b"warm", timeout=5)
         assert conn.recv(timeout=5) == b"warm"
         os.kill(proc.pid, signal.SIGSTOP)

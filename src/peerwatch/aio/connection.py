@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any, Literal, cast
 
 from peerwatch.aio.timers import timer_queue
+from peerwatch.core.budget import MemoryBudget
 from peerwatch.core.config import Config
 from peerwatch.core.decoder import Decoder
 from peerwatch.core.delivery import UNUSED, Inbound, Outbound
@@ -71,6 +72,11 @@ log = logging.getLogger("peerwatch")
 INCARNATION = int.from_bytes(os.urandom(8), "big")
 #: Transport buffer above which data stops being written (control frames still go).
 WRITE_HIGH_WATER = 64 * 1024
+#: Control frames (PONG, ACK) written while the transport is over its high-water mark,
+#: past which the peer is judged HUNG: it keeps talking but reads nothing, and each of
+#: its PINGs would otherwise leave a PONG in our memory (at the highest ping rate a peer
+#: may have, 100 per second, 1 MiB takes about 10 minutes).
+MAX_UNREAD_CONTROL = 1024 * 1024
 #: Messages waiting in the outbox that make ``enqueue`` write at once, not at the next pass.
 EAGER_FLUSH = 64
 #: Data written per flush before yielding to other connections on the loop: in bytes,
@@ -128,7 +134,9 @@ class Connection(asyncio.BufferedProtocol):
         "_ack_scheduled",
         "_ack_waiters",
         "_acked_sent",
+        "_budget",
         "_callbacks",
+        "_charged",
         "_chunk",
         "_closed",
         "_config",
@@ -150,6 +158,7 @@ class Connection(asyncio.BufferedProtocol):
         "_timer_at",
         "_timers",
         "_transport",
+        "_unread_control",
         "_write_paused",
         "bytes_in",
         "bytes_out",
@@ -170,8 +179,12 @@ class Connection(asyncio.BufferedProtocol):
         loop: asyncio.AbstractEventLoop | None = None,
         *,
         incarnation: int | None = None,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self._loop = loop or asyncio.get_running_loop()
+        # a server's memory budget, told of every change in what this connection holds
+        self._budget = budget
+        self._charged = 0  # bytes this connection has charged to the budget
         self._config = config
         # announced in HELLO; a multi-process server passes one id for all its workers
         self._incarnation = INCARNATION if incarnation is None else incarnation
@@ -186,6 +199,7 @@ class Connection(asyncio.BufferedProtocol):
         self._partial_offset = 0
         self._flush_scheduled = False
         self._write_paused = False
+        self._unread_control = 0  # control bytes written while _write_paused
         self._reading_paused = False
         self._inbox: deque[bytes] = UNUSED  # a deque from the first message received
         self._inbox_bytes = 0
@@ -244,6 +258,17 @@ class Connection(asyncio.BufferedProtocol):
     def transport(self) -> asyncio.Transport | None:
         return self._transport
 
+    @property
+    def held_bytes(self) -> int:
+        """Bytes this connection holds for its peer: unacknowledged sends, received messages
+        not yet taken, the message being reassembled and the unfinished frame."""
+        return (
+            self._outbound.unacked_bytes
+            + self._inbox_bytes
+            + self._inbound.partial
+            + self._decoder.buffered
+        )
+
     def add_verdict_callback(self, callback: Callable[[Connection, Verdict], None]) -> None:
         """Call ``callback(conn, verdict)`` once, when the verdict is reached."""
         if self.verdict is not None:
@@ -252,7 +277,12 @@ class Connection(asyncio.BufferedProtocol):
             self._callbacks.append(callback)
 
     async def enqueue(self, payload: bytes | bytearray | memoryview) -> Delivery:
-        """Queue a message; waits only while the send queue is full (backpressure)."""
+        """Queue a message; waits only while the send queue is full (backpressure).
+
+        Full means ``send_queue`` messages, or ``send_buffer`` bytes, not yet
+        acknowledged by the peer; a single message larger than ``send_buffer``
+        is taken when nothing else is unacknowledged, so every message can be sent.
+        """
         self._raise_if_over()
         data = payload if type(payload) is bytes else bytes(payload)
         peer = self.peer_hello
@@ -261,7 +291,10 @@ class Connection(asyncio.BufferedProtocol):
                 f"message of {len(data)} bytes exceeds the peer's max_message ({peer.max_message})"
             )
         outbound = self._outbound
-        while outbound.in_flight >= self._config.send_queue:
+        config = self._config
+        while outbound.in_flight >= config.send_queue or (
+            outbound.in_flight and outbound.unacked_bytes + len(data) > config.send_buffer
+        ):
             waiter = self._loop.create_future()
             self._space_waiters.append(waiter)
             try:
@@ -271,6 +304,11 @@ class Connection(asyncio.BufferedProtocol):
                 raise
             self._raise_if_over()
         seq = outbound.assign(data)
+        budget = self._budget
+        if budget is not None:  # held_bytes grew by exactly the payload
+            self._charged += len(data)
+            budget.charge(len(data))
+            self._raise_if_over()  # over the server's budget: the message is in the verdict
         outbox = self._outbox
         if outbox is UNUSED:
             outbox = self._outbox = deque()
@@ -299,6 +337,10 @@ class Connection(asyncio.BufferedProtocol):
         inbox = self._inbox
         message = inbox.popleft()
         self._inbox_bytes -= len(message)
+        budget = self._budget
+        if budget is not None:  # held_bytes shrank by exactly the message
+            self._charged -= len(message)
+            budget.used -= len(message)
         if not self._ack_scheduled:
             self._ack_scheduled = True
             self._loop.call_soon(self._send_ack)
@@ -428,6 +470,8 @@ class Connection(asyncio.BufferedProtocol):
             self.bytes_in -= nbytes
             # over the rate limit: the ordinary path says GOODBYE(TOO_MANY_PINGS)
         self.data_received(bytes(view[:nbytes]))
+        if self._budget is not None:
+            self._account()
 
     def data_received(self, data: bytes) -> None:
         if self.verdict is not None:
@@ -513,6 +557,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._unread_control = 0
         if self._outbox and not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._scheduled_flush)
@@ -652,6 +697,21 @@ class Connection(asyncio.BufferedProtocol):
         if transport is not None and not transport.is_closing():
             transport.write(frame)
             self.bytes_out += len(frame)
+            if self._write_paused:
+                self._unread_control += len(frame)
+                if self._unread_control > MAX_UNREAD_CONTROL and self.verdict is None:
+                    self._reads_nothing()
+
+    def _reads_nothing(self) -> None:
+        """The peer sends but does not read: HUNG, and the socket aborted, not closed
+        (a GOODBYE would wait behind everything it does not read)."""
+        self._decide(
+            Cause.HUNG,
+            f"the peer application reads nothing: {self._unread_control} bytes of control"
+            " frames (PONG, ACK) wait for it behind a full send buffer",
+        )
+        if self._transport is not None:
+            self._transport.abort()
 
     def _flush(self, paused_too: bool = False) -> bool:
         """Write queued data in chunks while the transport has room, one budgeted pass.
@@ -717,6 +777,19 @@ class Connection(asyncio.BufferedProtocol):
         self.liveness.resume(self._loop.time())
         if self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
+
+    def _account(self) -> None:
+        """Tell the server's budget how much more or less this connection holds now.
+
+        Called after each read (which may change every part of ``held_bytes``);
+        ``enqueue`` and ``recv`` charge their exact change without recounting.
+        The budget may end this or another connection on the spot.
+        """
+        held = self.held_bytes
+        delta = held - self._charged
+        if delta and self._budget is not None:
+            self._charged = held
+            self._budget.charge(delta)
 
     def _raise_if_over(self) -> None:
         verdict = self.verdict
@@ -818,6 +891,11 @@ class Connection(asyncio.BufferedProtocol):
         )
         self.verdict = verdict
         self._timers.cancel(self)
+        budget = self._budget
+        if budget is not None:  # nothing more is read or sent for the peer: refund it all
+            self._budget = None
+            budget.charge(-self._charged)
+            self._charged = 0
         error: PeerwatchError
         if cause is Cause.LOCAL:
             error = ConnectionClosed(verdict)

@@ -12,6 +12,8 @@ import argparse
 import sys
 from typing import Any
 
+from peerwatch.core.config import DEFAULT_HOST
+
 DEFAULT_PORT = 9870
 
 
@@ -25,7 +27,12 @@ def register(subparsers: Any) -> None:
             " --drain seconds to finish, exit 0. A worker that dies is reported and restarted."
         ),
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help="address to bind (default %(default)s: this machine only; 0.0.0.0 or :: to serve"
+        " the network)",
+    )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="default %(default)s")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument(

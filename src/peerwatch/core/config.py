@@ -17,6 +17,15 @@ MAX_FRAME_CEILING = 64 * 1024 * 1024
 #: Silence that TCP's own loss recovery can cause on a LAN: three retransmissions at
 #: Linux's 200 ms minimum RTO, doubling (0.2 + 0.4 + 0.8 s).
 TCP_LOSS_RECOVERY = 1.4
+#: Where ``serve`` listens when no host is given: loopback only. Serving the network is a
+#: decision (``"0.0.0.0"``, ``"::"``, or ``None`` for every interface), never a default.
+DEFAULT_HOST = "127.0.0.1"
+#: File descriptors a server leaves free below RLIMIT_NOFILE (beyond those open when it
+#: starts) for its handler, logging and metrics: its connection cap is the rest.
+FD_RESERVE = 64
+#: How long a connection may wait for its HELLO before, with the handshake allowance
+#: full, it can be dropped to make room: a real peer sends HELLO within one round trip.
+HANDSHAKE_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -46,9 +55,13 @@ class Config:
     send_queue: int = 1024  # messages waiting for the wire before send()/enqueue() blocks
     recv_queue: int = 1024  # messages waiting for recv() before we stop reading the socket
     recv_buffer: int = 8 * 1024 * 1024  # bytes of such messages before we stop reading
+    send_buffer: int = 8 * 1024 * 1024  # bytes unacknowledged before send()/enqueue() blocks
     max_pings_per_interval: int = 10  # a peer pinging faster gets GOODBYE(too many pings)
     close_timeout: float = 1.0  # how long close() waits for the peer's GOODBYE/FIN
     kernel_knobs: bool = True  # keepalive + TCP_USER_TIMEOUT as a backup to heartbeats
+    # server-wide limits, applied by serve() (a client connection has no use for them)
+    max_handshakes: int = 64  # connections in their handshake (no HELLO yet) held at once
+    memory_budget: int = 256 * 1024 * 1024  # bytes all connections of a server hold for peers
 
     def __post_init__(self) -> None:
         for name in ("interval", "timeout", "handshake_timeout", "close_timeout"):
@@ -86,7 +99,15 @@ class Config:
             )
         if self.max_message < 1:
             raise ConfigError(f"max_message must be at least 1, got {self.max_message}")
-        for name in ("send_queue", "recv_queue", "recv_buffer", "max_pings_per_interval"):
+        for name in (
+            "send_queue",
+            "recv_queue",
+            "recv_buffer",
+            "send_buffer",
+            "max_pings_per_interval",
+            "max_handshakes",
+            "memory_budget",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
 

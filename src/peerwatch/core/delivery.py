@@ -37,9 +37,10 @@ UNUSED: deque[Any] = _Unused()
 class Outbound:
     """Messages handed to the connection and not yet acknowledged, in sequence order."""
 
-    __slots__ = ("acked_through", "next_seq", "sent_through", "unacked")
+    __slots__ = ("acked_through", "next_seq", "sent_through", "unacked", "unacked_bytes")
 
     def __init__(self) -> None:
+        self.unacked_bytes = 0  # payload bytes held until the peer acknowledges them
         self.next_seq = 1
         self.sent_through = 0  # highest seq whose last byte was handed to the transport
         self.acked_through = 0  # highest seq the peer acknowledged (cumulative)
@@ -52,6 +53,7 @@ class Outbound:
         if unacked is UNUSED:
             unacked = self.unacked = deque()
         unacked.append((seq, payload))
+        self.unacked_bytes += len(payload)
         return seq
 
     @property
@@ -71,9 +73,11 @@ class Outbound:
             )
         unacked = self.unacked
         count = 0
+        freed = 0
         while unacked and unacked[0][0] <= seq:
-            unacked.popleft()
+            freed += len(unacked.popleft()[1])
             count += 1
+        self.unacked_bytes -= freed
         self.acked_through = seq
         return count
 

@@ -13,6 +13,7 @@ from typing import Any
 from peerwatch.aio.connection import Connection as AioConnection
 from peerwatch.aio.server import Server as AioServer
 from peerwatch.aio.server import serve as aio_serve
+from peerwatch.core.config import DEFAULT_HOST
 from peerwatch.sync.connection import Connection
 from peerwatch.sync.loop import DEFAULT_TIMEOUT, LoopThread, shared_loop
 
@@ -68,7 +69,7 @@ def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
 
 def serve(
     handler: SyncHandler,
-    host: str | None = None,
+    host: str | None = DEFAULT_HOST,
     port: int = 0,
     *,
     reuse_port: bool = False,
