@@ -10,7 +10,9 @@ import pytest
 import peerwatch.core
 
 CORE = Path(peerwatch.core.__file__).parent
-PURE = ["config.py", "frames.py", "decoder.py", "delivery.py", "liveness.py", "session.py"]
+PURE = [
+    "config.py", "frames.py", "decoder.py", "delivery.py", "liveness.py", "session.py", "backoff.py",
+]  # fmt: skip
 FORBIDDEN = {
     "asyncio", "socket", "select", "selectors", "threading", "time", "os", "random",
     "datetime", "subprocess", "signal",
