@@ -11,7 +11,8 @@ import peerwatch.core
 
 CORE = Path(peerwatch.core.__file__).parent
 PURE = [
-    "config.py", "frames.py", "decoder.py", "delivery.py", "liveness.py", "session.py", "backoff.py",
+    "config.py", "frames.py", "decoder.py", "delivery.py", "liveness.py",
+    "session.py", "backoff.py",
 ]  # fmt: skip
 FORBIDDEN = {
     "asyncio", "socket", "select", "selectors", "threading", "time", "os", "random",
