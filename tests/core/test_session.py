@@ -260,6 +260,25 @@ class Link:
                 side.wire.clear()
                 side.session.detach(self.now)
 
+    def crash(self, index: int) -> None:
+        """The process holding side ``index`` dies; another rebuilds it from the store.
+
+        The store is written through (before any byte leaves and before the
+        application gets a message), so it holds exactly the books of the moment.
+        """
+        self.drop()
+        old = self.sides[index].session
+        self.sides[index].session = Session.restore(
+            old.session_id,
+            old.token,
+            old.limits,
+            self.now,
+            next_seq=old.next_seq,
+            acked_through=old.acked_through,
+            consumed_through=old.consumed_through,
+            replay=old.replay(),
+        )
+
     def send(self, index: int, size: int) -> None:
         side = self.sides[index]
         payload = b"%d:%d:" % (index, len(side.sent))
@@ -334,6 +353,8 @@ operation = st.one_of(
     st.tuples(st.just("drop"), st.just(0), st.just(0)),
     st.tuples(st.just("connect"), st.just(0), st.just(0)),
 )
+#: the exactly-once property also survives the server process dying (shared store)
+operation_with_crashes = st.one_of(operation, st.tuples(st.just("crash"), st.just(1), st.just(0)))
 
 
 def run(link: Link, operations: list[tuple[str, int, int]]) -> None:
@@ -348,6 +369,8 @@ def run(link: Link, operations: list[tuple[str, int, int]]) -> None:
             link.take(index, amount)
         elif name == "drop":
             link.drop()
+        elif name == "crash":
+            link.crash(index)
         else:
             link.connect()
         link.check_bounds()
@@ -359,7 +382,7 @@ LOST_ACK = [("send", 0, 0), ("deliver", 0, 1), ("deliver", 1, 1), ("deliver", 0,
 
 
 @settings(max_examples=1000, deadline=None)
-@given(st.lists(operation, max_size=60))
+@given(st.lists(operation_with_crashes, max_size=60))
 @example(LOST_ACK)
 def test_exactly_once_in_order_both_directions_across_any_drops(
     operations: list[tuple[str, int, int]],
@@ -397,3 +420,24 @@ def test_a_lost_server_session_hands_back_exactly_what_was_not_acknowledged(
     assert server.taken == client.sent[: len(server.taken)]
     assert len(server.taken) >= acked
     assert lost.consumed_through == len(client.taken)
+
+
+def test_restore_refuses_torn_books() -> None:
+    with pytest.raises(LocalProtocolError, match="torn"):
+        Session.restore(
+            SID, TOKEN, LIMITS, 0.0, next_seq=5, acked_through=1, consumed_through=0,
+            replay=[(2, b"x", 0.0), (4, b"y", 0.0)],
+        )  # fmt: skip
+
+
+def test_a_restored_session_asks_again_for_what_its_inbox_held() -> None:
+    client, server = attached_pair()
+    client.send(b"a", 0.0)
+    client.send(b"b", 0.0)
+    for message in client.outgoing():
+        server.on_message(*message)
+    assert server.take() == b"a"
+    restored = Session.restore(
+        SID, TOKEN, LIMITS, 1.0, next_seq=1, acked_through=0, consumed_through=1, replay=[]
+    )
+    assert restored.attach(1.0) == ResumeFrame(received_through=1, consumed_through=1)

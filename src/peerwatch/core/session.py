@@ -141,6 +141,45 @@ class Session:
         self._ack_sent = 0
         self.duplicates_dropped = 0
 
+    @classmethod
+    def restore(
+        cls,
+        session_id: bytes,
+        token: bytes,
+        limits: SessionLimits,
+        now: float,
+        *,
+        next_seq: int,
+        acked_through: int,
+        consumed_through: int,
+        replay: list[tuple[int, bytes, float]],
+    ) -> Session:
+        """A detached session rebuilt from what a shared store kept (``sessions/``).
+
+        The store keeps no inbox: a restored session has received exactly what its
+        application consumed, so its RESUME asks the peer to replay the rest (the
+        peer still holds them, they were never acknowledged). ``replay`` holds
+        ``(seq, payload, enqueued_at)`` with consecutive seqs ending at
+        ``next_seq - 1``, ``enqueued_at`` on this side's clock.
+        """
+        first = next_seq - len(replay)
+        if first != acked_through + 1 or [seq for seq, _, _ in replay] != list(
+            range(first, next_seq)
+        ):
+            raise LocalProtocolError(
+                f"stored session is torn: {len(replay)} messages kept for seqs"
+                f" {acked_through + 1}..{next_seq - 1}"
+            )
+        session = cls(session_id, token, limits, now)
+        session._replay.extend(replay)
+        session.replay_bytes = sum(len(payload) for _, payload, _ in replay)
+        session.next_seq = next_seq
+        session.acked_through = acked_through
+        session._written_through = next_seq - 1  # a dead owner may have written them all
+        session.received_through = session.consumed_through = consumed_through
+        session._ack_sent = consumed_through
+        return session
+
     # ------------------------------------------------------------------ state
 
     @property
@@ -277,6 +316,10 @@ class Session:
 
     def unacknowledged(self) -> tuple[bytes, ...]:
         return tuple(payload for _, payload, _ in self._replay)
+
+    def replay(self) -> list[tuple[int, bytes, float]]:
+        """The replay buffer as ``(seq, payload, enqueued_at)``: what a store keeps."""
+        return list(self._replay)
 
     def _release(self, seq: int) -> int:
         replay = self._replay
