@@ -441,3 +441,9 @@ def test_a_restored_session_asks_again_for_what_its_inbox_held() -> None:
         SID, TOKEN, LIMITS, 1.0, next_seq=1, acked_through=0, consumed_through=1, replay=[]
     )
     assert restored.attach(1.0) == ResumeFrame(received_through=1, consumed_through=1)
+
+
+def test_a_second_resume_on_the_same_connection_is_a_protocol_error() -> None:
+    client, _ = attached_pair()
+    with pytest.raises(RemoteProtocolError, match="RESUME while the session is attached"):
+        client.on_resume(ResumeFrame(0, 0), 0.0)

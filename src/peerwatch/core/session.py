@@ -219,7 +219,7 @@ class Session:
     def on_resume(self, resume: Resume, now: float) -> None:
         """The peer's RESUME: apply its ACK and make its missing tail the next to write."""
         if self.state is not State.RESUMING:
-            raise RemoteProtocolError(f"RESUME on a {self.state.value} session")
+            raise RemoteProtocolError(f"RESUME while the session is {self.state.value}")
         received, consumed = resume
         last = self.next_seq - 1
         problem = None
@@ -335,7 +335,9 @@ class Session:
     def on_message(self, seq: int, payload: bytes) -> bool:
         """A whole message from the peer; True if new (inboxed), False if a dropped duplicate."""
         if self.state is not State.ATTACHED:
-            raise RemoteProtocolError(f"DATA on a {self.state.value} session (RESUME comes first)")
+            raise RemoteProtocolError(
+                f"DATA while the session is {self.state.value} (RESUME comes first)"
+            )
         expected = self.received_through + 1
         if seq < expected:
             self.duplicates_dropped += 1
