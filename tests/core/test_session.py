@@ -447,3 +447,77 @@ def test_a_second_resume_on_the_same_connection_is_a_protocol_error() -> None:
     client, _ = attached_pair()
     with pytest.raises(RemoteProtocolError, match="RESUME while the session is attached"):
         client.on_resume(ResumeFrame(0, 0), 0.0)
+
+
+# --- any event in any state: a precise protocol error or a valid step, never a crash -------
+
+event = st.one_of(
+    st.tuples(st.just("attach"), st.integers(0, 0)),
+    st.tuples(st.just("resume"), st.tuples(st.integers(0, 12), st.integers(0, 12))),
+    st.tuples(st.just("detach"), st.integers(0, 0)),
+    st.tuples(st.just("close"), st.integers(0, 0)),
+    st.tuples(st.just("peer_lost"), st.integers(0, 0)),
+    st.tuples(st.just("unknown"), st.integers(0, 0)),
+    st.tuples(st.just("send"), st.integers(0, 6000)),
+    st.tuples(st.just("outgoing"), st.integers(0, 0)),
+    st.tuples(st.just("ack"), st.integers(0, 12)),
+    st.tuples(st.just("message"), st.integers(0, 12)),
+    st.tuples(st.just("take"), st.integers(0, 0)),
+    st.tuples(st.just("ack_due"), st.integers(0, 0)),
+    st.tuples(st.just("timer"), st.integers(0, 100)),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(event, max_size=40))
+def test_any_event_in_any_state_is_a_valid_step_or_a_protocol_error(
+    events: list[tuple[str, object]],
+) -> None:
+    session = Session(SID, TOKEN, LIMITS, 0.0)
+    now = 0.0
+    for name, arg in events:
+        now += TICK
+        try:
+            if name == "attach":
+                session.attach(now)
+            elif name == "resume":
+                assert isinstance(arg, tuple)
+                session.on_resume(ResumeFrame(*arg), now)
+            elif name == "detach":
+                session.detach(now)
+            elif name == "close":
+                session.close()
+            elif name == "peer_lost":
+                session.on_peer_lost("bye", now)
+            elif name == "unknown":
+                session.on_unknown(now)
+            elif name == "send":
+                assert isinstance(arg, int)
+                session.send(b"s" * arg, now)
+            elif name == "outgoing":
+                session.outgoing()
+            elif name == "ack":
+                assert isinstance(arg, int)
+                session.on_ack(arg)
+            elif name == "message":
+                assert isinstance(arg, int)
+                session.on_message(arg, b"m")
+            elif name == "take":
+                session.take()
+            elif name == "ack_due":
+                session.ack_due()
+            else:
+                assert isinstance(arg, int)
+                session.handle_timer(now + arg)
+        except (LocalProtocolError, RemoteProtocolError):
+            pass
+        held = session.replay()
+        assert session.replay_bytes == sum(len(p) for _, p, _ in held)
+        assert [seq for seq, _, _ in held] == list(
+            range(session.acked_through + 1, session.next_seq)
+        ) or session.ended
+        assert session.consumed_through <= session.received_through
+        if session.lost is not None:
+            assert held == [] and session.inbox == 0
+            lost = session.lost
+            assert lost.first_seq + len(lost.unacknowledged) == session.next_seq
