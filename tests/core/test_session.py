@@ -521,3 +521,14 @@ def test_any_event_in_any_state_is_a_valid_step_or_a_protocol_error(
             assert held == [] and session.inbox == 0
             lost = session.lost
             assert lost.first_seq + len(lost.unacknowledged) == session.next_seq
+
+
+def test_a_resume_claiming_a_message_sent_while_detached_is_inconsistent() -> None:
+    client, _ = attached_pair()
+    client.detach(1.0)
+    client.send(b"queued while away", 1.0)  # numbered 1, never written to any connection
+    client.attach(2.0)
+    client.on_resume(ResumeFrame(1, 0), 2.0)
+    assert client.lost is not None
+    assert "received_through 1, but only 0 were ever sent" in client.lost.detail
+    assert client.lost.unacknowledged == (b"queued while away",)

@@ -221,7 +221,7 @@ class Session:
         if self.state is not State.RESUMING:
             raise RemoteProtocolError(f"RESUME while the session is {self.state.value}")
         received, consumed = resume
-        last = self.next_seq - 1
+        last = self._written_through  # the peer cannot hold a message never written
         problem = None
         if consumed > received:
             problem = f"consumed_through {consumed} above received_through {received}"
@@ -234,7 +234,6 @@ class Session:
             return
         self._release(consumed)
         self._sent_through = received  # the replay starts after what the peer holds
-        self._written_through = max(self._written_through, received)
         self.state = State.ATTACHED
 
     def detach(self, now: float) -> None:
