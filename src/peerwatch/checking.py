@@ -29,6 +29,7 @@ import struct
 from typing import Protocol
 
 from peerwatch.assessment import Finding
+from peerwatch.borrowing import borrow
 from peerwatch.tcpinfo import _LAYOUT, TCP_INFO_BUFLEN, TCP_INFO_OPT, TcpState
 
 __all__ = ["Checked", "check"]
@@ -81,7 +82,7 @@ def check(sock: socket.socket | _HasFileno | int) -> Checked:
     if fd < 0:
         return Checked(True, Finding.CLOSED, "the socket was closed by this process")
     try:  # family/type/proto given: no getsockopt calls to detect them
-        view = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fileno=fd)
+        view = borrow(fd, socket.AF_INET, socket.SOCK_STREAM, 0)
     except OSError as exc:
         return Checked(True, Finding.CLOSED, f"descriptor {fd} is not a socket: {exc}")
     try:

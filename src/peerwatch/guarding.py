@@ -44,6 +44,7 @@ import socket
 from dataclasses import dataclass
 from typing import Protocol
 
+from peerwatch.borrowing import borrow
 from peerwatch.errors import ConfigError
 from peerwatch.knobs import Applied, KernelKnobs, Outcome, apply_knobs, knobs_for
 from peerwatch.tcpinfo import tcp_info
@@ -169,7 +170,7 @@ def guard(
     if fd < 0:
         raise ConfigError("guard() needs an open socket; this one is closed")
     try:
-        view = socket.socket(fileno=fd)
+        view = borrow(fd)
     except OSError as exc:
         raise ConfigError(f"guard() needs a TCP socket; descriptor {fd} is not a socket") from exc
     try:

@@ -49,7 +49,10 @@ def test_accepted_connections_are_protected_only_when_asked() -> None:
         "--timeout", "5", "--include-loopback", "--accepted", argv=["-c", server]
     )
     assert plain.stdout.split() == ["0", "0"], plain.stderr
-    assert accepted.stdout.split() == ["1", "4600"], accepted.stderr
+    keepalive, user_timeout = accepted.stdout.split()
+    assert keepalive == "1", accepted.stderr
+    # connected already: guard takes this socket's own retransmission lead (>= 0.4 s) off
+    assert 4000 < int(user_timeout) <= 4600, accepted.stderr
 
 
 def test_a_program_exits_with_its_own_status_and_children_are_protected_too(loopback_server):

@@ -1,4 +1,4 @@
-"""psycopg 3 (and psycopg_pool): libpq's own options, and a pool check without a round trip.
+"""psycopg 3 and psycopg_pool: libpq's own options, and a pool check without a round trip.
 
 libpq creates its socket in C, so the options go through libpq itself::
 
@@ -6,32 +6,28 @@ libpq creates its socket in C, so the options go through libpq itself::
     pool = psycopg_pool.ConnectionPool(dsn, kwargs=connect_options(5), check=check)
 
 ``connect_options`` gives ``keepalives``, ``keepalives_idle/interval/count`` and
-``tcp_user_timeout`` (ms) for the budget, as ``guard`` derives them (the user
-timeout shortened by the retransmission lead of a fresh socket). ``check`` is
-psycopg_pool's ``check`` callback: it asks the kernel (``peerwatch.check``)
-instead of running ``SELECT 1``, and raises so the pool throws the connection
-away and hands out another.
+``tcp_user_timeout`` (ms) for the budget, as ``guard`` derives them. ``check``
+is psycopg_pool's public ``check`` callback: it asks the kernel
+(``peerwatch.check``) instead of running ``SELECT 1``; a dead connection is
+closed and the callback raises, so the pool replaces it (psycopg_pool then
+waits its own back-off, about a second, before the next attempt, as it does
+after its built-in ``check_connection`` fails).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from peerwatch.guarding import FRESH_SOCKET_LEAD, with_lead
-from peerwatch.knobs import knobs_for
+from peerwatch.integrations.options import derived_knobs
 
-__all__ = ["check", "connect_options"]
+__all__ = ["acheck", "check", "connect_options"]
 
 
 def connect_options(
     timeout: float = 10.0, *, idle_limit: float | None = None, probes: int = 3
 ) -> dict[str, int]:
     """libpq connection options that turn a dead server into an error within ``timeout`` s."""
-    knobs = with_lead(
-        knobs_for(timeout, probes=probes, idle_limit=idle_limit),
-        timeout,
-        min(FRESH_SOCKET_LEAD, timeout / 2),
-    )
+    knobs = derived_knobs(timeout, idle_limit=idle_limit, probes=probes)
     return {
         "keepalives": 1,
         "keepalives_idle": knobs.keepalive_idle,
@@ -42,21 +38,31 @@ def connect_options(
 
 
 def check(conn: Any) -> None:
-    """psycopg_pool ``check=`` callback: raise ``OperationalError`` if the kernel says dead.
+    """psycopg_pool ``check=`` callback: if the kernel says dead, close, raise OperationalError.
 
     No round trip: microseconds, and it cannot hang on the socket it tests.
-    Works for sync and async pools alike (psycopg_pool awaits an async check;
-    use ``acheck`` there).
     """
     import psycopg
 
     from peerwatch.checking import check as kernel_check
 
+    if conn.closed:
+        raise psycopg.OperationalError("peerwatch.check: the connection is closed")
     verdict = kernel_check(conn.fileno())
     if verdict.dead:
+        conn.close()  # so the pool sees it broken and replaces it instead of keeping it
         raise psycopg.OperationalError(f"peerwatch.check: {verdict.reason}")
 
 
 async def acheck(conn: Any) -> None:
-    """psycopg_pool ``AsyncConnectionPool(check=acheck)``: the same, as a coroutine."""
-    check(conn)
+    """``AsyncConnectionPool(check=acheck)``: the same for the asyncio pool."""
+    import psycopg
+
+    from peerwatch.checking import check as kernel_check
+
+    if conn.closed:
+        raise psycopg.OperationalError("peerwatch.check: the connection is closed")
+    verdict = kernel_check(conn.fileno())
+    if verdict.dead:
+        await conn.close()
+        raise psycopg.OperationalError(f"peerwatch.check: {verdict.reason}")
