@@ -34,3 +34,25 @@ def nginx_server() -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server() -> Iterator[Server]:
+    from realservers import start_rabbitmq, stop_rabbitmq
+
+    server = start_rabbitmq()
+    try:
+        yield server
+    finally:
+        stop_rabbitmq(server)
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[Server]:
+    from realservers import start_nats
+
+    server = start_nats()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -211,3 +211,59 @@ def start_nginx(keepalive_timeout: str = "300ms") -> Server:
         server.stop()
         pytest.skip(str(exc))
     return server
+
+
+def start_rabbitmq() -> Server:
+    """RabbitMQ with its own node name, ports and epmd, all under a temporary directory."""
+    script = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+    if not os.path.exists(script):
+        pytest.skip("rabbitmq-server is not installed (tools/system-deps.d/drivers.list)")
+    server = Server("rabbitmq", free_port(), tempfile.mkdtemp(prefix="pw-rabbitmq-"))
+    epmd_port, dist_port = free_port(), free_port()
+    env = dict(
+        os.environ,
+        HOME=server.directory,
+        RABBITMQ_NODENAME=f"pw{server.port}@localhost",
+        RABBITMQ_NODE_IP_ADDRESS=HOST,
+        RABBITMQ_NODE_PORT=str(server.port),
+        RABBITMQ_DIST_PORT=str(dist_port),
+        ERL_EPMD_PORT=str(epmd_port),  # our own epmd, killed in stop()
+        RABBITMQ_MNESIA_BASE=os.path.join(server.directory, "mnesia"),
+        RABBITMQ_LOG_BASE=os.path.join(server.directory, "log"),
+        RABBITMQ_CONFIG_FILE=os.path.join(server.directory, "rabbitmq"),
+        RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(server.directory, "plugins"),
+    )
+    server.proc = _spawn([script], env=env)
+    server.extra["epmd_port"] = str(epmd_port)
+    try:
+        wait_listening(server.port, server.proc, "rabbitmq-server", 60)
+    except RuntimeError as exc:
+        stop_rabbitmq(server)
+        pytest.skip(str(exc))
+    return server
+
+
+def stop_rabbitmq(server: Server) -> None:
+    server.stop()
+    epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(
+            [epmd, "-port", server.extra["epmd_port"], "-kill"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+
+
+def start_nats() -> Server:
+    binary = shutil.which("nats-server") or shutil.which("nats-server", path="/usr/sbin")
+    if binary is None:
+        pytest.skip("nats-server is not installed (tools/system-deps.d/drivers.list)")
+    server = Server("nats", free_port(), tempfile.mkdtemp(prefix="pw-nats-"))
+    server.proc = _spawn([binary, "-a", HOST, "-p", str(server.port)])
+    try:
+        wait_listening(server.port, server.proc, "nats-server", 15)
+    except RuntimeError as exc:
+        server.stop()
+        pytest.skip(str(exc))
+    return server
