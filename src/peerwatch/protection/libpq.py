@@ -36,7 +36,7 @@ def patch(psycopg: ModuleType) -> None:
         setattr(cls, "connect", classmethod(_wrap(original.__func__, conninfo_to_dict)))  # noqa: B010
     # psycopg.connect is Connection.connect, bound when psycopg was imported: rebind it
     _module_connect.setdefault(psycopg, psycopg.connect)
-    psycopg.connect = psycopg.Connection.connect
+    setattr(psycopg, "connect", psycopg.Connection.connect)  # noqa: B010
 
 
 def _wrap(connect: Any, conninfo_to_dict: Any) -> Any:
