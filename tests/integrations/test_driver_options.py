@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 from drivers_kit import expected, guarded, sockets_to
-from realservers import Server
+
+from peerwatch.testing.servers import Server
 
 TIMEOUT = 5.0
 WANT = expected(TIMEOUT)

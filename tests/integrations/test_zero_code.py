@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 from drivers_kit import Options, expected
-from realservers import Server
+
+from peerwatch.testing.servers import Server
 
 HERE = Path(__file__).parent
 TIMEOUT = 5.0
