@@ -190,7 +190,7 @@ def measure_pool_trials(quick: bool, log: Callable[[str], None]) -> dict[str, An
             "trials": trials,
             "passed": run.returncode == 0,
             "seconds": round(time.monotonic() - t, 1),
-            "tail": run.stdout.strip().splitlines()[-1:],
+            "tail": run.stdout.strip().splitlines()[-1 if run.returncode == 0 else -15 :],
         }
         log(f"   {name}: {trials} trials, {'all replaced' if run.returncode == 0 else 'FAILED'}")
     return results

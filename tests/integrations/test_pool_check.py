@@ -73,8 +73,10 @@ def test_sqlalchemy_pool_replaces_connections_postgres_closed(postgres_server: S
     try:
         replaced = 0
         for size in rounds(TRIALS):
-            # hold `size` connections at once, so the pool has that many to hand out again;
-            # each runs its query right after checkout, as an application does
+            # a fresh pool each round, so none of its connections can age into the server's
+            # idle timeout between rounds; hold `size` connections at once so the pool has
+            # that many to hand out again; each runs its query right after checkout
+            engine.dispose()
             conns = [use(engine.connect()) for _ in range(size)]
             fds = [c.connection.dbapi_connection.fileno() for c in conns]
             for c in conns:
