@@ -27,7 +27,7 @@ class Options:
 
 def sockets_to(address: tuple[str, int]) -> list[Options]:
     """The options on every socket of this process connected to ``address``."""
-    found = []
+    found: dict[object, socket.socket] = {}  # by local address: one socket, several fds
     for name in os.listdir("/proc/self/fd"):
         try:
             copy = os.dup(int(name))
@@ -54,6 +54,38 @@ def sockets_to(address: tuple[str, int]) -> list[Options]:
                 )
             )
     return found
+
+
+def connected_sockets(address: tuple[str, int]) -> list[socket.socket]:
+    """Duplicates of this process's sockets connected to ``address`` (close them after use).
+
+    A duplicate reads the same kernel socket (TCP_INFO, options), whoever owns it.
+    Closing it does not close the connection while the owner's descriptor is open.
+    """
+    found: dict[object, socket.socket] = {}  # by local address: one socket, several fds
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            copy = os.dup(int(name))
+        except OSError:
+            continue
+        try:
+            dup = socket.socket(fileno=copy)
+        except OSError:
+            os.close(copy)
+            continue
+        try:
+            local = dup.getsockname()
+            if (
+                dup.type == socket.SOCK_STREAM
+                and dup.getpeername() == address
+                and local not in found
+            ):
+                found[local] = dup
+                continue
+        except OSError:
+            pass
+        dup.close()
+    return list(found.values())
 
 
 def expected(timeout: float, **kwargs: float) -> Options:
