@@ -265,9 +265,10 @@ def protect_checks(result: dict[str, Any]) -> list[Any]:
         ),
     ]
     for name, trial in result["pool_trials"].items():
+        pool = name.removeprefix("test_").split("_pool")[0]
         checks.append(
             Check(
-                f"{trial['trials']} pool trials replaced ({name.split('_pool')[0]})",
+                f"{trial['trials']} pool trials replaced ({pool})",
                 100.0 if trial["passed"] else 0.0,
                 100.0,
                 True,
