@@ -45,6 +45,8 @@ from peerwatch.lab.agent import Emit, Reporter, die_with_parent
 CONNECT_PATIENCE = 60.0
 #: What a "slow" request waits for on the server: longer than any lab run.
 FOREVER = 3600
+#: Seconds between the application's idle-time calls into its driver (DriverClient.idle).
+IDLE_STEP = 0.2
 
 
 class DriverClient:
@@ -66,6 +68,9 @@ class DriverClient:
 
     def slow(self) -> object:
         raise NotImplementedError
+
+    def idle(self) -> None:
+        """What the application does between requests (most: nothing)."""
 
     def socket_of(self) -> Any:
         """The driver's connected socket (anything with fileno()), for guard()."""
@@ -197,9 +202,13 @@ class Http(DriverClient):
         return self._get("/slow")
 
     def socket_of(self) -> Any:
-        adapter: Any = self.session.get_adapter(self.base)
-        pool = adapter.poolmanager.connection_from_url(self.base)
-        return pool.pool.queue[-1].sock  # private: the idle connection parked in the pool
+        # private: the idle connection parked in one of the pool manager's pools
+        pools = self.session.get_adapter(self.base).poolmanager.pools  # type: ignore[attr-defined]
+        for key in pools.keys():  # noqa: SIM118 (the container refuses iteration)
+            for conn in pools[key].pool.queue:
+                if conn is not None and conn.sock is not None:
+                    return conn.sock
+        raise RuntimeError("no pooled HTTP connection to guard")
 
 
 class Amqp(DriverClient):
@@ -229,6 +238,12 @@ class Amqp(DriverClient):
     def quick(self) -> object:
         self.channel.queue_declare(queue=self.queue, passive=True)
         return "declare-ok"
+
+    def idle(self) -> None:
+        # A BlockingConnection sends heartbeats only while the application pumps events,
+        # as a consumer's start_consuming() does; an idle program that does not is closed
+        # by RabbitMQ for missed heartbeats (measured: 3 x 2 s after the last pump).
+        self.conn.process_data_events(time_limit=0)
 
     def slow(self) -> object:
         got: list[bytes] = []
@@ -312,9 +327,15 @@ def _connect(client: DriverClient) -> None:
 def _serve(client: DriverClient, emit: Emit, commands: queue.Queue[str]) -> None:
     """Run commands one at a time; the driver is used from this thread only (pika needs it)."""
     while True:
-        command = commands.get()
-        if command == "stop":
-            return
+        try:
+            command = commands.get(timeout=IDLE_STEP)
+        except queue.Empty:
+            try:
+                client.idle()
+            except Exception as exc:
+                emit("error", kind=type(exc).__name__, msg=str(exc).strip()[:200])
+                return
+            continue
         action: Callable[[], object] = client.slow if command == "slow" else client.quick
         emit("request", what=command)
         try:

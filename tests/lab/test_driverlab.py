@@ -1,0 +1,98 @@
+"""`peerwatch lab --drivers`: real PostgreSQL and Redis, real psycopg and redis-py, real faults.
+
+The CI subset of the driver scenarios (about 45 s): the host loses power with a
+request in flight, and a NAT forgets an idle flow. Unprotected drivers must
+still be waiting at the bound; guarded ones must end the request with a clear
+error within the budget + 10 %, and keep the flow through the NAT.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from peerwatch.lab.netns import PREFIX, can_create_namespaces, lab_namespaces
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _lab(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "peerwatch", "lab", "--drivers", *args]
+    return subprocess.run(
+        argv, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _server_dirs() -> set[str]:
+    return {p.name for p in Path("/tmp").glob("pwlab-drivers-*")}
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_quick_driver_run_guard_ends_the_hang_and_keeps_the_flow(tmp_path: Path) -> None:
+    able, why = can_create_namespaces()
+    if not able:
+        pytest.skip(f"needs root: {why}")
+    namespaces, dirs = set(lab_namespaces()), _server_dirs()
+    out, table = tmp_path / "drivers.json", tmp_path / "drivers.md"
+    result = _lab(
+        "--quick",
+        "--scenario",
+        "power-off-inflight,middlebox",
+        "--json",
+        str(out),
+        "--markdown",
+        str(table),
+        timeout=240,
+    )
+    assert result.returncode == 0, (result.stdout[-4000:], result.stderr[-2000:])
+    report = json.loads(out.read_text())
+    bound = report["settings"]["bound"]
+    claimed = report["settings"]["timeout"] * 1.1
+    records = {(r["fault"], r["server"], r["protection"]): r for r in report["records"]}
+    assert len(records) == 2 * 2 * 2
+    for server in ("postgresql", "redis"):
+        hung = records[("power-off-inflight", server, "defaults")]
+        assert hung["outcome"] == "never", hung
+        assert hung["saw"] == f"still waiting at {bound:g} s", hung
+        guarded = records[("power-off-inflight", server, "guard")]
+        assert guarded["outcome"] == "error", guarded
+        assert 0 < guarded["seconds"] <= claimed, guarded
+        assert "time" in guarded["saw"].lower(), guarded  # ETIMEDOUT, as the driver words it
+        forgotten = records[("middlebox", server, "defaults")]
+        assert forgotten["outcome"] == "never", forgotten
+        dropped = int(forgotten["saw"].split("dropped ")[1].split()[0])
+        assert dropped > 0, forgotten  # the NAT really dropped the forgotten flow's packets
+        kept = records[("middlebox", server, "guard")]
+        assert kept["outcome"] == "reply", kept
+    assert "| power-off-inflight | postgresql (psycopg) | never ✓ | error" in table.read_text()
+    leaked = [
+        n
+        for n in set(lab_namespaces()) - namespaces
+        if not Path(f"/proc/{n[len(PREFIX) :].split('-', 1)[0]}").exists()
+    ]
+    assert leaked == []
+    assert _server_dirs() - dirs == set()
+
+
+def test_unknown_fault_is_a_one_line_usage_error() -> None:
+    result = _lab("--scenario", "power-of-inflight", timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "peerwatch lab: unknown name(s): power-of-inflight; see --drivers --list"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_list_names_every_fault_server_and_protection() -> None:
+    result = _lab("--list", timeout=60)
+    assert result.returncode == 0, result.stderr
+    for name in ("power-off-inflight", "middlebox", "server-idle-close", "hung"):
+        assert name in result.stdout
+    for server in ("postgresql (psycopg)", "redis (redis-py)", "nginx", "rabbitmq", "nats"):
+        assert server in result.stdout
+    assert "protections: defaults, driver, guard, run" in result.stdout
