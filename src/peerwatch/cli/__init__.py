@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "inspect": "inspect",
     "serve": "serve",
     "ping": "ping",
+    "run": "run",
 }
 
 

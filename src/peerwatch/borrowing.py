@@ -1,0 +1,25 @@
+"""A socket object over someone else's descriptor that changes nothing on it.
+
+``socket.socket(fileno=fd)`` is how Python reads options of a descriptor it
+does not own, but it has a side effect: when ``socket.setdefaulttimeout()``
+was called anywhere in the process, the new object puts the descriptor in
+non-blocking mode (CPython ``sock_initobj``), and O_NONBLOCK belongs to the
+open file, so the owner's blocking socket stops blocking. ``borrow`` undoes
+that, and the caller must ``detach()`` the view (never close it).
+"""
+
+from __future__ import annotations
+
+import socket
+
+
+def borrow(fd: int, family: int = -1, kind: int = -1, proto: int = -1) -> socket.socket:
+    """A view of ``fd``; pass family/kind/proto when known to skip the getsockopt calls."""
+    if socket.getdefaulttimeout() is None:
+        return socket.socket(family, kind, proto, fileno=fd)
+    import fcntl
+
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    view = socket.socket(family, kind, proto, fileno=fd)
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+    return view
