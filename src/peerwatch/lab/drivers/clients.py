@@ -17,12 +17,16 @@ Protections:
   off where the driver has them, so the first error on the connection is what
   is measured (a retry would reconnect to a dead host and hide it).
 - ``driver``: the driver's own options (keepalive, user timeout, heartbeats)
-  set from the same budget ``peerwatch.knobs_for`` derives for ``guard``.
+  set from the same budget ``guard`` uses (``peerwatch.integrations.options``).
 - ``guard``: the defaults plus ``peerwatch.guard(sock, timeout)`` on the
   driver's socket, found where the driver keeps it (for some drivers only a
   private attribute: ``_socket_of`` says which).
 - ``run``: the defaults, unchanged, run under ``peerwatch run`` (the lab starts
   this process that way; nothing here differs).
+- ``pool-check``: the driver's pool (psycopg_pool, redis-py's ConnectionPool)
+  with peerwatch's integration: the budget's options on every connection and
+  ``peerwatch.check`` at checkout, so a connection the kernel knows is dead is
+  replaced before the application gets it. Only drivers with a pool hook.
 """
 
 from __future__ import annotations
@@ -31,14 +35,16 @@ import asyncio
 import json
 import os
 import queue
-import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from peerwatch.knobs import TCP_USER_TIMEOUT, KernelKnobs, knobs_for
+from peerwatch.integrations.options import (
+    socket_options,
+    tcp_options_by_name,
+)
 from peerwatch.lab.agent import Emit, Reporter, die_with_parent
 
 #: Seconds to keep retrying the first connection while the server starts.
@@ -56,7 +62,6 @@ class DriverClient:
         self.host: str = spec["host"]
         self.port: int = int(spec["port"])
         self.protection: str = spec["protection"]
-        self.knobs: KernelKnobs = knobs_for(float(spec["timeout"]), nodelay=False)
         self.timeout = float(spec["timeout"])
         self.emit = emit
 
@@ -76,18 +81,6 @@ class DriverClient:
         """The driver's connected socket (anything with fileno()), for guard()."""
         raise NotImplementedError
 
-    def keepalive_options(self) -> dict[int, int]:
-        """TCP-level options (IPPROTO_TCP name -> value) matching ``guard``'s budget."""
-        k = self.knobs
-        options = {
-            socket.TCP_KEEPIDLE: k.keepalive_idle,
-            socket.TCP_KEEPINTVL: k.keepalive_interval,
-            socket.TCP_KEEPCNT: k.keepalive_count,
-        }
-        if TCP_USER_TIMEOUT is not None:
-            options[TCP_USER_TIMEOUT] = k.user_timeout_ms
-        return options
-
 
 class Postgres(DriverClient):
     """psycopg 3 (libpq): keepalives_* and tcp_user_timeout are libpq connection options."""
@@ -95,25 +88,22 @@ class Postgres(DriverClient):
     def connect(self) -> None:
         import psycopg
 
-        options: dict[str, Any] = {}
-        if self.protection == "driver":
-            k = self.knobs
-            options = {
-                "keepalives": 1,
-                "keepalives_idle": k.keepalive_idle,
-                "keepalives_interval": k.keepalive_interval,
-                "keepalives_count": k.keepalive_count,
-                "tcp_user_timeout": k.user_timeout_ms,
-            }
-        self.conn = psycopg.connect(
-            host=self.host,
-            port=self.port,
-            user="postgres",
-            dbname="postgres",
-            autocommit=True,
-            connect_timeout=10,
-            **options,
-        )
+        self.conn = psycopg.connect(**self.options())
+
+    def options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": "postgres",
+            "dbname": "postgres",
+            "autocommit": True,
+            "connect_timeout": 10,
+        }
+        if self.protection in ("driver", "pool-check"):
+            from peerwatch.integrations.psycopg import connect_options
+
+            options.update(connect_options(self.timeout))
+        return options
 
     def quick(self) -> object:
         return self.conn.execute("SELECT 1").fetchone()
@@ -136,10 +126,9 @@ class Redis(DriverClient):
 
         options: dict[str, Any] = {}
         if self.protection == "driver":
-            options = {
-                "socket_keepalive": True,
-                "socket_keepalive_options": self.keepalive_options(),
-            }
+            from peerwatch.integrations.redis import connection_options
+
+            options = connection_options(self.timeout)  # socket_keepalive(_options)
         self.client = redis.Redis(
             host=self.host,
             port=self.port,
@@ -174,14 +163,7 @@ class Http(DriverClient):
         self.base = f"http://{self.host}:{self.port}"
         self.session = requests.Session()
         if self.protection == "driver":
-            options = [
-                *HTTPConnection.default_socket_options,
-                (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
-                *(
-                    (socket.IPPROTO_TCP, name, value)
-                    for name, value in self.keepalive_options().items()
-                ),
-            ]
+            options = [*HTTPConnection.default_socket_options, *socket_options(self.timeout)]
 
             class Adapter(HTTPAdapter):
                 def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
@@ -220,14 +202,10 @@ class Amqp(DriverClient):
 
         options: dict[str, Any] = {}
         if self.protection == "driver":
-            k = self.knobs
-            tcp = {
-                "TCP_KEEPIDLE": k.keepalive_idle,
-                "TCP_KEEPINTVL": k.keepalive_interval,
-                "TCP_KEEPCNT": k.keepalive_count,
-                "TCP_USER_TIMEOUT": k.user_timeout_ms,
+            options = {
+                "heartbeat": max(1, round(self.timeout / 2)),
+                "tcp_options": tcp_options_by_name(self.timeout),
             }
-            options = {"heartbeat": max(1, round(self.timeout / 2)), "tcp_options": tcp}
         params = pika.ConnectionParameters(
             host=self.host, port=self.port, connection_attempts=1, socket_timeout=10, **options
         )
@@ -301,6 +279,51 @@ class Nats(DriverClient):
         return writer.get_extra_info("socket")
 
 
+class PostgresPool(Postgres):
+    """psycopg_pool with peerwatch's ``check`` callback and libpq options (one connection)."""
+
+    def connect(self) -> None:
+        from psycopg_pool import ConnectionPool
+
+        from peerwatch.integrations.psycopg import check
+
+        options = self.options()
+        conninfo = f"host={options.pop('host')} port={options.pop('port')}"
+        self.pool = ConnectionPool(
+            conninfo, kwargs=options, min_size=1, max_size=1, check=check, open=True
+        )
+
+    def quick(self) -> object:
+        with self.pool.connection() as conn:
+            return conn.execute("SELECT 1").fetchone()
+
+    def slow(self) -> object:
+        with self.pool.connection() as conn:
+            return conn.execute(f"SELECT pg_sleep({FOREVER})").fetchone()
+
+
+class RedisPool(Redis):
+    """redis-py's pool of ``CheckedConnection`` (peerwatch's integration) and its options."""
+
+    def connect(self) -> None:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        from peerwatch.integrations.redis import CheckedConnection, connection_options
+
+        pool = redis.ConnectionPool(
+            host=self.host,
+            port=self.port,
+            socket_timeout=None,
+            socket_connect_timeout=10,
+            retry=Retry(NoBackoff(), 0),
+            connection_class=CheckedConnection,
+            **connection_options(self.timeout),
+        )
+        self.client = redis.Redis(connection_pool=pool)
+
+
 DRIVERS: dict[str, type[DriverClient]] = {
     "psycopg": Postgres,
     "redis-py": Redis,
@@ -308,6 +331,17 @@ DRIVERS: dict[str, type[DriverClient]] = {
     "pika": Amqp,
     "nats.py": Nats,
 }
+
+
+#: Drivers whose pool peerwatch's check is wired into (the ``pool-check`` protection).
+POOL_CHECKED: dict[str, type[DriverClient]] = {"psycopg": PostgresPool, "redis-py": RedisPool}
+
+
+def client_class(driver: str, protection: str) -> type[DriverClient] | None:
+    """The client for ``driver`` under ``protection``; None where it does not apply."""
+    if protection == "pool-check":
+        return POOL_CHECKED.get(driver)
+    return DRIVERS[driver]
 
 
 def _connect(client: DriverClient) -> None:
@@ -347,7 +381,11 @@ def _serve(client: DriverClient, emit: Emit, commands: queue.Queue[str]) -> None
 
 
 def run_client(spec: dict[str, Any], emit: Emit) -> int:
-    client = DRIVERS[spec["driver"]](spec, emit)
+    cls = client_class(spec["driver"], spec["protection"])
+    if cls is None:
+        emit("failed", why=f"no {spec['protection']} for {spec['driver']}")
+        return 2
+    client = cls(spec, emit)
     commands: queue.Queue[str] = queue.Queue()
 
     def setup() -> None:

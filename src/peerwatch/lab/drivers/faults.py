@@ -11,8 +11,10 @@ Claims are made only where the issue and the kernel's rules predict an outcome
 independent of the driver: ``guard``/``peerwatch run`` end a request in flight
 to a powered-off host within the budget (+10 %), keep a flow alive through a
 middlebox whose idle timeout is longer than their first keepalive probe, while
-the unprotected driver waits past the bound in both cases. Everything else is
-measured and shown without a claim.
+the unprotected driver waits past the bound in both cases; and a pool with
+``peerwatch.check`` replaces a connection the server closed while it was idle,
+so the application gets its reply and no error. Everything else is measured and
+shown without a claim.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ Action = Literal["slow", "quick", "power-off", "sigstop"]
 Step = tuple[float, Action]
 
 #: Protections measured for every driver (see peerwatch.lab.drivers.clients).
-PROTECTIONS = ("defaults", "driver", "guard", "run")
-PROTECTED = ("guard", "run")
+PROTECTIONS = ("defaults", "driver", "guard", "run", "pool-check")
+PROTECTED = ("guard", "run", "pool-check")
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,8 @@ def expectation(fault: Fault, protection: str, s: DriverSettings) -> Expectation
             return Expectation(f"clear error within {s.claimed:g} s", "error", s.claimed)
         if protection == "defaults":
             return Expectation(f"still waiting at {s.bound:g} s", "never")
+    if fault.name == "server-idle-close" and protection == "pool-check":
+        return Expectation("replaced at checkout: reply, no error", "reply")
     if fault.name == "middlebox":
         if protection in PROTECTED:
             return Expectation("keepalive keeps the flow: reply", "reply")

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from peerwatch.lab.control import Agent, wait_ready
+from peerwatch.lab.drivers.clients import client_class
 from peerwatch.lab.drivers.faults import DriverSettings, Fault, Step, expectation
 from peerwatch.lab.drivers.middlebox import VIP, Middlebox
 from peerwatch.lab.drivers.servers import Server, ServerSet
@@ -103,14 +104,13 @@ class FaultRun:
             self.lab, KODOS, self.settings.idle_close if self.fault.idle_close else None
         )
         host = VIP if self.fault.middlebox else KODOS.address
-        for server in self.servers:
-            for protection in self.protections:
-                key = self.key(server, protection)
-                stderr = tempfile.TemporaryFile(prefix="pwlab-driver-")  # noqa: SIM115
-                argv = client_argv(server, protection, self.settings, host)
-                proc = self.lab.spawn(KANG, argv, stderr=stderr)
-                self.clients[key] = Agent(key, proc, self.events, stderr)
-                self.seen[key] = []
+        for server, protection in self.pairs():
+            key = self.key(server, protection)
+            stderr = tempfile.TemporaryFile(prefix="pwlab-driver-")  # noqa: SIM115
+            argv = client_argv(server, protection, self.settings, host)
+            proc = self.lab.spawn(KANG, argv, stderr=stderr)
+            self.clients[key] = Agent(key, proc, self.events, stderr)
+            self.seen[key] = []
         deadline = time.monotonic() + START_TIMEOUT
         failures = wait_ready(self.events, set(self.clients), deadline)
         for key, why in failures.items():
@@ -191,12 +191,17 @@ class FaultRun:
                 return when
         return max(at for at, _ in self.fault.timeline(self.settings))
 
+    def pairs(self) -> list[tuple[Server, str]]:
+        """Every server x protection that applies (pool-check only where a pool hook exists)."""
+        return [
+            (server, protection)
+            for server in self.servers
+            for protection in self.protections
+            if client_class(server.driver, protection) is not None
+        ]
+
     def records(self) -> list[DriverRecord]:
-        out = []
-        for server in self.servers:
-            for protection in self.protections:
-                out.append(self._record(server, protection))
-        return out
+        return [self._record(server, protection) for server, protection in self.pairs()]
 
     def _record(self, server: Server, protection: str) -> DriverRecord:
         key = self.key(server, protection)
