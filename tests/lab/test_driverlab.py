@@ -9,6 +9,8 @@ error within the budget + 10 %, and keep the flow through the NAT.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +72,7 @@ def test_quick_driver_run_guard_ends_the_hang_and_keeps_the_flow(tmp_path: Path)
         kept = records[("middlebox", server, "guard")]
         assert kept["outcome"] == "reply", kept
     assert "| power-off-inflight | postgresql (psycopg) | never ✓ | error" in table.read_text()
+    assert records[("power-off-inflight", "postgresql", "guard")]["socket"].startswith("keepalive 2+")
     leaked = [
         n
         for n in set(lab_namespaces()) - namespaces
@@ -96,3 +99,22 @@ def test_list_names_every_fault_server_and_protection() -> None:
     for server in ("postgresql (psycopg)", "redis (redis-py)", "nginx", "rabbitmq", "nats"):
         assert server in result.stdout
     assert "protections: defaults, driver, guard, run" in result.stdout
+
+
+def test_without_root_the_driver_scenarios_refuse_in_one_line() -> None:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root (to become nobody) and setpriv")
+    nobody = 65534
+    argv = [sys.executable, "-m", "peerwatch", "lab", "--drivers", "--quick"]
+    result = subprocess.run(
+        ["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups", *argv],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "need real root" in lines[0]

@@ -35,6 +35,7 @@ import asyncio
 import json
 import os
 import queue
+import socket
 import sys
 import threading
 import time
@@ -46,6 +47,7 @@ from peerwatch.integrations.options import (
     tcp_options_by_name,
 )
 from peerwatch.lab.agent import Emit, Reporter, die_with_parent
+from peerwatch.lab.rawclient import apply_options_report
 
 #: Seconds to keep retrying the first connection while the server starts.
 CONNECT_PATIENCE = 60.0
@@ -301,6 +303,10 @@ class PostgresPool(Postgres):
         with self.pool.connection() as conn:
             return conn.execute(f"SELECT pg_sleep({FOREVER})").fetchone()
 
+    def socket_of(self) -> Any:
+        with self.pool.connection() as conn:
+            return conn.pgconn.socket
+
 
 class RedisPool(Redis):
     """redis-py's pool of ``CheckedConnection`` (peerwatch's integration) and its options."""
@@ -322,6 +328,9 @@ class RedisPool(Redis):
             **connection_options(self.timeout),
         )
         self.client = redis.Redis(connection_pool=pool)
+
+    def socket_of(self) -> Any:
+        return self.client.connection_pool._available_connections[0]._sock  # private
 
 
 DRIVERS: dict[str, type[DriverClient]] = {
@@ -380,6 +389,21 @@ def _serve(client: DriverClient, emit: Emit, commands: queue.Queue[str]) -> None
             emit("reply", what=command, result=repr(result)[:60])
 
 
+def options_of(client: DriverClient) -> dict[str, int] | None:
+    """The keepalive and user-timeout options on the driver's socket, read from the kernel:
+    what the driver (or its protection) really set, not what its documentation says."""
+    try:
+        target = client.socket_of()
+        fd = target if isinstance(target, int) else target.fileno()
+        view = socket.socket(fileno=os.dup(fd))
+    except Exception:
+        return None
+    try:
+        return apply_options_report(view)
+    finally:
+        view.close()
+
+
 def run_client(spec: dict[str, Any], emit: Emit) -> int:
     cls = client_class(spec["driver"], spec["protection"])
     if cls is None:
@@ -399,7 +423,7 @@ def run_client(spec: dict[str, Any], emit: Emit) -> int:
         except Exception as exc:
             emit("failed", why=f"{type(exc).__name__}: {str(exc).strip()[:300]}")
             os._exit(1)
-        emit("ready", applied=applied)
+        emit("ready", applied=applied, options=options_of(client))
         _serve(client, emit, commands)
 
     worker = threading.Thread(target=setup, name="driver", daemon=True)

@@ -37,7 +37,7 @@ def render_table(records: Sequence[DriverRecord], title: str) -> Any:
     from rich.table import Table
 
     table = Table(title=title, show_lines=False)
-    for column in ("fault", "server", "driver", "protection", "outcome", "what it saw"):
+    for column in ("fault", "server", "driver", "protection", "socket", "outcome", "what it saw"):
         table.add_column(column)
     table.add_column("expected")
     table.add_column("ok")
@@ -49,6 +49,7 @@ def render_table(records: Sequence[DriverRecord], title: str) -> Any:
             r.server,
             r.driver,
             r.protection,
+            r.socket,
             outcome_text(r),
             r.saw,
             r.expected,
@@ -74,9 +75,10 @@ def write_json(
 
 
 def write_markdown(records: Sequence[DriverRecord], protections: Sequence[str]) -> str:
-    """One row per fault x server, one column per protection: outcome and seconds waited."""
-    header = "| fault | server (driver) | " + " | ".join(protections) + " |"
-    lines = [header, "|---|---|" + "---|" * len(protections)]
+    """One row per fault x server, one column per protection: outcome and seconds waited;
+    the last column: keepalive and user timeout the driver sets by itself (read back)."""
+    header = "| fault | server (driver) | " + " | ".join(protections) + " | socket by default |"
+    lines = [header, "|---|---|" + "---|" * (len(protections) + 1)]
     rows: dict[tuple[str, str], dict[str, DriverRecord]] = {}
     for r in records:
         rows.setdefault((r.fault, f"{r.server} ({r.driver})"), {})[r.protection] = r
@@ -89,5 +91,7 @@ def write_markdown(records: Sequence[DriverRecord], protections: Sequence[str]) 
                 continue
             mark = "" if cell.ok is None else (" ✓" if cell.ok else " ✗")
             texts.append(outcome_text(cell) + mark)
+        default = cells.get("defaults")
+        texts.append(default.socket if default is not None else "")
         lines.append(f"| {fault} | {server} | " + " | ".join(texts) + " |")
     return "\n".join(lines) + "\n"

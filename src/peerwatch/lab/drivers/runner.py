@@ -20,9 +20,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from peerwatch.lab.control import Agent, wait_ready
+from peerwatch.lab.control import Agent
 from peerwatch.lab.drivers.clients import client_class
-from peerwatch.lab.drivers.faults import DriverSettings, Fault, Step, expectation
+from peerwatch.lab.drivers.faults import (
+    DriverSettings,
+    Fault,
+    Step,
+    expectation,
+    options_text,
+)
 from peerwatch.lab.drivers.middlebox import VIP, Middlebox
 from peerwatch.lab.drivers.servers import Server, ServerSet
 from peerwatch.lab.hosts import KANG, KODOS, Lab
@@ -46,6 +52,7 @@ class DriverRecord:
     expected: str
     ok: bool | None  # None: no claim
     why: str = ""
+    socket: str = ""  # keepalive / user timeout on the driver's socket, read from the kernel
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,6 +100,7 @@ class FaultRun:
         self.clients: dict[str, Agent] = {}
         self.seen: dict[str, list[tuple[float, dict[str, Any]]]] = {}
         self.failed: dict[str, str] = {}
+        self.options: dict[str, dict[str, int]] = {}  # socket options each client read back
         self.dropped = 0
 
     @staticmethod
@@ -111,13 +119,32 @@ class FaultRun:
             proc = self.lab.spawn(KANG, argv, stderr=stderr)
             self.clients[key] = Agent(key, proc, self.events, stderr)
             self.seen[key] = []
-        deadline = time.monotonic() + START_TIMEOUT
-        failures = wait_ready(self.events, set(self.clients), deadline)
+        failures = self._wait_ready(time.monotonic() + START_TIMEOUT)
         for key, why in failures.items():
             tail = self.clients[key].stderr_tail(300).strip().splitlines()
             server = next(sv for sv in self.servers if key.startswith(sv.name + "/"))
             logs = server_set.log_tail(server)
             self.failed[key] = " ".join([why, *(tail[-1:]), logs]).strip()[:400]
+
+    def _wait_ready(self, deadline: float) -> dict[str, str]:
+        """Wait for every client's ready (keeping the socket options it read) or failure."""
+        pending = set(self.clients)
+        failures: dict[str, str] = {}
+        while pending and time.monotonic() < deadline:
+            try:
+                key, event = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if key not in pending:
+                continue
+            if event.get("ev") == "ready":
+                pending.discard(key)
+                self.options[key] = event.get("options") or {}
+            elif event.get("ev") in ("failed", "exit"):
+                pending.discard(key)
+                failures[key] = str(event.get("why", "exited during start-up"))
+        failures.update((key, "did not start in time") for key in pending)
+        return failures
 
     def drive(self, tick: Callable[[float], None] | None = None) -> None:
         steps = sorted(self.fault.timeline(self.settings))
@@ -205,7 +232,8 @@ class FaultRun:
 
     def _record(self, server: Server, protection: str) -> DriverRecord:
         key = self.key(server, protection)
-        expect = expectation(self.fault, protection, self.settings)
+        options = self.options.get(key, {})
+        expect = expectation(self.fault, protection, self.settings, options)
 
         def record(
             outcome: str, seconds: float | None, saw: str, ok: bool | None, why: str = ""
@@ -221,6 +249,7 @@ class FaultRun:
                 expect.text,
                 ok,
                 why,
+                options_text(options),
             )
 
         if key in self.failed:
