@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import targets
+from bench.protect_cost import protect_checks, protect_section
 from bench.targets import Check
 
 TITLES = {
@@ -17,6 +18,7 @@ TITLES = {
     "idle": "Idle connections",
     "detection": "Detection precision",
     "accept": "Accept scaling",
+    "protect": "Zero-code protection and pool check",
 }
 
 
@@ -185,6 +187,7 @@ SECTIONS = {
     "idle": idle_section,
     "detection": detection_section,
     "accept": accept_section,
+    "protect": protect_section,
 }
 
 
@@ -193,6 +196,7 @@ CHECKS = {
     "idle": targets.idle_checks,
     "detection": targets.detection_checks,
     "accept": targets.accept_checks,
+    "protect": protect_checks,
 }
 
 ANALYSIS = Path(__file__).resolve().parent / "analysis.md"

@@ -16,8 +16,6 @@ until they are used.
 
 from __future__ import annotations
 
-import importlib
-
 #: typing.TYPE_CHECKING without importing typing (milliseconds at start-up; see protection/)
 TYPE_CHECKING = False
 
@@ -136,6 +134,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'peerwatch' has no attribute {name!r}")
+    import importlib  # here, not at the top: the protection bootstrap imports this package
+
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -10,6 +10,7 @@ that, and the caller must ``detach()`` the view (never close it).
 
 from __future__ import annotations
 
+import _socket
 import socket
 
 
@@ -21,5 +22,21 @@ def borrow(fd: int, family: int = -1, kind: int = -1, proto: int = -1) -> socket
 
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     view = socket.socket(family, kind, proto, fileno=fd)
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+    return view
+
+
+def borrow_raw(fd: int) -> _socket.socket:
+    """The same as a bare ``_socket.socket`` (IPv4 stream assumed, enough for getsockopt).
+
+    ``socket.socket``'s Python ``__init__`` costs over a microsecond; this is for
+    ``peerwatch.check``, whose whole budget is a few. Detach it, never close it.
+    """
+    if socket.getdefaulttimeout() is None:
+        return _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM, 0, fd)
+    import fcntl
+
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    view = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM, 0, fd)
     fcntl.fcntl(fd, fcntl.F_SETFL, flags)
     return view

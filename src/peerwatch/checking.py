@@ -24,13 +24,14 @@ function ``peerwatch.check`` without a submodule of that name shadowing it.)
 
 from __future__ import annotations
 
+import _socket
 import socket
 import struct
 from typing import Protocol
 
 from peerwatch.assessment import Finding
-from peerwatch.borrowing import borrow
-from peerwatch.tcpinfo import _LAYOUT, TCP_INFO_BUFLEN, TCP_INFO_OPT, TcpState
+from peerwatch.borrowing import borrow_raw
+from peerwatch.tcpinfo import _LAYOUT, TCP_INFO_OPT, TcpState
 
 __all__ = ["Checked", "check"]
 
@@ -82,7 +83,7 @@ def check(sock: socket.socket | _HasFileno | int) -> Checked:
     if fd < 0:
         return Checked(True, Finding.CLOSED, "the socket was closed by this process")
     try:  # family/type/proto given: no getsockopt calls to detect them
-        view = borrow(fd, socket.AF_INET, socket.SOCK_STREAM, 0)
+        view = borrow_raw(fd)
     except OSError as exc:
         return Checked(True, Finding.CLOSED, f"descriptor {fd} is not a socket: {exc}")
     try:
@@ -91,9 +92,9 @@ def check(sock: socket.socket | _HasFileno | int) -> Checked:
         view.detach()  # the descriptor belongs to the caller
 
 
-def _check_socket(sock: socket.socket) -> Checked:
-    try:
-        raw = sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO_OPT, TCP_INFO_BUFLEN)
+def _check_socket(sock: _socket.socket) -> Checked:
+    try:  # only the bytes up to snd_wnd: the kernel copies less
+        raw = sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO_OPT, _SND_WND_END)
     except OSError as exc:
         if sock.fileno() < 0:
             return Checked(True, Finding.CLOSED, "the socket was closed by this process")

@@ -1,16 +1,33 @@
-"""Session-scoped real servers on loopback (see realservers.py), stopped after the session."""
+"""Session-scoped real servers on loopback (peerwatch.testing.servers), stopped at the end."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
-from realservers import Server, start_nginx, start_postgres, start_redis
+
+from peerwatch.testing.servers import (
+    Server,
+    ServerUnavailable,
+    start_nats,
+    start_nginx,
+    start_postgres,
+    start_rabbitmq,
+    start_redis,
+    stop_rabbitmq,
+)
+
+
+def started(start: Callable[[], Server]) -> Server:
+    try:
+        return start()
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[Server]:
-    server = start_redis()
+    server = started(start_redis)
     try:
         yield server
     finally:
@@ -20,7 +37,7 @@ def redis_server() -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[Server]:
     pytest.importorskip("psycopg")
-    server = start_postgres()
+    server = started(start_postgres)
     try:
         yield server
     finally:
@@ -29,7 +46,25 @@ def postgres_server() -> Iterator[Server]:
 
 @pytest.fixture(scope="session")
 def nginx_server() -> Iterator[Server]:
-    server = start_nginx()
+    server = started(start_nginx)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server() -> Iterator[Server]:
+    server = started(start_rabbitmq)
+    try:
+        yield server
+    finally:
+        stop_rabbitmq(server)
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[Server]:
+    server = started(start_nats)
     try:
         yield server
     finally:

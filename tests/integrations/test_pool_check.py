@@ -17,9 +17,9 @@ import time
 from typing import Any
 
 import pytest
-from realservers import Server
 
 import peerwatch
+from peerwatch.testing.servers import Server
 
 TRIALS = int(os.environ.get("PEERWATCH_POOL_TRIALS", "40"))
 BATCH = 20  # connections checked out, used and returned together in one round

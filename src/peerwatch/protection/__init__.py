@@ -22,7 +22,10 @@ from __future__ import annotations
 
 from peerwatch.protection import state
 from peerwatch.protection.imports import after_import, cancel
-from peerwatch.protection.settings import ENV_VAR, ProtectSettings
+
+TYPE_CHECKING = False  # typing costs milliseconds at start-up
+if TYPE_CHECKING:
+    from peerwatch.protection.settings import ProtectSettings
 
 __all__ = ["ENV_VAR", "ProtectSettings", "protect", "start", "unprotect"]
 
@@ -45,6 +48,8 @@ def protect(
     made before the call are not touched (``peerwatch.guard`` them).
     Raises ``ConfigError`` for settings that cannot work.
     """
+    from peerwatch.protection.settings import ProtectSettings
+
     settings = ProtectSettings(
         timeout,
         idle_limit=idle_limit,
@@ -101,3 +106,12 @@ def _log_to_stderr(level: str) -> None:
         handler._peerwatch = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if level == "debug" else logging.INFO)
+
+
+def __getattr__(name: str) -> object:
+    """``ProtectSettings`` and ``ENV_VAR`` on first use (the bootstrap imports what it needs)."""
+    if name in ("ProtectSettings", "ENV_VAR"):
+        from peerwatch.protection import settings
+
+        return getattr(settings, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 _originals: dict[type, Any] = {}  # class -> its own connect classmethod
+_module_connect: dict[Any, Any] = {}  # the psycopg module -> its original connect
 
 
 def patch(psycopg: ModuleType) -> None:
@@ -33,6 +34,9 @@ def patch(psycopg: ModuleType) -> None:
         original = cls.__dict__["connect"]
         _originals[cls] = original
         setattr(cls, "connect", classmethod(_wrap(original.__func__, conninfo_to_dict)))  # noqa: B010
+    # psycopg.connect is Connection.connect, bound when psycopg was imported: rebind it
+    _module_connect.setdefault(psycopg, psycopg.connect)
+    setattr(psycopg, "connect", psycopg.Connection.connect)  # noqa: B010
 
 
 def _wrap(connect: Any, conninfo_to_dict: Any) -> Any:
@@ -49,6 +53,9 @@ def unpatch() -> None:
     for cls, original in _originals.items():
         setattr(cls, "connect", original)  # noqa: B010
     _originals.clear()
+    for module, connect in _module_connect.items():
+        module.connect = connect
+    _module_connect.clear()
 
 
 def options_to_add(params: dict[str, Any]) -> dict[str, Any]:

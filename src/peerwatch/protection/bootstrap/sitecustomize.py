@@ -18,7 +18,8 @@ def _start() -> None:
         return
     try:
         from peerwatch.errors import ConfigError
-        from peerwatch.protection import ProtectSettings, start
+        from peerwatch.protection import start
+        from peerwatch.protection.settings import ProtectSettings
     except ImportError:
         sys.stderr.write(
             f"peerwatch: {sys.executable} cannot import peerwatch; connections are NOT protected\n"

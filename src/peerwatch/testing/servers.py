@@ -1,9 +1,12 @@
 """Real servers on loopback, started from their Debian packages in a temporary directory.
 
-Each ``start_*`` returns a ``Server`` whose ``stop()`` kills the process and
-removes the directory; the session fixtures in conftest.py call it in a
-``finally``. A missing package or a refusal to start becomes a skip with the
-reason (tools/system-deps.d/drivers.list installs the packages as root).
+For tests and benchmarks that prove behaviour against the real thing
+(PostgreSQL, Redis, nginx, RabbitMQ, NATS) rather than a mock. Each
+``start_*`` returns a ``Server`` whose ``stop()`` ends the process group and
+removes the directory: call it in a ``finally``. A missing package or a
+server that will not start raises ``ServerUnavailable`` with the reason
+(``tools/system-deps.d/drivers.list`` names the packages; ``make test`` installs
+them as root). Only loopback addresses and free ports are used.
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-
-import pytest
+from typing import Any
 
 HOST = "127.0.0.1"
+
+
+class ServerUnavailable(RuntimeError):
+    """The server is not installed or would not start; the message says which and why."""
 
 
 def free_port() -> int:
@@ -35,11 +41,11 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], what: str, timeout:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {proc.returncode}")
+            raise ServerUnavailable(f"{what} exited with status {proc.returncode}")
         with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
             return
         time.sleep(0.05)
-    raise RuntimeError(f"{what} not listening on {HOST}:{port} after {timeout} s")
+    raise ServerUnavailable(f"{what} not listening on {HOST}:{port} after {timeout} s")
 
 
 @dataclass
@@ -67,21 +73,22 @@ class Server:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _spawn(argv: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+def _spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    proc: subprocess.Popen[bytes] = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own group: stop() ends its children too
-        **kwargs,  # type: ignore[call-overload]
+        **kwargs,
     )
+    return proc
 
 
 def start_redis() -> Server:
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not installed (tools/system-deps.d/drivers.list)")
+        raise ServerUnavailable("redis-server is not installed (tools/system-deps.d/drivers.list)")
     server = Server("redis", free_port(), tempfile.mkdtemp(prefix="pw-redis-"))
     server.proc = _spawn(
         [binary, "--bind", HOST, "--port", str(server.port), "--save", "", "--appendonly", "no",
@@ -89,26 +96,26 @@ def start_redis() -> Server:
     )  # fmt: skip
     try:
         wait_listening(server.port, server.proc, "redis-server", 15)
-    except RuntimeError as exc:
+    except ServerUnavailable:
         server.stop()
-        pytest.skip(str(exc))
+        raise
     return server
 
 
 def _postgres_bin() -> str | None:
+    """The newest installed PostgreSQL's bin directory (Debian keeps them versioned)."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
-    return (
-        os.path.dirname(found[-1])
-        if found
-        else shutil.which("postgres") and os.path.dirname(shutil.which("postgres") or "")
-    )
+    if found:
+        return os.path.dirname(found[-1])
+    on_path = shutil.which("postgres")
+    return os.path.dirname(on_path) if on_path else None
 
 
 def start_postgres() -> Server:
     """PostgreSQL in a temporary cluster, trust auth on loopback, run as ``postgres`` when root."""
     bindir = _postgres_bin()
     if not bindir:
-        pytest.skip("PostgreSQL is not installed (tools/system-deps.d/drivers.list)")
+        raise ServerUnavailable("PostgreSQL is not installed (tools/system-deps.d/drivers.list)")
     directory = tempfile.mkdtemp(prefix="pw-pg-")
     user: pwd.struct_passwd | None = None
     if os.geteuid() == 0:  # postgres refuses to run as root: use its own account, or nobody
@@ -117,7 +124,7 @@ def start_postgres() -> Server:
                 user = pwd.getpwnam(name)
                 break
         if user is None:
-            pytest.skip("running as root and there is no postgres or nobody user")
+            raise ServerUnavailable("running as root and there is no postgres or nobody user")
         os.chmod(directory, 0o755)
         os.chown(directory, user.pw_uid, user.pw_gid)
     data = os.path.join(directory, "data")
@@ -135,7 +142,7 @@ def start_postgres() -> Server:
     )  # fmt: skip
     if init.returncode != 0:
         server.stop()
-        pytest.skip(f"initdb failed: {init.stderr.strip().splitlines()[-1:]}")
+        raise ServerUnavailable(f"initdb failed: {init.stderr.strip().splitlines()[-1:]}")
     server.proc = _spawn(
         [os.path.join(bindir, "postgres"), "-D", data, "-p", str(server.port),
          "-c", f"listen_addresses={HOST}", "-c", f"unix_socket_directories={directory}",
@@ -146,15 +153,18 @@ def start_postgres() -> Server:
     try:
         wait_listening(server.port, server.proc, "postgres", 60)
         _wait_accepting_queries(server)
-    except RuntimeError as exc:
+    except ServerUnavailable:
         server.stop()
-        pytest.skip(str(exc))
+        raise
     server.extra["dsn"] = f"host={HOST} port={server.port} user=postgres dbname=postgres"
     return server
 
 
 def _wait_accepting_queries(server: Server) -> None:
-    import psycopg
+    try:
+        import psycopg
+    except ImportError:
+        raise ServerUnavailable("psycopg is needed to use PostgreSQL (extra: drivers)") from None
 
     deadline = time.monotonic() + 30
     while True:
@@ -166,7 +176,7 @@ def _wait_accepting_queries(server: Server) -> None:
                 return
         except psycopg.OperationalError:  # "the database system is starting up"
             if time.monotonic() > deadline:
-                raise RuntimeError("postgres never accepted queries") from None
+                raise ServerUnavailable("postgres never accepted queries") from None
             time.sleep(0.1)
 
 
@@ -198,7 +208,7 @@ def start_nginx(keepalive_timeout: str = "300ms") -> Server:
         "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
     )
     if binary is None:
-        pytest.skip("nginx is not installed (tools/system-deps.d/drivers.list)")
+        raise ServerUnavailable("nginx is not installed (tools/system-deps.d/drivers.list)")
     server = Server("nginx", free_port(), tempfile.mkdtemp(prefix="pw-nginx-"))
     conf = os.path.join(server.directory, "nginx.conf")
     with open(conf, "w") as f:
@@ -207,7 +217,65 @@ def start_nginx(keepalive_timeout: str = "300ms") -> Server:
     server.proc = _spawn([binary, "-c", conf, "-p", server.directory, "-e", "stderr"])
     try:
         wait_listening(server.port, server.proc, "nginx", 15)
-    except RuntimeError as exc:
+    except ServerUnavailable:
         server.stop()
-        pytest.skip(str(exc))
+        raise
+    return server
+
+
+def start_rabbitmq() -> Server:
+    """RabbitMQ with its own node name, ports and epmd, all under a temporary directory."""
+    script = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+    if not os.path.exists(script):
+        raise ServerUnavailable(
+            "rabbitmq-server is not installed (tools/system-deps.d/drivers.list)"
+        )
+    server = Server("rabbitmq", free_port(), tempfile.mkdtemp(prefix="pw-rabbitmq-"))
+    epmd_port, dist_port = free_port(), free_port()
+    env = dict(
+        os.environ,
+        HOME=server.directory,
+        RABBITMQ_NODENAME=f"pw{server.port}@localhost",
+        RABBITMQ_NODE_IP_ADDRESS=HOST,
+        RABBITMQ_NODE_PORT=str(server.port),
+        RABBITMQ_DIST_PORT=str(dist_port),
+        ERL_EPMD_PORT=str(epmd_port),  # our own epmd, killed in stop()
+        RABBITMQ_MNESIA_BASE=os.path.join(server.directory, "mnesia"),
+        RABBITMQ_LOG_BASE=os.path.join(server.directory, "log"),
+        RABBITMQ_CONFIG_FILE=os.path.join(server.directory, "rabbitmq"),
+        RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(server.directory, "plugins"),
+    )
+    server.proc = _spawn([script], env=env)
+    server.extra["epmd_port"] = str(epmd_port)
+    try:
+        wait_listening(server.port, server.proc, "rabbitmq-server", 60)
+    except ServerUnavailable:
+        stop_rabbitmq(server)
+        raise
+    return server
+
+
+def stop_rabbitmq(server: Server) -> None:
+    server.stop()
+    epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(
+            [epmd, "-port", server.extra["epmd_port"], "-kill"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+
+
+def start_nats() -> Server:
+    binary = shutil.which("nats-server") or shutil.which("nats-server", path="/usr/sbin")
+    if binary is None:
+        raise ServerUnavailable("nats-server is not installed (tools/system-deps.d/drivers.list)")
+    server = Server("nats", free_port(), tempfile.mkdtemp(prefix="pw-nats-"))
+    server.proc = _spawn([binary, "-a", HOST, "-p", str(server.port)])
+    try:
+        wait_listening(server.port, server.proc, "nats-server", 15)
+    except ServerUnavailable:
+        server.stop()
+        raise
     return server
