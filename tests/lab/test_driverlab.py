@@ -72,7 +72,8 @@ def test_quick_driver_run_guard_ends_the_hang_and_keeps_the_flow(tmp_path: Path)
         kept = records[("middlebox", server, "guard")]
         assert kept["outcome"] == "reply", kept
     assert "| power-off-inflight | postgresql (psycopg) | never ✓ | error" in table.read_text()
-    assert records[("power-off-inflight", "postgresql", "guard")]["socket"].startswith("keepalive 2+")
+    socket_options = records[("power-off-inflight", "postgresql", "guard")]["socket"]
+    assert socket_options.startswith("keepalive 2+"), socket_options
     leaked = [
         n
         for n in set(lab_namespaces()) - namespaces
