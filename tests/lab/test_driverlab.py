@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -119,3 +121,47 @@ def test_without_root_the_driver_scenarios_refuse_in_one_line() -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, lines
     assert "need real root" in lines[0]
+
+
+def _processes_mentioning(text: bytes) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.netns
+def test_sigterm_mid_run_stops_servers_and_clients_and_removes_everything() -> None:
+    able, why = can_create_namespaces()
+    if not able:
+        pytest.skip(f"needs root: {why}")
+    dirs = _server_dirs()
+    argv = [sys.executable, "-m", "peerwatch", "lab", "--drivers", "--quick", "--server", "redis"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        mine = f"{PREFIX}{proc.pid}-"
+        clients = f'"parent": {proc.pid}'.encode()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _processes_mentioning(clients):
+            time.sleep(0.2)  # wait until the servers run and the clients connect
+        assert _processes_mentioning(clients), "the clients never started"
+        assert [n for n in lab_namespaces() if n.startswith(mine)]
+        redis = [p for d in _server_dirs() - dirs for p in _processes_mentioning(d.encode())]
+        assert redis, "redis-server never started"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert b"Traceback" not in stderr
+    assert [n for n in lab_namespaces() if n.startswith(mine)] == []
+    assert _processes_mentioning(clients) == []
+    assert [p for p in redis if Path(f"/proc/{p}").exists()] == []
+    assert _server_dirs() - dirs == set()

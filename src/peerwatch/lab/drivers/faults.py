@@ -11,7 +11,10 @@ Claims are made only where the issue and the kernel's rules predict an outcome
 independent of the driver: ``guard``/``peerwatch run`` end a request in flight
 to a powered-off host within the budget (+10 %), keep a flow alive through a
 middlebox whose idle timeout is longer than their first keepalive probe, while
-the unprotected driver waits past the bound in both cases; and a pool with
+the unprotected driver waits past the bound in both cases; a request sent to
+a powered-off host fails within the budget (TCP_USER_TIMEOUT); a hung server
+(its kernel still ACKs) goes unnoticed by every kernel-level protection (only
+an application heartbeat, such as pika's or nats.py's, notices); and a pool with
 ``peerwatch.check`` replaces a connection the server closed while it was idle,
 so the application gets its reply and no error. Everything else is measured and
 shown without a claim.
@@ -159,6 +162,11 @@ def expectation(
             )
         if protection == "defaults":
             return Expectation(f"still waiting at {s.bound:g} s", "never")
+    if fault.name == "power-off-after" and protection in PROTECTED:
+        # the request's bytes stay unacknowledged: TCP_USER_TIMEOUT ends it
+        return Expectation(f"clear error within {s.claimed:g} s", "error", s.claimed)
+    if fault.name == "hung" and protection in (*PROTECTED, "defaults"):
+        return Expectation("the kernel still ACKs: nothing notices", "never")
     if fault.name == "server-idle-close" and protection == "pool-check":
         return Expectation("replaced at checkout: reply, no error", "reply")
     if fault.name == "middlebox":
