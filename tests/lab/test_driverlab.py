@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from peerwatch.lab.netns import PREFIX, can_create_namespaces, lab_namespaces
+from peerwatch.lab.netns import PREFIX, can_create_namespaces, lab_namespaces, namespace_pids
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -123,6 +123,13 @@ def test_without_root_the_driver_scenarios_refuse_in_one_line() -> None:
     assert "need real root" in lines[0]
 
 
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def _processes_mentioning(text: bytes) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -151,8 +158,9 @@ def test_sigterm_mid_run_stops_servers_and_clients_and_removes_everything() -> N
             time.sleep(0.2)  # wait until the servers run and the clients connect
         assert _processes_mentioning(clients), "the clients never started"
         assert [n for n in lab_namespaces() if n.startswith(mine)]
-        redis = [p for d in _server_dirs() - dirs for p in _processes_mentioning(d.encode())]
-        assert redis, "redis-server never started"
+        servers = [p for n in lab_namespaces() if n.startswith(mine) for p in namespace_pids(n)]
+        names = {_comm(p) for p in servers}
+        assert "redis-server" in names, names
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
     finally:
@@ -163,5 +171,5 @@ def test_sigterm_mid_run_stops_servers_and_clients_and_removes_everything() -> N
     assert b"Traceback" not in stderr
     assert [n for n in lab_namespaces() if n.startswith(mine)] == []
     assert _processes_mentioning(clients) == []
-    assert [p for p in redis if Path(f"/proc/{p}").exists()] == []
+    assert [p for p in servers if Path(f"/proc/{p}").exists()] == []
     assert _server_dirs() - dirs == set()
