@@ -20,11 +20,11 @@ Protections:
   set from the same budget ``guard`` uses (``peerwatch.integrations.options``).
 - ``guard``: the defaults plus ``peerwatch.guard(sock, timeout)`` on the
   driver's socket, found where the driver keeps it (for some drivers only a
-  private attribute: ``_socket_of`` says which).
+  private attribute: each class's ``socket_of`` says which).
 - ``run``: the defaults, unchanged, run under ``peerwatch run`` (the lab starts
   this process that way; nothing here differs).
-- ``pool-check``: the driver's pool (psycopg_pool, redis-py's ConnectionPool)
-  with peerwatch's integration: the budget's options on every connection and
+- ``pool-check``: the driver's pool (psycopg_pool, redis-py's ConnectionPool,
+  requests' urllib3 pool) with peerwatch's integration: the budget's options on every connection and
   ``peerwatch.check`` at checkout, so a connection the kernel knows is dead is
   replaced before the application gets it. Only drivers with a pool hook.
 """
@@ -42,10 +42,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from peerwatch.integrations.options import (
-    socket_options,
-    tcp_options_by_name,
-)
+from peerwatch.integrations.options import socket_options
 from peerwatch.lab.agent import Emit, Reporter, die_with_parent
 from peerwatch.lab.rawclient import apply_options_report
 
@@ -204,9 +201,11 @@ class Amqp(DriverClient):
 
         options: dict[str, Any] = {}
         if self.protection == "driver":
+            from peerwatch.integrations.pika import tcp_options
+
             options = {
                 "heartbeat": max(1, round(self.timeout / 2)),
-                "tcp_options": tcp_options_by_name(self.timeout),
+                "tcp_options": tcp_options(self.timeout),
             }
         params = pika.ConnectionParameters(
             host=self.host, port=self.port, connection_attempts=1, socket_timeout=10, **options
@@ -333,6 +332,17 @@ class RedisPool(Redis):
         return self.client.connection_pool._available_connections[0]._sock  # private
 
 
+class HttpPool(Http):
+    """requests with peerwatch's ``ProtectedAdapter``: the budget's socket options on every
+    pooled connection and ``peerwatch.check`` when urllib3 hands one out."""
+
+    def connect(self) -> None:
+        from peerwatch.integrations.requests import ProtectedAdapter
+
+        super().connect()
+        self.session.mount("http://", ProtectedAdapter(self.timeout))
+
+
 DRIVERS: dict[str, type[DriverClient]] = {
     "psycopg": Postgres,
     "redis-py": Redis,
@@ -343,7 +353,11 @@ DRIVERS: dict[str, type[DriverClient]] = {
 
 
 #: Drivers whose pool peerwatch's check is wired into (the ``pool-check`` protection).
-POOL_CHECKED: dict[str, type[DriverClient]] = {"psycopg": PostgresPool, "redis-py": RedisPool}
+POOL_CHECKED: dict[str, type[DriverClient]] = {
+    "psycopg": PostgresPool,
+    "redis-py": RedisPool,
+    "requests": HttpPool,
+}
 
 
 def client_class(driver: str, protection: str) -> type[DriverClient] | None:
