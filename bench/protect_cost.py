@@ -120,6 +120,33 @@ def run_timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, (usage.ru_utime + usage.ru_stime) * 1000
 
 
+def measure_connect(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    """What protection adds once per connection: create_connection + close, loopback."""
+    import peerwatch
+
+    n = 300 if quick else 3000
+    server = socket.create_server(("127.0.0.1", 0), backlog=4096)
+    address = server.getsockname()
+
+    def one() -> None:
+        socket.create_connection(address).close()
+        server.accept()[0].close()
+
+    try:
+        plain = per_call_ns(one, n)
+        peerwatch.protect(timeout=5, include_loopback=True)
+        try:
+            protected = per_call_ns(one, n)
+        finally:
+            peerwatch.unprotect()
+    finally:
+        server.close()
+    log(
+        f"   connect+accept+close: plain {plain / 1000:.1f} us, protected {protected / 1000:.1f} us"
+    )
+    return {"plain_ns": plain, "protected_ns": protected, "added_ns": protected - plain}
+
+
 def measure_startup(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
     """Start-up with and without the bootstrap; ``import json`` beside it calibrates the machine.
 
@@ -175,6 +202,8 @@ def measure_pool_trials(quick: bool, log: Callable[[str], None]) -> dict[str, An
         "tests/integrations/test_pool_check.py::"
         "test_sqlalchemy_pool_replaces_connections_postgres_closed",
         "tests/integrations/test_pool_check.py::test_redis_pool_replaces_connections_redis_closed",
+        "tests/integrations/test_pool_check.py::"
+        "test_urllib3_pool_replaces_keepalive_connections_nginx_closed",
     ]
     results = {}
     for test in tests:
@@ -190,7 +219,7 @@ def measure_pool_trials(quick: bool, log: Callable[[str], None]) -> dict[str, An
             "trials": trials,
             "passed": run.returncode == 0,
             "seconds": round(time.monotonic() - t, 1),
-            "tail": run.stdout.strip().splitlines()[-1:],
+            "tail": run.stdout.strip().splitlines()[-1 if run.returncode == 0 else -15 :],
         }
         log(f"   {name}: {trials} trials, {'all replaced' if run.returncode == 0 else 'FAILED'}")
     return results
@@ -200,6 +229,7 @@ def run_protect(quick: bool = False, log: Callable[[str], None] = print) -> dict
     return {
         "check": measure_check(quick, log),
         "send_recv": measure_send_recv(quick, log),
+        "connect": measure_connect(quick, log),
         "startup": measure_startup(quick, log),
         "pool_trials": measure_pool_trials(quick, log),
     }
@@ -235,9 +265,10 @@ def protect_checks(result: dict[str, Any]) -> list[Any]:
         ),
     ]
     for name, trial in result["pool_trials"].items():
+        pool = name.removeprefix("test_").split("_pool")[0]
         checks.append(
             Check(
-                f"{trial['trials']} pool trials replaced ({name.split('_pool')[0]})",
+                f"{trial['trials']} pool trials replaced ({pool})",
                 100.0 if trial["passed"] else 0.0,
                 100.0,
                 True,
@@ -260,6 +291,15 @@ def protect_section(result: dict[str, Any]) -> list[str]:
     ]
     lines += [f"| {name} | {v / 1000:.2f} µs | {v / select:.3f} |" for name, v in ns.items()]
     sr = result["send_recv"]
+    conn = result.get("connect")
+    if conn:
+        lines += [
+            "",
+            "Once per connection (`create_connection` + accept + close on loopback, in-process"
+            f" `protect(include_loopback=True)`): {conn['plain_ns'] / 1000:.1f} µs unprotected,"
+            f" {conn['protected_ns'] / 1000:.1f} µs protected: +{conn['added_ns'] / 1000:.1f} µs"
+            " for `guard` (a few getsockopt/setsockopt calls).",
+        ]
     lines += [
         "",
         "Per `send`/`recv` (1-byte ping-pong on a loopback pair, medians of alternating runs):"

@@ -36,10 +36,11 @@ from peerwatch.tcpinfo import _LAYOUT, TCP_INFO_OPT, TcpState
 __all__ = ["Checked", "check"]
 
 _OFFSET = {name: offset for name, _code, offset in _LAYOUT}
-# state, ca_state, retransmits, probes: the first four bytes, read in one unpack
+# state, ca_state, retransmits, probes (the first four bytes) and snd_wnd, in one unpack;
+# _HEAD alone for kernels whose TCP_INFO ends before snd_wnd (Linux < 5.4)
 _HEAD = struct.Struct("=BBBB")
-_SND_WND = struct.Struct("=I")
-_SND_WND_END = _OFFSET["snd_wnd"] + _SND_WND.size
+_HEAD_AND_WINDOW = struct.Struct(f"=BBBB{_OFFSET['snd_wnd'] - 4}xI")
+_SND_WND_END = _HEAD_AND_WINDOW.size
 #: Unanswered retransmissions of the head segment (each after a doubled RTO, so at least
 #: 0.6 s) or unanswered keepalive / zero-window probes that make a connection doomed.
 #: One alone may be a segment still in flight on a slow path; two are not.
@@ -101,7 +102,10 @@ def _check_socket(sock: _socket.socket) -> Checked:
         if exc.errno in (95, 92, 22):  # EOPNOTSUPP, ENOPROTOOPT, EINVAL: no TCP_INFO here
             return USABLE
         return Checked(True, Finding.CLOSED, f"the socket cannot be read: {exc}")
-    state, _ca_state, retransmits, probes = _HEAD.unpack_from(raw)
+    if len(raw) >= _SND_WND_END:
+        state, _ca_state, retransmits, probes, window = _HEAD_AND_WINDOW.unpack_from(raw)
+    else:
+        (state, _ca_state, retransmits, probes), window = _HEAD.unpack_from(raw), None
     if state != _ESTABLISHED:
         return _not_established(TcpState.of(state))
     if retransmits >= UNANSWERED:
@@ -116,7 +120,7 @@ def _check_socket(sock: _socket.socket) -> Checked:
             Finding.PROBES_UNANSWERED,
             f"{probes} keepalive or zero-window probes unanswered: the server is unreachable",
         )
-    if len(raw) >= _SND_WND_END and _SND_WND.unpack_from(raw, _OFFSET["snd_wnd"])[0] == 0:
+    if window == 0:
         return Checked(
             True,
             Finding.PEER_NOT_READING,

@@ -8,7 +8,6 @@ whatever private attribute the driver keeps it in.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 from dataclasses import dataclass
@@ -27,7 +26,32 @@ class Options:
 
 def sockets_to(address: tuple[str, int]) -> list[Options]:
     """The options on every socket of this process connected to ``address``."""
-    found = []
+    socks = connected_sockets(address)
+    try:
+        return [read_options(s) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def read_options(sock: socket.socket) -> Options:
+    get = sock.getsockopt
+    return Options(
+        keepalive=get(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+        idle=get(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+        interval=get(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+        count=get(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+        user_timeout_ms=get(socket.IPPROTO_TCP, 18),
+    )
+
+
+def connected_sockets(address: tuple[str, int]) -> list[socket.socket]:
+    """Duplicates of this process's sockets connected to ``address`` (close them after use).
+
+    A duplicate reads the same kernel socket (TCP_INFO, options), whoever owns it.
+    Closing it does not close the connection while the owner's descriptor is open.
+    """
+    found: dict[object, socket.socket] = {}  # by local address: one socket, several fds
     for name in os.listdir("/proc/self/fd"):
         try:
             copy = os.dup(int(name))
@@ -35,25 +59,22 @@ def sockets_to(address: tuple[str, int]) -> list[Options]:
             continue
         try:
             dup = socket.socket(fileno=copy)
-        except OSError:  # not a socket
+        except OSError:
             os.close(copy)
             continue
-        with contextlib.suppress(OSError), dup:
-            if dup.type != socket.SOCK_STREAM or dup.family != socket.AF_INET:
+        try:
+            local = dup.getsockname()
+            if (
+                dup.type == socket.SOCK_STREAM
+                and dup.getpeername() == address
+                and local not in found
+            ):
+                found[local] = dup
                 continue
-            if dup.getpeername() != address:
-                continue
-            get = dup.getsockopt
-            found.append(
-                Options(
-                    keepalive=get(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
-                    idle=get(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
-                    interval=get(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
-                    count=get(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
-                    user_timeout_ms=get(socket.IPPROTO_TCP, 18),
-                )
-            )
-    return found
+        except OSError:
+            pass
+        dup.close()
+    return list(found.values())
 
 
 def expected(timeout: float, **kwargs: float) -> Options:

@@ -73,8 +73,10 @@ def test_sqlalchemy_pool_replaces_connections_postgres_closed(postgres_server: S
     try:
         replaced = 0
         for size in rounds(TRIALS):
-            # hold `size` connections at once, so the pool has that many to hand out again;
-            # each runs its query right after checkout, as an application does
+            # a fresh pool each round, so none of its connections can age into the server's
+            # idle timeout between rounds; hold `size` connections at once so the pool has
+            # that many to hand out again; each runs its query right after checkout
+            engine.dispose()
             conns = [use(engine.connect()) for _ in range(size)]
             fds = [c.connection.dbapi_connection.fileno() for c in conns]
             for c in conns:
@@ -203,3 +205,46 @@ async def test_redis_asyncio_pool_replaces_a_connection_redis_closed(
     finally:
         await client.aclose()
         await pool.disconnect()
+
+
+# --- urllib3 against nginx -----------------------------------------------------------------
+
+
+def test_urllib3_pool_replaces_keepalive_connections_nginx_closed(nginx_server: Server) -> None:
+    """nginx closes idle keep-alive connections after ``keepalive_timeout`` (300 ms here)."""
+    pytest.importorskip("urllib3")
+    from drivers_kit import connected_sockets
+
+    from peerwatch.integrations.urllib3 import pool_manager
+
+    manager = pool_manager(5, maxsize=BATCH)
+    pool = manager.connection_from_url(f"http://{nginx_server.address[0]}:{nginx_server.port}/")
+    try:
+        for size in rounds(TRIALS):
+            # `size` requests in flight at once: the pool then keeps `size` connections
+            responses = [pool.urlopen("GET", "/", preload_content=False) for _ in range(size)]
+            for response in responses:
+                assert response.read() == b"ok\n"
+                response.release_conn()
+            socks = connected_sockets(nginx_server.address)
+            try:
+                assert len(socks) == size
+                old = {s.getsockname() for s in socks}
+                wait_dead(socks)  # nginx closed them: the kernel knows
+            finally:
+                for s in socks:
+                    s.close()
+            responses = [pool.urlopen("GET", "/", preload_content=False) for _ in range(size)]
+            for response in responses:  # the application: no error
+                assert response.read() == b"ok\n"
+            socks = connected_sockets(nginx_server.address)
+            try:  # each request went out on a new connection, none on a closed one
+                new = {s.getsockname() for s in socks}
+            finally:
+                for s in socks:
+                    s.close()
+            assert len(new) == size and not new & old
+            for response in responses:
+                response.release_conn()
+    finally:
+        manager.clear()

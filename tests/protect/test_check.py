@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
@@ -113,3 +114,25 @@ def test_reading_a_descriptor_keeps_its_blocking_mode_under_a_default_timeout(pa
     finally:
         socket.setdefaulttimeout(previous)
     assert not fcntl.fcntl(client.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK
+
+
+def test_a_server_that_stopped_reading_is_doomed(pair) -> None:
+    """Its receive buffer full, the server advertises a zero window: a request would stall."""
+    client, server = pair
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.setblocking(False)
+    deadline = time.monotonic() + 5
+    while (info := tcp_info(client)) is None or info.snd_wnd != 0:
+        assert time.monotonic() < deadline, "the window never closed"
+        try:
+            client.send(b"x" * 65536)
+        except BlockingIOError:
+            time.sleep(0.01)
+    verdict = peerwatch.check(client)
+    assert verdict.dead and verdict.finding is Finding.PEER_NOT_READING, verdict
+    server.settimeout(0.2)
+    deadline = time.monotonic() + 5
+    while peerwatch.check(client).dead:  # reading again opens the window: usable again
+        assert time.monotonic() < deadline, peerwatch.check(client)
+        with contextlib.suppress(TimeoutError):
+            server.recv(1 << 20)

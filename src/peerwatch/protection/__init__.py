@@ -105,6 +105,7 @@ def _log_to_stderr(level: str) -> None:
         handler.setFormatter(logging.Formatter("peerwatch: %(message)s"))
         handler._peerwatch = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
+        logger.propagate = False  # printed here: not a second time by the program's handlers
     logger.setLevel(logging.DEBUG if level == "debug" else logging.INFO)
 
 

@@ -28,13 +28,13 @@ def classify(host: object) -> str:
         return LOOPBACK
     try:
         packed = socket.inet_pton(socket.AF_INET, host)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: an embedded NUL
         pass
     else:
         return LOOPBACK if packed[0] == 127 else REMOTE
     try:
         packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
-    except OSError:
+    except (OSError, ValueError):
         return UNKNOWN
     if packed == _IPV6_LOOPBACK or (packed[:12] == _IPV4_MAPPED and packed[12] == 127):
         return LOOPBACK

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # importlib.abc alone costs a millisecond at start-up: duck-t
     import importlib.machinery
     from collections.abc import Callable, Sequence
     from types import ModuleType
+    from typing import Any
 
     Hook = Callable[[ModuleType], None]
 
@@ -26,7 +27,6 @@ class _AfterImport:
 
     def __init__(self) -> None:
         self.hooks: dict[str, Hook] = {}
-        self._busy: set[str] = set()
 
     def find_spec(
         self,
@@ -35,18 +35,19 @@ class _AfterImport:
         target: ModuleType | None = None,
     ) -> importlib.machinery.ModuleSpec | None:
         hook = self.hooks.get(fullname)
-        if hook is None or fullname in self._busy:
+        if hook is None:
             return None
-        self._busy.add(fullname)
-        try:  # let the other finders find it; we only wrap the loader
-            import importlib.util
-
-            spec = importlib.util.find_spec(fullname)
-        finally:
-            self._busy.discard(fullname)
+        spec: importlib.machinery.ModuleSpec | None = None
+        for finder in sys.meta_path:  # the others find it (importlib.util costs milliseconds)
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec = find(fullname, path, target)
+            if spec is not None:
+                break
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
-        loader = spec.loader
+        loader: Any = spec.loader
         exec_module = loader.exec_module
 
         def exec_then_hook(module: ModuleType) -> None:
@@ -54,7 +55,7 @@ class _AfterImport:
             self.hooks.pop(fullname, None)
             _run(hook, module)
 
-        loader.exec_module = exec_then_hook  # type: ignore[method-assign]
+        loader.exec_module = exec_then_hook
         return spec
 
 

@@ -89,7 +89,7 @@ def _decided_before(sock: socket.socket, address: Any) -> bool:
     host = address[0] if isinstance(address, tuple) and address else None
     if classify(host) == UNKNOWN:
         return False
-    applying.protect_socket(sock, address, "connect")
+    applying.protect_socket(sock, address, "connect", fresh=True)
     return True
 
 

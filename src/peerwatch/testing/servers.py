@@ -21,6 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,15 +38,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_listening(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float) -> None:
+def wait_listening(
+    port: int, proc: subprocess.Popen[bytes], what: str, timeout: float, host: str = HOST
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ServerUnavailable(f"{what} exited with status {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
             return
         time.sleep(0.05)
-    raise ServerUnavailable(f"{what} not listening on {HOST}:{port} after {timeout} s")
+    raise ServerUnavailable(f"{what} not listening on {host}:{port} after {timeout} s")
 
 
 @dataclass
@@ -55,15 +58,17 @@ class Server:
     directory: str
     proc: subprocess.Popen[bytes] | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    host: str = HOST
+    stop_signal: int = signal.SIGTERM  # PostgreSQL: SIGINT, its fast shutdown
 
     @property
     def address(self) -> tuple[str, int]:
-        return HOST, self.port
+        return self.host, self.port
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
+                os.killpg(self.proc.pid, self.stop_signal)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -111,8 +116,13 @@ def _postgres_bin() -> str | None:
     return os.path.dirname(on_path) if on_path else None
 
 
-def start_postgres() -> Server:
-    """PostgreSQL in a temporary cluster, trust auth on loopback, run as ``postgres`` when root."""
+def start_postgres(host: str = HOST, port: int | None = None, prefix: Sequence[str] = ()) -> Server:
+    """PostgreSQL in a temporary cluster, trust auth, run as ``postgres`` when root.
+
+    ``host``/``port``: where it listens (loopback and a free port by default);
+    ``prefix``: a command the server runs under, such as ``ip netns exec NAME``
+    for a server in a network namespace.
+    """
     bindir = _postgres_bin()
     if not bindir:
         raise ServerUnavailable("PostgreSQL is not installed (tools/system-deps.d/drivers.list)")
@@ -128,7 +138,10 @@ def start_postgres() -> Server:
         os.chmod(directory, 0o755)
         os.chown(directory, user.pw_uid, user.pw_gid)
     data = os.path.join(directory, "data")
-    server = Server("postgres", free_port(), directory)
+    # SIGINT: PostgreSQL's fast shutdown ends sessions (SIGTERM would wait for clients)
+    server = Server(
+        "postgres", port or free_port(), directory, host=host, stop_signal=signal.SIGINT
+    )
 
     def as_owner() -> None:
         if user is not None:
@@ -143,20 +156,25 @@ def start_postgres() -> Server:
     if init.returncode != 0:
         server.stop()
         raise ServerUnavailable(f"initdb failed: {init.stderr.strip().splitlines()[-1:]}")
-    server.proc = _spawn(
-        [os.path.join(bindir, "postgres"), "-D", data, "-p", str(server.port),
-         "-c", f"listen_addresses={HOST}", "-c", f"unix_socket_directories={directory}",
-         "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-         "-c", "max_connections=200", "-c", "shared_buffers=16MB"],
-        preexec_fn=as_owner,
-    )  # fmt: skip
+    if host != HOST:  # initdb trusts loopback only; this server listens on `host` alone
+        with open(os.path.join(data, "pg_hba.conf"), "a") as hba:
+            hba.write("host all all all trust\n")
+    argv = [os.path.join(bindir, "postgres"), "-D", data, "-p", str(server.port),
+            "-c", f"listen_addresses={host}", "-c", f"unix_socket_directories={directory}",
+            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+            "-c", "max_connections=200", "-c", "shared_buffers=16MB"]  # fmt: skip
+    if prefix and user is not None:  # the prefix (ip netns exec) needs root: drop it after
+        drop = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
+        server.proc = _spawn([*prefix, *drop, *argv])
+    else:
+        server.proc = _spawn([*prefix, *argv], preexec_fn=as_owner)
     try:
-        wait_listening(server.port, server.proc, "postgres", 60)
+        wait_listening(server.port, server.proc, "postgres", 60, host)
         _wait_accepting_queries(server)
     except ServerUnavailable:
         server.stop()
         raise
-    server.extra["dsn"] = f"host={HOST} port={server.port} user=postgres dbname=postgres"
+    server.extra["dsn"] = f"host={host} port={server.port} user=postgres dbname=postgres"
     return server
 
 
@@ -170,7 +188,8 @@ def _wait_accepting_queries(server: Server) -> None:
     while True:
         try:
             with psycopg.connect(
-                f"host={HOST} port={server.port} user=postgres dbname=postgres", connect_timeout=2
+                f"host={server.host} port={server.port} user=postgres dbname=postgres",
+                connect_timeout=2,
             ) as conn:
                 conn.execute("SELECT 1")
                 return
