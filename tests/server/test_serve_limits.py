@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from serveproc import Proc, Served
 
 import peerwatch
+from peerwatch.core.config import HANDSHAKE_GRACE
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -94,6 +97,27 @@ async def test_fd_limit_backs_off_quietly_and_recovers(
     started = "connections open, the cap" if capped else "cannot accept connections: EMFILE"
     assert log.count(started) == 1, log
     assert log.count("accepting connections again") == 1, log
+
+
+async def test_silent_sockets_at_the_fd_cap_make_way_for_a_real_peer(
+    limitproc: Callable[..., Proc],
+) -> None:
+    # 150 sockets that never say HELLO, more than the cap under RLIMIT_NOFILE 128; the
+    # server's handshake timeout is 30 s, so only the handshake allowance can free the slots
+    server = limitproc("serve", "aio", "--nofile", "128")
+    port = int(server.wait_for(r"^PORT (\d+)")[1])
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(150)]
+    try:
+        started = time.monotonic()
+        conn = await peerwatch.connect("127.0.0.1", port, handshake_timeout=10.0)
+        assert await echoes(conn, b"let in")
+        assert time.monotonic() - started < HANDSHAKE_GRACE + 3.0
+        await conn.close()
+    finally:
+        for sock in silent:
+            sock.close()
+    log = "\n".join(server.err)
+    assert "Traceback" not in log and log.count("connections open, the cap") == 1, log
 
 
 async def test_echo_memory_stays_bounded_with_a_client_that_never_reads(
