@@ -101,3 +101,43 @@ def test_a_zero_cap_is_refused() -> None:
 def test_memory_store_offers_the_store_interface() -> None:
     store: SessionStore = MemoryStore(LIMITS)  # mypy checks the Protocol
     assert store.open(0.0) is not None
+
+
+def test_a_session_attached_again_is_not_expired_by_its_old_deadline() -> None:
+    now = 0.0
+    store = MemoryStore(LIMITS)
+    session = store.open(now)
+    assert session is not None
+    session.attach(now)
+    session.on_resume(Resume(0, 0), now)
+    now += LIMITS.window + TICK
+    assert store.expire(now) == []
+    assert store.resume(session.session_id, session.token, now) is not None
+
+
+def test_a_session_detached_again_expires_one_window_after_the_last_detach() -> None:
+    now = 0.0
+    store = MemoryStore(LIMITS)
+    session = store.open(now)
+    assert session is not None
+    session.attach(now)
+    session.on_resume(Resume(0, 0), now)
+    now += LIMITS.window / 2
+    session.detach(now)
+    store.park(session)
+    detached_at = now
+    now = LIMITS.window + TICK  # past the first deadline (from open), not the second
+    assert store.expire(now) == []
+    assert store.next_deadline() == detached_at + LIMITS.window
+    ((_, lost),) = store.expire(detached_at + LIMITS.window)
+    assert lost.cause is LostCause.WINDOW
+
+
+def test_a_mass_expiry_is_cut_into_batches_and_loses_nobody_twice() -> None:
+    store = MemoryStore(LIMITS)
+    opened = {s.session_id for s in (store.open(0.0) for _ in range(50)) if s is not None}
+    late = LIMITS.window + TICK
+    batches = [store.expire(late, limit=20) for _ in range(4)]
+    assert [len(b) for b in batches] == [20, 20, 10, 0]
+    assert {session_id for batch in batches for session_id, _ in batch} == opened
+    assert store.next_deadline() is None and len(store) == 0

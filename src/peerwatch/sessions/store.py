@@ -27,8 +27,12 @@ class SessionStore(Protocol):
         """The session with this id *and* token, detached and ready to attach, or None."""
         ...
 
-    def expire(self, now: float) -> list[tuple[bytes, SessionLost]]:
-        """End the sessions whose window or replay bound ran out; return them, once."""
+    def park(self, session: Session) -> None:
+        """The adapter detached ``session`` from its dead connection: the store keeps time."""
+        ...
+
+    def expire(self, now: float, limit: int = ...) -> list[tuple[bytes, SessionLost]]:
+        """End detached sessions whose window or replay bound ran out (at most ``limit``)."""
         ...
 
     def forget(self, session_id: bytes) -> None:
