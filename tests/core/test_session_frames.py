@@ -50,15 +50,15 @@ def test_resume_layout_is_two_big_endian_u64() -> None:
 )
 def test_session_frames_round_trip_whole_and_byte_by_byte(frame: object) -> None:
     raw = encode(frame)  # type: ignore[arg-type]
-    assert Decoder(1 << 20).feed(raw) == [frame]
-    decoder = Decoder(1 << 20)
+    assert Decoder(1 << 20, sessions=True).feed(raw) == [frame]
+    decoder = Decoder(1 << 20, sessions=True)
     out = [f for i in range(len(raw)) for f in decoder.feed(raw[i : i + 1])]
     assert out == [frame]
 
 
 def test_a_plain_hello_still_decodes_with_empty_session_fields() -> None:
     plain = SESSION_HELLO._replace(flags=0, session_id=b"", token=b"")
-    (decoded,) = Decoder(1 << 20).feed(encode_hello(plain))
+    (decoded,) = Decoder(1 << 20, sessions=True).feed(encode_hello(plain))
     assert decoded == plain
 
 
@@ -78,22 +78,22 @@ def _hello_body(flags: int, extra: bytes) -> bytes:
 )
 def test_a_hello_whose_size_and_flag_disagree_is_refused(body: bytes, message: str) -> None:
     with pytest.raises(RemoteProtocolError, match=message):
-        Decoder(1 << 20).feed(HEADER.pack(len(body), Kind.HELLO) + body)
+        Decoder(1 << 20, sessions=True).feed(HEADER.pack(len(body), Kind.HELLO) + body)
 
 
 @pytest.mark.parametrize("length", [0, 8, 15, 17, 24])
 def test_a_resume_of_the_wrong_size_is_refused(length: int) -> None:
     expected = f"RESUME frame body must be 16 bytes, got {length}"
     with pytest.raises(RemoteProtocolError, match=expected):
-        Decoder(1 << 20).feed(HEADER.pack(length, Kind.RESUME) + bytes(length))
+        Decoder(1 << 20, sessions=True).feed(HEADER.pack(length, Kind.RESUME) + bytes(length))
 
 
 def test_session_goodbye_codes_have_names() -> None:
-    (frame,) = Decoder(1 << 20).feed(encode_goodbye(7, "x"))
+    (frame,) = Decoder(1 << 20, sessions=True).feed(encode_goodbye(7, "x"))
     assert isinstance(frame, Goodbye) and frame.code is GoodbyeCode.SESSION_UNKNOWN
 
 
 @given(st.binary(min_size=16, max_size=16), st.binary(min_size=32, max_size=32))
 def test_any_id_and_token_round_trip(session_id: bytes, token: bytes) -> None:
     hello = SESSION_HELLO._replace(session_id=session_id, token=token)
-    assert Decoder(1 << 20).feed(encode_hello(hello)) == [hello]
+    assert Decoder(1 << 20, sessions=True).feed(encode_hello(hello)) == [hello]

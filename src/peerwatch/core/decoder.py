@@ -52,10 +52,12 @@ _SESSION_HELLO_SIZE = HELLO_BODY.size + SESSION_ID_SIZE + TOKEN_SIZE
 class Decoder:
     """Turns a byte stream into frames. One instance per connection direction."""
 
-    __slots__ = ("_buffer", "max_frame")
+    __slots__ = ("_buffer", "max_frame", "sessions")
 
-    def __init__(self, max_frame: int) -> None:
+    def __init__(self, max_frame: int, *, sessions: bool = False) -> None:
+        """``sessions``: this side speaks the session extension, so RESUME is a frame."""
         self.max_frame = max_frame
+        self.sessions = sessions
         self._buffer = bytearray()
 
     @property
@@ -93,6 +95,10 @@ class Decoder:
                 if flags & ~FLAG_MORE:
                     raise RemoteProtocolError(f"DATA frame with unknown flags 0x{flags:02x}")
                 frames.append(Data(seq, bool(flags), bytes(source[body_at + 9 : stop])))
+            elif kind == Kind.RESUME and not self.sessions:
+                # without it, a plain connection would ignore kind 7 where it used to
+                # refuse an unknown kind (docs/PROTOCOL.md 8.2)
+                raise RemoteProtocolError("RESUME outside a session (plain connection)")
             else:
                 frames.append(_decode_control(kind, source, body_at, length))
             pos = stop
