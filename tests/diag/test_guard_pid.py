@@ -49,11 +49,11 @@ def idle_stuck(netns_host: NetnsHost) -> Iterator[tuple[Stuck, Stuck]]:
         end_orphans(netns_host.addr)
 
 
-def timer_of(addr: str, port: int) -> Timer:
-    (row,) = [
-        r for r in snapshot(Filters(addresses=frozenset({addr}))) if r.record.local[1] == port
-    ]
-    return row.record.timer
+def timer_of(addr: str, port: int) -> Timer | None:
+    """The socket's kernel timer, or None once the socket is gone."""
+    rows = [r for r in snapshot(Filters(addresses=frozenset({addr}))) if r.record.local[1] == port]
+    assert len(rows) <= 1, rows
+    return rows[0].record.timer if rows else None
 
 
 def guard_json(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict[str, object]]:
@@ -84,7 +84,9 @@ def test_guarded_program_fails_within_its_new_bound(
     assert set(result["options"].values()) == {"set"}
     idle_bound = result["idle_bound"]
     assert isinstance(idle_bound, float) and 2 <= idle_bound <= 3
-    assert timer_of(netns_host.addr, target.port) is Timer.KEEPALIVE
+    # keepalive runs now; on a loaded machine the socket may already have ended through it
+    # (its idle time counts from before the guard), which the outcome below must then show
+    assert timer_of(netns_host.addr, target.port) in (Timer.KEEPALIVE, None)
 
     # counted from the last segment heard (before the guard), so at most the bound from now
     assert target.outcome(timeout=idle_bound + 2) == "error ETIMEDOUT"
