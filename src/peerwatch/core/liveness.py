@@ -123,8 +123,10 @@ class Liveness:
         "paused",
         "ping_seq",
         "ping_window",
+        "pongs_received",
         "quiet",
         "rtt",
+        "rtt_sample",
         "rttvar",
         "stall_threshold",
         "stalls",
@@ -162,6 +164,8 @@ class Liveness:
         self.ping_seq = 0
         self.rtt: float | None = None  # smoothed round-trip time (RFC 6298 weights)
         self.rttvar = 0.0
+        self.pongs_received = 0  # replies to our pings (what ping(8) calls "received")
+        self.rtt_sample: float | None = None  # the last reply's own round trip, unsmoothed
         self.paused = False
         self.local_stall = 0.0  # longest stall of our own process seen (s)
         self.stalls = 0
@@ -186,6 +190,8 @@ class Liveness:
             self._learn(gap)
         self.last_heard = now
         sample = max(0.0, now - sent_at)
+        self.pongs_received += 1
+        self.rtt_sample = sample
         if self.rtt is None:
             self.rtt = sample
             self.rttvar = sample / 2
