@@ -25,6 +25,8 @@ def timestamp(epoch: float | None = None) -> str:
 
 def json_line(event: str, fields: dict[str, object], at: float | None = None) -> str:
     """One line of the convention: ``{"time": ..., "event": event, **fields}``."""
+    if "time" in fields or "event" in fields:
+        raise ValueError("'time' and 'event' are set by the convention, not by a field")
     return json.dumps({"time": timestamp(at), "event": event, **fields})
 
 
