@@ -1,15 +1,25 @@
 """``peerwatch nc``: a netcat that prints every step (the article's ``dnc``).
 
 Events go to stderr with a timestamp, the peer's bytes to stdout, stdin to
-the peer; ``--json`` prints one event per line instead of sentences.
+the peer. ``--json`` follows the CLI's one convention (docs/JSON.md): every event
+is a JSON line on stdout, and the peer's bytes come as ``data`` events among them
+(exact in ``base64``, readable in ``text``), so one stream keeps their order.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import io
 import sys
+from typing import TYPE_CHECKING
 
 from peerwatch.cli.args import port, positive, resolvable_host
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+    from peerwatch.nc.trace import Tracer
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,7 +65,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "-w", "--wait", type=positive, metavar="S", help="connect timeout in seconds"
     )
-    parser.add_argument("--json", action="store_true", help="one JSON event per line")
+    parser.add_argument(
+        "--json", action="store_true", help="every event and the peer's bytes as JSON lines"
+    )
     parser.set_defaults(func=run)
 
 
@@ -99,4 +111,29 @@ def run(args: argparse.Namespace) -> int:
         user_timeout_ms=args.user_timeout,
         connect_timeout=args.wait,
     )
-    return run_nc(options, Tracer(sys.stderr, as_json=args.json))
+    if not args.json:
+        return run_nc(options, Tracer(sys.stderr))
+    tracer = Tracer(sys.stdout, as_json=True)
+    return run_nc(options, tracer, stdout=io.BufferedWriter(_DataEvents(tracer)))
+
+
+class _DataEvents(io.RawIOBase):
+    """Where the peer's bytes go with --json: one ``data`` event per write, on the trace."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        super().__init__()
+        self._tracer = tracer
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        chunk = bytes(data)
+        self._tracer.emit(
+            "data",
+            f"{len(chunk)} bytes from the peer",
+            bytes=len(chunk),
+            text=chunk.decode("utf-8", "replace"),
+            base64=base64.b64encode(chunk).decode("ascii"),
+        )
+        return len(chunk)
