@@ -241,4 +241,22 @@ def _run_lab(args: argparse.Namespace, scenarios: list[Any], strategies: list[An
         console.print(f"plot written to {args.plot}")
     if args.markdown is not None:
         args.markdown.write_text(report.write_markdown(records))
+    for written in (args.save, args.plot, args.markdown):
+        if written is not None:
+            _give_back(written)
     return 1 if any(r.ok is False for r in records) else 0
+
+
+def _give_back(path: Path) -> None:
+    """Run through sudo (``make lab``), hand a file we wrote to the user who ran sudo.
+
+    Root needs its privileges for the namespaces, not for the results: a report
+    left root-owned in the user's checkout is one they cannot overwrite next time.
+    """
+    uid, gid = os.environ.get("SUDO_UID", ""), os.environ.get("SUDO_GID", "")
+    if os.geteuid() != 0 or not uid.isdigit() or not gid.isdigit():
+        return
+    try:
+        os.chown(path, int(uid), int(gid))
+    except OSError as exc:
+        print(f"peerwatch lab: {path} stays owned by root: {exc.strerror}", file=sys.stderr)
