@@ -32,6 +32,7 @@ def runners() -> dict[str, Callable[..., dict[str, Any]]]:
     from bench.accept import run_accept
     from bench.detection import run_detection
     from bench.idle import run_idle
+    from bench.inspect_table import run_inspect
     from bench.throughput import run_throughput
 
     return {
@@ -39,6 +40,7 @@ def runners() -> dict[str, Callable[..., dict[str, Any]]]:
         "idle": run_idle,
         "detection": run_detection,
         "accept": run_accept,
+        "inspect": run_inspect,
     }
 
 

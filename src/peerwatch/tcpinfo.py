@@ -41,10 +41,15 @@ class TcpState(enum.IntEnum):
 
     @classmethod
     def of(cls, value: int) -> TcpState:
-        try:
-            return cls(value)
-        except ValueError:
-            return cls.UNKNOWN
+        """The state numbered ``value``, UNKNOWN for a number newer than this code.
+
+        A dict lookup, not ``cls(value)``: the enum call costs microseconds, paid
+        three times per socket when inspect reads 10,000 of them.
+        """
+        return _STATE_BY_VALUE.get(value, cls.UNKNOWN)
+
+
+_STATE_BY_VALUE: dict[int, TcpState] = {state.value: state for state in TcpState}
 
 
 # (field name, struct code, byte offset). Offsets follow struct tcp_info.

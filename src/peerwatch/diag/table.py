@@ -153,8 +153,11 @@ class Layout:
 def layout(cells: Sequence[Sequence[str]], width: int | None) -> Layout:
     """Choose the columns that fit ``width`` (None: all), given every row's cells."""
     widths = [len(c.header) for c in COLUMNS]
-    for texts in cells:
-        widths = [max(w, len(t)) for w, t in zip(widths, texts, strict=True)]
+    if cells:
+        widths = [
+            max(header, *map(len, column))
+            for header, column in zip(widths, zip(*cells, strict=True), strict=True)
+        ]
     shown = list(range(len(COLUMNS)))
     if width is None:
         return Layout(COLUMNS, tuple(widths), None, ())

@@ -131,6 +131,7 @@ def snapshot(
     wanted = filters.states
     if wanted is None:
         wanted = frozenset(TcpState) - DEFAULT_HIDDEN
+    policy = policy if policy is not None else AssessPolicy()  # validated once, not per row
     records = [r for r in read_sockets(wanted) if filters.keep_record(r)]
     owners = socket_owners() if records else {}
     rows = [
