@@ -8,7 +8,7 @@ at 80 columns) and ``peerwatch inspect --json``. Each is timed on the wall clock
 (interpreter start-up included) and in CPU seconds (user + system of the child,
 which other load on the machine barely moves). The *watch frame* row is what one
 ``--watch`` refresh costs in a running process: read, judge, lay out a 50-line
-screen at 80 columns.
+screen at 80 columns. *Stages* splits one table's CPU time by what it does.
 """
 
 from __future__ import annotations
@@ -61,11 +61,44 @@ def watch_frame() -> tuple[float, float]:
     return time.perf_counter() - started, time.process_time() - cpu
 
 
+def stages() -> dict[str, float]:
+    """CPU seconds of each stage of one table, in this process: where the time goes."""
+    from peerwatch.assess_rules import assess_info
+    from peerwatch.assessment import AssessPolicy
+    from peerwatch.diag.owners import socket_owners
+    from peerwatch.diag.sockdiag import read_sockets
+    from peerwatch.diag.table import render
+    from peerwatch.diag.view import Filters, snapshot
+
+    clock, policy = time.process_time, AssessPolicy()
+    spent: dict[str, float] = {}
+    started = clock()
+    records = read_sockets()
+    spent["read sock_diag"] = clock() - started
+    started = clock()
+    socket_owners()
+    spent["owners (/proc)"] = clock() - started
+    started = clock()
+    for record in records:
+        _ = record.info
+    spent["parse TCP_INFO"] = clock() - started
+    started = clock()
+    for record in records:
+        assess_info(record.facts(), policy)
+    spent["assess"] = clock() - started
+    rows = snapshot(Filters())
+    started = clock()
+    render(rows, None)
+    spent["lay out every row"] = clock() - started
+    return spent
+
+
 def run_inspect(quick: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
-    sockets, repeats = (1000, 2) if quick else (10_000, 5)
+    sockets, repeats = (500, 1) if quick else (10_000, 5)
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     samples: dict[str, list[tuple[float, float, int]]] = {name: [] for name in COMMANDS}
     frames: list[tuple[float, float]] = []
+    profile: list[dict[str, float]] = []
     with Child("bench.socket_holder", [str(sockets)]) as holder:
         ready = holder.read_event(120, "ready")
         log(f"   holding {ready['sockets']} loopback sockets (port {ready['port']})")
@@ -76,6 +109,7 @@ def run_inspect(quick: bool = False, log: Callable[[str], None] = print) -> dict
             for name, argv in COMMANDS.items():
                 samples[name].append(timed(argv, narrow if name in NARROW else env))
             frames.append(watch_frame())
+            profile.append(stages())
             log(f"   round {round_ + 1}/{repeats} done")
     rows = []
     for name, runs in samples.items():
@@ -95,4 +129,5 @@ def run_inspect(quick: bool = False, log: Callable[[str], None] = print) -> dict
         "watch_frame_s": statistics.median(f[0] for f in frames),
         "watch_frame_cpu_s": statistics.median(f[1] for f in frames),
         "watch_frames": [{"wall_s": f[0], "cpu_s": f[1]} for f in frames],
+        "stages_cpu_s": {name: statistics.median(p[name] for p in profile) for name in profile[0]},
     }

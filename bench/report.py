@@ -205,6 +205,16 @@ def inspect_section(result: dict[str, Any]) -> list[str]:
         f"One `--watch` refresh inside a running process (read, judge, lay out 80x50):"
         f" {result['watch_frame_s']:.3f} s wall, {result['watch_frame_cpu_s']:.3f} s CPU"
         " (medians).",
+    ]
+    stages = result.get("stages_cpu_s")
+    if stages:
+        lines += [
+            "",
+            "Where one table's CPU time goes, stage by stage in one process (medians): "
+            + ", ".join(f"{name} {seconds:.3f} s" for name, seconds in stages.items())
+            + ".",
+        ]
+    lines += [
         "",
         *checks_table(targets.inspect_checks(result)),
     ]
