@@ -61,8 +61,11 @@ _SS_TIMER = {
 _COLOR = {Status.ALIVE: "\x1b[32m", Status.SUSPECT: "\x1b[33m", Status.DEAD: "\x1b[1;31m"}
 _RESET = "\x1b[0m"
 
-#: The "why" never gets fewer columns than this; others are dropped first.
-WHY_MIN_WIDTH = 36
+#: The "why" gets at least this many columns, or this share of a wider terminal,
+#: before any other column: other columns are dropped first. At 80 columns that
+#: keeps verdict, state, peer and how long the peer has been silent beside it.
+WHY_MIN_WIDTH = 32
+WHY_SHARE = 0.4
 _GAP = "  "
 
 
@@ -165,15 +168,22 @@ def layout(cells: Sequence[Sequence[str]], width: int | None) -> Layout:
     def used() -> int:
         return sum(widths[i] + len(_GAP) for i in shown)
 
+    why_floor = max(WHY_MIN_WIDTH, int(width * WHY_SHARE))
     by_drop_order = sorted(shown, key=lambda i: -COLUMNS[i].keep)
+    dropped = []
     for i in by_drop_order:
-        if width - used() >= WHY_MIN_WIDTH or COLUMNS[i].keep == 0:
+        if width - used() >= why_floor or COLUMNS[i].keep == 0:
             break
         shown.remove(i)
+        dropped.append(i)
+    for i in reversed(dropped):  # a narrower, more telling column may fit in what is left
+        if width - used() - widths[i] - len(_GAP) >= why_floor:
+            shown.append(i)
+    shown.sort()
     return Layout(
         tuple(COLUMNS[i] for i in shown),
         tuple(widths[i] for i in shown),
-        max(WHY_MIN_WIDTH, width - used()),
+        max(why_floor, width - used()),
         tuple(c.header for i, c in enumerate(COLUMNS) if i not in shown),
     )
 
