@@ -55,6 +55,7 @@ BAD_ARGUMENTS: dict[str, list[str]] = {
     "inspect port too large": ["inspect", "--port", "70000"],
     "inspect unresolvable peer": ["inspect", "--peer", NOWHERE],
     "inspect peer port too large": ["inspect", "--peer", "10.0.0.1:99999"],
+    "inspect unclosed bracket": ["inspect", "--peer", "[::1"],
     "inspect pid not a number": ["inspect", "--pid", "nginx"],
     "inspect zero interval": ["inspect", "--watch", "--interval", "0"],
     "inspect zero count": ["inspect", "--watch", "--count", "0"],

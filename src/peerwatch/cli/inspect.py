@@ -142,7 +142,9 @@ def _peer(text: str) -> PeerMatch:
 
     host, port_text = text, None
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
+        host, closed, rest = text[1:].partition("]")
+        if not closed:
+            raise argparse.ArgumentTypeError(f"expected [ADDRESS] or [ADDRESS]:PORT, not {text!r}")
         if rest:
             if not rest.startswith(":"):
                 raise argparse.ArgumentTypeError(f"expected [ADDRESS]:PORT, not {text!r}")
