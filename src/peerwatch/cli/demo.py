@@ -10,10 +10,8 @@ how long it took, next to what a plain socket would have told you. With
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
-import subprocess
 import sys
 
 from peerwatch.cli.args import positive
@@ -58,10 +56,15 @@ def run(args: argparse.Namespace) -> int:
     # the settings are checked here, where a mistake is a usage error (ConfigError: exit 2),
     # not in the peer process, where it would only show as a peer that never started
     Config(interval=args.interval, timeout=args.timeout)
+    import asyncio  # here, not at the top: every command's start-up would pay for it
+
     return asyncio.run(_demo(args.interval, args.timeout, as_json=args.json))
 
 
 async def _demo(interval: float, timeout: float, *, as_json: bool = False) -> int:
+    import asyncio
+    import subprocess
+
     import peerwatch
     from peerwatch.cli.jsonout import emit
 
