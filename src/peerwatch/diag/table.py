@@ -12,10 +12,11 @@ When the width is short, whole columns are dropped by priority (``Columns``) and
 never cut: a truncated address or port is worse than none. The "why" gets the
 rest of the line and wraps onto continuation lines under itself.
 
-Hand-written rather than ``rich.Table``: measured on 2,000 sockets, rich took
-3.0 s to lay out the table against 0.03 s for this module (rich measures every
-cell of every row through its renderable protocol); ``--watch`` must redraw
-10,000 sockets every second.
+Hand-written rather than ``rich.Table``: laying out the same 2,000 rows took rich
+5.0 s of CPU and this module 0.02-0.04 s (0.07-0.10 s at 80 columns, where the why
+wraps), measured side by side on a loaded 2-core machine; rich measures every cell
+of every row through its renderable protocol, and ``--watch`` must redraw 10,000
+sockets every second.
 """
 
 from __future__ import annotations
