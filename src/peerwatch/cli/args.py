@@ -30,6 +30,7 @@ __all__ = [
     "positive",
     "require_extras",
     "resolvable_host",
+    "resolve",
 ]
 
 
@@ -96,14 +97,25 @@ def resolvable_host(text: str) -> str:
     host = text.strip()
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+    resolve(host)
+    return host
+
+
+def resolve(host: str) -> frozenset[str]:
+    """Every address ``host`` resolves to, as the kernel prints them (no IPv6 zone).
+
+    Raises ``argparse.ArgumentTypeError`` with the resolver's reason.
+    """
+    import ipaddress
+
     if not host:
         raise argparse.ArgumentTypeError("empty host name")
     try:
-        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
-        raise argparse.ArgumentTypeError(f"cannot resolve {text!r}: {reason}") from None
-    return host
+        raise argparse.ArgumentTypeError(f"cannot resolve {host!r}: {reason}") from None
+    return frozenset(str(ipaddress.ip_address(str(info[4][0]).partition("%")[0])) for info in found)
 
 
 def missing_extras(modules: list[str]) -> list[str]:

@@ -22,7 +22,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from peerwatch.cli.args import count, non_negative, port, positive
+from peerwatch.cli.args import count, non_negative, port, positive, resolve
 from peerwatch.tcpinfo import TcpState
 
 if TYPE_CHECKING:
@@ -135,9 +135,6 @@ def _pid(text: str) -> int:
 
 def _peer(text: str) -> PeerMatch:
     """HOST, HOST:PORT, [V6]:PORT, a bare IPv6 address, or :PORT; a host name is resolved now."""
-    import ipaddress
-    import socket
-
     from peerwatch.diag.view import PeerMatch
 
     host, port_text = text, None
@@ -156,17 +153,7 @@ def _peer(text: str) -> PeerMatch:
         if wanted_port is None:
             raise argparse.ArgumentTypeError("expected HOST, HOST:PORT or :PORT")
         return PeerMatch(None, wanted_port)
-    try:
-        return PeerMatch(frozenset({str(ipaddress.ip_address(host))}), wanted_port)
-    except ValueError:
-        pass
-    try:
-        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
-        raise argparse.ArgumentTypeError(f"cannot resolve {host!r}: {reason}") from None
-    addresses = {str(ipaddress.ip_address(str(info[4][0]).partition("%")[0])) for info in found}
-    return PeerMatch(frozenset(addresses), wanted_port)
+    return PeerMatch(resolve(host), wanted_port)
 
 
 def run(args: argparse.Namespace) -> int:
