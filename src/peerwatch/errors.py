@@ -7,6 +7,7 @@ One root, two kinds of trouble, mirroring trio's Closed/Broken split::
      ├── ProtocolError        bytes that break the peerwatch wire protocol
      │    ├── LocalProtocolError   this side tried to do something the protocol forbids
      │    └── RemoteProtocolError  the peer sent something the protocol forbids
+     │         └── MessageTooBig   a message over our max_message (GOODBYE MESSAGE_TOO_BIG)
      ├── ConnectionClosed     this side closed the connection (your code did it)
      └── PeerDead             the outside world ended it: carries the Verdict
           └── HandshakeFailed the peer never completed HELLO within the handshake timeout
@@ -40,6 +41,10 @@ class LocalProtocolError(ProtocolError):
 
 class RemoteProtocolError(ProtocolError):
     """The peer sent something the protocol forbids."""
+
+
+class MessageTooBig(RemoteProtocolError):
+    """The peer sent a message over the max_message we announced; it is told so by name."""
 
 
 class ConnectionClosed(PeerwatchError):

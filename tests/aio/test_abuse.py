@@ -107,7 +107,10 @@ async def test_violation_gets_goodbye_and_cause_protocol_only_for_that_peer(
     )
     goodbyes = [f for f in frames if isinstance(f, Goodbye)]
     assert len(goodbyes) == 1, frames
-    want = GoodbyeCode.TOO_MANY_PINGS if case == "ping-flood" else GoodbyeCode.PROTOCOL_ERROR
+    want = {
+        "ping-flood": GoodbyeCode.TOO_MANY_PINGS,
+        "message-too-big": GoodbyeCode.MESSAGE_TOO_BIG,
+    }.get(case, GoodbyeCode.PROTOCOL_ERROR)
     assert goodbyes[0].code is want
     assert EXPECT[case] in goodbyes[0].reason
     # the well-behaved neighbour did not notice a thing

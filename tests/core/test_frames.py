@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from peerwatch.core.decoder import Decoder
 from peerwatch.core.frames import (
     HEADER,
+    MAX_REASON,
+    MIN_MAX_FRAME,
     PROTOCOL_VERSION,
     Ack,
     Data,
@@ -109,6 +111,8 @@ def _hello_with(**fields: int) -> bytes:
         (_hello_with(magic=b"HT"), "bad HELLO magic"),  # type: ignore[arg-type]
         (_hello_with(timeout=400), "impossible liveness settings"),
         (_hello_with(max_frame=10), "max_frame 10"),
+        (_hello_with(max_frame=64), "max_frame 64, below the floor of 4096 bytes"),
+        (_hello_with(max_message=0), "max_message 0: no message could ever be sent"),
         (HEADER.pack(0, 42), "unknown frame kind 42"),
         (HEADER.pack(2_000_000, Kind.DATA), "exceeds max_frame"),
         (HEADER.pack(3, Kind.DATA) + b"abc", "too short"),
@@ -179,3 +183,32 @@ def test_encode_data_length_counts_the_body_only() -> None:
     raw = encode_data(1, b"xyz")
     length, kind = HEADER.unpack_from(raw)
     assert kind == Kind.DATA and length == len(raw) - HEADER.size == 9 + 3
+
+
+def test_hello_at_the_floor_is_accepted() -> None:
+    (hello,) = Decoder(1 << 20).feed(_hello_with(max_frame=MIN_MAX_FRAME, max_message=1))
+    assert isinstance(hello, Hello) and hello.max_frame == MIN_MAX_FRAME
+
+
+def test_goodbye_reason_is_cut_at_the_documented_length() -> None:
+    raw = HEADER.pack(2 + (1 << 20), Kind.GOODBYE) + b"\x00\x01" + b"r" * (1 << 20)
+    (goodbye,) = Decoder(2 << 20).feed(raw)
+    assert isinstance(goodbye, Goodbye)
+    assert len(goodbye.reason) <= MAX_REASON
+    assert goodbye.reason.startswith("rrrr") and goodbye.reason.endswith("\u2026")
+
+
+def test_goodbye_reason_cannot_forge_a_log_line() -> None:
+    reason = "bye\n2026-01-01 INFO peer 10.0.0.1: all good\x1b[2J\u2028"
+    (goodbye,) = Decoder(1 << 20).feed(encode(Goodbye(GoodbyeCode.NORMAL, reason)))
+    assert isinstance(goodbye, Goodbye)
+    assert goodbye.reason == "bye\\n2026-01-01 INFO peer 10.0.0.1: all good\\x1b[2J\\u2028"
+    assert goodbye.reason.isprintable()
+
+
+@given(st.binary(max_size=3000))
+def test_any_goodbye_reason_decodes_to_one_bounded_printable_line(reason: bytes) -> None:
+    raw = HEADER.pack(2 + len(reason), Kind.GOODBYE) + b"\x00\x00" + reason
+    (goodbye,) = Decoder(1 << 20).feed(raw)
+    assert isinstance(goodbye, Goodbye)
+    assert goodbye.reason.isprintable() and len(goodbye.reason) <= MAX_REASON

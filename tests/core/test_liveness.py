@@ -21,11 +21,12 @@ class Clock:
     def run_until(self, end: float, *, rtt: float | None = None) -> Action:
         """Fire timers up to ``end``; the peer answers each ping after ``rtt`` if given."""
         pending_pong: float | None = None
+        echo = (0, 0)  # seq and stamp of the last ping, echoed by the peer
         for _ in range(100_000):  # bounded: a machine that spins fails the test, not CI
             deadline = self.live.next_deadline()
             if pending_pong is not None and pending_pong <= min(deadline, end):
                 self.now = pending_pong
-                self.live.on_pong(pending_pong, self.pings[-1])
+                self.live.on_pong(pending_pong, *echo)
                 pending_pong = None
                 continue
             if deadline > end:
@@ -36,7 +37,7 @@ class Clock:
             if action is Action.DEAD:
                 return action
             if action is Action.PING:
-                self.live.ping_sent(self.now)
+                echo = self.live.ping_sent(self.now)
                 self.pings.append(self.now)
                 if rtt is not None:
                     pending_pong = self.now + rtt
@@ -84,8 +85,8 @@ def test_any_inbound_byte_restarts_the_deadline() -> None:
 
 def test_a_pong_is_life_and_measures_rtt() -> None:
     live, _ = machine()
-    live.ping_sent(101.0)
-    assert live.on_pong(101.25, 101.0) == pytest.approx(0.25)
+    seq, stamp = live.ping_sent(101.0)
+    assert live.on_pong(101.25, seq, stamp) == pytest.approx(0.25)
     assert live.rtt == pytest.approx(0.25)
     assert live.dead_at() == pytest.approx(106.25)
 
@@ -98,8 +99,7 @@ def test_a_stall_of_our_own_process_is_not_blamed_on_the_peer() -> None:
     assert live.handle_timer(110.0) is Action.PING  # a fresh chance: ping at once
     assert live.stalls == 1
     assert live.local_stall == pytest.approx(6.0)
-    live.ping_sent(110.0)
-    live.on_pong(110.001, 110.0)
+    live.on_pong(110.001, *live.ping_sent(110.0))
     assert live.dead_at() == pytest.approx(115.001)
 
 
@@ -179,3 +179,40 @@ def test_a_peer_with_a_shorter_interval_may_ping_at_its_own_pace() -> None:
     assert not all(live.on_ping_received(160.0 + t * 0.01) for t in range(5))  # a burst is not
     tiny = Liveness(cfg, 100.0, peer_interval=0.001)
     assert tiny.ping_window == pytest.approx(0.1)  # announcing 1 ms buys no flood
+
+
+def test_an_unsolicited_pong_is_life_but_not_an_rtt_sample() -> None:
+    """A PONG no PING asked for once put thousands of seconds into the RTT (issue 8, item 11)."""
+    live, _ = machine()
+    assert live.on_pong(101.0, 1, 0) is None  # nothing was ever sent
+    assert live.rtt is None
+    assert live.dead_at() == pytest.approx(106.0)  # still evidence of life (rule 1)
+    seq, stamp = live.ping_sent(102.0)
+    assert live.on_pong(102.1, seq + 1, stamp) is None  # a seq we did not send
+    assert live.on_pong(102.1, seq, stamp - 5_000_000_000) is None  # a forged stamp
+    assert live.rtt is None
+    assert live.on_pong(102.25, seq, stamp) == pytest.approx(0.25)
+    assert live.on_pong(102.5, seq, stamp) is None  # answered once only
+    assert live.rtt == pytest.approx(0.25)
+
+
+def test_a_pong_for_a_superseded_ping_is_late_life_not_a_sample() -> None:
+    live, _ = machine()
+    old = live.ping_sent(101.0)
+    new = live.ping_sent(102.0)
+    assert live.on_pong(102.9, *old) is None
+    assert live.on_pong(103.0, *new) == pytest.approx(1.0)
+
+
+def test_replies_count_only_pongs_that_answer_our_pings() -> None:
+    """What ``peerwatch ping`` reports as "received", as ping(8) does: replies, not life."""
+    live, _ = machine()
+    live.on_pong(101.0, 1, 0)  # unsolicited
+    assert (live.pongs_received, live.rtt_sample) == (0, None)
+    seq, stamp = live.ping_sent(102.0)
+    live.on_pong(102.2, seq, stamp)
+    live.on_pong(102.3, seq, stamp)  # a duplicate is not a second reply
+    assert live.pongs_received == 1 and live.rtt_sample == pytest.approx(0.2)
+    live.on_pong(103.4, *live.ping_sent(103.0))
+    assert live.pongs_received == 2 and live.rtt_sample == pytest.approx(0.4)
+    assert live.rtt != live.rtt_sample  # the smoothed RTT is another figure

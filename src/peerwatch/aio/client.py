@@ -10,8 +10,14 @@ from typing import Any
 from peerwatch.aio.connection import Connection
 from peerwatch.aio.sockets import tune
 from peerwatch.core.config import Config
-from peerwatch.core.verdicts import Cause, Verdict, classify_os_error, errno_name
-from peerwatch.errors import PeerDead
+from peerwatch.core.verdicts import (
+    Verdict,
+    connect_failure,
+    errno_name,
+    hung_or_silent,
+)
+from peerwatch.errors import HandshakeFailed, PeerDead
+from peerwatch.tcpinfo import tcp_info
 
 #: (host, port) -> the incarnation that server announced when we last connected.
 _last_incarnation: dict[tuple[str, int], int] = {}
@@ -36,14 +42,21 @@ async def connect(
     """Connect to a peerwatch server and return the connection once both HELLOs are exchanged.
 
     Keyword overrides are ``Config`` fields (``interval``, ``timeout``, ``policy``...).
-    A connection that cannot be made raises ``PeerDead`` whose verdict says why
-    (RESET for refused, UNREACHABLE, TIMEOUT), chained from the OSError.
+    A connection that cannot be made raises ``PeerDead`` whose verdict says why,
+    chained from the original exception: UNREACHABLE for a name that does not
+    resolve or no route, RESET for refused, TIMEOUT, PROTOCOL for a TLS failure
+    (rejected certificate, failed handshake), HUNG or SILENT for a peer that never
+    finishes the TLS or HELLO handshake. With ``ssl``, the certificate is checked
+    against ``server_hostname``, which defaults to ``host`` (as in asyncio).
     ``conn.peer_restarted`` tells whether the server restarted since the last
     connection to the same address from this process.
     """
     cfg = make_config(config, overrides)
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:  # socket.gaierror; UnicodeError: not a host name
+        raise _connect_failed(host, port, exc, loop.time()) from exc
     last_error: OSError | None = None
     sock: socket.socket | None = None
     for family, kind, proto, _, addr in infos:
@@ -61,17 +74,7 @@ async def connect(
             last_error = exc if isinstance(exc, OSError) else TimeoutError("connect timed out")
     if sock is None:
         raise _connect_failed(host, port, last_error, loop.time()) from last_error
-    try:
-        _, conn = await loop.create_connection(
-            lambda: Connection(cfg, "client", loop),
-            sock=sock,
-            ssl=ssl,
-            server_hostname=server_hostname if ssl is not None else None,
-            ssl_handshake_timeout=cfg.handshake_timeout if ssl is not None else None,
-        )
-    except OSError as exc:
-        sock.close()
-        raise _connect_failed(host, port, exc, loop.time()) from exc
+    conn = await _start_protocol(host, port, sock, cfg, ssl=ssl, server_hostname=server_hostname)
     try:
         await conn._ready
     except BaseException:
@@ -87,11 +90,63 @@ async def connect(
     return conn
 
 
-def _connect_failed(host: str, port: int, exc: OSError | None, now: float) -> PeerDead:
-    cause = (classify_os_error(exc) if exc is not None else None) or Cause.UNREACHABLE
+async def _start_protocol(
+    host: str,
+    port: int,
+    sock: socket.socket,
+    cfg: Config,
+    *,
+    ssl: ssl_module.SSLContext | None,
+    server_hostname: str | None,
+) -> Connection:
+    """Wrap the connected socket (TLS handshake first, if asked); HELLO goes out at once."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    making = asyncio.ensure_future(
+        loop.create_connection(
+            lambda: Connection(cfg, "client", loop),
+            sock=sock,
+            ssl=ssl,
+            server_hostname=(server_hostname or host) if ssl is not None else None,
+            # asyncio's own bound, a backstop: ours below reads TCP_INFO before the abort
+            ssl_handshake_timeout=2 * cfg.handshake_timeout if ssl is not None else None,
+        )
+    )
+    try:
+        done, _ = await asyncio.wait({making}, timeout=cfg.handshake_timeout)
+    except BaseException:  # our caller gave up: do not leave the attempt running
+        making.cancel()
+        raise
+    if not done:
+        waited = loop.time() - started
+        info = tcp_info(sock)  # before the cancellation closes the socket
+        making.cancel()
+        await asyncio.wait({making})
+        sock.close()
+        verdict = Verdict(
+            cause=hung_or_silent(info, waited),
+            detail=f"could not connect to {host}:{port}: no TLS handshake from the peer"
+            f" within the handshake timeout ({cfg.handshake_timeout} s)",
+            detected_at=loop.time(),
+            silent_for=waited,
+            tcp_info=info,
+        )
+        raise HandshakeFailed(verdict)
+    error = making.exception()
+    if isinstance(error, OSError):  # ssl.SSLError included
+        sock.close()
+        raise _connect_failed(host, port, error, loop.time(), during_tls=ssl is not None) from error
+    return making.result()[1]  # or raises a usage error (a bad ssl argument) as it is
+
+
+def _connect_failed(
+    host: str, port: int, exc: BaseException | None, now: float, *, during_tls: bool = False
+) -> PeerDead:
+    """The verdict on a connection that was never made; every cause comes from core.verdicts."""
+    cause, why = connect_failure(exc, during_tls=during_tls)
     verdict = Verdict(
         cause=cause,
-        detail=f"could not connect to {host}:{port}: {exc}",
+        detail=f"could not connect to {host}:{port}: {why}",
         detected_at=now,
         silent_for=0.0,
         errno=errno_name(exc),

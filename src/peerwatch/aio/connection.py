@@ -15,6 +15,7 @@ behind more than about one chunk plus that mark.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import os
@@ -57,6 +58,7 @@ from peerwatch.errors import (
     ConnectionClosed,
     HandshakeFailed,
     LocalProtocolError,
+    MessageTooBig,
     PeerDead,
     PeerwatchError,
     ProtocolError,
@@ -71,8 +73,11 @@ INCARNATION = int.from_bytes(os.urandom(8), "big")
 WRITE_HIGH_WATER = 64 * 1024
 #: Messages waiting in the outbox that make ``enqueue`` write at once, not at the next pass.
 EAGER_FLUSH = 64
-#: Data written per flush before yielding to other connections on the loop.
+#: Data written per flush before yielding to other connections on the loop: in bytes,
+#: and in frames (a pass of tiny messages costs per frame, not per byte). One pass
+#: then holds the loop for about a millisecond, whatever the peer announced.
 FLUSH_BUDGET = 1024 * 1024
+FLUSH_FRAMES = 1024
 
 Role = Literal["client", "server"]
 
@@ -259,7 +264,11 @@ class Connection(asyncio.BufferedProtocol):
         while outbound.in_flight >= self._config.send_queue:
             waiter = self._loop.create_future()
             self._space_waiters.append(waiter)
-            await waiter
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                self._give_up_space(waiter)
+                raise
             self._raise_if_over()
         seq = outbound.assign(data)
         outbox = self._outbox
@@ -273,7 +282,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._flush()
             elif not self._flush_scheduled:
                 self._flush_scheduled = True
-                self._loop.call_soon(self._flush)
+                self._loop.call_soon(self._scheduled_flush)
         return Delivery(self, seq)
 
     async def send(self, payload: bytes | bytearray | memoryview) -> None:
@@ -332,15 +341,26 @@ class Connection(asyncio.BufferedProtocol):
 
     async def close(self, reason: str = "") -> Verdict:
         """Say GOODBYE after the queued data, close, and return the verdict (cause LOCAL)."""
+        # the queued data goes first, in budgeted passes: a long outbox must not hold
+        # the loop (the neighbours' heartbeats run in between)
+        while self._outbox and self.verdict is None:
+            # one pass per loop pass: the scheduled one, or ours while writing is paused
+            if (self._write_paused or not self._flush_scheduled) and not self._flush(
+                paused_too=True
+            ):
+                break
+            await asyncio.sleep(0)
         if self.verdict is None:
-            self._flush(everything=True)
             self._send_ack()  # what the application took is delivered: say so before leaving
             self._write(encode_goodbye(GoodbyeCode.NORMAL, reason))
             self._decide(Cause.LOCAL, f"closed by this side: {reason or 'no reason given'}")
             transport = self._transport
             if transport is not None and not transport.is_closing():
                 if transport.can_write_eof():
-                    transport.write_eof()
+                    # a peer that reset meanwhile makes shutdown() fail with ENOTCONN:
+                    # the verdict is ours already, and the transport learns it on its own
+                    with contextlib.suppress(OSError):
+                        transport.write_eof()
                 self._loop.call_later(self._config.close_timeout, self._abort)
         return await self.wait_closed()
 
@@ -447,11 +467,14 @@ class Connection(asyncio.BufferedProtocol):
                         self._inbox_bytes += len(message)
                         got_message = True
                 elif type(frame) is Pong:
-                    liveness.on_pong(now, frame.stamp / 1_000_000)
+                    liveness.on_pong(now, frame.seq, frame.stamp)
                 else:
                     heard = True
                     if self._control(frame, now):
                         return
+        except MessageTooBig as exc:
+            self._violation(str(exc), GoodbyeCode.MESSAGE_TOO_BIG)
+            return
         except ProtocolError as exc:
             self._violation(str(exc))
             return
@@ -492,7 +515,7 @@ class Connection(asyncio.BufferedProtocol):
         self._write_paused = False
         if self._outbox and not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self._scheduled_flush)
 
     # ------------------------------------------------------------------- timer
 
@@ -527,8 +550,9 @@ class Connection(asyncio.BufferedProtocol):
 
     def _handshake(self, hello: Hello, now: float) -> None:
         self.peer_hello = hello
-        # our DATA frames must fit the peer's max_frame (body = 9-byte header + chunk)
-        self._chunk = max(1, min(self._config.chunk_size, hello.max_frame - 64))
+        # our DATA frames must fit the peer's max_frame (body = 9-byte header + chunk);
+        # the decoder refused a max_frame under MIN_MAX_FRAME, so chunks stay large
+        self._chunk = min(self._config.chunk_size, hello.max_frame - 64)
         config = self._config
         # the accepting side lets the connecting side do the pinging (liveness rule 6)
         delay = min(config.interval / 2, (config.timeout - config.interval) / 4)
@@ -587,6 +611,10 @@ class Connection(asyncio.BufferedProtocol):
             fut = heapq.heappop(waiters)[2]
             if not fut.done():
                 fut.set_result(None)
+        self._wake_space()
+
+    def _wake_space(self) -> None:
+        """Wake as many senders blocked on a full send queue as there are free slots."""
         room = self._config.send_queue - self._outbound.in_flight
         space = self._space_waiters
         woken = 0
@@ -598,6 +626,18 @@ class Connection(asyncio.BufferedProtocol):
                 room -= 1
         if woken:
             del space[:woken]
+
+    def _give_up_space(self, waiter: asyncio.Future[None]) -> None:
+        """A sender blocked on a full queue was cancelled: it must not keep a slot.
+
+        Woken and then cancelled before it ran, it was handed a free slot that no
+        other sender will hear of: pass the wake-up on (issue 8, item 4). Still
+        waiting, it just leaves the line.
+        """
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+            self._wake_space()
+        elif waiter in self._space_waiters:
+            self._space_waiters.remove(waiter)
 
     async def _wait_acked(self, seq: int) -> None:
         if self._outbound.acked_through >= seq:
@@ -613,20 +653,26 @@ class Connection(asyncio.BufferedProtocol):
             transport.write(frame)
             self.bytes_out += len(frame)
 
-    def _flush(self, everything: bool = False) -> None:
-        """Write queued data in chunks while the transport has room."""
-        self._flush_scheduled = False
+    def _flush(self, paused_too: bool = False) -> bool:
+        """Write queued data in chunks while the transport has room, one budgeted pass.
+
+        A pass writes at most ``FLUSH_BUDGET`` bytes and ``FLUSH_FRAMES`` frames,
+        then yields the loop to other connections. ``paused_too`` (close) writes
+        past the transport's high-water mark. Returns False when nothing can be
+        written any more (transport gone or verdict reached).
+        """
         transport = self._transport
         if transport is None or transport.is_closing() or self.verdict is not None:
-            return
+            return False
         outbox = self._outbox
         outbound = self._outbound
         chunk = self._chunk
         budget = FLUSH_BUDGET
-        while outbox and (everything or (budget > 0 and not self._write_paused)):
+        frames_left = FLUSH_FRAMES
+        while outbox and budget > 0 and frames_left > 0 and (paused_too or not self._write_paused):
             parts: list[bytes] = []
             size = 0
-            while outbox and size < chunk:
+            while outbox and size < chunk and len(parts) < frames_left:
                 seq, payload = outbox[0]
                 offset = self._partial_offset
                 if offset == 0 and len(payload) <= chunk:
@@ -649,9 +695,16 @@ class Connection(asyncio.BufferedProtocol):
             transport.write(data)
             self.bytes_out += size
             budget -= size
+            frames_left -= len(parts)
         if outbox and not self._write_paused and not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self._scheduled_flush)
+        return True
+
+    def _scheduled_flush(self) -> None:
+        # only this callback clears the flag: at most one pass is pending at a time
+        self._flush_scheduled = False
+        self._flush()
 
     def _pause_reading(self) -> None:
         if self._transport is not None and not self._transport.is_closing():

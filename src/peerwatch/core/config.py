@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from peerwatch.core.frames import MIN_CHUNK, MIN_MAX_FRAME
 from peerwatch.errors import ConfigError
 
 Policy = Literal["fixed", "adaptive"]
@@ -72,14 +73,16 @@ class Config:
             raise ConfigError(f"acceptable_pause must be >= 0, got {self.acceptable_pause}")
         if self.stall_threshold is not None and self.stall_threshold <= 0:
             raise ConfigError(f"stall_threshold must be positive, got {self.stall_threshold}")
-        if not 64 <= self.max_frame <= MAX_FRAME_CEILING:
+        # the floors are the ones a peer's HELLO is held to (frames.MIN_MAX_FRAME)
+        if not MIN_MAX_FRAME <= self.max_frame <= MAX_FRAME_CEILING:
             raise ConfigError(
-                f"max_frame must lie in [64, {MAX_FRAME_CEILING}], got {self.max_frame}"
+                f"max_frame must lie in [{MIN_MAX_FRAME}, {MAX_FRAME_CEILING}],"
+                f" got {self.max_frame}"
             )
-        if not 1 <= self.chunk_size <= self.max_frame - 64:
+        if not MIN_CHUNK <= self.chunk_size <= self.max_frame - 64:
             raise ConfigError(
-                f"chunk_size must lie in [1, max_frame - 64] = [1, {self.max_frame - 64}],"
-                f" got {self.chunk_size}"
+                f"chunk_size must lie in [{MIN_CHUNK}, max_frame - 64]"
+                f" = [{MIN_CHUNK}, {self.max_frame - 64}], got {self.chunk_size}"
             )
         if self.max_message < 1:
             raise ConfigError(f"max_message must be at least 1, got {self.max_message}")

@@ -19,6 +19,8 @@ from peerwatch.core.frames import (
     HEADER_SIZE,
     HELLO_BODY,
     MAGIC,
+    MAX_REASON,
+    MIN_MAX_FRAME,
     PING_BODY,
     PROTOCOL_VERSION,
     SEQ,
@@ -31,6 +33,7 @@ from peerwatch.core.frames import (
     Kind,
     Ping,
     Pong,
+    printable,
 )
 from peerwatch.errors import RemoteProtocolError
 
@@ -109,8 +112,13 @@ def _decode_control(kind: int, source: bytes | bytearray, at: int, length: int) 
         if length < GOODBYE_HEAD.size:
             raise RemoteProtocolError(f"GOODBYE frame body of {length} bytes is too short")
         (code,) = GOODBYE_HEAD.unpack_from(source, at)
-        text = bytes(source[at + 2 : at + length]).decode("utf-8", errors="replace")
-        return Goodbye(GoodbyeCode.of(code), text)
+        # the reason is peer text bound for verdicts and logs: cut at the documented
+        # length and escaped here, once, at the receive boundary
+        cut = min(length, GOODBYE_HEAD.size + MAX_REASON)
+        text = bytes(source[at + 2 : at + cut]).decode("utf-8", errors="replace")
+        if length > cut:
+            text += "\u2026"
+        return Goodbye(GoodbyeCode.of(code), printable(text))
     raise RemoteProtocolError(f"unknown frame kind {kind}")
 
 
@@ -129,8 +137,13 @@ def _decode_hello(source: bytes | bytearray, at: int) -> Hello:
             f"HELLO with impossible liveness settings: interval {interval_ms} ms,"
             f" timeout {timeout_ms} ms"
         )
-    if max_frame < 64:
-        raise RemoteProtocolError(f"HELLO announces max_frame {max_frame} < 64")
+    if max_frame < MIN_MAX_FRAME:
+        raise RemoteProtocolError(
+            f"HELLO announces max_frame {max_frame}, below the floor of {MIN_MAX_FRAME} bytes"
+            " (every message would be cut into tiny frames)"
+        )
+    if max_message == 0:
+        raise RemoteProtocolError("HELLO announces max_message 0: no message could ever be sent")
     return Hello(
         version, incarnation, interval_ms / 1000, timeout_ms / 1000, max_frame, max_message, flags
     )

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from peerwatch.core.frames import Data
-from peerwatch.errors import RemoteProtocolError
+from peerwatch.core.frames import MIN_CHUNK, Data, max_parts
+from peerwatch.errors import MessageTooBig, RemoteProtocolError
 
 
 class _Unused(deque):  # type: ignore[type-arg]
@@ -82,20 +82,33 @@ class Outbound:
 
 
 class Inbound:
-    """Checks DATA sequencing and reassembles chunked messages, bounded by ``max_message``."""
+    """Checks DATA sequencing and reassembles chunked messages, bounded by ``max_message``.
 
-    __slots__ = ("_parts", "_size", "expected_seq", "max_message")
+    A message in parts is assembled in one ``bytearray``, so it costs its own size
+    and not a bytes object per part (2-byte chunks cost 29 x the message as a
+    list of parts). Every part counts: an empty chunk with MORE set is refused
+    (it would grow the part count for free), and so is a message in more than
+    ``max_parts(max_message)`` parts.
+    """
+
+    __slots__ = ("_assembly", "_parts", "expected_seq", "max_message", "max_parts")
 
     def __init__(self, max_message: int) -> None:
         self.max_message = max_message
+        self.max_parts = max_parts(max_message)
         self.expected_seq = 1
-        self._parts: list[bytes] = []
-        self._size = 0
+        self._assembly: bytearray | None = None  # the message so far, from its first chunk
+        self._parts = 0
 
     @property
     def received_through(self) -> int:
         """Highest seq of a complete message received (what a cumulative ACK reports)."""
         return self.expected_seq - 1
+
+    @property
+    def partial(self) -> int:
+        """Bytes held for a message whose last chunk has not arrived."""
+        return 0 if self._assembly is None else len(self._assembly)
 
     def on_data(self, frame: Data) -> bytes | None:
         """Take one DATA frame; return the message once its last chunk arrived."""
@@ -104,20 +117,32 @@ class Inbound:
                 f"DATA with sequence {frame.seq}, expected {self.expected_seq}"
                 " (sequences must be consecutive)"
             )
-        size = self._size + len(frame.payload)
-        if size > self.max_message:
+        payload = frame.payload
+        assembly = self._assembly
+        if assembly is None:
+            if not frame.more:  # the common case: a whole message in one frame
+                if len(payload) > self.max_message:
+                    raise self._too_big(frame.seq)
+                self.expected_seq += 1
+                return payload
+            assembly = self._assembly = bytearray()
+        if frame.more and not payload:
+            raise RemoteProtocolError(f"empty chunk with MORE set in message {frame.seq}")
+        if len(assembly) + len(payload) > self.max_message:
+            raise self._too_big(frame.seq)
+        self._parts += 1
+        if self._parts > self.max_parts:
             raise RemoteProtocolError(
-                f"message {frame.seq} exceeds max_message ({self.max_message} bytes)"
+                f"message {frame.seq} cut into more than {self.max_parts} chunks"
+                f" (chunks must carry at least {MIN_CHUNK} bytes)"
             )
+        assembly += payload
         if frame.more:
-            self._parts.append(frame.payload)
-            self._size = size
             return None
         self.expected_seq += 1
-        if not self._parts:
-            return frame.payload
-        self._parts.append(frame.payload)
-        message = b"".join(self._parts)
-        self._parts = []
-        self._size = 0
-        return message
+        self._assembly = None
+        self._parts = 0
+        return bytes(assembly)
+
+    def _too_big(self, seq: int) -> MessageTooBig:
+        return MessageTooBig(f"message {seq} exceeds max_message ({self.max_message} bytes)")

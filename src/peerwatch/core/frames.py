@@ -14,10 +14,16 @@ Bodies by kind::
     HELLO    magic "PW" | version u8 | flags u8 | incarnation u64 |
              interval_ms u32 | timeout_ms u32 | max_frame u32 | max_message u32
     DATA     seq u64 | flags u8 (bit 0: MORE chunks follow) | payload
+             a chunk with MORE set carries at least one byte, and one message
+             arrives in at most ``max_parts(max_message)`` DATA frames
     ACK      seq u64            cumulative: every message up to seq was received
     PING     seq u32 | stamp u64    stamp is opaque to the receiver and echoed back
     PONG     seq u32 | stamp u64
     GOODBYE  code u16 | reason (UTF-8, at most 1 KiB)
+
+Limits a peer must announce in its HELLO (below them it is refused with
+GOODBYE(PROTOCOL_ERROR) naming the floor, never served at a crawl):
+``max_frame >= MIN_MAX_FRAME`` and ``max_message >= 1``.
 
 Frames are NamedTuples: immutable and cheap to build on the hot DATA path.
 """
@@ -44,6 +50,38 @@ PING_BODY = struct.Struct("!IQ")
 GOODBYE_HEAD = struct.Struct("!H")
 MAX_REASON = 1024
 FLAG_MORE = 0x01
+#: Smallest max_frame a peer may announce (and we may configure). Below it every
+#: message is cut into tiny frames: at 64 bytes a 1 MiB echo took ~10 s of CPU in one
+#: loop pass (issue 8, item 6). 4 KiB keeps the frame overhead under 0.4 %.
+MIN_MAX_FRAME = 4096
+#: Smallest chunk a sender cuts a message into; it bounds the parts of one message.
+MIN_CHUNK = 512
+
+
+def max_parts(max_message: int) -> int:
+    """Most DATA frames one message of at most ``max_message`` bytes may arrive in.
+
+    An honest sender cuts every chunk but the last at its chunk size, which is at
+    least ``MIN_CHUNK``; a peer cutting finer (2-byte chunks cost 29 x the
+    message in per-part overhead, issue 8 item 7) is refused past this count.
+    """
+    return max_message // MIN_CHUNK + 1
+
+
+def printable(text: str, limit: int = MAX_REASON) -> str:
+    """``text`` safe to log as one line: control and other unprintable characters escaped.
+
+    A peer's GOODBYE reason goes into verdicts and logs; a newline in it would
+    forge a log line and a 1 MiB reason would make a 1 MiB one. The result is at
+    most ``limit`` characters (a cut is marked with an ellipsis).
+    """
+    if not text.isprintable():
+        text = "".join(
+            c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+        )
+    if len(text) > limit:
+        text = text[: limit - 1] + "\u2026"
+    return text
 
 
 class Kind(enum.IntEnum):

@@ -3,7 +3,9 @@
 Rules (each one is tested with a fake clock in tests/core/test_liveness.py):
 
 1. Any inbound byte is evidence of life (``on_receive``). A PONG is life too,
-   but it does not restart the ping cadence (rule 2).
+   but it does not restart the ping cadence (rule 2). Only the PONG of the
+   latest PING, echoing its seq and stamp, once, is an RTT sample, timed by our
+   own clock: an unsolicited or repeated PONG cannot poison the RTT.
 2. A PING goes out when nothing but PONGs has arrived for ``interval``. Pings
    sit on a grid anchored at the last non-PONG traffic: ``anchor + k*interval``,
    so the cadence does not drift by the round-trip time.
@@ -44,6 +46,11 @@ from peerwatch.core.config import Config
 MIN_PING_WINDOW = 0.1
 #: Samples of quiet gaps kept for the adaptive policy.
 ARRIVAL_WINDOW = 100
+
+
+def _stamp(sent_at: float) -> int:
+    """The PING stamp for a send time: microseconds, as the u64 on the wire holds it."""
+    return round(sent_at * 1_000_000) & 0xFFFFFFFFFFFFFFFF
 
 
 class Action(enum.Enum):
@@ -123,6 +130,7 @@ class Liveness:
         "paused",
         "ping_seq",
         "ping_window",
+        "pong_due",
         "pongs_received",
         "quiet",
         "rtt",
@@ -162,6 +170,7 @@ class Liveness:
         self.last_traffic = now  # last inbound other than PONG: anchors the ping grid
         self.last_ping = -math.inf
         self.ping_seq = 0
+        self.pong_due: float | None = None  # when the PING awaiting its PONG was sent
         self.rtt: float | None = None  # smoothed round-trip time (RFC 6298 weights)
         self.rttvar = 0.0
         self.pongs_received = 0  # replies to our pings (what ping(8) calls "received")
@@ -183,12 +192,21 @@ class Liveness:
         self.last_heard = now
         self.last_traffic = now
 
-    def on_pong(self, now: float, sent_at: float) -> float:
-        """A PONG echoing a ping sent at ``sent_at`` arrived; returns the RTT sample."""
+    def on_pong(self, now: float, seq: int, stamp: int) -> float | None:
+        """A PONG arrived; returns the RTT sample, or None when it answered no PING of ours.
+
+        Life either way (rule 1). Only the PONG of our latest PING, echoing its seq
+        and stamp, is timed, once, and by our clock (the stamp is the peer's to
+        forge); a PONG for a superseded PING is late life, not a sample.
+        """
         gap = now - self.last_heard
         if self.adaptive and gap >= self.min_gap_sample:
             self._learn(gap)
         self.last_heard = now
+        sent_at = self.pong_due
+        if sent_at is None or seq != self.ping_seq or stamp != _stamp(sent_at):
+            return None
+        self.pong_due = None
         sample = max(0.0, now - sent_at)
         self.pongs_received += 1
         self.rtt_sample = sample
@@ -255,8 +273,9 @@ class Liveness:
     def ping_sent(self, now: float) -> tuple[int, int]:
         """Record a PING sent at ``now``; returns (seq, stamp) to put in it."""
         self.last_ping = now
+        self.pong_due = now
         self.ping_seq = (self.ping_seq + 1) & 0xFFFFFFFF
-        return self.ping_seq, round(now * 1_000_000)
+        return self.ping_seq, _stamp(now)
 
     # --- queries ------------------------------------------------------------
 

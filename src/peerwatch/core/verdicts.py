@@ -1,13 +1,18 @@
 """Why a connection ended: one ``Verdict`` per connection, with its ``Cause`` and evidence.
 
-All translation from OS results to causes happens here (``classify_os_error``),
-with named errno sets, so every adapter tells the same story for the same event.
+All translation from OS results to causes happens here (``classify_os_error``,
+``explain_os_error``, ``errno_name``), with named errno sets, so every adapter
+tells the same story for the same event. Two kinds of OSError carry codes that
+are not POSIX errnos and are told apart first: ``socket.gaierror`` (getaddrinfo
+codes: the name did not resolve) and ``ssl.SSLError`` (OpenSSL codes: the TLS
+handshake or a TLS record failed).
 """
 
 from __future__ import annotations
 
 import enum
 import errno
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -23,10 +28,10 @@ class Cause(str, enum.Enum):
     EOF = "EOF"  # the peer's side closed without goodbye: process exited or was killed
     RESET = "RESET"  # RST: crash with unread data, rebooted host, abort
     TIMEOUT = "TIMEOUT"  # the kernel gave up (ETIMEDOUT): retransmissions or keepalive exhausted
-    UNREACHABLE = "UNREACHABLE"  # no route to the peer (EHOSTUNREACH, ENETUNREACH, ...)
+    UNREACHABLE = "UNREACHABLE"  # no route (EHOSTUNREACH, ...), or the name does not resolve
     SILENT = "SILENT"  # nothing heard within the deadline, and the peer's kernel is silent too
     HUNG = "HUNG"  # the peer's kernel still acknowledges, its application does not answer
-    PROTOCOL = "PROTOCOL"  # the peer broke the wire protocol
+    PROTOCOL = "PROTOCOL"  # the peer broke the wire protocol, or the TLS handshake failed
     LOCAL = "LOCAL"  # this side closed the connection
 
     def __str__(self) -> str:
@@ -48,8 +53,36 @@ UNREACHABLE_ERRNOS = frozenset(
 RETRY_ERRNOS = frozenset({errno.EINTR, errno.EAGAIN, errno.EWOULDBLOCK, errno.EINPROGRESS})
 
 
+def _is_a(exc: BaseException | None, module: str, name: str) -> bool:
+    """``isinstance(exc, module.name)`` without importing ``module``.
+
+    An exception of a module nobody imported cannot exist, so looking the class up
+    in ``sys.modules`` is exact, and keeps ``import peerwatch`` free of ssl and socket.
+    """
+    kind = getattr(sys.modules.get(module), name, None)
+    return isinstance(kind, type) and isinstance(exc, kind)
+
+
+def _is_name_resolution_error(exc: BaseException | None) -> bool:
+    return _is_a(exc, "socket", "gaierror")
+
+
+def _is_tls_error(exc: BaseException | None) -> bool:
+    return _is_a(exc, "ssl", "SSLError")
+
+
 def classify_os_error(exc: OSError) -> Cause | None:
-    """Map an OSError from a socket call to a Cause; None when it is not a verdict (retry)."""
+    """Map an OSError from a socket call to a Cause; None when it is not a verdict (retry).
+
+    A name that does not resolve is UNREACHABLE; a TLS failure is PROTOCOL (the
+    peer did not complete the TLS protocol with us: a rejected certificate, a
+    failed handshake, a corrupt record), except an unexpected end of the TLS
+    stream, which is the peer going away (EOF).
+    """
+    if _is_name_resolution_error(exc):
+        return Cause.UNREACHABLE
+    if _is_tls_error(exc):
+        return Cause.EOF if _is_a(exc, "ssl", "SSLEOFError") else Cause.PROTOCOL
     code = exc.errno
     if code is None:
         if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
@@ -69,26 +102,82 @@ def classify_os_error(exc: OSError) -> Cause | None:
 
 
 def errno_name(exc: BaseException | None) -> str | None:
+    """The POSIX errno name of ``exc`` (``ECONNRESET``); None when it carries none.
+
+    getaddrinfo and OpenSSL codes are not errnos (SSL error 1 is not EPERM).
+    """
+    if _is_name_resolution_error(exc) or _is_tls_error(exc):
+        return None
     if isinstance(exc, OSError) and exc.errno is not None:
         return errno.errorcode.get(exc.errno, str(exc.errno))
     return None
 
 
+def connect_failure(exc: BaseException | None, *, during_tls: bool = False) -> tuple[Cause, str]:
+    """Cause and explanation for a connection that was never made, from what the attempt raised.
+
+    A host name that cannot even be encoded (IDNA: an empty or over-long label)
+    fails like one that does not resolve: UNREACHABLE. Whatever ends the TLS
+    handshake (an alert, or the peer aborting the connection because of one) is a
+    TLS failure: PROTOCOL, and the explanation says it happened in the handshake.
+    """
+    if exc is None:
+        return Cause.UNREACHABLE, "no address to connect to"
+    why = explain_os_error(exc)
+    if during_tls:
+        if not _is_tls_error(exc):
+            why = f"the TLS handshake failed: {why}"
+        return Cause.PROTOCOL, why
+    if isinstance(exc, OSError):
+        return classify_os_error(exc) or Cause.UNREACHABLE, why
+    return Cause.UNREACHABLE, why
+
+
+def explain_os_error(exc: BaseException) -> str:
+    """A phrase saying what failed, for a verdict's detail: the layer first, then the OS words."""
+    if isinstance(exc, UnicodeError):
+        return f"name resolution failed: not a valid host name ({exc})"
+    if _is_name_resolution_error(exc):
+        words = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return f"name resolution failed: {words}"
+    if _is_a(exc, "ssl", "SSLCertVerificationError"):
+        reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc
+        return f"TLS certificate verification failed: {reason}"
+    if _is_tls_error(exc):
+        reason = getattr(exc, "reason", None) or exc
+        return f"TLS handshake or record failed: {reason} ({exc})"
+    if isinstance(exc, ConnectionResetError) and not str(exc):
+        return "the peer reset the connection"
+    return str(exc) or type(exc).__name__
+
+
 def hung_or_silent(info: TcpInfo | None, silent_for: float) -> Cause:
     """Tell a hung peer (kernel acks, app mute) from a silent one (nothing acks).
 
-    The peer's kernel acknowledges our heartbeats even when its application is
-    frozen. HUNG needs that evidence: an ACK received during the silence (our
-    pings went out in it) and no retransmission pending. "Nothing outstanding"
-    alone is not evidence: it also holds when we sent nothing. Without TCP_INFO
-    (non-Linux) we cannot tell, and say SILENT.
+    The peer's kernel acknowledges our bytes even when its application is
+    frozen. HUNG needs that evidence: an ACK received during the silence and no
+    retransmission pending. Two ways the kernel shows it:
+
+    - an idle line: our pings went out and were acknowledged (no backoff);
+    - data in flight to a stopped reader: its receive buffer is full, its kernel
+      advertises a zero window and answers our window probes (RFC 9293 3.8.6.1).
+      The probe timer backs off (``backoff`` grows) with nothing unacknowledged
+      (``unacked`` 0, the bytes wait unsent), and each answer is an ACK. An
+      unanswered probe is counted in ``probes``; on loopback the answer can
+      arrive before the kernel counts its probe, so one is still an answered one.
+
+    "Nothing outstanding" alone is not evidence: it also holds when we sent
+    nothing. Without TCP_INFO (non-Linux) we cannot tell, and say SILENT.
     """
     if info is None:
         return Cause.SILENT
     acked_during_silence = info.last_ack_recv_ms / 1000.0 < silent_for
-    if acked_during_silence and info.retransmits == 0 and info.backoff == 0:
+    if not acked_during_silence or info.retransmits != 0:
+        return Cause.SILENT
+    if info.backoff == 0:
         return Cause.HUNG
-    return Cause.SILENT
+    window_probes_answered = info.unacked == 0 and info.probes <= 1
+    return Cause.HUNG if window_probes_answered else Cause.SILENT
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,9 @@ class PeerwatchSession(Session):
             silent_for=verdict.silent_for,
             local_stall=verdict.local_stall,
             state=verdict.tcp_info.state.name if verdict.tcp_info is not None else None,
+            # data in flight at the verdict, and the kernel's window-probe backoff
+            undelivered=len(verdict.undelivered),
+            backoff=verdict.tcp_info.backoff if verdict.tcp_info is not None else None,
         )
 
 

@@ -159,7 +159,7 @@ def _execute(run: ScenarioRun, step: Step) -> None:
     action = step.action
     if action in CLIENT_COMMANDS:
         for strategy in run.strategies:
-            if step.target == "raw" and strategy.kind != "raw":
+            if step.target not in ("all", strategy.kind):
                 continue
             run.clients[strategy.name].send({"cmd": action})
     elif action in ("sigint", "sigkill", "sigstop"):

@@ -19,7 +19,8 @@ from typing import Literal
 
 from peerwatch.lab.settings import LabSettings
 
-Target = Literal["all", "raw"]
+#: Which clients a client command goes to: all, or only those of one strategy kind.
+Target = Literal["all", "raw", "peerwatch"]
 
 #: How long the runner waits for the answer to a ``check`` (the agents give up at 3 s).
 CHECK_WAIT = 3.2
@@ -29,7 +30,7 @@ CHECK_WAIT = 3.2
 class Step:
     at: float  # seconds after the fault
     action: str  # a fault (FAULT_ACTIONS) or a client command (CLIENT_COMMANDS)
-    target: Target = "all"  # for client commands: every client or only the raw ones
+    target: Target = "all"  # for client commands: every client, or only the raw/peerwatch ones
 
 
 #: Actions on the world, carried out by the runner (see runner.World).
@@ -144,9 +145,18 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         "hung",
-        "server process SIGSTOPped: its kernel still ACKs, its application never answers",
+        "server process SIGSTOPped: its kernel still ACKs, its application never answers;"
+        " peerwatch clients keep streaming into its closed window",
         peer_dead=True,
-        timeline=lambda s: [Step(0.0, "sigstop"), Step(0.5, "write")],
+        # The peerwatch clients stream after the write: their data fills the stopped
+        # reader's window, so its kernel answers zero-window probes instead of pings
+        # (HUNG must hold with data in flight too). The other clients only write, so
+        # their findings stay those of the article (an idle line but for one write).
+        timeline=lambda s: [
+            Step(0.0, "sigstop"),
+            Step(0.5, "write"),
+            Step(0.5, "stream", "peerwatch"),
+        ],
         duration=_hung_duration,
     ),
     Scenario(

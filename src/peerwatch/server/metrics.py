@@ -63,6 +63,8 @@ if TYPE_CHECKING:
     from peerwatch.aio.server import Server
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: Name prefix of the supervisor's multiprocess directories (in the temporary directory).
+DIRECTORY_PREFIX = "peerwatch-metrics-"
 
 #: Detection happens at a timeout of tens of ms to minutes; EOF/RESET in microseconds.
 DETECTION_BUCKETS = (
@@ -245,7 +247,7 @@ class MetricsEndpoint:
     """
 
     def __init__(self) -> None:
-        self.directory = tempfile.mkdtemp(prefix="peerwatch-metrics-")
+        self.directory = tempfile.mkdtemp(prefix=DIRECTORY_PREFIX)
         self.workers_alive = 0
         self.restarts = 0
         self._httpd: Any = None

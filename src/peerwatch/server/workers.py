@@ -12,6 +12,10 @@ worker restarts), starts the workers, serves ``/metrics`` if asked, and waits:
   its peers, with ``drain`` seconds to finish; a worker still there after
   ``drain`` + ``KILL_GRACE`` seconds is killed. A second signal kills at once.
 
+A supervisor holds a lock on its metrics directory for its life; one that was
+SIGKILLed leaves the directory behind, and the next one to start removes it
+(``peerwatch.server.leftovers``).
+
 SO_REUSEADDR on every socket means a restart binds at once even while the
 previous run's connections sit in TIME_WAIT.
 
@@ -35,6 +39,7 @@ import os
 import pickle
 import signal
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -46,6 +51,7 @@ from typing import Any
 from peerwatch.aio.client import make_config
 from peerwatch.core.config import Config
 from peerwatch.errors import ConfigError, PeerwatchError
+from peerwatch.server.leftovers import claim, release, remove_abandoned
 from peerwatch.server.worker import WorkerSpec, worker_main
 
 log = logging.getLogger("peerwatch.server")
@@ -134,15 +140,20 @@ def run_workers(
     holder = reserve_port(host, port)
     bound_host, bound_port = holder.getsockname()[:2]
     endpoint = None
+    owner_lock: int | None = None
     state = _State(stop=stop if stop is not None else threading.Event())
     restore = _install_signal_handlers(state)
     slots = [WorkerSlot(i) for i in range(workers)]
     try:
         metrics_bound: int | None = None
         if metrics_port is not None:
-            from peerwatch.server.metrics import MetricsEndpoint
+            from peerwatch.server.metrics import DIRECTORY_PREFIX, MetricsEndpoint
 
+            # what SIGKILLed supervisors left behind (their workers wrote there, then died)
+            for path in remove_abandoned(tempfile.gettempdir(), DIRECTORY_PREFIX):
+                log.info("removed %s, left behind by a supervisor that died", path)
             endpoint = MetricsEndpoint()
+            owner_lock = claim(endpoint.directory)
             try:
                 metrics_bound = endpoint.start(metrics_host, metrics_port)
             except OSError as exc:
@@ -198,6 +209,8 @@ def run_workers(
         holder.close()
         if endpoint is not None:
             endpoint.close()
+        if owner_lock is not None:
+            release(owner_lock)
 
 
 def reserve_port(host: str | None, port: int) -> socket.socket:

@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Any
 
 from peerwatch.aio.client import connect as aio_connect
+from peerwatch.aio.client import make_config
 from peerwatch.aio.connection import Connection as AioConnection
 from peerwatch.aio.connection import Delivery as AioDelivery
 from peerwatch.core.config import Config
@@ -44,7 +45,9 @@ class Connection:
     Heartbeats run on a background loop, so a caller that is busy for a while
     does not make the peer think we are dead. ``TimeoutError`` from a call
     means only that the call's own wait ran out: the connection is still
-    alive (or ``verdict`` says otherwise) and queued messages stay queued.
+    alive (or ``verdict`` says otherwise), queued messages stay queued, and a
+    message is never taken (and acknowledged) without being returned.
+    ``for message in conn`` has no call deadline: it ends with the connection.
     """
 
     def __init__(self, runner: LoopThread, conn: AioConnection) -> None:
@@ -105,11 +108,19 @@ class Connection:
         """Wait for the verdict, whatever ends the connection."""
         return self._runner.run(self.aio.wait_closed(), timeout)
 
-    def messages(self, timeout: float = DEFAULT_TIMEOUT) -> Iterator[bytes]:
-        """Yield messages until the connection ends; each wait is bounded by ``timeout``."""
+    def messages(self, timeout: float | None = None) -> Iterator[bytes]:
+        """Yield messages until the connection ends (quietly for GOODBYE, EOF, LOCAL).
+
+        By default each wait lasts until the next message or the verdict: the
+        heartbeats, not a call deadline, decide that a quiet peer is dead, so a
+        live idle peer is never dropped. With ``timeout``, a wait longer than
+        that raises ``TimeoutError`` (the connection stays open).
+        """
+        if timeout is not None:
+            check_timeout(timeout)
         while True:
             try:
-                yield self.recv(timeout)
+                yield self._runner.run(self.aio.recv(), timeout)
             except (PeerDead, ConnectionClosed) as exc:
                 if exc.verdict.cause in QUIET_END:
                     return
@@ -141,19 +152,19 @@ def connect(
     config: Config | None = None,
     ssl: ssl_module.SSLContext | None = None,
     server_hostname: str | None = None,
-    timeout: float | None = None,
+    connect_timeout: float | None = None,
     **overrides: Any,
 ) -> Connection:
-    """Connect and complete the handshake, waiting at most ``timeout`` seconds.
+    """Connect and complete the handshake, waiting at most ``connect_timeout`` seconds.
 
-    The default bound is the handshake timeout plus a second. Keyword
-    overrides are ``Config`` fields, as for ``peerwatch.connect``.
+    Keyword overrides are ``Config`` fields with the same meaning as for
+    ``peerwatch.connect``: ``interval=0.5, timeout=2.0`` declares the peer dead
+    after 2 s of silence. ``connect_timeout`` (default: twice the handshake
+    timeout plus a second, for TCP, TLS and HELLO) bounds only this call.
     """
     runner = shared_loop()
-    cfg = config if config is not None else Config()
-    if overrides:
-        cfg = cfg.with_(**overrides)
-    bound = timeout if timeout is not None else 2 * cfg.handshake_timeout + 1.0
+    cfg = make_config(config, overrides)
+    bound = connect_timeout if connect_timeout is not None else 2 * cfg.handshake_timeout + 1.0
     check_timeout(bound)
     conn = runner.run(
         aio_connect(host, port, config=cfg, ssl=ssl, server_hostname=server_hostname), bound

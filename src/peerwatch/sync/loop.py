@@ -3,7 +3,15 @@
 Blocking code cannot answer a PING while it computes, sleeps or waits on a
 database. So every ``peerwatch.sync`` connection lives on one shared asyncio
 loop in a daemon thread, and the caller's thread only hands it coroutines and
-waits for their results, each wait bounded by a timeout.
+waits for their results.
+
+Hand-over rule: whether a result reaches the caller is decided on the loop
+thread only. When the caller's wait runs out, it asks the loop thread to cancel
+the task; a task that already finished (say, ``recv`` took a message from the
+inbox and scheduled its ACK) hands its result to the caller anyway, and one
+still waiting is cancelled before it takes anything. So a message is returned
+to exactly one caller or stays queued and unacknowledged, never dropped
+between the two threads.
 """
 
 from __future__ import annotations
@@ -19,6 +27,9 @@ T = TypeVar("T")
 
 #: Default bound of every blocking call, in seconds.
 DEFAULT_TIMEOUT = 30.0
+#: How long the caller waits for the loop thread to settle a task it asked to cancel.
+#: The loop thread runs only peerwatch callbacks, so this is reached only when it is wedged.
+SETTLE_GRACE = 10.0
 
 
 class LoopThread:
@@ -36,30 +47,69 @@ class LoopThread:
         self.loop.call_soon(self._started.set)
         self.loop.run_forever()
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
         """Run ``coro`` on the loop and wait at most ``timeout`` seconds for its result.
 
-        On timeout the coroutine is cancelled and ``TimeoutError`` raised; the
-        connection stays usable (a message being waited for stays queued).
+        On timeout the coroutine is cancelled and ``TimeoutError`` raised, unless it
+        finished meanwhile: then its result is returned (see the hand-over rule above).
+        ``timeout=None`` is for waits the connection itself bounds (its heartbeats
+        reach a verdict), never for a user's call deadline.
         """
         try:
-            check_timeout(timeout)
-        except ValueError:
+            if timeout is not None:
+                check_timeout(timeout)
+            if threading.current_thread() is self.thread:
+                raise RuntimeError(
+                    "blocking peerwatch.sync call made from its own event loop thread"
+                )
+        except BaseException:
             coro.close()
             raise
-        if threading.current_thread() is self.thread:
-            coro.close()
-            raise RuntimeError("blocking peerwatch.sync call made from its own event loop thread")
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
+        started: list[asyncio.Task[T]] = []
+
+        def start() -> None:
+            task = self.loop.create_task(coro)
+            started.append(task)
+            task.add_done_callback(lambda done: _settle(outcome, done, timeout))
+
+        def cancel() -> None:
+            # call_soon_threadsafe is FIFO, so start() has run: the task exists
+            started[0].cancel()
+
+        self.loop.call_soon_threadsafe(start)
         try:
-            return future.result(timeout)
+            return outcome.result(timeout)
         except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise TimeoutError(f"no result within {timeout} s") from None
+            pass
+        except BaseException:  # KeyboardInterrupt in the caller: do not leave the task behind
+            self.loop.call_soon_threadsafe(cancel)
+            raise
+        self.loop.call_soon_threadsafe(cancel)
+        try:
+            return outcome.result(SETTLE_GRACE)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(
+                f"no result within {timeout} s, and the peerwatch loop thread did not answer"
+                f" the cancellation within {SETTLE_GRACE} s"
+            ) from None
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5.0)
+
+
+def _settle(outcome: concurrent.futures.Future[T], task: asyncio.Task[T], timeout: Any) -> None:
+    """Pass a finished task's outcome to the caller's future: runs on the loop thread only."""
+    if task.cancelled():
+        # only run() cancels these tasks, and only after the caller's wait ran out
+        outcome.set_exception(TimeoutError(f"no result within {timeout} s"))
+        return
+    error = task.exception()
+    if error is not None:
+        outcome.set_exception(error)
+    else:
+        outcome.set_result(task.result())
 
 
 def check_timeout(timeout: float) -> None:

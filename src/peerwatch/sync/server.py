@@ -74,13 +74,14 @@ def serve(
     reuse_port: bool = False,
     ssl: ssl_module.SSLContext | None = None,
     max_connections: int | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
     **overrides: Any,
 ) -> Server:
     """Listen and call ``handler(conn)`` in a thread for each peer; returns once listening.
 
-    When the handler returns, the connection is closed with GOODBYE, as with
-    ``peerwatch.serve``. Heartbeats of all connections run on the shared loop.
+    Keyword overrides are ``Config`` fields with the same meaning as for
+    ``peerwatch.serve`` (``interval=0.5, timeout=2.0``: a peer silent for 2 s
+    is dead). When the handler returns, the connection is closed with GOODBYE,
+    as with ``peerwatch.serve``. Heartbeats of all connections run on the shared loop.
     """
     runner = shared_loop()
 
@@ -111,6 +112,6 @@ def serve(
             max_connections=max_connections,
             **overrides,
         ),
-        timeout,
+        DEFAULT_TIMEOUT,  # binding a socket: bounded only so that no call can block forever
     )
     return Server(runner, server)
