@@ -258,3 +258,29 @@ def test_blackholed_peer_with_data_in_flight_is_dead(
         assert all(local.startswith(netns_host.addr) for local in locals_ - {""}), locals_
         # close with an RST: no orphan left retransmitting to the vanished host after the test
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def test_a_process_name_cannot_write_to_the_terminal(
+    capsys: pytest.CaptureFixture[str], addr: str
+) -> None:
+    """Any user names their process; inspect prints it to the operator's terminal."""
+    listening = socket.socket()
+    listening.bind((addr, 0))
+    listening.listen(1)
+    name = "x\x1b[2Jevil"  # comm keeps 15 bytes: the escape sequence fits
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import ctypes, socket, sys, time; libc = ctypes.CDLL(None);"
+         f" libc.prctl(15, {name.encode()!r}, 0, 0, 0);"
+         f" s = socket.create_connection(({addr!r}, {listening.getsockname()[1]}));"
+         " print('up', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "up\n"
+        (row,) = [r for r in table_rows(capsys, "--addr", addr, "--pid", str(child.pid))]
+        assert row["Process"] == f"x?[2Jevil[{child.pid}]"
+    finally:
+        child.kill()
+        child.wait()
+        listening.close()

@@ -78,8 +78,15 @@ def _process(row: Row) -> str:
     owners = row.owners
     if not owners:
         return "-"
-    first = f"{owners[0].command}[{owners[0].pid}]"
+    first = f"{_printable(owners[0].command)}[{owners[0].pid}]"
     return first if len(owners) == 1 else f"{first}+{len(owners) - 1}"
+
+
+def _printable(text: str) -> str:
+    """Any user may name a process "\x1b[2J": control characters are shown as "?"."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _timer(row: Row) -> str:
