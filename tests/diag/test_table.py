@@ -1,4 +1,4 @@
-"""The inspect table's own rules, without sockets: word wrapping of the why."""
+"""The inspect table's own rules, without sockets."""
 
 from __future__ import annotations
 
@@ -20,3 +20,11 @@ def test_wrap_keeps_every_character_and_the_width(parts: list[str], width: int) 
     assert "".join(lines).replace(" ", "") == text.replace(" ", "")
     if all(len(part) <= width for part in parts):  # then it is textwrap's greedy fill
         assert lines == (textwrap.wrap(text, width, break_on_hyphens=False) or [""])
+
+
+def test_the_sort_names_in_help_are_the_view_s() -> None:
+    """--help lists the orders without importing the view; the two lists must agree."""
+    from peerwatch.cli.inspect import _SORTS
+    from peerwatch.diag.view import SORTS
+
+    assert list(_SORTS) == list(SORTS)
