@@ -150,8 +150,10 @@ def _record(msg: DiagMessage) -> SockRecord:
     )
 
 
+_TIMERS: dict[int, Timer] = {timer.value: timer for timer in Timer}
+
+
 def _timer(value: int) -> Timer:
-    try:
-        return Timer(value)
-    except ValueError:  # a timer kind newer than this code: say nothing about it
-        return Timer.NONE
+    # a dict, not Timer(value): the enum call is microseconds, paid for every socket;
+    # a timer kind newer than this code says nothing (NONE)
+    return _TIMERS.get(value, Timer.NONE)
