@@ -263,7 +263,7 @@ def _print_table(filters: Filters, policy: AssessPolicy, args: argparse.Namespac
     width = _width(tty)
     color = tty and "NO_COLOR" not in os.environ
     if not args.watch:
-        rows = snapshot(filters, policy, args.sort)
+        rows = snapshot(filters, policy, args.sort, figures=False)
         drawn = render(rows, width, color=color)
         sys.stdout.write("\n".join([*drawn.lines, _footer(summary(rows), drawn.hidden)]) + "\n")
         return 0
@@ -274,7 +274,7 @@ def _print_table(filters: Filters, policy: AssessPolicy, args: argparse.Namespac
     try:
         while True:
             started = time.monotonic()
-            rows = snapshot(filters, policy, args.sort)
+            rows = snapshot(filters, policy, args.sort, figures=False)
             took = time.monotonic() - started
             title = (
                 f"peerwatch inspect - {time.strftime('%H:%M:%S')}, every {args.interval:g} s"

@@ -125,9 +125,17 @@ SORTS: dict[str, tuple[Callable[[Row], object], bool]] = {
 
 
 def snapshot(
-    filters: Filters, policy: AssessPolicy | None = None, sort: str = "verdict"
+    filters: Filters,
+    policy: AssessPolicy | None = None,
+    sort: str = "verdict",
+    *,
+    figures: bool = True,
 ) -> list[Row]:
-    """Read every socket once and return the rows that pass the filters, in ``sort`` order."""
+    """Read every socket once and return the rows that pass the filters, in ``sort`` order.
+
+    ``figures=False`` leaves the figures out of each verdict's evidence (only ``--json``
+    prints them; the table shows the verdict and its reason): a third of the verdict's cost.
+    """
     wanted = filters.states
     if wanted is None:
         wanted = frozenset(TcpState) - DEFAULT_HIDDEN
@@ -135,7 +143,11 @@ def snapshot(
     records = [r for r in read_sockets(wanted) if filters.keep_record(r)]
     owners = socket_owners() if records else {}
     rows = [
-        Row(r, tuple(owners.get(r.inode, ())) if r.inode else (), assess_info(r.facts(), policy))
+        Row(
+            r,
+            tuple(owners.get(r.inode, ())) if r.inode else (),
+            assess_info(r.facts(), policy, figures=figures),
+        )
         for r in records
     ]
     rows = [row for row in rows if filters.keep_row(row)]
