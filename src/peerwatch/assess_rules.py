@@ -27,9 +27,32 @@ from peerwatch.assessment import (
     Timer,
     format_duration,
 )
+from peerwatch.frozen import build
 from peerwatch.tcpinfo import TcpInfo, TcpState
 
-__all__ = ["assess_info", "unacknowledged_for"]
+__all__ = ["RULE_FIELDS", "assess_info", "unacknowledged_for"]
+
+#: Every TCP_INFO field the rules read to reach a verdict (the evidence figures,
+#: ``figures=True``, read more). A caller that wants only verdicts may decode just these:
+#: ``parse_tcp_info(raw, RULE_FIELDS)`` (tests/diag/test_assess_rules.py holds them to it).
+RULE_FIELDS = frozenset(
+    {
+        "last_ack_recv_ms",
+        "last_data_recv_ms",
+        "last_data_sent_ms",
+        "notsent_bytes",
+        "probes",
+        "rcv_wnd",
+        "retransmits",
+        "rto_us",
+        "rtt_us",
+        "rwnd_limited_us",
+        "sacked",
+        "snd_wnd",
+        "total_retrans",
+        "unacked",
+    }
+)
 
 
 def _plural(n: int, word: str) -> str:
@@ -94,12 +117,15 @@ def assess_info(
     ranked = findings if len(findings) == 1 else sorted(findings, key=lambda f: -f.status.rank)
     top = ranked[0]
     secondary = tuple(f"{f.cause.value}: {f.text}" for f in ranked[1:])
-    return Assessment(
-        status=top.status,
-        cause=top.cause,
-        detail=top.text,
-        evidence=secondary + evidence,
-        silent_for=silent_for,
+    return build(  # not the frozen __init__: a fifth of a quiet socket's verdict
+        Assessment,
+        {
+            "status": top.status,
+            "cause": top.cause,
+            "detail": top.text,
+            "evidence": secondary + evidence,
+            "silent_for": silent_for,
+        },
     )
 
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peerwatch.assess_live import assess
-from peerwatch.assess_rules import assess_info, unacknowledged_for
+from peerwatch.assess_rules import RULE_FIELDS, assess_info, unacknowledged_for
 from peerwatch.assessment import (
     AssessPolicy,
     Finding,
@@ -316,6 +316,7 @@ def any_facts(draw: st.DrawFn) -> SocketFacts:
         last_data_recv_ms=draw(small),
         last_data_sent_ms=draw(small),
         rto_us=draw(st.integers(200_000, 120_000_000)),
+        rwnd_limited_us=draw(small),
     )
     known = draw(st.booleans())  # a live socket knows its keepalive settings, sock_diag not
     return SocketFacts(
@@ -340,6 +341,22 @@ def test_the_quiet_established_shortcut_gives_what_every_rule_gives(facts: Socke
     """assess_info skips to the keepalive rule for a quiet ESTABLISHED socket (most of a
     host's): with the shortcut off, the full rule set must say exactly the same."""
     assert assess_info(facts) == without_shortcut(facts)
+    assert_rule_fields_suffice(facts)
+
+
+def only_rule_fields(tcp: TcpInfo) -> TcpInfo:
+    """What ``parse_tcp_info(raw, RULE_FIELDS)`` gives: those fields and state, the rest None."""
+    from peerwatch.frozen import build
+
+    return build(TcpInfo, {name: getattr(tcp, name) for name in RULE_FIELDS | {"state"}})
+
+
+def assert_rule_fields_suffice(facts: SocketFacts) -> None:
+    """The verdict (without evidence figures) from RULE_FIELDS alone is the full one."""
+    if facts.info is None:
+        return
+    part = dataclasses.replace(facts, info=only_rule_fields(facts.info))
+    assert assess_info(part, figures=False) == assess_info(facts, figures=False)
 
 
 def without_shortcut(facts: SocketFacts) -> object:
@@ -374,6 +391,7 @@ def test_the_shortcut_on_every_combination_of_what_it_looks_at() -> None:
             snd_wnd=snd_wnd,
             rcv_wnd=rcv_wnd,
             last_ack_recv_ms=90_000,  # silent past idle_after: UNGUARDED is SUSPECT
+            rwnd_limited_us=2_000_000,
         )
         case = SocketFacts(
             state=TcpState.ESTABLISHED,
@@ -386,5 +404,6 @@ def test_the_shortcut_on_every_combination_of_what_it_looks_at() -> None:
             keepalive=keepalive,
         )
         assert assess_info(case) == without_shortcut(case), case
+        assert_rule_fields_suffice(case)
         checked += 1
     assert checked == 5184

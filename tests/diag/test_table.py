@@ -28,3 +28,39 @@ def test_the_sort_names_in_help_are_the_view_s() -> None:
     from peerwatch.diag.view import SORTS
 
     assert list(_SORTS) == list(SORTS)
+
+
+def test_the_table_s_tcp_info_fields_are_all_it_reads() -> None:
+    """Rows decoded with only TCP_INFO_FIELDS lay out, judge and sort exactly like rows
+    decoded whole: real loopback connections, one of them with unread data."""
+    import socket
+
+    from peerwatch.assess_rules import assess_info
+    from peerwatch.assessment import AssessPolicy
+    from peerwatch.diag.sockdiag import SockRecord, read_sockets
+    from peerwatch.diag.table import TCP_INFO_FIELDS, row_cells
+    from peerwatch.diag.view import SORTS, Row
+    from peerwatch.frozen import build
+
+    def row(record: SockRecord) -> Row:
+        return Row(record, (), assess_info(record.facts(), AssessPolicy(), figures=False))
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            server, _ = listener.accept()
+            with server:
+                client.sendall(b"x" * 70_000)  # unread: queues, windows, rtt
+                records = [
+                    r for r in read_sockets() if port in (r.local[1], r.remote[1]) and r.info
+                ]
+    assert len(records) == 3  # listener, both ends
+    for full in records:
+        fields = {name: getattr(full, name) for name in full.__dataclass_fields__}
+        part = build(SockRecord, {**fields, "tcp_info_fields": TCP_INFO_FIELDS})
+        assert part.info != full.info  # really decoded in part
+        assert row_cells(row(part)) == row_cells(row(full))
+        for key, _ in SORTS.values():
+            assert key(row(part)) == key(row(full))

@@ -41,7 +41,7 @@ from peerwatch.tcpinfo import TcpState
 
 if TYPE_CHECKING:
     from peerwatch.assessment import AssessPolicy
-    from peerwatch.diag.view import Filters, PeerMatch
+    from peerwatch.diag.view import Filters, PeerMatch, Row
 
 _VERDICTS = ("ALIVE", "SUSPECT", "DEAD")
 #: view.SORTS's names, spelt here so --help needs no import of the view
@@ -254,8 +254,12 @@ def _print_json(filters: Filters, policy: AssessPolicy, args: argparse.Namespace
 
 
 def _print_table(filters: Filters, policy: AssessPolicy, args: argparse.Namespace) -> int:
-    from peerwatch.diag.table import render
+    from peerwatch.diag.table import TCP_INFO_FIELDS, render
     from peerwatch.diag.view import snapshot, summary
+
+    def table_rows() -> list[Row]:
+        # only what the table shows: no evidence figures, only its TCP_INFO fields
+        return snapshot(filters, policy, args.sort, figures=False, tcp_info_fields=TCP_INFO_FIELDS)
 
     tty = sys.stdout.isatty()
     # a terminal: its width; a pipe or file: unbounded (one line per row, for grep),
@@ -263,7 +267,7 @@ def _print_table(filters: Filters, policy: AssessPolicy, args: argparse.Namespac
     width = _width(tty)
     color = tty and "NO_COLOR" not in os.environ
     if not args.watch:
-        rows = snapshot(filters, policy, args.sort, figures=False)
+        rows = table_rows()
         drawn = render(rows, width, color=color)
         sys.stdout.write("\n".join([*drawn.lines, _footer(summary(rows), drawn.hidden)]) + "\n")
         return 0
@@ -274,7 +278,7 @@ def _print_table(filters: Filters, policy: AssessPolicy, args: argparse.Namespac
     try:
         while True:
             started = time.monotonic()
-            rows = snapshot(filters, policy, args.sort, figures=False)
+            rows = table_rows()
             took = time.monotonic() - started
             title = (
                 f"peerwatch inspect - {time.strftime('%H:%M:%S')}, every {args.interval:g} s"

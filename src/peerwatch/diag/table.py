@@ -25,7 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from peerwatch.assessment import Status, Timer, format_duration
+from peerwatch.assess_rules import RULE_FIELDS
+from peerwatch.assessment import Finding, Status, Timer, format_duration
 from peerwatch.tcpinfo import TcpState
 
 if TYPE_CHECKING:
@@ -58,6 +59,12 @@ _SS_TIMER = {
     Timer.ZERO_WINDOW_PROBE: "persist",
 }
 
+#: an enum's .value is a Python-level property: a dict look-up is a fifth of its cost,
+#: and the table asks two per row
+_TEXT: dict[Status | Finding, str] = {
+    **{s: s.value for s in Status},
+    **{f: f.value for f in Finding},
+}
 _COLOR = {Status.ALIVE: "\x1b[32m", Status.SUSPECT: "\x1b[33m", Status.DEAD: "\x1b[1;31m"}
 _RESET = "\x1b[0m"
 
@@ -122,7 +129,7 @@ def _silent(row: Row) -> str:
 
 
 def _why(row: Row) -> str:
-    return f"{row.verdict.cause.value}: {row.verdict.detail}"
+    return f"{_TEXT[row.verdict.cause]}: {row.verdict.detail}"
 
 
 @dataclass(frozen=True)
@@ -136,7 +143,7 @@ class Column:
 #: In display order. ``keep`` says what goes first on a narrow terminal: the figures
 #: behind the verdict (ssthresh, rtt, timer) before who and where (process, peer).
 COLUMNS: tuple[Column, ...] = (
-    Column("Verdict", lambda row: row.verdict.status.value, keep=0),
+    Column("Verdict", lambda row: _TEXT[row.verdict.status], keep=0),
     Column("State", lambda row: ss_state(row.record.state), keep=2),
     Column("Local", lambda row: row.record.local_text, keep=8),
     Column("Peer", lambda row: row.record.remote_text, keep=1),
@@ -150,6 +157,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("ssthresh", _ssthresh, keep=12, right=True),
 )
 _WHY_HEADER = "Why"
+
+#: The TCP_INFO fields the table reads: its columns', the verdict's and the sorts' (view.SORTS).
+#: ``snapshot(..., tcp_info_fields=TCP_INFO_FIELDS)`` decodes only these.
+TCP_INFO_FIELDS = RULE_FIELDS | {"rtt_us", "rttvar_us", "retrans", "total_retrans", "snd_ssthresh"}
 
 
 @dataclass(frozen=True)
@@ -243,7 +254,8 @@ def render(
         line = line_format.format(*[all_cells[i] for i in index], parts[0])
         if color:
             status = row.verdict.status
-            line = f"{_COLOR[status]}{status.value}{_RESET}{line[len(status.value) :]}"
+            text = _TEXT[status]
+            line = f"{_COLOR[status]}{text}{_RESET}{line[len(text) :]}"
         lines.append(line)
         lines.extend(indent + part for part in parts[1:])
         shown_rows += 1

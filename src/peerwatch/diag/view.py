@@ -16,6 +16,7 @@ from peerwatch.assess_rules import assess_info
 from peerwatch.assessment import Assessment, AssessPolicy, Status
 from peerwatch.diag.owners import Owner, socket_owners
 from peerwatch.diag.sockdiag import SockRecord, read_sockets
+from peerwatch.frozen import build
 from peerwatch.tcpinfo import TcpState
 
 __all__ = [
@@ -130,23 +131,31 @@ def snapshot(
     sort: str = "verdict",
     *,
     figures: bool = True,
+    tcp_info_fields: frozenset[str] | None = None,
 ) -> list[Row]:
     """Read every socket once and return the rows that pass the filters, in ``sort`` order.
 
-    ``figures=False`` leaves the figures out of each verdict's evidence (only ``--json``
-    prints them; the table shows the verdict and its reason): a third of the verdict's cost.
+    For the table, which shows the verdict and its reason but not the evidence nor every
+    TCP_INFO field: ``figures=False`` leaves the figures out of each verdict's evidence (a
+    third of the verdict's cost), and ``tcp_info_fields`` decodes only those fields (at
+    least ``assess_rules.RULE_FIELDS`` and what the sort reads).
     """
     wanted = filters.states
     if wanted is None:
         wanted = frozenset(TcpState) - DEFAULT_HIDDEN
     policy = policy if policy is not None else AssessPolicy()  # validated once, not per row
-    records = [r for r in read_sockets(wanted) if filters.keep_record(r)]
+    records = [
+        r for r in read_sockets(wanted, tcp_info_fields=tcp_info_fields) if filters.keep_record(r)
+    ]
     owners = socket_owners() if records else {}
     rows = [
-        Row(
-            r,
-            tuple(owners.get(r.inode, ())) if r.inode else (),
-            assess_info(r.facts(), policy, figures=figures),
+        build(  # not the frozen __init__: one row per socket
+            Row,
+            {
+                "record": r,
+                "owners": tuple(owners.get(r.inode, ())) if r.inode else (),
+                "verdict": assess_info(r.facts(), policy, figures=figures),
+            },
         )
         for r in records
     ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from peerwatch.assess_rules import assess_info
+from peerwatch.assess_rules import RULE_FIELDS, assess_info
 from peerwatch.assessment import AssessPolicy, Finding, Status
 from peerwatch.diag.owners import Owner, socket_owners
 from peerwatch.diag.sockdiag import read_sockets
@@ -80,7 +80,7 @@ def read_host(
     """
     reading = HostReading()
     policy = policy or AssessPolicy()
-    records = read_sockets()
+    records = read_sockets(tcp_info_fields=RULE_FIELDS)  # verdicts only: no other field
     inodes = {
         r.inode
         for r in records
