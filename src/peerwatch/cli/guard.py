@@ -16,8 +16,6 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from peerwatch.cli.jsonout import emit
-
 if TYPE_CHECKING:
     from peerwatch.foreign import ForeignSocket
     from peerwatch.guarding import GuardResult
@@ -98,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"peerwatch guard: {exc}", file=sys.stderr)
         return 1
     if args.json:
+        from peerwatch.cli.jsonout import emit
+
         emit("summary", pid=args.pid, sockets=count, dry_run=args.dry_run)
     else:
         done = "would guard" if args.dry_run else "guarded"
@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace, sock: ForeignSocket, result: GuardResult | None) -> None:
     if args.json:
+        from peerwatch.cli.jsonout import emit
+
         emit("socket", **sock.as_dict(), guard=result and result.as_dict())
         return
     head = f"fd {sock.fd:<4} {sock.state.name:<11} {sock.local_text} -> {sock.remote_text}"

@@ -17,6 +17,7 @@ from peerwatch.assessment import Assessment, AssessPolicy, Status
 from peerwatch.diag.owners import Owner, socket_owners
 from peerwatch.diag.sockdiag import SockRecord, read_sockets
 from peerwatch.frozen import build
+from peerwatch.gcpause import gc_paused
 from peerwatch.tcpinfo import TcpState
 
 __all__ = [
@@ -140,6 +141,17 @@ def snapshot(
     third of the verdict's cost), and ``tcp_info_fields`` decodes only those fields (at
     least ``assess_rules.RULE_FIELDS`` and what the sort reads).
     """
+    with gc_paused():  # 10,000 sockets: tens of thousands of acyclic objects
+        return _snapshot(filters, policy, sort, figures, tcp_info_fields)
+
+
+def _snapshot(
+    filters: Filters,
+    policy: AssessPolicy | None,
+    sort: str,
+    figures: bool,
+    tcp_info_fields: frozenset[str] | None,
+) -> list[Row]:
     wanted = filters.states
     if wanted is None:
         wanted = frozenset(TcpState) - DEFAULT_HIDDEN
