@@ -6,6 +6,7 @@ comes from the JSON results the benchmarks saved.
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,20 @@ def inspect_section(result: dict[str, Any]) -> list[str]:
             f"| `{row['command']}` | {row['wall_s']:.3f} s | {row['cpu_s']:.3f} s |"
             f" {row['lines']:,} | {_x(wall_ratio)} | {_x(cpu_ratio)} |"
         )
+    table = {row["command"]: row for row in result["rows"]}.get("peerwatch inspect")
+    if base and table and len(table.get("runs", [])) == len(base.get("runs", [])) > 1:
+        for what in ("wall_s", "cpu_s"):
+            paired = sorted(
+                t[what] / s[what] for t, s in zip(table["runs"], base["runs"], strict=True)
+            )
+            lines += [
+                "",
+                f"`peerwatch inspect` / `ss -tni` {what[:-2]}, round by round (min / median /"
+                f" max): {paired[0]:.1f}x / {statistics.median(paired):.1f}x /"
+                f" {paired[-1]:.1f}x.",
+            ]
+    if result.get("private_netns"):
+        lines += ["", "Measured in a network namespace of its own: no other socket counts."]
     lines += [
         "",
         f"One `--watch` refresh inside a running process (read, judge, lay out 80x50):"
