@@ -63,3 +63,30 @@ def test_serve_and_ping_speak_json_lines(
     out, _ = proc.communicate(timeout=20)
     assert [parse(line)["event"] for line in out.splitlines()] == ["stopped"]
     assert proc.returncode == 0
+
+
+def test_exporter_announces_its_address_as_a_json_line() -> None:
+    """``exporter --json``: one ``listening`` line with where the metrics are served."""
+    import socket
+
+    proc = subprocess.Popen(
+        [*PEERWATCH, "exporter", "--json", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        listening = parse(proc.stdout.readline())
+        assert listening["event"] == "listening", listening
+        assert listening["host"] == "127.0.0.1" and isinstance(listening["port"], int)
+        url = listening["metrics"]
+        assert url == f"http://127.0.0.1:{listening['port']}/metrics"
+        # (a scrape reads every socket of the host: test_exporter.py scrapes in a netns)
+        with socket.create_connection(("127.0.0.1", listening["port"]), timeout=10):
+            pass  # it listens there
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
