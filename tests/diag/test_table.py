@@ -53,9 +53,13 @@ def test_the_table_s_tcp_info_fields_are_all_it_reads() -> None:
             server, _ = listener.accept()
             with server:
                 client.sendall(b"x" * 70_000)  # unread: queues, windows, rtt
-                records = [
-                    r for r in read_sockets() if port in (r.local[1], r.remote[1]) and r.info
-                ]
+                ours = {
+                    (("127.0.0.1", port), ("0.0.0.0", 0)),
+                    (client.getsockname(), server.getsockname()),
+                    (server.getsockname(), client.getsockname()),
+                }
+                # by both ends: other tests' sockets on 127/8 may share the port number
+                records = [r for r in read_sockets() if (r.local, r.remote) in ours and r.info]
     assert len(records) == 3  # listener, both ends
     for full in records:
         fields = {name: getattr(full, name) for name in full.__dataclass_fields__}
