@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl as ssl_module
+import time
 from typing import Any
 
 from peerwatch.aio.connection import Connection
@@ -130,6 +131,7 @@ async def _start_protocol(
             detected_at=loop.time(),
             silent_for=waited,
             tcp_info=info,
+            detected_wall=time.time(),
         )
         raise HandshakeFailed(verdict)
     error = making.exception()
@@ -150,5 +152,6 @@ def _connect_failed(
         detected_at=now,
         silent_for=0.0,
         errno=errno_name(exc),
+        detected_wall=time.time(),
     )
     return PeerDead(verdict)

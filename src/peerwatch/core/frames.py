@@ -47,6 +47,10 @@ ACK_FRAME = struct.Struct("!IBQ")
 PING_FRAME = struct.Struct("!IBIQ")
 SEQ = struct.Struct("!Q")
 PING_BODY = struct.Struct("!IQ")
+#: A whole PING (or PONG) frame: u32 length 12, kind, u32 seq, u64 stamp.
+PING_FRAME_SIZE = PING_FRAME.size  # 17
+#: The first five bytes of every PING frame: what the PING fast path recognises.
+PING_HEAD = HEADER.pack(PING_BODY.size, 4)  # Kind.PING, defined below
 GOODBYE_HEAD = struct.Struct("!H")
 MAX_REASON = 1024
 FLAG_MORE = 0x01

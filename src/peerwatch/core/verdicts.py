@@ -13,8 +13,7 @@ from __future__ import annotations
 import enum
 import errno
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -193,7 +192,9 @@ class Verdict:
     local_stall: float = 0.0  # longest stall of our own event loop seen on this connection (s)
     undelivered: tuple[bytes, ...] = ()  # messages sent but never acknowledged, in order
     goodbye_reason: str | None = None  # text of the peer's GOODBYE, if any
-    detected_wall: float = field(default_factory=time.time)
+    #: wall-clock time (time.time domain) of the decision, from the maker's clock: this
+    #: module reads none; 0.0 when the maker did not say
+    detected_wall: float = 0.0
 
     @property
     def peer_dead(self) -> bool:
