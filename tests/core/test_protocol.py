@@ -71,10 +71,15 @@ def frames(data: bytes) -> list[object]:
     return list(Decoder(64 * 1024 * 1024).feed(data))
 
 
+def sent(p: Protocol, **budget: int) -> bytes:
+    """What ``p`` hands out now, as one byte string."""
+    return b"".join(p.data_to_send(**budget))
+
+
 def pump(a: Protocol, b: Protocol, now: float) -> None:
     """Carry everything each side has to send to the other, until both are quiet."""
     for _ in range(1000):
-        ab, ba = a.data_to_send(), b.data_to_send()
+        ab, ba = sent(a), sent(b)
         if not ab and not ba:
             return
         if ab:
@@ -99,7 +104,7 @@ def run_timers(p: Protocol, until: float) -> None:
         if timer is None or timer > until:
             return
         p.handle_timer(timer)
-        p.data_to_send()
+        sent(p)
     raise AssertionError("the protocol asked for more than 100,000 timers: it spins")
 
 
@@ -121,10 +126,10 @@ def goodbye_in(data: bytes) -> Goodbye:
 
 def test_our_hello_goes_out_first_and_the_timer_starts_with_the_connection() -> None:
     p = Protocol(CFG, "client", START, incarnation=7)
-    assert p.get_timer() is None and p.data_to_send() == b""
+    assert p.get_timer() is None and p.data_to_send() == []
     p.connection_made(START)
-    (sent,) = frames(p.data_to_send())
-    assert isinstance(sent, Hello) and sent.incarnation == 7 and sent.max_frame == CFG.max_frame
+    (ours,) = frames(sent(p))
+    assert isinstance(ours, Hello) and ours.incarnation == 7 and ours.max_frame == CFG.max_frame
     assert p.get_timer() == START + CFG.handshake_timeout
 
 
@@ -147,11 +152,11 @@ def test_get_timer_has_no_side_effect() -> None:
 
 def test_the_first_frame_must_be_hello() -> None:
     p = proto("server")
-    p.data_to_send()
+    sent(p)
     p.receive_data(encode_ping(1, 2), START + TICK)
     verdict = verdict_of(p)
     assert verdict.cause is Cause.PROTOCOL and "expected HELLO first, got PING" in verdict.detail
-    assert goodbye_in(p.data_to_send()).code is GoodbyeCode.PROTOCOL_ERROR
+    assert goodbye_in(sent(p)).code is GoodbyeCode.PROTOCOL_ERROR
 
 
 def test_hello_twice_is_a_violation() -> None:
@@ -163,7 +168,7 @@ def test_hello_twice_is_a_violation() -> None:
 
 def test_silent_peer_fails_the_handshake_at_its_deadline_not_a_tick_before() -> None:
     p = proto("server")
-    p.data_to_send()
+    sent(p)
     deadline = START + CFG.handshake_timeout
     p.handle_timer(deadline - TICK)
     assert p.verdict is None
@@ -171,7 +176,7 @@ def test_silent_peer_fails_the_handshake_at_its_deadline_not_a_tick_before() -> 
     verdict = verdict_of(p)
     assert verdict.cause is Cause.SILENT and p.failed_in_handshake  # no TCP_INFO: SILENT
     assert verdict.silent_for == pytest.approx(CFG.handshake_timeout)
-    assert goodbye_in(p.data_to_send()).code is GoodbyeCode.HANDSHAKE_TIMEOUT
+    assert goodbye_in(sent(p)).code is GoodbyeCode.HANDSHAKE_TIMEOUT
     assert p.get_timer() is None
 
 
@@ -198,7 +203,7 @@ def test_a_ping_alone_is_answered_by_its_pong_on_the_fast_path() -> None:
     ping = encode_ping(5, 123456)
     assert len(ping) == PING_FRAME_SIZE
     server.receive_data(ping, START + TICK)
-    assert frames(server.data_to_send()) == [Pong(5, 123456)]
+    assert frames(sent(server)) == [Pong(5, 123456)]
     assert server.pings_received == 1
 
 
@@ -206,7 +211,7 @@ def test_a_ping_among_other_frames_is_answered_too() -> None:
     _client, server = pair()
     server.receive_data(encode_ping(5, 1) + encode_ping(6, 2)[:3], START + TICK)
     server.receive_data(encode_ping(6, 2)[3:], START + 2 * TICK)
-    assert frames(server.data_to_send()) == [Pong(5, 1), Pong(6, 2)]
+    assert frames(sent(server)) == [Pong(5, 1), Pong(6, 2)]
 
 
 def test_pings_over_the_rate_limit_end_in_goodbye_too_many_pings() -> None:
@@ -216,11 +221,11 @@ def test_pings_over_the_rate_limit_end_in_goodbye_too_many_pings() -> None:
         now += TICK
         server.receive_data(encode_ping(seq, 0), now)
     assert server.verdict is None
-    server.data_to_send()
+    sent(server)
     server.receive_data(encode_ping(99, 0), now + TICK)  # one more, same window
     verdict = verdict_of(server)
     assert verdict.cause is Cause.PROTOCOL and "too many pings" in verdict.detail
-    assert goodbye_in(server.data_to_send()).code is GoodbyeCode.TOO_MANY_PINGS
+    assert goodbye_in(sent(server)).code is GoodbyeCode.TOO_MANY_PINGS
 
 
 def test_the_rate_limit_window_restarts() -> None:
@@ -237,12 +242,12 @@ def test_the_client_pings_after_interval_and_times_the_pong() -> None:
     client, server = pair()
     now = START + CFG.interval
     client.handle_timer(now - TICK)
-    assert client.data_to_send() == b""
+    assert sent(client) == b""
     client.handle_timer(now)
-    (ping,) = frames(data := client.data_to_send())
+    (ping,) = frames(data := sent(client))
     assert isinstance(ping, Ping) and client.pings_sent == 1
     server.receive_data(data, now + 10 * TICK)
-    client.receive_data(server.data_to_send(), now + 20 * TICK)
+    client.receive_data(sent(server), now + 20 * TICK)
     assert client.liveness.rtt == pytest.approx(20 * TICK)
 
 
@@ -250,7 +255,7 @@ def test_a_pong_counts_only_for_the_outstanding_ping() -> None:
     client, _server = pair()
     now = START + CFG.interval
     client.handle_timer(now)
-    (ping,) = frames(client.data_to_send())
+    (ping,) = frames(sent(client))
     assert isinstance(ping, Ping)
     forged = encode_ping(ping.seq + 1, ping.stamp)
     forged = forged[:4] + b"\x05" + forged[5:]  # a PONG for a PING never sent
@@ -270,7 +275,7 @@ def test_a_silent_peer_is_dead_at_timeout_not_a_tick_before() -> None:
     verdict = verdict_of(client)
     assert verdict.cause is Cause.SILENT
     assert verdict.detail == "nothing from the peer for 5.000 s, not even TCP acknowledgements"
-    assert goodbye_in(client.data_to_send()).reason == "SILENT: peer silent"
+    assert goodbye_in(sent(client)).reason == "SILENT: peer silent"
     assert verdict.detected_at == START + CFG.timeout
 
 
@@ -278,7 +283,7 @@ def test_our_own_stall_is_not_blamed_on_the_peer() -> None:
     client, _ = pair()
     client.handle_timer(START + 60.0)  # we did not run for a minute
     assert client.verdict is None and client.liveness.stalls == 1
-    assert frames(client.data_to_send())[0].__class__ is Ping  # a fresh chance at once
+    assert frames(sent(client))[0].__class__ is Ping  # a fresh chance at once
 
 
 def test_the_kernel_probe_tells_hung_from_silent() -> None:
@@ -311,14 +316,14 @@ def test_consumed_messages_are_acked_cumulatively_once_per_pass() -> None:
     client, server = pair()
     for payload in (b"a", b"bb", b"ccc"):
         client.send(payload)
-    server.receive_data(client.data_to_send(), START + TICK)
+    server.receive_data(sent(client), START + TICK)
     assert server.events_received() == [b"a", b"bb", b"ccc"]
-    assert server.data_to_send() == b""  # received is not consumed: no ACK yet
+    assert sent(server) == b""  # received is not consumed: no ACK yet
     server.consumed(1, START + TICK)
     server.consumed(2, START + TICK)
-    assert frames(server.data_to_send()) == [Ack(2)]
+    assert frames(sent(server)) == [Ack(2)]
     server.consumed(3, START + TICK)
-    ack = server.data_to_send()
+    ack = sent(server)
     assert frames(ack) == [Ack(3)]
     client.receive_data(ack, START + 2 * TICK)
     assert client.events_received() == [Acked(3)] and client.in_flight == 0
@@ -336,7 +341,7 @@ def test_the_receive_window_pauses_reading_and_half_of_it_free_resumes() -> None
     client, server = pair(config)
     for i in range(4):
         client.send(bytes([i]))
-    server.receive_data(client.data_to_send(), START + TICK)
+    server.receive_data(sent(client), START + TICK)
     assert server.reading_paused and server.liveness.paused
     server.consumed(1, START + 2 * TICK)
     assert server.reading_paused
@@ -350,12 +355,12 @@ def test_a_large_message_goes_in_chunks_that_fit_the_peers_max_frame() -> None:
     pump(client, server, START)
     payload = bytes(range(256)) * 100  # 25,600 bytes
     seq = client.send(payload)
-    data = client.data_to_send(budget=2 * MIN_MAX_FRAME + 1)  # over by less than a frame
+    data = sent(client, budget=2 * MIN_MAX_FRAME + 1)  # over by less than a frame
     chunks = frames(data)
     assert all(isinstance(c, Data) and c.more for c in chunks) and len(chunks) == 3
     assert all(len(c.payload) <= MIN_MAX_FRAME - FRAME_ROOM for c in chunks)  # type: ignore[attr-defined]
     assert client.outbound.sent_through == 0  # not sent until its last chunk is out
-    data += client.data_to_send()
+    data += sent(client)
     assert client.outbound.sent_through == seq
     server.receive_data(data, START + TICK)
     assert payload in server.events_received()
@@ -365,16 +370,16 @@ def test_one_pass_writes_at_most_flush_frames_data_frames() -> None:
     client, _server = pair()
     for _ in range(FLUSH_FRAMES + 10):
         client.send(b"m")
-    first = frames(client.data_to_send())
+    first = frames(sent(client))
     assert len(first) == FLUSH_FRAMES
-    assert len(frames(client.data_to_send())) == 10
+    assert len(frames(sent(client))) == 10
 
 
 def test_budget_zero_hands_out_control_frames_only() -> None:
     client, _server = pair()
     client.send(b"data")
     client.receive_data(encode_ping(1, 1), START + TICK)
-    assert frames(client.data_to_send(budget=0)) == [Pong(1, 1)]
+    assert frames(sent(client, budget=0)) == [Pong(1, 1)]
     assert client.data_pending
 
 
@@ -392,7 +397,7 @@ def test_a_message_over_our_max_message_ends_in_goodbye_message_too_big() -> Non
     server.receive_data(hello() + encode_data(1, bytes(101)), START + TICK)
     verdict = verdict_of(server)
     assert verdict.cause is Cause.PROTOCOL and "exceeds max_message (100 bytes)" in verdict.detail
-    assert goodbye_in(server.data_to_send()).code is GoodbyeCode.MESSAGE_TOO_BIG
+    assert goodbye_in(sent(server)).code is GoodbyeCode.MESSAGE_TOO_BIG
 
 
 def test_has_room_follows_send_queue_and_send_buffer() -> None:
@@ -413,7 +418,7 @@ def test_a_peer_that_reads_nothing_is_hung_past_the_unread_control_bound() -> No
     for _ in range(MAX_UNREAD_CONTROL // (PING_FRAME_SIZE * CFG.max_pings_per_interval) + 2):
         for seq in range(CFG.max_pings_per_interval):
             server.receive_data(encode_ping(seq, 0), now)
-        pongs += len(server.data_to_send(budget=0)) // PING_FRAME_SIZE
+        pongs += len(sent(server, budget=0)) // PING_FRAME_SIZE
         now += window
         if server.verdict is not None:
             break
@@ -430,7 +435,7 @@ def test_unread_control_is_forgotten_when_the_peer_reads_again() -> None:
         server.pause_writing()
         for seq in range(CFG.max_pings_per_interval):
             server.receive_data(encode_ping(seq, 0), now)
-        server.data_to_send(budget=0)
+        sent(server, budget=0)
         server.resume_writing()
         now += server.liveness.ping_window
     assert server.verdict is None
@@ -444,7 +449,7 @@ def test_hangup_abort_is_handed_out_with_the_hung_verdict() -> None:
     for _ in range(MAX_UNREAD_CONTROL // (PING_FRAME_SIZE * CFG.max_pings_per_interval) + 2):
         for seq in range(CFG.max_pings_per_interval):
             server.receive_data(encode_ping(seq, 0), now)
-        server.data_to_send(budget=0)
+        sent(server, budget=0)
         events += server.events_received()
         now += server.liveness.ping_window
         if server.verdict is not None:
@@ -467,10 +472,10 @@ def test_goodbye_reason_is_escaped_in_the_verdict() -> None:
 def test_close_acks_what_was_consumed_then_says_goodbye() -> None:
     client, server = pair()
     client.send(b"one")
-    server.receive_data(client.data_to_send(), START + TICK)
+    server.receive_data(sent(client), START + TICK)
     server.consumed(3, START + TICK)
     server.close("done", START + 2 * TICK)
-    assert frames(server.data_to_send()) == [Ack(1), Goodbye(GoodbyeCode.NORMAL, "done")]
+    assert frames(sent(server)) == [Ack(1), Goodbye(GoodbyeCode.NORMAL, "done")]
     verdict = verdict_of(server)
     assert verdict.cause is Cause.LOCAL and verdict.detail == "closed by this side: done"
     assert verdict.detected_at == START + 2 * TICK
@@ -479,7 +484,7 @@ def test_close_acks_what_was_consumed_then_says_goodbye() -> None:
 def test_undelivered_messages_are_in_the_verdict() -> None:
     client, _server = pair()
     client.send(b"lost")
-    client.data_to_send()
+    sent(client)
     client.receive_eof(START + 1)
     verdict = verdict_of(client)
     assert verdict.cause is Cause.EOF and verdict.undelivered == (b"lost",)
@@ -527,6 +532,6 @@ def test_nothing_is_read_or_sent_after_the_verdict() -> None:
     client.receive_eof(START + 1)
     client.events_received()
     client.receive_data(encode_ping(1, 1), START + 2)
-    assert client.data_to_send() == b"" and client.events_received() == []
+    assert sent(client) == b"" and client.events_received() == []
     with pytest.raises(LocalProtocolError):
         client.send(b"late")

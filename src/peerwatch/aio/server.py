@@ -116,7 +116,7 @@ class Server:
         sock.setblocking(False)
         conn = self._make_protocol()
         self._open.add(conn)
-        conn._closed.add_done_callback(lambda _: self._socket_closed(conn))
+        conn.closed.add_done_callback(lambda _: self._socket_closed(conn))
         kwargs: dict[str, Any] = {}
         if self._ssl is not None:
             kwargs["ssl"] = self._ssl
@@ -148,7 +148,7 @@ class Server:
             # callback added here also sees handshake timeouts and early protocol errors
             self.on_accept(conn)
         self.handshaking[conn] = now
-        conn._ready.add_done_callback(lambda fut: self._handshake_done(conn, fut))
+        conn.ready.add_done_callback(lambda fut: self._handshake_done(conn, fut))
         return conn
 
     def _drop_stale_handshakes(self, now: float, room_for: int) -> None:

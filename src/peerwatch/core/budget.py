@@ -32,3 +32,36 @@ class MemoryBudget:
         if delta > 0:
             while self.used > self.limit and self._on_exceeded():
                 pass
+
+
+class Share:
+    """One connection's part of a ``MemoryBudget``: what it charged, to settle and refund.
+
+    ``grow`` and ``shrink`` charge an exact change (a message enqueued, a message
+    taken); ``settle`` recounts after a read, which may change every part of what
+    the connection holds; ``refund`` gives it all back once the verdict is in.
+    """
+
+    __slots__ = ("budget", "charged")
+
+    def __init__(self, budget: MemoryBudget) -> None:
+        self.budget = budget
+        self.charged = 0
+
+    def grow(self, size: int) -> None:
+        self.charged += size
+        self.budget.charge(size)  # may end connections, this one included (then refunded)
+
+    def shrink(self, size: int) -> None:
+        self.charged -= size
+        self.budget.used -= size
+
+    def settle(self, held: int) -> None:
+        delta = held - self.charged
+        if delta:
+            self.charged = held
+            self.budget.charge(delta)
+
+    def refund(self) -> None:
+        self.budget.charge(-self.charged)
+        self.charged = 0

@@ -253,11 +253,12 @@ class Protocol:
             self._events = []
         return events
 
-    def data_to_send(self, budget: int = FLUSH_BUDGET, frames: int = FLUSH_FRAMES) -> bytes:
-        """Bytes to write now: control frames and a due ACK, then data within the budget.
+    def data_to_send(self, budget: int = FLUSH_BUDGET, frames: int = FLUSH_FRAMES) -> list[bytes]:
+        """Buffers to write now, in order: control frames and a due ACK, then data.
 
         Data is cut into DATA frames of at most the chunk size (which fits the peer's
-        ``max_frame``), at most ``budget`` bytes and ``frames`` frames of it per call;
+        ``max_frame``), at most ``budget`` bytes (over by less than one frame) and
+        ``frames`` frames of it per call, grouped into buffers of about one chunk;
         ``budget=0`` gives control frames only (what an adapter writes while the
         transport is over its high-water mark). A message counts as sent
         (``sent_through``) once its last chunk was handed out.
@@ -265,48 +266,53 @@ class Protocol:
         if self._ack_due:
             self._ack_due = False
             self._write_ack()
-        parts = self._control
-        if parts:
+        out: list[bytes] = []
+        control = self._control
+        if control:
             self._control = []
+            data = control[0] if len(control) == 1 else b"".join(control)
+            self.bytes_out += len(data)
+            out.append(data)
             if self.writing_paused:
-                self._count_unread(parts)
-        else:
-            parts = []
+                self._count_unread(len(data))
         if budget > 0 and self._outbox and self.verdict is None:
-            self._cut_data(parts, budget, frames)
-        if not parts:
-            return b""
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        self.bytes_out += len(data)
-        return data
+            self._cut_data(out, budget, frames)
+        return out
 
-    def _cut_data(self, parts: list[bytes], budget: int, frames: int) -> None:
+    def _cut_data(self, out: list[bytes], budget: int, frames: int) -> None:
         outbox = self._outbox
         outbound = self.outbound
         chunk = self._chunk
         while outbox and budget > 0 and frames > 0:
-            seq, payload = outbox[0]
-            offset = self._partial_offset
-            if offset == 0 and len(payload) <= chunk:
-                frame = encode_data(seq, payload)
-                outbox.popleft()
-                outbound.sent_through = seq
-            else:
-                end = offset + chunk
-                more = end < len(payload)
-                frame = encode_data(seq, payload[offset:end], more)
-                if more:
-                    self._partial_offset = end
-                else:
-                    self._partial_offset = 0
+            # frames grouped up to about one chunk: one write per chunk, not per frame
+            parts: list[bytes] = []
+            size = 0
+            while outbox and size < chunk and len(parts) < frames:
+                seq, payload = outbox[0]
+                offset = self._partial_offset
+                if offset == 0 and len(payload) <= chunk:
+                    frame = encode_data(seq, payload)
                     outbox.popleft()
                     outbound.sent_through = seq
-            parts.append(frame)
-            budget -= len(frame)
-            frames -= 1
+                else:
+                    end = offset + chunk
+                    more = end < len(payload)
+                    frame = encode_data(seq, payload[offset:end], more)
+                    if more:
+                        self._partial_offset = end
+                    else:
+                        self._partial_offset = 0
+                        outbox.popleft()
+                        outbound.sent_through = seq
+                parts.append(frame)
+                size += len(frame)
+            out.append(parts[0] if len(parts) == 1 else b"".join(parts))
+            self.bytes_out += size
+            budget -= size
+            frames -= len(parts)
 
-    def _count_unread(self, parts: list[bytes]) -> None:
-        self._unread_control += sum(map(len, parts))
+    def _count_unread(self, size: int) -> None:
+        self._unread_control += size
         if self._unread_control > MAX_UNREAD_CONTROL and self.verdict is None:
             self._decide(
                 Cause.HUNG,
@@ -456,16 +462,19 @@ class Protocol:
 
     # ------------------------------------------------------- from the application
 
+    def check_size(self, size: int) -> None:
+        """Raise ``LocalProtocolError`` for a message the peer announced it would refuse."""
+        peer = self.peer_hello
+        if peer is not None and size > peer.max_message:
+            raise LocalProtocolError(
+                f"message of {size} bytes exceeds the peer's max_message ({peer.max_message})"
+            )
+
     def send(self, payload: bytes) -> int:
         """Queue one message; returns its sequence number (the caller checked ``has_room``)."""
         if self.verdict is not None:
             raise LocalProtocolError("send() after the verdict")
-        peer = self.peer_hello
-        if peer is not None and len(payload) > peer.max_message:
-            raise LocalProtocolError(
-                f"message of {len(payload)} bytes exceeds the peer's max_message"
-                f" ({peer.max_message})"
-            )
+        self.check_size(len(payload))
         seq = self.outbound.assign(payload)
         outbox = self._outbox
         if outbox is UNUSED:

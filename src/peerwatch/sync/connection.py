@@ -35,8 +35,11 @@ class Delivery:
         return self._inner.acknowledged
 
     def wait(self, timeout: float = DEFAULT_TIMEOUT) -> None:
-        inner = self._inner
-        self._runner.run(inner._conn._wait_acked(inner.seq), timeout)
+        self._runner.run(_delivered(self._inner), timeout)
+
+
+async def _delivered(delivery: AioDelivery) -> None:
+    await delivery
 
 
 class Connection:
