@@ -77,7 +77,7 @@ async def connect(
         raise _connect_failed(host, port, last_error, loop.time()) from last_error
     conn = await _start_protocol(host, port, sock, cfg, ssl=ssl, server_hostname=server_hostname)
     try:
-        await conn.wait_ready()
+        await conn.ready
     except BaseException:
         if conn.transport is not None:
             conn.transport.abort()

@@ -1,16 +1,11 @@
 """A peerwatch connection on asyncio: the transport, the timer, waiters and raising on the verdict.
 
-Every protocol rule lives in the sans-IO ``core.protocol.Protocol``; this
-``asyncio.BufferedProtocol`` only feeds it bytes and the loop's time, writes
-what it hands out, and turns its events into wake-ups, the handshake future
-and the exception that carries the verdict. Timers live in the loop's shared
-``TimerQueue``; a connection has no timer handle or task of its own.
-
-Write path: control frames (PING, PONG, ACK, GOODBYE) are written as soon as
-the protocol has them. Data is written in budgeted passes (``FLUSH_BUDGET``,
-``FLUSH_FRAMES``), one per loop pass, and only while the transport is below its
-high-water mark, so a control frame never queues behind more than about one
-chunk plus that mark.
+Every protocol rule lives in the sans-IO ``core.protocol.Protocol``: this
+``asyncio.BufferedProtocol`` feeds it bytes and the loop's time, writes what it
+hands out and turns its events into wake-ups and the verdict's exception. Timers
+live in the loop's shared ``TimerQueue``. Control frames are written as soon as
+the protocol has them; data in budgeted passes, one per loop pass, only while the
+transport is below its high-water mark (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -23,10 +18,10 @@ import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Generic, TypeVar, cast
+from typing import cast
 
-from peerwatch.aio.delivery import Delivery
-from peerwatch.aio.sockets import recv_view
+from peerwatch.aio.handles import Delivery, Read
+from peerwatch.aio.sockets import recv_view, transport_tcp_info
 from peerwatch.aio.timers import timer_queue
 from peerwatch.aio.waiters import Waiters
 from peerwatch.core.budget import MemoryBudget, Share
@@ -45,10 +40,9 @@ from peerwatch.core.protocol import (
 )
 from peerwatch.core.verdicts import QUIET_END, Cause, Verdict
 from peerwatch.errors import ConnectionClosed, HandshakeFailed, PeerDead, PeerwatchError
-from peerwatch.tcpinfo import TcpInfo, tcp_info
+from peerwatch.tcpinfo import TcpInfo
 
 log = logging.getLogger("peerwatch")
-T = TypeVar("T")
 
 #: Random per process start; a peer that sees it change knows we restarted.
 INCARNATION = int.from_bytes(os.urandom(8), "big")
@@ -56,20 +50,6 @@ INCARNATION = int.from_bytes(os.urandom(8), "big")
 WRITE_HIGH_WATER = 64 * 1024
 #: Messages waiting in the outbox that make ``enqueue`` write at once, not at the next pass.
 EAGER_FLUSH = 64
-__all__ = ["EAGER_FLUSH", "FLUSH_BUDGET", "FLUSH_FRAMES", "Connection", "Delivery", "Role"]
-
-
-class _Protocol(Generic[T]):
-    """A read-only attribute of the connection's protocol object (dotted path), typed."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path.split(".")
-
-    def __get__(self, conn: Connection, owner: type[Connection] | None = None) -> T:
-        value: Any = conn._protocol
-        for name in self.path:
-            value = getattr(value, name)
-        return cast(T, value)
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -78,7 +58,7 @@ class Connection(asyncio.BufferedProtocol):
     __slots__ = (
         "_config", "_flush_scheduled", "_inbox", "_loop", "_protocol",
         "_reading_paused", "_share", "_timer_at", "_timers",
-        "_transport", "_waiters", "_write_paused", "peer", "peer_restarted", "role",
+        "_transport", "_waiters", "peer", "peer_restarted", "role",
     )  # fmt: skip
 
     def __init__(
@@ -91,25 +71,21 @@ class Connection(asyncio.BufferedProtocol):
         budget: MemoryBudget | None = None,
     ) -> None:
         self._loop = loop = loop or asyncio.get_running_loop()
-        now = loop.time()
+        now, wall = loop.time(), time.time()
+        # announced in HELLO; a multi-process server passes one id for all its workers
+        ident = INCARNATION if incarnation is None else incarnation
+        # the kernel's evidence (TCP_INFO) tells HUNG from SILENT
         self._protocol = Protocol(
-            config,
-            role,
-            now,
-            # announced in HELLO; a multi-process server passes one id for all its workers
-            incarnation=INCARNATION if incarnation is None else incarnation,
-            kernel=self._tcp_info,
-            wall_offset=time.time() - now,
+            config, role, now, incarnation=ident, kernel=self._tcp_info, wall_offset=wall - now
         )
         self._config = config
         self.role = role
         # this connection's part of a server's memory budget, told of every change
-        self._share = Share(budget) if budget is not None else None
+        self._share = Share(budget)
         self._transport: asyncio.Transport | None = None
         self._timers = timer_queue(loop)
         self._timer_at: float | None = None
         self._flush_scheduled = False
-        self._write_paused = False
         self._reading_paused = False
         self._inbox: deque[bytes] = UNUSED  # a deque from the first message received
         self._waiters = Waiters(loop)
@@ -118,43 +94,27 @@ class Connection(asyncio.BufferedProtocol):
 
     # ------------------------------------------------------------------ state
 
-    # read from the protocol object, which owns them (see core/protocol.py)
-    verdict: _Protocol[Verdict | None] = _Protocol("verdict")
-    peer_hello: _Protocol[Hello | None] = _Protocol("peer_hello")
-    liveness: _Protocol[Liveness] = _Protocol("liveness")
-    bytes_in: _Protocol[int] = _Protocol("bytes_in")
-    bytes_out: _Protocol[int] = _Protocol("bytes_out")
-    pings_sent: _Protocol[int] = _Protocol("pings_sent")
-    pings_received: _Protocol[int] = _Protocol("pings_received")
-    in_flight: _Protocol[int] = _Protocol("in_flight")  # enqueued, not yet acknowledged
-    acked_through: _Protocol[int] = _Protocol("acked_through")
-    held_bytes: _Protocol[int] = _Protocol("held_bytes")  # what the server's budget counts
-    rtt: _Protocol[float | None] = _Protocol("liveness.rtt")  # smoothed, from PING/PONG (s)
-    local_stall: _Protocol[float] = _Protocol("liveness.local_stall")  # our longest stall (s)
-    stalls: _Protocol[int] = _Protocol("liveness.stalls")  # our stalls, forgiven to the peer
-
-    @property
-    def config(self) -> Config:
-        return self._config
-
-    @property
-    def transport(self) -> asyncio.Transport | None:
-        return self._transport
-
-    @property
-    def ready(self) -> asyncio.Future[None]:
-        """Done when the handshake is, or failed (then it holds the verdict's error)."""
-        return self._waiters.ready
-
-    @property
-    def closed(self) -> asyncio.Future[Verdict]:
-        """Done, with the verdict, once the transport is gone."""
-        return self._waiters.closed
+    config: Read[Config] = Read("_config")
+    transport: Read[asyncio.Transport | None] = Read("_transport")
+    ready: Read[asyncio.Future[None]] = Read("_waiters.ready")  # the handshake's outcome
+    closed: Read[asyncio.Future[Verdict]] = Read("_waiters.closed")  # done: the socket is
+    verdict: Read[Verdict | None] = Read("_protocol.verdict")
+    peer_hello: Read[Hello | None] = Read("_protocol.peer_hello")
+    liveness: Read[Liveness] = Read("_protocol.liveness")
+    bytes_in: Read[int] = Read("_protocol.bytes_in")
+    bytes_out: Read[int] = Read("_protocol.bytes_out")
+    pings_sent: Read[int] = Read("_protocol.pings_sent")
+    pings_received: Read[int] = Read("_protocol.pings_received")
+    in_flight: Read[int] = Read("_protocol.in_flight")  # enqueued, not yet acknowledged
+    acked_through: Read[int] = Read("_protocol.acked_through")
+    held_bytes: Read[int] = Read("_protocol.held_bytes")  # what the server's budget counts
+    rtt: Read[float | None] = Read("_protocol.liveness.rtt")  # smoothed, from PING/PONG (s)
+    local_stall: Read[float] = Read("_protocol.liveness.local_stall")  # our longest stall (s)
+    stalls: Read[int] = Read("_protocol.liveness.stalls")  # our stalls, forgiven to the peer
 
     @property
     def peer_incarnation(self) -> int | None:
-        hello: Hello | None = self._protocol.peer_hello
-        return hello.incarnation if hello else None
+        return hello.incarnation if (hello := self._protocol.peer_hello) is not None else None
 
     # ------------------------------------------------------------------ public
 
@@ -180,10 +140,9 @@ class Connection(asyncio.BufferedProtocol):
             await self._waiters.space()
             self._raise_if_over()
         seq = protocol.send(data)
-        if self._share is not None:  # held_bytes grew by exactly the payload
-            self._share.grow(len(data))
-            self._raise_if_over()  # over the server's budget: the message is in the verdict
-        if not self._write_paused:
+        self._share.grow(len(data))  # held_bytes grew by exactly the payload
+        self._raise_if_over()  # over a server's budget: the message is in the verdict
+        if not self._protocol.writing_paused:
             if protocol.queued >= EAGER_FLUSH:
                 # a caller enqueueing in a loop may not yield before the send window is
                 # full: write now, so the peer reads and ACKs while we keep enqueueing
@@ -208,22 +167,15 @@ class Connection(asyncio.BufferedProtocol):
         self._raise_if_over()
         await self._waiters.acked(seq)
 
-    async def wait_ready(self) -> None:
-        """Wait for the HELLO handshake; raises with the verdict if it failed."""
-        await self._waiters.ready
-
     def _take(self) -> bytes:
         """The oldest message of a non-empty inbox: the protocol ACKs it, reading may resume."""
         message = self._inbox.popleft()
-        if self._share is not None:  # held_bytes shrank by exactly the message
-            self._share.shrink(len(message))
+        self._share.shrink(len(message))  # held_bytes shrank by exactly the message
         protocol = self._protocol
         protocol.consumed(len(message), self._loop.time())
         self._schedule_flush()  # one cumulative ACK per loop pass
-        if self._reading_paused and not protocol.reading_paused:
-            self._reading_paused = False
-            if self._transport is not None and not self._transport.is_closing():
-                self._transport.resume_reading()
+        if self._reading_paused:
+            self._follow_reading()
         return message
 
     async def recv(self) -> bytes:
@@ -252,13 +204,11 @@ class Connection(asyncio.BufferedProtocol):
     async def close(self, reason: str = "") -> Verdict:
         """Say GOODBYE after the queued data, close, and return the verdict (cause LOCAL)."""
         protocol = self._protocol
-        # the queued data goes first, in budgeted passes: a long outbox must not hold
-        # the loop (the neighbours' heartbeats run in between)
+        # the queued data first, one budgeted pass per loop pass (the scheduled one, or
+        # ours while writing is paused): the neighbours' heartbeats run in between
         while protocol.data_pending and protocol.verdict is None:
-            # one pass per loop pass: the scheduled one, or ours while writing is paused
-            if (self._write_paused or not self._flush_scheduled) and not self._flush(
-                paused_too=True
-            ):
+            mine = self._protocol.writing_paused or not self._flush_scheduled
+            if mine and not self._flush(paused_too=True):
                 break
             await asyncio.sleep(0)
         if protocol.verdict is None:
@@ -284,8 +234,7 @@ class Connection(asyncio.BufferedProtocol):
         return await asyncio.shield(self._waiters.closed)
 
     def __repr__(self) -> str:
-        verdict = self._protocol.verdict
-        state = verdict.cause.value if verdict else "open"
+        state = verdict.cause.value if (verdict := self._protocol.verdict) else "open"
         return f"<peerwatch.Connection {self.role} peer={self.peer} {state}>"
 
     # ------------------------------------------------------- transport callbacks
@@ -308,7 +257,7 @@ class Connection(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         self._protocol.receive_data(bytes(recv_view()[:nbytes]), self._loop.time())
         self._pump()
-        if self._share is not None:  # a read may change every part of held_bytes
+        if self._share.budget is not None:  # a read may change every part of held_bytes
             self._share.settle(self._protocol.held_bytes)
 
     def eof_received(self) -> bool:
@@ -324,11 +273,9 @@ class Connection(asyncio.BufferedProtocol):
             self._waiters.closed.set_result(self._protocol.verdict)  # type: ignore[arg-type]
 
     def pause_writing(self) -> None:
-        self._write_paused = True
         self._protocol.pause_writing()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
         self._protocol.resume_writing()
         if self._protocol.data_pending:
             self._schedule_flush()
@@ -339,12 +286,9 @@ class Connection(asyncio.BufferedProtocol):
         stalls = protocol.liveness.stalls
         protocol.handle_timer(now)
         if protocol.liveness.stalls != stalls:
-            log.warning(
-                "this process stalled for %.3f s (event loop blocked); peer %s not blamed,"
-                " its deadline restarts now",
-                protocol.liveness.local_stall,
-                self.peer,
-            )
+            stall = protocol.liveness.local_stall
+            log.warning("this process stalled for %.3f s (event loop blocked); peer %s not"
+                        " blamed, its deadline restarts now", stall, self.peer)  # fmt: skip
         self._pump()
         return protocol.get_timer()
 
@@ -383,10 +327,16 @@ class Connection(asyncio.BufferedProtocol):
                 self._on_verdict(cast(Verdict, event))
         if got_message:
             self._waiters.message_arrived()
-            if protocol.reading_paused and not self._reading_paused:
-                self._reading_paused = True  # the protocol's receive window is full
-                if transport is not None and not transport.is_closing():
-                    transport.pause_reading()
+            self._follow_reading()
+
+    def _follow_reading(self) -> None:
+        """Pause or resume reading the socket as the protocol's receive window says."""
+        paused = self._protocol.reading_paused
+        transport = self._transport
+        if paused != self._reading_paused and transport is not None:
+            self._reading_paused = paused
+            if not transport.is_closing():
+                transport.pause_reading() if paused else transport.resume_reading()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -408,57 +358,43 @@ class Connection(asyncio.BufferedProtocol):
         protocol = self._protocol
         if transport is None or transport.is_closing() or protocol.verdict is not None:
             return False
-        budget = FLUSH_BUDGET if paused_too or not self._write_paused else 0
+        budget = FLUSH_BUDGET if paused_too or not protocol.writing_paused else 0
         for data in protocol.data_to_send(budget, FLUSH_FRAMES):
             transport.write(data)
         self._pump()  # a write past the unread-control bound may have reached a verdict
-        if protocol.data_pending and not self._write_paused and protocol.verdict is None:
+        if protocol.data_pending and not protocol.writing_paused and protocol.verdict is None:
             self._schedule_flush()
         return True
 
     def _raise_if_over(self) -> None:
-        verdict = self._protocol.verdict
-        if verdict is None:
-            return
-        if verdict.cause is Cause.LOCAL:
-            raise ConnectionClosed(verdict)
-        raise PeerDead(verdict)
+        if (verdict := self._protocol.verdict) is not None:
+            raise self._error(verdict)
 
     def _tcp_info(self) -> TcpInfo | None:
-        """The kernel's evidence the protocol asks for (HUNG or SILENT)."""
-        transport = self._transport
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        return tcp_info(sock) if sock is not None else None
+        return transport_tcp_info(self._transport)
+
+    def _error(self, verdict: Verdict) -> PeerwatchError:
+        """What a call raises once the verdict is in: the one mapping of verdict to exception."""
+        if verdict.cause is Cause.LOCAL:
+            return ConnectionClosed(verdict)
+        if self._protocol.failed_in_handshake:
+            return HandshakeFailed(verdict)
+        return PeerDead(verdict)
 
     def _on_verdict(self, verdict: Verdict) -> None:
         """The protocol reached its verdict: fail everything waiting, refund, tell callbacks."""
         self._timers.cancel(self)
-        share = self._share
-        if share is not None:  # nothing more is read or sent for the peer: refund it all
-            self._share = None
-            share.refund()
-        error: PeerwatchError
-        if verdict.cause is Cause.LOCAL:
-            error = ConnectionClosed(verdict)
-        elif self._protocol.failed_in_handshake:
-            error = HandshakeFailed(verdict)
-        else:
-            error = PeerDead(verdict)
-        self._waiters.fail(error, verdict)
+        self._share.refund()  # nothing more is read or sent for the peer
+        self._waiters.fail(self._error(verdict), verdict)
         if verdict.cause is not Cause.LOCAL:
             log.info("peer %s: %s", self.peer, verdict.describe())
 
     def _hang_up(self, abort: bool) -> None:
         transport = self._transport
-        if transport is None or transport.is_closing():
-            return
-        if abort:
-            transport.abort()
-        else:
-            transport.close()
+        if transport is not None and not transport.is_closing():
+            transport.abort() if abort else transport.close()
             self._loop.call_later(self._config.close_timeout, self._abort)
 
     def _abort(self) -> None:
-        transport = self._transport
-        if transport is not None and not self._waiters.closed.done():
-            transport.abort()
+        if self._transport is not None and not self._waiters.closed.done():
+            self._transport.abort()

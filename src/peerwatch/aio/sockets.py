@@ -6,12 +6,14 @@ retries) and on the listening socket (Linux copies them to accepted sockets).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
 
 from peerwatch.core.config import Config
 from peerwatch.knobs import Applied, apply_knobs, knobs_for
+from peerwatch.tcpinfo import TcpInfo, tcp_info
 
 log = logging.getLogger("peerwatch")
 
@@ -20,6 +22,12 @@ log = logging.getLogger("peerwatch")
 #: mremap and munmap: three system calls more than the read itself).
 _RECV_BUFFER = threading.local()
 RECV_BUFFER_SIZE = 256 * 1024
+
+
+def transport_tcp_info(transport: asyncio.BaseTransport | None) -> TcpInfo | None:
+    """TCP_INFO of the socket under ``transport``; None without one (or off Linux)."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    return tcp_info(sock) if sock is not None else None
 
 
 def recv_view() -> memoryview:

@@ -35,33 +35,39 @@ class MemoryBudget:
 
 
 class Share:
-    """One connection's part of a ``MemoryBudget``: what it charged, to settle and refund.
+    """One connection's part of a ``MemoryBudget`` (or of none: a client's connection).
 
     ``grow`` and ``shrink`` charge an exact change (a message enqueued, a message
     taken); ``settle`` recounts after a read, which may change every part of what
-    the connection holds; ``refund`` gives it all back once the verdict is in.
+    the connection holds; ``refund`` gives it all back once the verdict is in, and
+    the share charges nothing after that.
     """
 
     __slots__ = ("budget", "charged")
 
-    def __init__(self, budget: MemoryBudget) -> None:
+    def __init__(self, budget: MemoryBudget | None) -> None:
         self.budget = budget
         self.charged = 0
 
     def grow(self, size: int) -> None:
-        self.charged += size
-        self.budget.charge(size)  # may end connections, this one included (then refunded)
+        if self.budget is not None:
+            self.charged += size
+            self.budget.charge(size)  # may end connections, this one included (refunded)
 
     def shrink(self, size: int) -> None:
-        self.charged -= size
-        self.budget.used -= size
+        if self.budget is not None:
+            self.charged -= size
+            self.budget.used -= size
 
     def settle(self, held: int) -> None:
         delta = held - self.charged
-        if delta:
+        if delta and self.budget is not None:
             self.charged = held
             self.budget.charge(delta)
 
     def refund(self) -> None:
-        self.budget.charge(-self.charged)
-        self.charged = 0
+        budget = self.budget
+        if budget is not None:
+            self.budget = None
+            budget.charge(-self.charged)
+            self.charged = 0

@@ -150,6 +150,12 @@ def explain_os_error(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+#: TCP_INFO's millisecond counters are kept in jiffies (1 to 10 ms): an ACK that came at
+#: the very start of a silence (the ACK of a TLS ClientHello, say) can read as up to one
+#: jiffy older than the silence itself.
+KERNEL_CLOCK_SLACK = 0.010
+
+
 def hung_or_silent(info: TcpInfo | None, silent_for: float) -> Cause:
     """Tell a hung peer (kernel acks, app mute) from a silent one (nothing acks).
 
@@ -170,7 +176,7 @@ def hung_or_silent(info: TcpInfo | None, silent_for: float) -> Cause:
     """
     if info is None:
         return Cause.SILENT
-    acked_during_silence = info.last_ack_recv_ms / 1000.0 < silent_for
+    acked_during_silence = info.last_ack_recv_ms / 1000.0 < silent_for + KERNEL_CLOCK_SLACK
     if not acked_during_silence or info.retransmits != 0:
         return Cause.SILENT
     if info.backoff == 0:

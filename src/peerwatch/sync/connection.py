@@ -10,7 +10,7 @@ from typing import Any
 from peerwatch.aio.client import connect as aio_connect
 from peerwatch.aio.client import make_config
 from peerwatch.aio.connection import Connection as AioConnection
-from peerwatch.aio.connection import Delivery as AioDelivery
+from peerwatch.aio.handles import Delivery as AioDelivery
 from peerwatch.core.config import Config
 from peerwatch.core.verdicts import QUIET_END, Verdict
 from peerwatch.errors import ConnectionClosed, PeerDead

@@ -1,12 +1,15 @@
-"""``Delivery``: the handle ``enqueue`` returns for one message."""
+"""Handles the asyncio Connection gives out: ``Delivery`` for one message, and ``Read``,
+its typed read-only attributes (most of them owned by the protocol object)."""
 
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 if TYPE_CHECKING:
     from peerwatch.aio.connection import Connection
+
+T = TypeVar("T")
 
 
 class Delivery:
@@ -27,3 +30,17 @@ class Delivery:
 
     def __repr__(self) -> str:
         return f"<Delivery seq={self.seq} acknowledged={self.acknowledged}>"
+
+
+class Read(Generic[T]):
+    """A typed read-only attribute: ``path`` (dotted) from the connection, most from its
+    protocol object, which owns them (core/protocol.py)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path.split(".")
+
+    def __get__(self, conn: Connection, owner: type[Connection] | None = None) -> T:
+        value: Any = conn
+        for name in self.path:
+            value = getattr(value, name)
+        return cast(T, value)
