@@ -37,8 +37,12 @@ class Cause(str, enum.Enum):
         return self.value
 
 
-#: Causes that end ``async for msg in conn`` quietly: an orderly end, not a failure.
-QUIET_END = frozenset({Cause.GOODBYE, Cause.LOCAL, Cause.EOF})
+#: Causes that end ``async for msg in conn`` (and ``for msg in conn``) quietly: an end
+#: someone decided, the peer with GOODBYE or this side with ``close()``. Every other end
+#: raises, EOF included: a peer process that dies makes its kernel send FIN, or RST when
+#: our last bytes were still unread in its buffer, a race and not a decision, so FIN and
+#: RST must end the loop the same way (websockets' ConnectionClosedError for 1006, too).
+QUIET_END = frozenset({Cause.GOODBYE, Cause.LOCAL})
 
 #: errno values meaning "the peer answered with RST" (or the connection was aborted).
 RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ECONNREFUSED})
