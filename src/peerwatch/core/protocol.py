@@ -50,6 +50,7 @@ from peerwatch.core.frames import (
     Ping,
     Pong,
     encode_ack,
+    encode_chunk,
     encode_data,
     encode_goodbye,
     encode_hello,
@@ -295,13 +296,8 @@ class Protocol:
                     outbox.popleft()
                     outbound.sent_through = seq
                 else:
-                    end = offset + chunk
-                    more = end < len(payload)
-                    frame = encode_data(seq, payload[offset:end], more)
-                    if more:
-                        self._partial_offset = end
-                    else:
-                        self._partial_offset = 0
+                    frame, self._partial_offset = encode_chunk(seq, payload, offset, chunk)
+                    if not self._partial_offset:
                         outbox.popleft()
                         outbound.sent_through = seq
                 parts.append(frame)
