@@ -542,6 +542,7 @@ class Protocol:
             if self.outbound.on_ack(frame.seq):
                 self._events.append(Acked(frame.seq))
         elif type(frame) is Ping:
+            self.pings_received += 1
             if not self.liveness.on_ping_received(now):
                 self._violation(
                     "too many pings: more than"
@@ -549,7 +550,6 @@ class Protocol:
                     GoodbyeCode.TOO_MANY_PINGS,
                 )
                 return True
-            self.pings_received += 1
             self._control.append(encode_pong(frame.seq, frame.stamp))
         elif type(frame) is Goodbye:
             code = frame.code
