@@ -38,6 +38,7 @@ from peerwatch.core.protocol import (
     HandshakeDone,
     HangUp,
     Protocol,
+    Received,
 )
 from peerwatch.core.verdicts import Cause, Verdict
 from peerwatch.errors import LocalProtocolError
@@ -317,7 +318,7 @@ def test_consumed_messages_are_acked_cumulatively_once_per_pass() -> None:
     for payload in (b"a", b"bb", b"ccc"):
         client.send(payload)
     server.receive_data(sent(client), START + TICK)
-    assert server.events_received() == [b"a", b"bb", b"ccc"]
+    assert server.events_received() == [Received([b"a", b"bb", b"ccc"])]  # one per read
     assert sent(server) == b""  # received is not consumed: no ACK yet
     server.consumed(1, START + TICK)
     server.consumed(2, START + TICK)
@@ -363,7 +364,7 @@ def test_a_large_message_goes_in_chunks_that_fit_the_peers_max_frame() -> None:
     data += sent(client)
     assert client.outbound.sent_through == seq
     server.receive_data(data, START + TICK)
-    assert payload in server.events_received()
+    assert Received([payload]) in server.events_received()
 
 
 def test_one_pass_writes_at_most_flush_frames_data_frames() -> None:

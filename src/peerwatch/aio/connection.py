@@ -36,6 +36,7 @@ from peerwatch.core.protocol import (
     HandshakeDone,
     HangUp,
     Protocol,
+    Received,
     Role,
 )
 from peerwatch.core.verdicts import QUIET_END, Cause, Verdict
@@ -92,8 +93,6 @@ class Connection(asyncio.BufferedProtocol):
         self.peer_restarted = False  # set by connect(): the server's incarnation changed
         self.peer: tuple[str, int] | None = None
 
-    # ------------------------------------------------------------------ state
-
     config: Read[Config] = Read("_config")
     transport: Read[asyncio.Transport | None] = Read("_transport")
     ready: Read[asyncio.Future[None]] = Read("_waiters.ready")  # the handshake's outcome
@@ -115,8 +114,6 @@ class Connection(asyncio.BufferedProtocol):
     @property
     def peer_incarnation(self) -> int | None:
         return hello.incarnation if (hello := self._protocol.peer_hello) is not None else None
-
-    # ------------------------------------------------------------------ public
 
     def add_verdict_callback(self, callback: Callable[[Connection, Verdict], None]) -> None:
         """Call ``callback(conn, verdict)`` once, when the verdict is reached."""
@@ -170,10 +167,12 @@ class Connection(asyncio.BufferedProtocol):
     def _take(self) -> bytes:
         """The oldest message of a non-empty inbox: the protocol ACKs it, reading may resume."""
         message = self._inbox.popleft()
-        self._share.shrink(len(message))  # held_bytes shrank by exactly the message
-        protocol = self._protocol
-        protocol.consumed(len(message), self._loop.time())
-        self._schedule_flush()  # one cumulative ACK per loop pass
+        if self._share.budget is not None:  # held_bytes shrank by exactly the message
+            self._share.shrink(len(message))
+        protocol = self._protocol  # the clock is read only when reading may resume
+        protocol.consumed(len(message), self._loop.time() if protocol.reading_paused else 0.0)
+        if not self._flush_scheduled:  # one cumulative ACK per loop pass
+            self._schedule_flush()
         if self._reading_paused:
             self._follow_reading()
         return message
@@ -306,13 +305,13 @@ class Connection(asyncio.BufferedProtocol):
         if transport is not None and not transport.is_closing():
             for data in protocol.data_to_send(0):
                 transport.write(data)
+        inbox = self._inbox
         got_message = False
         for event in protocol.events_received():
-            if type(event) is bytes:
-                inbox = self._inbox
+            if type(event) is Received:
                 if inbox is UNUSED:
                     inbox = self._inbox = deque()
-                inbox.append(event)
+                inbox.extend(event.messages)
                 got_message = True
             elif type(event) is Acked:
                 room = self._config.send_queue - protocol.in_flight

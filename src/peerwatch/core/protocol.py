@@ -88,6 +88,12 @@ FLUSH_FRAMES = 1024
 FRAME_ROOM = 64
 
 
+class Received(NamedTuple):
+    """Messages from the peer, in order: one event per read, not per message (cheaper)."""
+
+    messages: list[bytes]
+
+
 class HandshakeDone(NamedTuple):
     """The peer's HELLO arrived and was accepted: the connection is ready."""
 
@@ -106,8 +112,8 @@ class HangUp(NamedTuple):
     abort: bool
 
 
-#: What ``events_received`` returns: a message (bytes), or one of these, in order.
-Event = bytes | HandshakeDone | Acked | HangUp | Verdict
+#: What ``events_received`` returns, in order.
+Event = Received | HandshakeDone | Acked | HangUp | Verdict
 KernelProbe = Callable[[], "TcpInfo | None"]
 
 
@@ -248,7 +254,7 @@ class Protocol:
     # ---------------------------------------------------------------- outputs
 
     def events_received(self) -> list[Event]:
-        """What happened since the last call, in order: messages (bytes) and other events."""
+        """What happened since the last call, in order: messages and the other events."""
         events = self._events
         if events:
             self._events = []
@@ -383,34 +389,39 @@ class Protocol:
             liveness = self.liveness
             frames = frames[1:]
         heard = not frames  # a partial frame is life too
-        got_message = False
         inbound = self._inbound
         events = self._events
+        received: list[bytes] | None = None  # the messages of this read
+        size = 0
         try:
             for frame in frames:
                 if type(frame) is Data:
                     heard = True
                     message = inbound.on_data(frame)
                     if message is not None:
-                        events.append(message)
-                        self.unconsumed += 1
-                        self.unconsumed_bytes += len(message)
-                        got_message = True
+                        if received is None:  # the event goes before any verdict
+                            received = []
+                            events.append(Received(received))
+                        received.append(message)
+                        size += len(message)
                 elif type(frame) is Pong:
                     liveness.on_pong(now, frame.seq, frame.stamp)
                 else:
                     heard = True
                     if self._on_control(frame, now):
-                        return
+                        break
         except MessageTooBig as exc:
             self._violation(str(exc), GoodbyeCode.MESSAGE_TOO_BIG)
-            return
         except ProtocolError as exc:
             self._violation(str(exc))
+        count = len(received) if received is not None else 0
+        self.unconsumed += count  # handed out before the verdict: the application may take them
+        self.unconsumed_bytes += size
+        if self.verdict is not None:
             return
         if heard:
             liveness.on_receive(now)
-        if got_message and not self.reading_paused:
+        if count and not self.reading_paused:
             config = self.config
             if self.unconsumed >= config.recv_queue or self.unconsumed_bytes >= config.recv_buffer:
                 self.reading_paused = True  # the adapter stops reading; our silence, not the peer's
@@ -485,8 +496,11 @@ class Protocol:
 
     def consumed(self, size: int, now: float) -> None:
         """The application took one message of ``size`` bytes: it is ACKed at the next
-        ``data_to_send``, and reading resumes once half the receive window is free."""
-        self._now = now
+        ``data_to_send``, and reading resumes once half the receive window is free.
+
+        ``now`` is read only while ``reading_paused`` (the resumption restarts the
+        liveness clock): an adapter may skip its clock otherwise (one per message).
+        """
         self.unconsumed -= 1
         self.unconsumed_bytes -= size
         self._ack_due = True

@@ -75,6 +75,7 @@ def serve(
     host: str | None = DEFAULT_HOST,
     port: int = 0,
     *,
+    config: Config | None = None,
     reuse_port: bool = False,
     ssl: ssl_module.SSLContext | None = None,
     max_connections: int | None = None,
@@ -87,7 +88,7 @@ def serve(
     is dead). When the handler returns, the connection is closed with GOODBYE,
     as with ``peerwatch.serve``. Heartbeats of all connections run on the shared loop.
     """
-    cfg = Config.from_overrides(None, settings)
+    cfg = Config.from_overrides(config, settings)
     runner = shared_loop()
 
     async def bridge(conn: AioConnection) -> None:
