@@ -41,7 +41,7 @@ _EXPORTS: dict[str, str] = {
     "knobs_for": "peerwatch.knobs",
     "apply_knobs": "peerwatch.knobs",
     "Connection": "peerwatch.aio.connection",
-    "Delivery": "peerwatch.aio.connection",
+    "Delivery": "peerwatch.aio.handles",
     "connect": "peerwatch.aio.client",
     "serve": "peerwatch.aio.server",
     "Server": "peerwatch.aio.server",
@@ -106,7 +106,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from peerwatch.aio.client import connect
-    from peerwatch.aio.connection import Connection, Delivery
+    from peerwatch.aio.connection import Connection
+    from peerwatch.aio.handles import Delivery
     from peerwatch.aio.server import Server, serve
     from peerwatch.assess_live import assess, socket_facts
     from peerwatch.assess_rules import assess_info
