@@ -1,4 +1,4 @@
-"""``python -m bench [idle|throughput|detection|accept ...] [--quick] [--out DIR]``.
+"""``python -m bench [idle|throughput|detection|accept|scale ...] [--quick] [--out DIR]``.
 
 A full run saves each benchmark's results as ``bench/results/<name>.json`` and
 rewrites ``docs/BENCHMARKS.md`` and ``docs/benchmarks.png`` from every saved
@@ -33,6 +33,7 @@ def runners() -> dict[str, Callable[..., dict[str, Any]]]:
     from bench.detection import run_detection
     from bench.exporter import run_exporter
     from bench.idle import run_idle
+    from bench.scale import run_scale
     from bench.throughput import run_throughput
 
     return {
@@ -41,6 +42,7 @@ def runners() -> dict[str, Callable[..., dict[str, Any]]]:
         "detection": run_detection,
         "accept": run_accept,
         "exporter": run_exporter,
+        "scale": run_scale,
     }
 
 
