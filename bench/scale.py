@@ -19,6 +19,7 @@ verdict for any other connection is a false one.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
@@ -26,12 +27,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.detection import EXPECTED, summary_ms
-from bench.procs import Child, ChildFailed, CpuWindow, children, rss_kib
+from bench.procs import Child, ChildFailed, CpuWindow, children, raise_nofile, rss_kib
 
 #: At most this many connections per source address (each has ~28,000 ephemeral ports).
 PER_SOURCE = 20_000
-#: At most this many connections per load-generator process.
-PER_PROCESS = 25_000
+#: At most this many connections per load-generator process (under a 20,000 fd limit).
+PER_PROCESS = 15_000
 MIN_SOURCES = 3
 FROZEN_SOURCE = "127.0.0.250"
 KILLED_SOURCE = "127.0.0.251"
@@ -64,8 +65,21 @@ class Plan:
     uvloop: bool
 
 
-FULL = Plan([1000, 10_000, 50_000, 100_000], 10.0, 30.0, 5.0, 10.0, 3, 1000, True)
+FULL = Plan([1000, 5000, 10_000, 15_000, 50_000, 100_000], 10.0, 30.0, 5.0, 10.0, 3, 1000, True)
 QUICK = Plan([2000], 1.0, 3.0, 0.5, 1.0, 2, 100, False)
+
+
+def fits(count: int) -> int | None:
+    """None when one process may hold ``count`` sockets, else the most it may open.
+
+    Children inherit this process's hard RLIMIT_NOFILE; raising it takes
+    CAP_SYS_RESOURCE, which a container may lack (then 100,000 cannot be held in
+    one process here, and the run says so rather than measuring something else).
+    peerwatch keeps an eighth of the limit (at most 64) and what is open in reserve.
+    """
+    limit = raise_nofile(count + 4096)
+    room = limit - min(64, limit // 8) - 256
+    return None if count <= room else room
 
 
 def load_shares(count: int) -> list[tuple[int, list[str]]]:
@@ -75,6 +89,11 @@ def load_shares(count: int) -> list[tuple[int, list[str]]]:
     shares = [count // processes + (i < count % processes) for i in range(processes)]
     # each process gets a disjoint slice of the sources when there are enough
     return [(share, sources[i::processes] or sources) for i, share in enumerate(shares)]
+
+
+def client_kind(server_kind: str) -> str:
+    """The floor's peers echo its pings; every other server speaks peerwatch's handshake."""
+    return "floor" if server_kind == "floor" else "peerwatch"
 
 
 class ScaleFlock:
@@ -138,7 +157,7 @@ def measure(setup: ScaleSetup, count: int, plan: Plan, detect: bool, log: Any) -
         groups = load_shares(count - 2 * victims)
         if victims:
             groups += [(victims, [FROZEN_SOURCE]), (victims, [KILLED_SOURCE])]
-        flock = ScaleFlock(setup.kind, port, plan, groups)
+        flock = ScaleFlock(client_kind(setup.kind), port, plan, groups)
         try:
             open_seconds = flock.open(60 + count / 500)
             held = wait_held(server, count, 30)
@@ -187,28 +206,39 @@ def detect_at_scale(
     frozen.command("freeze")
     killed_at = time.monotonic()
     killed.proc.kill()
+    killed.proc.wait(10)
+    exited_at = time.monotonic()  # reaped: the kernel has closed its sockets (FIN sent)
     frozen_at = float(frozen.read_event(10, "freezing")["at"])
     expected_sources = {FROZEN_SOURCE: "frozen", KILLED_SOURCE: "killed"}
-    lateness: dict[str, list[float]] = {"frozen": [], "internal": [], "killed": []}
+    lateness: dict[str, list[float]] = {"frozen": [], "internal": [], "killed": [], "exited": []}
     wrong_cause: list[str] = []
     false_verdicts: list[str] = []
     deadline = time.monotonic() + plan.timeout + 10
-    while len(lateness["frozen"]) + len(lateness["killed"]) + len(wrong_cause) < 2 * plan.victims:
+    seen = 0
+    while seen < 2 * plan.victims:
         try:
-            event = server.read_event(max(0.1, deadline - time.monotonic()), "verdict")
+            batch = server.read_event(max(0.1, deadline - time.monotonic()), "verdicts")
         except ChildFailed:
             break
-        group = expected_sources.get(event["peer"])
-        if group is None:
-            false_verdicts.append(f"{event['peer']}: {event['cause']}")
-        elif event["cause"] not in EXPECTED[group]:
-            wrong_cause.append(f"{group}: {event['cause']}")
-        elif group == "frozen":
-            lateness["frozen"].append(event["callback_at"] - frozen_at - plan.timeout)
-            lateness["internal"].append(event["silent_for"] - plan.timeout)
-        else:
-            lateness["killed"].append(event["callback_at"] - killed_at)
+        for event in batch["verdicts"]:
+            group = expected_sources.get(event["peer"])
+            if group is None:
+                false_verdicts.append(f"{event['peer']}: {event['cause']}")
+                continue
+            seen += 1
+            if event["cause"] not in EXPECTED[group]:
+                wrong_cause.append(f"{group}: {event['cause']}")
+            elif group == "frozen":
+                lateness["frozen"].append(event["callback_at"] - frozen_at - plan.timeout)
+                lateness["internal"].append(event["silent_for"] - plan.timeout)
+            else:
+                lateness["killed"].append(event["callback_at"] - killed_at)
+                lateness["exited"].append(event["callback_at"] - exited_at)
     time.sleep(1.0)  # any false verdict right behind the last expected one is still counted
+    with contextlib.suppress(ChildFailed):
+        for event in server.read_event(0.6, "verdicts")["verdicts"]:
+            if event["peer"] not in expected_sources:
+                false_verdicts.append(f"{event['peer']}: {event['cause']}")
     others_held = server.ask("stats", "stats")["connections"]
     frozen.proc.kill()  # a stopped process ignores SIGTERM until continued
     result = {
@@ -218,6 +248,7 @@ def detect_at_scale(
         "frozen_ms": summary_ms(lateness["frozen"]),
         "internal_ms": summary_ms(lateness["internal"]),
         "killed_ms": summary_ms(lateness["killed"]),
+        "killed_after_exit_ms": summary_ms(lateness["exited"]),
         "wrong_cause": wrong_cause[:20],
         "false_verdicts": len(false_verdicts),
         "false_examples": false_verdicts[:20],
@@ -252,8 +283,19 @@ def run_scale(quick: bool = False, log: Any = print) -> dict[str, Any]:
     setups = [s for s in SETUPS if plan.uvloop or not s.uvloop]
     rows: list[dict[str, Any]] = []
     failed: dict[str, str] = {}
-    largest = max(plan.counts)
+    counts = []
     for count in plan.counts:
+        room = fits(count)
+        if room is None:
+            counts.append(count)
+            continue
+        failed[f"{count:,} connections"] = (
+            f"RLIMIT_NOFILE: one process may open {room:,} sockets here (the hard limit"
+            " cannot be raised without CAP_SYS_RESOURCE)"
+        )
+        log(f"  scale {count}: not measured, {failed[f'{count:,} connections']}")
+    largest = max(counts)
+    for count in counts:
         for setup in setups:
             detect = count == largest and setup.kind == "peerwatch" and not setup.uvloop
             try:

@@ -1,31 +1,38 @@
 """Scale server child: holds up to 100,000+ idle connections with slow heartbeats.
 
-``python -m bench.scale_server floor|peerwatch --connections N [--uvloop]
+``python -m bench.scale_server floor|peerwatch|hello --connections N [--uvloop]
 [--interval 10] [--timeout 30]``
 
 Lifts its own RLIMIT_NOFILE to fit ``N`` sockets, prints ``ready`` with its port;
 on the stdin command ``stats`` prints how many connections it holds. After the
-command ``report-verdicts`` (peerwatch only) it prints one ``verdict`` event per
-ended connection with the peer's source address, the cause, ``silent_for`` and
-the ``time.monotonic()`` of the verdict, for the detection-at-scale phase (not
-before: 100,000 verdicts at shutdown would only be noise).
+command ``report-verdicts`` (peerwatch only) it prints ``verdicts`` events: for
+each ended connection the peer's source address, the cause, ``silent_for`` and
+the ``time.monotonic()`` at which the handler saw the verdict, for the
+detection-at-scale phase (not before: 100,000 verdicts at shutdown would only
+be noise).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import gc
+import io
+import pstats
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from bench.aiohelpers import loop_name, run, stdin_lines
 from bench.floor import PingFloor
 from bench.idle_server import server_port
 from bench.procs import child_setup, emit, raise_nofile
+from bench.rawclients import peerwatch_hello
 
 BACKLOG = 4096
+#: Verdicts are collected for this long, then printed in one line.
+REPORT_DELAY = 0.5
 #: Descriptors beyond the connections: listener, pipes, event loop, imports.
 FD_MARGIN = 4096
 
@@ -53,13 +60,25 @@ async def serve_peerwatch(options: argparse.Namespace) -> tuple[Any, Callable[[]
             held -= 1
         if options.report_verdicts:  # set by the command, after the idle measurement
             peer = conn.peer  # kept by the connection anyway: no extra memory per connection
-            emit(
-                "verdict",
-                peer=peer[0] if peer else None,
-                cause=verdict.cause.value,
-                silent_for=verdict.silent_for,
-                callback_at=time.monotonic(),
+            if not pending:
+                asyncio.get_running_loop().call_later(REPORT_DELAY, report)
+            pending.append(
+                {
+                    "peer": peer[0] if peer else None,
+                    "cause": verdict.cause.value,
+                    "silent_for": verdict.silent_for,
+                    "callback_at": time.monotonic(),
+                }
             )
+
+    pending: list[dict[str, Any]] = []
+
+    def report() -> None:
+        """One line for a burst of verdicts: writing 1,000 lines one by one into a pipe
+        the parent drains would delay the verdicts behind them, and the benchmark
+        would measure its own reporting."""
+        emit("verdicts", verdicts=pending[:])
+        pending.clear()
 
     server = await peerwatch.serve(
         handler,
@@ -72,14 +91,60 @@ async def serve_peerwatch(options: argparse.Namespace) -> tuple[Any, Callable[[]
     return server, lambda: held
 
 
+class HelloFloor(asyncio.Protocol):
+    """The least a peerwatch handshake costs: read the peer's HELLO frame, write ours.
+
+    No options, no heartbeat, no task: the reconnect-storm benchmark's bare
+    asyncio server, exchanging the same bytes as ``peerwatch.serve``.
+    """
+
+    reply = b""  # the server's HELLO, encoded once
+    held = 0
+    transport: asyncio.Transport
+
+    def __init__(self) -> None:
+        self.buffer: bytes | None = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        HelloFloor.held += 1
+
+    def data_received(self, data: bytes) -> None:
+        if self.buffer is None:
+            return  # past the handshake: the peer's pings are not answered
+        buffer = self.buffer = self.buffer + data
+        if len(buffer) >= 5 and len(buffer) >= 5 + int.from_bytes(buffer[:4], "big"):
+            self.transport.write(self.reply)
+            self.buffer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        HelloFloor.held -= 1
+
+
+async def serve_hello(options: argparse.Namespace) -> tuple[Any, Callable[[], int]]:
+    HelloFloor.reply = peerwatch_hello(options.interval, options.timeout)
+    server = await asyncio.get_running_loop().create_server(
+        HelloFloor, "127.0.0.1", 0, backlog=BACKLOG
+    )
+    return server, lambda: HelloFloor.held
+
+
 async def main(options: argparse.Namespace) -> None:
-    starters = {"floor": serve_floor, "peerwatch": serve_peerwatch}
+    starters = {"floor": serve_floor, "peerwatch": serve_peerwatch, "hello": serve_hello}
+    profile = cProfile.Profile() if options.profile else None
     server, held = await starters[options.kind](options)
     gc.collect()
+    if profile is not None:
+        profile.enable()
     emit("ready", port=server_port(server), loop=loop_name())
     async for command in stdin_lines():
         if command == "stats":
             emit("stats", connections=held())
+        elif command == "profile" and profile is not None:
+            profile.disable()
+            text = io.StringIO()
+            pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(40)
+            emit("profile", text=text.getvalue())
         elif command == "report-verdicts":
             options.report_verdicts = True
             emit("reporting")
@@ -87,11 +152,12 @@ async def main(options: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["floor", "peerwatch"])
+    parser.add_argument("kind", choices=["floor", "peerwatch", "hello"])
     parser.add_argument("--connections", type=int, required=True)
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="cProfile until 'profile'")
     parser.add_argument("--max-seconds", type=float, default=900)
     options = parser.parse_args()
     options.report_verdicts = False
