@@ -88,7 +88,13 @@ async def serve_peerwatch(options: argparse.Namespace) -> tuple[Any, Callable[[]
         timeout=options.timeout,
         backlog=BACKLOG,
     )
-    return server, lambda: held
+
+    def stats() -> int:
+        if server.dropped_handshakes:  # real peers dropped as "silent": a storm symptom
+            emit("dropped", handshakes=server.dropped_handshakes)
+        return held
+
+    return server, stats
 
 
 class HelloFloor(asyncio.Protocol):
@@ -145,6 +151,8 @@ async def main(options: argparse.Namespace) -> None:
             text = io.StringIO()
             pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(40)
             emit("profile", text=text.getvalue())
+            profile = cProfile.Profile()  # the next "profile" covers the time from now
+            profile.enable()
         elif command == "report-verdicts":
             options.report_verdicts = True
             emit("reporting")
@@ -157,7 +165,7 @@ if __name__ == "__main__":
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--uvloop", action="store_true")
-    parser.add_argument("--profile", action="store_true", help="cProfile until 'profile'")
+    parser.add_argument("--profile", action="store_true", help="'profile' prints, restarts")
     parser.add_argument("--max-seconds", type=float, default=900)
     options = parser.parse_args()
     options.report_verdicts = False
