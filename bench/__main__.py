@@ -119,6 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             results[name] = json.loads(path.read_text())
     write_markdown(results, docs_dir / "BENCHMARKS.md", "benchmarks.png")
     write_plot(results, docs_dir / "benchmarks.png")
+    if "scale" in results:
+        from bench.scale_report import write_scale_plot
+
+        write_scale_plot(results["scale"], docs_dir / "scale.png")
     print(f"report: {docs_dir / 'BENCHMARKS.md'}")
     return status
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from bench import targets
 from bench.exporter import exporter_section
+from bench.scale_report import scale_checks, scale_section
 from bench.targets import Check
 
 TITLES = {
@@ -19,6 +20,7 @@ TITLES = {
     "detection": "Detection precision",
     "accept": "Accept scaling",
     "exporter": "Exporter cost",
+    "scale": "Scale",
 }
 
 
@@ -188,6 +190,7 @@ SECTIONS = {
     "detection": detection_section,
     "accept": accept_section,
     "exporter": exporter_section,
+    "scale": scale_section,
 }
 
 
@@ -197,6 +200,7 @@ CHECKS = {
     "detection": targets.detection_checks,
     "accept": targets.accept_checks,
     "exporter": targets.exporter_checks,
+    "scale": scale_checks,
 }
 
 ANALYSIS = Path(__file__).resolve().parent / "analysis.md"
