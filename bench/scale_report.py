@@ -12,6 +12,8 @@ from typing import Any
 
 from bench.targets import Check
 
+#: Written by a person after looking at a run (the numbers above are not).
+ANALYSIS = Path(__file__).resolve().parent / "scale_analysis.md"
 TARGET_CPU = 1.2  # x the floor with the same loop
 TARGET_RSS_KIB = 4.0  # per connection above the empty process
 TARGET_LATE_MS = 50.0  # verdict after timeout + last evidence (frozen) or after the kill
@@ -169,6 +171,8 @@ def scale_section(result: dict[str, Any]) -> list[str]:
         last = (reason.strip().splitlines() or ["?"])[-1][:300]
         lines += ["", f"> **{label}: not measured.** `{last}`"]
     lines += ["", "![scale](scale.png)"]
+    if ANALYSIS.exists():
+        lines += ["", "### Scale: analysis", "", ANALYSIS.read_text().strip()]
     return lines
 
 

@@ -87,6 +87,7 @@ async def serve_peerwatch(options: argparse.Namespace) -> tuple[Any, Callable[[]
         interval=options.interval,
         timeout=options.timeout,
         backlog=BACKLOG,
+        **({"max_handshakes": options.max_handshakes} if options.max_handshakes else {}),
     )
 
     def stats() -> int:
@@ -165,6 +166,8 @@ if __name__ == "__main__":
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--max-handshakes", type=int, default=0, help="0: the default")
+    parser.add_argument("--max-handshakes", type=int, default=0, help="0: the default")
     parser.add_argument("--profile", action="store_true", help="'profile' prints, restarts")
     parser.add_argument("--max-seconds", type=float, default=900)
     options = parser.parse_args()
