@@ -167,7 +167,6 @@ if __name__ == "__main__":
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--max-handshakes", type=int, default=0, help="0: the default")
-    parser.add_argument("--max-handshakes", type=int, default=0, help="0: the default")
     parser.add_argument("--profile", action="store_true", help="'profile' prints, restarts")
     parser.add_argument("--max-seconds", type=float, default=900)
     options = parser.parse_args()
