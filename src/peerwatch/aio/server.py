@@ -182,9 +182,11 @@ class Server:
                 continue
             if _unread_bytes(conn.transport):
                 # its bytes (the HELLO) wait in our own receive queue: the peer is not
-                # silent, this process is behind (a reconnect storm). Once read, a
-                # slowloris' stray byte no longer counts, so this spares only real peers.
-                continue
+                # silent, this process is behind (a reconnect storm), and the younger
+                # ones are in the same case. Drop none now (one ioctl per accept, not
+                # one per waiting peer); once this process has read them, a slowloris'
+                # stray byte no longer counts and the silent ones go.
+                break
             stale.append((conn, since))
         for conn, since in stale:
             del self.handshaking[conn]
