@@ -99,7 +99,13 @@ def test_list_names_every_fault_server_and_protection() -> None:
     assert result.returncode == 0, result.stderr
     for name in ("power-off-inflight", "middlebox", "server-idle-close", "hung"):
         assert name in result.stdout
-    for server in ("postgresql (psycopg)", "redis (redis-py)", "nginx", "rabbitmq", "nats"):
+    for server in (
+        "postgresql (psycopg, asyncpg)",
+        "redis (redis-py, redis-py-asyncio)",
+        "nginx (requests, httpx, aiohttp)",
+        "rabbitmq (pika, kombu)",
+        "nats (nats.py)",
+    ):
         assert server in result.stdout
     assert "protections: defaults, driver, guard, run" in result.stdout
 
