@@ -64,6 +64,9 @@ class DriverClient:
     #: Connections one request may try before the application sees an error (a driver that
     #: retries on a fresh connection makes the application wait once per attempt).
     attempts = 1
+    #: Seconds after which the driver's pool drops an idle connection instead of reusing it
+    #: (None: never); a flow it no longer uses cannot be forgotten by a middlebox.
+    idle_expiry: float | None = None
 
     def __init__(self, spec: dict[str, Any], emit: Emit) -> None:
         self.host: str = spec["host"]
@@ -122,29 +125,34 @@ class Postgres(DriverClient):
         return self.conn.pgconn.socket  # public: the libpq descriptor
 
 
+def redis_options(client: DriverClient, retry: Any) -> dict[str, Any]:
+    """redis-py's options for the lab, sync or asyncio (``retry``: that flavour's Retry class):
+    retries off, and the budget's keepalive options under ``driver`` and ``pool-check``."""
+    from redis.backoff import NoBackoff
+
+    options: dict[str, Any] = {
+        "host": client.host,
+        "port": client.port,
+        "socket_timeout": None,
+        "socket_connect_timeout": 10,
+        "retry": retry(NoBackoff(), 0),
+    }
+    if client.protection in ("driver", "pool-check"):
+        from peerwatch.integrations.redis import connection_options
+
+        options.update(connection_options(client.timeout))  # socket_keepalive(_options)
+    return options
+
+
 class Redis(DriverClient):
     """redis-py. ``socket_timeout=None``: what pre-8.1 gave everyone, and what blocking
     commands (BLPOP, XREAD BLOCK, pub/sub) need; 8.1's default of 5 s would fail them."""
 
     def connect(self) -> None:
         import redis
-        from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        options: dict[str, Any] = {}
-        if self.protection == "driver":
-            from peerwatch.integrations.redis import connection_options
-
-            options = connection_options(self.timeout)  # socket_keepalive(_options)
-        self.client = redis.Redis(
-            host=self.host,
-            port=self.port,
-            socket_timeout=None,
-            socket_connect_timeout=10,
-            retry=Retry(NoBackoff(), 0),
-            single_connection_client=True,
-            **options,
-        )
+        self.client = redis.Redis(**redis_options(self, Retry), single_connection_client=True)
 
     def quick(self) -> object:
         return self.client.ping()
@@ -326,22 +334,9 @@ class AsyncRedis(AsyncClient):
     async def _connect(self) -> None:
         import redis.asyncio
         from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
 
-        options: dict[str, Any] = {}
-        if self.protection == "driver":
-            from peerwatch.integrations.redis import connection_options
-
-            options = connection_options(self.timeout)
-        self.client = redis.asyncio.Redis(
-            host=self.host,
-            port=self.port,
-            socket_timeout=None,
-            socket_connect_timeout=10,
-            retry=Retry(NoBackoff(), 0),
-            single_connection_client=True,
-            **options,
-        )
+        options = redis_options(self, Retry)
+        self.client = redis.asyncio.Redis(**options, single_connection_client=True)
 
     def quick(self) -> object:
         return self._run(self.client.ping())
@@ -364,6 +359,7 @@ class Httpx(DriverClient):
     on the first connection does not reach later requests: use the transport."""
 
     guard_covers = False
+    idle_expiry = 5.0  # httpx's keepalive_expiry
 
     def connect(self) -> None:
         import httpx
@@ -402,6 +398,7 @@ class Aiohttp(AsyncClient):
 
     guard_covers = False
     attempts = 2
+    idle_expiry = 15.0  # TCPConnector's keepalive_timeout
 
     async def _connect(self) -> None:
         import aiohttp
@@ -504,20 +501,12 @@ class RedisPool(Redis):
 
     def connect(self) -> None:
         import redis
-        from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        from peerwatch.integrations.redis import CheckedConnection, connection_options
+        from peerwatch.integrations.redis import CheckedConnection
 
-        pool = redis.ConnectionPool(
-            host=self.host,
-            port=self.port,
-            socket_timeout=None,
-            socket_connect_timeout=10,
-            retry=Retry(NoBackoff(), 0),
-            connection_class=CheckedConnection,
-            **connection_options(self.timeout),
-        )
+        options = redis_options(self, Retry)
+        pool = redis.ConnectionPool(**options, connection_class=CheckedConnection)
         self.client = redis.Redis(connection_pool=pool)
 
     def socket_of(self) -> Any:

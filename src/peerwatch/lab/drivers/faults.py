@@ -150,12 +150,15 @@ def expectation(
     protection: str,
     s: DriverSettings,
     options: dict[str, int] | None = None,
+    *,
     attempts: int = 1,
+    idle_expiry: float | None = None,
 ) -> Expectation:
     """What theory predicts; ``options`` are the driver's socket options as the kernel has them
     (a driver's own default keepalive, such as redis-py 8.1's 30+5x3, changes the prediction);
     ``attempts``: connections the driver tries for one request (aiohttp retries once), each
-    protected, so the application waits up to one budget per attempt."""
+    protected, so the application waits up to one budget per attempt; ``idle_expiry``: the
+    pool drops a connection idle that long rather than reuse it (httpx 5 s, aiohttp 15 s)."""
     own = keepalive_bound(options or {})
     within = round(s.claimed * attempts, 2)
     clear = Expectation(
@@ -184,8 +187,19 @@ def expectation(
         return Expectation("replaced at checkout: reply, no error", "reply")
     if fault.name == "middlebox":
         first_probe = (options or {}).get("TCP_KEEPIDLE", 7200)
+        user_timeout = (options or {}).get("TCP_USER_TIMEOUT", 0) / 1000
+        if protection == "defaults" and idle_expiry is not None:
+            if idle_expiry < s.middlebox_timeout:
+                text = f"the pool drops connections idle {idle_expiry:g} s, before the NAT: reply"
+                return Expectation(text, "reply")
+            return Expectation("–", None)  # depends on how long it sat idle: measured
         if protection == "defaults" and own is not None and first_probe < s.middlebox_timeout:
             return Expectation("the driver's own keepalive keeps the flow: reply", "reply")
+        if protection == "defaults" and user_timeout:
+            within = round(user_timeout + 1, 1)  # the next retransmission past it
+            return Expectation(
+                f"the driver's own user timeout: error within {within:g} s", "error", within
+            )
         if protection in PROTECTED:
             return Expectation("keepalive keeps the flow: reply", "reply")
         if protection == "defaults":

@@ -238,8 +238,10 @@ class FaultRun:
         key = self.key(server, driver, protection)
         options = self.options.get(key, {})
         cls = client_class(driver, protection)
-        attempts = cls.attempts if cls is not None else 1
-        expect = expectation(self.fault, protection, self.settings, options, attempts)
+        attempts, expiry = (cls.attempts, cls.idle_expiry) if cls is not None else (1, None)
+        expect = expectation(
+            self.fault, protection, self.settings, options, attempts=attempts, idle_expiry=expiry
+        )
 
         def record(
             outcome: str, seconds: float | None, saw: str, ok: bool | None, why: str = ""
