@@ -3,8 +3,7 @@
 Reuses the lab command's options: ``--quick`` (CI-sized: psycopg and redis-py,
 a request in flight when the host loses power, a 12 s bound), ``--scenario``
 (fault names), ``--strategy`` (protections), ``--server`` (server or driver
-names), ``--json``,
-``--markdown``, ``--list``. Exit status as for the lab: 0 every claim held, 1 one
+names), ``--json`` (JSON lines), ``--save FILE``, ``--markdown FILE``, ``--list``. Exit status as for the lab: 0 every claim held, 1 one
 did not, 2 the scenarios cannot run here (with the reason).
 """
 
@@ -14,7 +13,7 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 #: What --quick runs: the issue's CI subset.
@@ -90,7 +89,8 @@ def _run(
     if problems:
         print(f"peerwatch lab --drivers: {'; '.join(problems)}", file=sys.stderr)
         return 2
-    console = Console(width=None if sys.stdout.isatty() else 220)
+    # with --json, stdout carries only the JSON lines; the table and progress go to stderr
+    console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 220)
     if "run" in protections and not protect_available():
         console.print(
             "  [yellow]peerwatch run is not in this peerwatch yet: 'run' skipped[/yellow]"
@@ -121,14 +121,20 @@ def _run(
     elapsed = time.monotonic() - started
     console.print(report.render_table(records, f"peerwatch lab --drivers ({settings.mode})"))
     console.print(report.summary_line(records, elapsed))
-    if args.json is not None:
-        meta = {
-            "elapsed": round(elapsed, 1),
-            "kernel": os.uname().release,
-            "protections": protections,
-        }
-        report.write_json(args.json, records, settings, meta)
-        console.print(f"records written to {args.json}")
+    meta = {
+        "elapsed": round(elapsed, 1),
+        "kernel": os.uname().release,
+        "protections": protections,
+    }
+    if args.json:
+        from peerwatch.cli.jsonout import emit
+
+        for record in records:
+            emit("record", **record.as_dict())
+        emit("summary", settings=asdict(settings), **meta)
+    if args.save is not None:
+        report.write_json(args.save, records, settings, meta)
+        console.print(f"records written to {args.save}")
     if args.markdown is not None:
         args.markdown.write_text(report.write_markdown(records, protections))
     return 1 if any(r.ok is False for r in records) else 0
