@@ -3,8 +3,9 @@
 Reuses the lab command's options: ``--quick`` (CI-sized: psycopg and redis-py,
 a request in flight when the host loses power, a 12 s bound), ``--scenario``
 (fault names), ``--strategy`` (protections), ``--server`` (server or driver
-names), ``--json`` (JSON lines), ``--save FILE``, ``--markdown FILE``, ``--list``. Exit status as for the lab: 0 every claim held, 1 one
-did not, 2 the scenarios cannot run here (with the reason).
+names), ``--json`` (JSON lines), ``--save FILE``, ``--markdown FILE``, ``--list``.
+Exit status as for the lab: 0 every claim held, 1 one did not, 2 the scenarios cannot
+run here (with the reason).
 """
 
 from __future__ import annotations
