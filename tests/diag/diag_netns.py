@@ -53,6 +53,7 @@ class NetnsHost:
     addr: str
     local_addr: str
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    directories: list[str] = field(default_factory=list)  # servers' directories, removed at close
 
     def spawn(self, *argv: str, **kwargs: object) -> subprocess.Popen[bytes]:
         """Start ``argv`` inside the namespace; it is killed when the fixture ends."""
@@ -78,22 +79,19 @@ class NetnsHost:
                 time.sleep(0.05)
 
     def start_redis(self, port: int = 6379) -> subprocess.Popen[bytes]:
-        redis_server = shutil.which("redis-server")
-        if redis_server is None:
-            pytest.skip("redis-server is not installed (tools/system-deps.sh installs it)")
-        proc = self.spawn(
-            redis_server,
-            "--bind", self.addr,
-            "--port", str(port),
-            "--save", "",
-            "--appendonly", "no",
-            "--protected-mode", "no",
-            "--daemonize", "no",
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        self.wait_listening(port)
-        return proc
+        """Redis (peerwatch.testing.servers) inside the namespace, listening on ``addr``."""
+        from peerwatch.testing.servers import ServerUnavailable, Where, start_redis
+
+        def spawn(argv: list[str]) -> subprocess.Popen[bytes]:
+            return self.spawn(*argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        try:
+            server = start_redis(Where(self.addr, port, spawn=spawn))
+        except ServerUnavailable as exc:
+            pytest.skip(str(exc))
+        self.directories.append(server.directory)
+        assert server.proc is not None
+        return server.proc
 
     def blackhole(self) -> None:
         """Drop every packet to and from the host: it vanishes without FIN or RST."""
@@ -108,6 +106,8 @@ class NetnsHost:
                 os.killpg(proc.pid, signal.SIGKILL)  # the group: the process and its children
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
+        for directory in self.directories:
+            shutil.rmtree(directory, ignore_errors=True)
         subprocess.run(
             ["ip", "netns", "del", self.name], check=False, capture_output=True, timeout=10
         )

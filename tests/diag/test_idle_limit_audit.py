@@ -83,6 +83,18 @@ def test_each_weakness_is_flagged_with_its_fix(
     for name, sock in made.items():
         assert budgets[local(sock)]["settings"] == "socket options", name
     assert problems(budgets[local(made["bare"])]) == ["NO_PROTECTION"]
+    # what was applied to each connection, read from the socket (inspect --pid shows it too)
+    late_applied = budgets[local(made["late"])]["applied"]
+    assert isinstance(late_applied, dict)
+    assert (late_applied["keepalive"], late_applied["idle"], late_applied["interval"]) == (
+        True,
+        600,
+        60,
+    )
+    twitchy_applied = budgets[local(made["twitchy"])]["applied"]
+    assert isinstance(twitchy_applied, dict) and twitchy_applied["user_timeout_ms"] == 100
+    bare_applied = budgets[local(made["bare"])]["applied"]
+    assert isinstance(bare_applied, dict) and bare_applied["keepalive"] is False
     assert problems(budgets[local(made["late"])]) == ["KEEPALIVE_TOO_LATE"]
     assert problems(budgets[local(made["guarded"])]) == []
     assert problems(budgets[local(made["twitchy"])]) == ["USER_TIMEOUT_TOO_SHORT"]

@@ -136,11 +136,13 @@ def test_run_turns_a_powered_off_postgres_host_into_an_error_through_libpq_optio
     netns_host: NetnsHost, clients: list[subprocess.Popen[str]]
 ) -> None:
     pytest.importorskip("psycopg")
-    from peerwatch.testing.servers import ServerUnavailable, start_postgres
+    from peerwatch.testing.servers import ServerUnavailable, Where, start_postgres
 
-    prefix = ("ip", "netns", "exec", netns_host.name)
+    def spawn(argv: list[str]) -> subprocess.Popen[bytes]:
+        return netns_host.spawn(*argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     try:
-        server = start_postgres(host=netns_host.addr, port=5432, prefix=prefix)
+        server = start_postgres(Where(netns_host.addr, 5432, spawn=spawn))
     except ServerUnavailable as exc:
         pytest.skip(str(exc))
     try:

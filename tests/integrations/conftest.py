@@ -14,7 +14,6 @@ from peerwatch.testing.servers import (
     start_postgres,
     start_rabbitmq,
     start_redis,
-    stop_rabbitmq,
 )
 
 
@@ -59,7 +58,7 @@ def rabbitmq_server() -> Iterator[Server]:
     try:
         yield server
     finally:
-        stop_rabbitmq(server)
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -97,12 +97,24 @@ def test_unknown_fault_is_a_one_line_usage_error() -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_server_takes_driver_names_and_a_typo_is_a_one_line_usage_error() -> None:
+    result = _lab("--server", "asyncpg,aiohtp", timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("peerwatch lab: unknown name(s): aiohtp; see --drivers --list")
+
+
 def test_list_names_every_fault_server_and_protection() -> None:
     result = _lab("--list", timeout=60)
     assert result.returncode == 0, result.stderr
     for name in ("power-off-inflight", "middlebox", "server-idle-close", "hung"):
         assert name in result.stdout
-    for server in ("postgresql (psycopg)", "redis (redis-py)", "nginx", "rabbitmq", "nats"):
+    for server in (
+        "postgresql (psycopg, asyncpg)",
+        "redis (redis-py, redis-py-asyncio)",
+        "nginx (requests, httpx, aiohttp)",
+        "rabbitmq (pika, kombu)",
+        "nats (nats.py)",
+    ):
         assert server in result.stdout
     assert "protections: defaults, driver, guard, run" in result.stdout
 

@@ -33,7 +33,7 @@ def run_budget(filters: Filters, policy: AssessPolicy, args: argparse.Namespace)
     for entry in at_risk:
         record = entry.row.record
         process = entry.row.process_text.encode("unicode_escape").decode("ascii")
-        print(f"{record.local_text} -> {record.remote_text}  {process}  ({entry.settings})")
+        print(f"{record.local_text} -> {record.remote_text}  {process}  ({entry.applied_text()})")
         for finding in entry.findings:
             print(f"  {finding.problem}: {finding.detail}")
             print(f"    fix: {finding.fix}")

@@ -29,6 +29,33 @@ class AuditedRow:
     row: Row
     settings: str  # "socket options" (read exactly) or "sock_diag timer" (inferred)
     findings: tuple[BudgetFinding, ...]
+    #: The protection options read from the socket, when they could be: what a program,
+    #: its driver, ``guard`` or ``peerwatch run`` really applied to this connection.
+    options: SocketFacts | None = None
+
+    def applied(self) -> dict[str, object] | None:
+        known = self.options
+        if known is None:
+            return None
+        return {
+            "keepalive": known.keepalive,
+            "idle": known.keepalive_idle,
+            "interval": known.keepalive_interval,
+            "count": known.keepalive_count,
+            "user_timeout_ms": known.user_timeout_ms,
+        }
+
+    def applied_text(self) -> str:
+        """``keepalive 2+1x3 s, user timeout 4600 ms``, or how the settings were inferred."""
+        known = self.options
+        if known is None:
+            return self.settings
+        keepalive = (
+            f"keepalive {known.keepalive_idle}+{known.keepalive_interval}x{known.keepalive_count} s"
+            if known.keepalive
+            else "keepalive off"
+        )
+        return f"{self.settings}: {keepalive}, user timeout {known.user_timeout_ms} ms"
 
     def as_dict(self, idle_limit: float) -> dict[str, object]:
         return {
@@ -36,6 +63,7 @@ class AuditedRow:
             "budget": {
                 "idle_limit": idle_limit,
                 "settings": self.settings,
+                "applied": self.applied(),
                 "findings": [f.as_dict() for f in self.findings],
             },
         }
@@ -65,6 +93,7 @@ def audit_rows(rows: Iterable[Row], idle_limit: float) -> list[AuditedRow]:
                 row,
                 "socket options" if known is not None else "sock_diag timer",
                 tuple(audit_budget(facts, idle_limit, fix)),
+                known,
             )
         )
     return audited

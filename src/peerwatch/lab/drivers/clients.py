@@ -57,6 +57,17 @@ IDLE_STEP = 0.2
 class DriverClient:
     """One driver's connection; subclasses know how to connect, ask, and find the socket."""
 
+    own_options = True  # the driver has keepalive / timeout options (the "driver" protection)
+    #: ``guard`` on the connection made at start-up also protects the requests measured; False
+    #: for pools that open new connections by themselves (guard covers one socket, not a pool).
+    guard_covers = True
+    #: Connections one request may try before the application sees an error (a driver that
+    #: retries on a fresh connection makes the application wait once per attempt).
+    attempts = 1
+    #: Seconds after which the driver's pool drops an idle connection instead of reusing it
+    #: (None: never); a flow it no longer uses cannot be forgotten by a middlebox.
+    idle_expiry: float | None = None
+
     def __init__(self, spec: dict[str, Any], emit: Emit) -> None:
         self.host: str = spec["host"]
         self.port: int = int(spec["port"])
@@ -114,29 +125,34 @@ class Postgres(DriverClient):
         return self.conn.pgconn.socket  # public: the libpq descriptor
 
 
+def redis_options(client: DriverClient, retry: Any) -> dict[str, Any]:
+    """redis-py's options for the lab, sync or asyncio (``retry``: that flavour's Retry class):
+    retries off, and the budget's keepalive options under ``driver`` and ``pool-check``."""
+    from redis.backoff import NoBackoff
+
+    options: dict[str, Any] = {
+        "host": client.host,
+        "port": client.port,
+        "socket_timeout": None,
+        "socket_connect_timeout": 10,
+        "retry": retry(NoBackoff(), 0),
+    }
+    if client.protection in ("driver", "pool-check"):
+        from peerwatch.integrations.redis import connection_options
+
+        options.update(connection_options(client.timeout))  # socket_keepalive(_options)
+    return options
+
+
 class Redis(DriverClient):
     """redis-py. ``socket_timeout=None``: what pre-8.1 gave everyone, and what blocking
     commands (BLPOP, XREAD BLOCK, pub/sub) need; 8.1's default of 5 s would fail them."""
 
     def connect(self) -> None:
         import redis
-        from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        options: dict[str, Any] = {}
-        if self.protection == "driver":
-            from peerwatch.integrations.redis import connection_options
-
-            options = connection_options(self.timeout)  # socket_keepalive(_options)
-        self.client = redis.Redis(
-            host=self.host,
-            port=self.port,
-            socket_timeout=None,
-            socket_connect_timeout=10,
-            retry=Retry(NoBackoff(), 0),
-            single_connection_client=True,
-            **options,
-        )
+        self.client = redis.Redis(**redis_options(self, Retry), single_connection_client=True)
 
     def quick(self) -> object:
         return self.client.ping()
@@ -235,17 +251,26 @@ class Amqp(DriverClient):
         return self.conn._impl._transport._sock  # private: pika does not expose the socket
 
 
-class Nats(DriverClient):
-    """nats.py (asyncio, reconnects by itself): ``ping_interval``/``max_outstanding_pings``
-    are its knobs; the error the application gets is the disconnect callback."""
+class AsyncClient(DriverClient):
+    """An asyncio driver, on an event loop in a thread of its own; the driver thread waits
+    for each coroutine as a synchronous program would wait for its call."""
 
     def connect(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, name="nats-loop", daemon=True).start()
+        if not hasattr(self, "loop"):  # a retried connect reuses the loop
+            self.loop = asyncio.new_event_loop()
+            threading.Thread(target=self.loop.run_forever, name="loop", daemon=True).start()
         self._run(self._connect())
 
     def _run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    async def _connect(self) -> None:
+        raise NotImplementedError
+
+
+class Nats(AsyncClient):
+    """nats.py (asyncio, reconnects by itself): ``ping_interval``/``max_outstanding_pings``
+    are its knobs; the error the application gets is the disconnect callback."""
 
     async def _connect(self) -> None:
         import nats
@@ -280,6 +305,170 @@ class Nats(DriverClient):
         return writer.get_extra_info("socket")
 
 
+class AsyncPostgres(AsyncClient):
+    """asyncpg: no keepalive or user-timeout option of its own (no ``driver`` protection);
+    ``guard`` reaches the socket through its asyncio transport (private)."""
+
+    own_options = False
+
+    async def _connect(self) -> None:
+        import asyncpg
+
+        self.conn = await asyncpg.connect(
+            host=self.host, port=self.port, user="postgres", database="postgres", timeout=10
+        )
+
+    def quick(self) -> object:
+        return self._run(self.conn.fetchval("SELECT 1"))
+
+    def slow(self) -> object:
+        return self._run(self.conn.fetchval(f"SELECT pg_sleep({FOREVER})"))
+
+    def socket_of(self) -> Any:
+        return self.conn._transport.get_extra_info("socket")  # private
+
+
+class AsyncRedis(AsyncClient):
+    """redis-py's asyncio client, with the same options and retries off as ``Redis``."""
+
+    async def _connect(self) -> None:
+        import redis.asyncio
+        from redis.asyncio.retry import Retry
+
+        options = redis_options(self, Retry)
+        self.client = redis.asyncio.Redis(**options, single_connection_client=True)
+
+    def quick(self) -> object:
+        return self._run(self.client.ping())
+
+    def slow(self) -> object:
+        return self._run(self.client.blpop(["peerwatch-lab-never"], 0))
+
+    def socket_of(self) -> Any:
+        connection = self.client.connection
+        assert connection is not None
+        writer: Any = connection._writer  # private: redis-py does not expose the socket
+        return writer.transport.get_extra_info("socket")
+
+
+class Httpx(DriverClient):
+    """httpx against nginx. ``timeout=None``: httpx's default 5 s would end any request
+    slower than that (a long poll, a report), so programs that have such requests turn it
+    off, as requests' users never had one; ``socket_options`` is its own knob. Its pool
+    replaces a connection idle past ``keepalive_expiry`` (5 s) with a new one, so ``guard``
+    on the first connection does not reach later requests: use the transport."""
+
+    guard_covers = False
+    idle_expiry = 5.0  # httpx's keepalive_expiry
+
+    def connect(self) -> None:
+        import httpx
+
+        transport = None
+        if self.protection == "driver":
+            from peerwatch.integrations.httpx import transport as protected
+
+            transport = protected(self.timeout)
+        self.client = httpx.Client(
+            base_url=f"http://{self.host}:{self.port}", timeout=None, transport=transport
+        )
+
+    def _get(self, path: str) -> object:
+        return self.client.get(path).raise_for_status().status_code
+
+    def quick(self) -> object:
+        return self._get("/")
+
+    def slow(self) -> object:
+        return self._get("/slow")
+
+    def socket_of(self) -> Any:
+        for conn in self.client._transport._pool.connections:  # type: ignore[attr-defined]
+            stream = conn._connection._network_stream  # private: httpcore's pooled connection
+            return stream.get_extra_info("socket")
+        raise RuntimeError("no pooled HTTP connection to guard")
+
+
+class Aiohttp(AsyncClient):
+    """aiohttp's ClientSession with its default timeouts (300 s in all, longer than the
+    lab's bound); ``socket_factory`` on its connector is its own knob. When a reused
+    connection fails, aiohttp retries an idempotent request once on a new connection (no
+    public switch), so the application waits two budgets, and ``guard`` on the first
+    connection does not reach the second."""
+
+    guard_covers = False
+    attempts = 2
+    idle_expiry = 15.0  # TCPConnector's keepalive_timeout
+
+    async def _connect(self) -> None:
+        import aiohttp
+
+        options: dict[str, Any] = {}
+        if self.protection == "driver":
+            from peerwatch.integrations.aiohttp import connector
+
+            options = {"connector": connector(self.timeout)}
+        self.base = f"http://{self.host}:{self.port}"
+        self.session = aiohttp.ClientSession(**options)
+
+    async def _get(self, path: str) -> object:
+        async with self.session.get(self.base + path) as response:
+            response.raise_for_status()
+            await response.read()
+            return response.status
+
+    def quick(self) -> object:
+        return self._run(self._get("/"))
+
+    def slow(self) -> object:
+        return self._run(self._get("/slow"))
+
+    def socket_of(self) -> Any:
+        connector: Any = self.session.connector
+        for parked in connector._conns.values():  # private: the idle connections
+            for protocol, _ in parked:
+                return protocol.transport.get_extra_info("socket")
+        raise RuntimeError("no pooled HTTP connection to guard")
+
+
+class Kombu(DriverClient):
+    """kombu over py-amqp against RabbitMQ (Celery's stack). py-amqp sets its own socket
+    options after connecting; ``transport_options={"socket_settings": ...}`` is the knob
+    (peerwatch.integrations.amqp). A consumer waiting for a message is the request in flight."""
+
+    def connect(self) -> None:
+        from kombu.connection import Connection
+
+        options: dict[str, Any] = {}
+        if self.protection == "driver":
+            from peerwatch.integrations.amqp import socket_settings
+
+            options = {"socket_settings": socket_settings(self.timeout)}
+        untyped: Any = Connection  # kombu and py-amqp have no type hints
+        self.conn = untyped(
+            f"amqp://guest:guest@{self.host}:{self.port}//",
+            connect_timeout=10,
+            transport_options=options,
+        )
+        self.conn.connect()
+        self.channel = self.conn.default_channel
+        self.queue = self.channel.queue_declare(queue="", exclusive=True).queue
+
+    def quick(self) -> object:
+        self.channel.queue_declare(queue=self.queue, passive=True)
+        return "declare-ok"
+
+    def slow(self) -> object:
+        got: list[object] = []
+        self.channel.basic_consume(self.queue, callback=got.append)
+        while not got:
+            self.conn.drain_events()
+        return "message"
+
+    def socket_of(self) -> Any:
+        return self.conn.connection.sock  # py-amqp's Connection.sock
+
+
 class PostgresPool(Postgres):
     """psycopg_pool with peerwatch's ``check`` callback and libpq options (one connection)."""
 
@@ -312,20 +501,12 @@ class RedisPool(Redis):
 
     def connect(self) -> None:
         import redis
-        from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        from peerwatch.integrations.redis import CheckedConnection, connection_options
+        from peerwatch.integrations.redis import CheckedConnection
 
-        pool = redis.ConnectionPool(
-            host=self.host,
-            port=self.port,
-            socket_timeout=None,
-            socket_connect_timeout=10,
-            retry=Retry(NoBackoff(), 0),
-            connection_class=CheckedConnection,
-            **connection_options(self.timeout),
-        )
+        options = redis_options(self, Retry)
+        pool = redis.ConnectionPool(**options, connection_class=CheckedConnection)
         self.client = redis.Redis(connection_pool=pool)
 
     def socket_of(self) -> Any:
@@ -345,10 +526,28 @@ class HttpPool(Http):
 
 DRIVERS: dict[str, type[DriverClient]] = {
     "psycopg": Postgres,
+    "asyncpg": AsyncPostgres,
     "redis-py": Redis,
+    "redis-py-asyncio": AsyncRedis,
     "requests": Http,
+    "httpx": Httpx,
+    "aiohttp": Aiohttp,
     "pika": Amqp,
+    "kombu": Kombu,
     "nats.py": Nats,
+}
+#: The module each driver is imported as (to say which one is missing).
+DRIVER_MODULES = {
+    "psycopg": "psycopg",
+    "asyncpg": "asyncpg",
+    "redis-py": "redis",
+    "redis-py-asyncio": "redis",
+    "requests": "requests",
+    "httpx": "httpx",
+    "aiohttp": "aiohttp",
+    "pika": "pika",
+    "kombu": "kombu",
+    "nats.py": "nats",
 }
 
 
@@ -364,7 +563,12 @@ def client_class(driver: str, protection: str) -> type[DriverClient] | None:
     """The client for ``driver`` under ``protection``; None where it does not apply."""
     if protection == "pool-check":
         return POOL_CHECKED.get(driver)
-    return DRIVERS[driver]
+    cls = DRIVERS[driver]
+    if (protection == "driver" and not cls.own_options) or (
+        protection == "guard" and not cls.guard_covers
+    ):
+        return None
+    return cls
 
 
 def _connect(client: DriverClient) -> None:

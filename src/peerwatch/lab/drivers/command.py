@@ -1,10 +1,11 @@
 """``peerwatch lab --drivers``: the driver scenarios from the command line.
 
-Reuses the lab command's options: ``--quick`` (CI-sized: PostgreSQL and Redis,
+Reuses the lab command's options: ``--quick`` (CI-sized: psycopg and redis-py,
 a request in flight when the host loses power, a 12 s bound), ``--scenario``
-(fault names), ``--strategy`` (protections), ``--server``, ``--json``,
-``--markdown``, ``--list``. Exit status as for the lab: 0 every claim held, 1 one
-did not, 2 the scenarios cannot run here (with the reason).
+(fault names), ``--strategy`` (protections), ``--server`` (server or driver
+names), ``--json`` (JSON lines), ``--save FILE``, ``--markdown FILE``, ``--list``.
+Exit status as for the lab: 0 every claim held, 1 one did not, 2 the scenarios cannot
+run here (with the reason).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 #: What --quick runs: the issue's CI subset.
-QUICK_SERVERS = ("postgresql", "redis")
+QUICK_DRIVERS = ("psycopg", "redis-py")
 QUICK_FAULTS = ("power-off-inflight",)
 QUICK_PROTECTIONS = ("defaults", "guard")
 
@@ -32,19 +33,23 @@ def run(args: argparse.Namespace) -> int:
     from peerwatch.lab.drivers.servers import BY_NAME as SERVERS_BY_NAME
     from peerwatch.lab.drivers.servers import SERVERS
 
+    ALL_DRIVERS = {d for s in SERVERS for d in s.drivers}  # noqa: N806
+
     if args.list:
         print("faults:")
         for fault in FAULTS:
             print(f"  {fault.name:20} {fault.summary}")
-        print("servers: " + ", ".join(f"{s.name} ({s.driver})" for s in SERVERS))
+        print("servers: " + ", ".join(f"{s.name} ({', '.join(s.drivers)})" for s in SERVERS))
         print("protections: " + ", ".join(PROTECTIONS))
         return 0
     faults = _names(args.scenario) or list(QUICK_FAULTS if args.quick else FAULTS_BY_NAME)
-    servers = _names(args.server) or list(QUICK_SERVERS if args.quick else SERVERS_BY_NAME)
+    # --server takes server names and driver names: "redis" is all its drivers, "asyncpg" one
+    asked = _names(args.server) or list(QUICK_DRIVERS if args.quick else SERVERS_BY_NAME)
+    drivers = {d for s in SERVERS for d in s.drivers if s.name in asked or d in asked}
     protections = _names(args.strategy) or list(QUICK_PROTECTIONS if args.quick else PROTECTIONS)
     unknown = (
         [n for n in faults if n not in FAULTS_BY_NAME]
-        + [n for n in servers if n not in SERVERS_BY_NAME]
+        + [n for n in asked if n not in SERVERS_BY_NAME and n not in ALL_DRIVERS]
         + [n for n in protections if n not in PROTECTIONS]
     )
     if unknown:
@@ -56,7 +61,11 @@ def run(args: argparse.Namespace) -> int:
     return _run(
         args,
         [f for f in FAULTS if f.name in faults],
-        [s for s in SERVERS if s.name in servers],
+        [
+            replace(s, drivers=tuple(d for d in s.drivers if d in drivers))
+            for s in SERVERS
+            if drivers.intersection(s.drivers)
+        ],
         [p for p in PROTECTIONS if p in protections],
     )
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from peerwatch.lab.control import Agent
-from peerwatch.lab.drivers.clients import client_class
+from peerwatch.lab.drivers.clients import DRIVER_MODULES, client_class
 from peerwatch.lab.drivers.faults import (
     DriverSettings,
     Fault,
@@ -65,9 +65,11 @@ def protect_available() -> bool:
     return hasattr(peerwatch, "protect")
 
 
-def client_argv(server: Server, protection: str, s: DriverSettings, host: str) -> list[str]:
+def client_argv(
+    server: Server, driver: str, protection: str, s: DriverSettings, host: str
+) -> list[str]:
     spec = {
-        "driver": server.driver,
+        "driver": driver,
         "host": host,
         "port": server.port,
         "protection": protection,
@@ -104,18 +106,18 @@ class FaultRun:
         self.dropped = 0
 
     @staticmethod
-    def key(server: Server, protection: str) -> str:
-        return f"{server.name}/{protection}"
+    def key(server: Server, driver: str, protection: str) -> str:
+        return f"{server.name}/{driver}/{protection}"
 
     def start(self, server_set: ServerSet) -> None:
         server_set.start(
             self.lab, KODOS, self.settings.idle_close if self.fault.idle_close else None
         )
         host = VIP if self.fault.middlebox else KODOS.address
-        for server, protection in self.pairs():
-            key = self.key(server, protection)
+        for server, driver, protection in self.triples():
+            key = self.key(server, driver, protection)
             stderr = tempfile.TemporaryFile(prefix="pwlab-driver-")  # noqa: SIM115
-            argv = client_argv(server, protection, self.settings, host)
+            argv = client_argv(server, driver, protection, self.settings, host)
             proc = self.lab.spawn(KANG, argv, stderr=stderr)
             self.clients[key] = Agent(key, proc, self.events, stderr)
             self.seen[key] = []
@@ -218,22 +220,28 @@ class FaultRun:
                 return when
         return max(at for at, _ in self.fault.timeline(self.settings))
 
-    def pairs(self) -> list[tuple[Server, str]]:
-        """Every server x protection that applies (pool-check only where a pool hook exists)."""
+    def triples(self) -> list[tuple[Server, str, str]]:
+        """Every server x driver x protection that applies (pool-check only where a pool
+        hook exists)."""
         return [
-            (server, protection)
+            (server, driver, protection)
             for server in self.servers
+            for driver in server.drivers
             for protection in self.protections
-            if client_class(server.driver, protection) is not None
+            if client_class(driver, protection) is not None
         ]
 
     def records(self) -> list[DriverRecord]:
-        return [self._record(server, protection) for server, protection in self.pairs()]
+        return [self._record(*triple) for triple in self.triples()]
 
-    def _record(self, server: Server, protection: str) -> DriverRecord:
-        key = self.key(server, protection)
+    def _record(self, server: Server, driver: str, protection: str) -> DriverRecord:
+        key = self.key(server, driver, protection)
         options = self.options.get(key, {})
-        expect = expectation(self.fault, protection, self.settings, options)
+        cls = client_class(driver, protection)
+        attempts, expiry = (cls.attempts, cls.idle_expiry) if cls is not None else (1, None)
+        expect = expectation(
+            self.fault, protection, self.settings, options, attempts=attempts, idle_expiry=expiry
+        )
 
         def record(
             outcome: str, seconds: float | None, saw: str, ok: bool | None, why: str = ""
@@ -241,7 +249,7 @@ class FaultRun:
             return DriverRecord(
                 self.fault.name,
                 server.name,
-                server.driver,
+                driver,
                 protection,
                 outcome,
                 seconds,
@@ -335,16 +343,12 @@ def prerequisites(servers: Sequence[Server]) -> list[str]:
         for sv in servers
         if not sv.installed()
     ]
-    modules = {
-        "psycopg": "psycopg",
-        "redis-py": "redis",
-        "requests": "requests",
-        "pika": "pika",
-        "nats.py": "nats",
-    }
-    for server in servers:
-        if importlib.util.find_spec(modules[server.driver]) is None:
-            problems.append(f"{server.driver} is missing: pip install 'peerwatch[drivers]'")
+    problems += [
+        f"{driver} is missing: pip install 'peerwatch[drivers]'"
+        for server in servers
+        for driver in server.drivers
+        if importlib.util.find_spec(DRIVER_MODULES[driver]) is None
+    ]
     if shutil.which("setpriv") is None:
         problems.append("setpriv (util-linux) is missing")
     if os.geteuid() != 0:
