@@ -330,6 +330,20 @@ def test_consumed_messages_are_acked_cumulatively_once_per_pass() -> None:
     assert client.events_received() == [Acked(3)] and client.in_flight == 0
 
 
+def test_messages_told_consumed_together_count_as_each_told_alone() -> None:
+    config = CFG.with_(recv_queue=4)
+    client, server = pair(config)
+    for i in range(4):
+        client.send(bytes([i]) * (i + 1))
+    server.receive_data(sent(client), START + TICK)
+    assert server.reading_paused and server.held_bytes >= 10
+    held = server.held_bytes
+    server.consumed(1 + 2 + 3, START + 2 * TICK, count=3)  # an adapter's one report per pass
+    assert not server.reading_paused and not server.liveness.paused
+    assert server.unconsumed == 1 and server.held_bytes == held - 6
+    assert frames(sent(server)) == [Ack(3)]
+
+
 def test_an_ack_for_more_than_was_sent_is_a_violation() -> None:
     client, _server = pair()
     client.send(b"x")  # queued, not yet handed out

@@ -7,6 +7,7 @@ retries) and on the listening socket (Linux copies them to accepted sockets).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import threading
@@ -87,3 +88,12 @@ def listening_socket(
         sock.close()
         raise
     return sock
+
+
+def half_close(transport: asyncio.Transport) -> None:
+    """Send FIN (shutdown SHUT_WR) where the transport can: GOODBYE is followed by EOF."""
+    if transport.can_write_eof():
+        # a peer that reset meanwhile makes shutdown() fail with ENOTCONN: the
+        # verdict is ours already, and the transport learns it on its own
+        with contextlib.suppress(OSError):
+            transport.write_eof()

@@ -13,7 +13,8 @@ import heapq
 import logging
 from collections.abc import Callable
 
-from peerwatch.core.verdicts import Verdict
+from peerwatch.core.verdicts import Cause, Verdict
+from peerwatch.errors import ConnectionClosed, HandshakeFailed, PeerDead, PeerwatchError
 
 log = logging.getLogger("peerwatch")
 
@@ -116,3 +117,10 @@ class Waiters:
             except Exception:
                 log.exception("verdict callback %r failed", callback)
         self.callbacks.clear()
+
+
+def error_for(verdict: Verdict, in_handshake: bool) -> PeerwatchError:
+    """What a call raises once the verdict is in: the one mapping of verdict to exception."""
+    if verdict.cause is Cause.LOCAL:
+        return ConnectionClosed(verdict)
+    return HandshakeFailed(verdict) if in_handshake else PeerDead(verdict)

@@ -7,7 +7,7 @@ happened and asks it what to do, and every protocol rule lives here, once:
 - fed ``connection_made(now)``, ``receive_data(data, now)``, ``receive_eof(now)``,
   ``handle_timer(now)``, ``connection_lost(exc, now)``, the transport's flow
   control (``pause_writing()``, ``resume_writing()``) and the application's
-  ``send(payload)``, ``consumed(size, now)``, ``close(reason, now)``, ``leave(...)``;
+  ``send(payload)``, ``consumed(size, now, count)``, ``close(reason, now)``, ``leave(...)``;
 - asked ``data_to_send(budget)``, ``events_received()`` and ``get_timer()``.
 
 It reads no clock and does no I/O: ``now`` comes from the adapter's clock, and
@@ -494,14 +494,16 @@ class Protocol:
         """Messages waiting in the outbox (not yet fully handed out)."""
         return len(self._outbox)
 
-    def consumed(self, size: int, now: float) -> None:
-        """The application took one message of ``size`` bytes: it is ACKed at the next
-        ``data_to_send``, and reading resumes once half the receive window is free.
+    def consumed(self, size: int, now: float, count: int = 1) -> None:
+        """The application took ``count`` messages of ``size`` bytes in all: they are
+        ACKed at the next ``data_to_send``, and reading resumes once half the receive
+        window is free. An adapter may tell several at once (once per loop pass, not
+        per message: the call was a measured part of the per-message cost).
 
         ``now`` is read only while ``reading_paused`` (the resumption restarts the
-        liveness clock): an adapter may skip its clock otherwise (one per message).
+        liveness clock): an adapter may skip its clock otherwise.
         """
-        self.unconsumed -= 1
+        self.unconsumed -= count
         self.unconsumed_bytes -= size
         self._ack_due = True
         config = self.config
