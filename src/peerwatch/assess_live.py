@@ -26,6 +26,7 @@ from peerwatch.assessment import (
     Status,
     Timer,
 )
+from peerwatch.descriptors import SocketRef, descriptor_of
 from peerwatch.errors import ConfigError
 from peerwatch.tcpinfo import TcpState, tcp_info
 
@@ -42,16 +43,12 @@ __all__ = [
 ]
 
 
-class _HasFileno(Protocol):
-    def fileno(self) -> int: ...
-
-
 class _HasFacts(Protocol):
     def facts(self) -> SocketFacts: ...
 
 
 def assess(
-    target: socket.socket | _HasFileno | int | SocketFacts | _HasFacts,
+    target: SocketRef | SocketFacts | _HasFacts,
     policy: AssessPolicy | None = None,
 ) -> Assessment:
     """Assess a live socket (object, anything with fileno(), or descriptor) or a sock_diag record.
@@ -67,7 +64,7 @@ def assess(
         if not isinstance(facts, SocketFacts):
             raise TypeError(f"{type(target).__name__}.facts() did not return SocketFacts")
         return assess_info(facts, policy)
-    fd = target if isinstance(target, int) else target.fileno()  # type: ignore[union-attr]
+    fd = descriptor_of(target)  # type: ignore[arg-type]
     if fd < 0:
         return Assessment(Status.DEAD, Finding.CLOSED, "the socket was closed by this process", ())
     return assess_info(socket_facts(fd), policy)

@@ -42,8 +42,8 @@ import dataclasses
 import math
 import socket
 from dataclasses import dataclass
-from typing import Protocol
 
+from peerwatch.descriptors import SocketRef, descriptor_of
 from peerwatch.errors import ConfigError
 from peerwatch.knobs import Applied, KernelKnobs, Outcome, apply_knobs, knobs_for
 from peerwatch.tcpinfo import tcp_info
@@ -54,10 +54,6 @@ _IPPROTO_MPTCP = getattr(socket, "IPPROTO_MPTCP", 262)
 #: Linux TCP_RTO_MIN (200 ms): the floor of the RTO, and what a tail loss probe
 #: adds to 2*srtt when a single segment is outstanding (tcp_schedule_loss_probe).
 RTO_MIN = 0.2
-
-
-class _HasFileno(Protocol):
-    def fileno(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -145,7 +141,7 @@ class GuardResult:
 
 
 def guard(
-    sock: socket.socket | _HasFileno | int,
+    sock: SocketRef,
     timeout: float = 10.0,
     *,
     probes: int = 3,
@@ -163,7 +159,7 @@ def guard(
     Raises ``ConfigError`` for a bad timeout or a descriptor that is not a TCP socket.
     """
     knobs = knobs_for(timeout, probes=probes, nodelay=nodelay)
-    fd = sock if isinstance(sock, int) else sock.fileno()
+    fd = descriptor_of(sock)
     if fd < 0:
         raise ConfigError("guard() needs an open socket; this one is closed")
     try:

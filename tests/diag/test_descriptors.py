@@ -1,0 +1,51 @@
+"""Every kernel-facing call takes a socket in the same three forms, and borrows it."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+import pytest
+from bad_states import pair
+
+from peerwatch.assess_live import assess
+from peerwatch.assessment import Status
+from peerwatch.descriptors import SocketRef, descriptor_of
+from peerwatch.guarding import guard
+from peerwatch.tcpinfo import TcpState, tcp_info
+
+
+class Wrapper:
+    """A driver's connection object: not a socket, but it names its descriptor."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO is Linux-only")
+@pytest.mark.parametrize("form", ["socket", "object with fileno", "descriptor"])
+def test_guard_tcp_info_and_assess_take_every_form_and_close_nothing(form: str) -> None:
+    client, server = pair()
+    with client, server:
+        ref: SocketRef = {
+            "socket": client,
+            "object with fileno": Wrapper(client),
+            "descriptor": client.fileno(),
+        }[form]
+        assert descriptor_of(ref) == client.fileno()
+        info = tcp_info(ref)
+        assert info is not None and info.state is TcpState.ESTABLISHED
+        assert guard(ref, timeout=5).complete
+        assert assess(ref).status is Status.ALIVE
+        client.sendall(b"still open")  # borrowed, not closed: the connection still works
+        assert server.recv(10) == b"still open"
+
+
+def test_a_closed_socket_object_has_a_negative_descriptor() -> None:
+    sock = socket.socket()
+    sock.close()
+    assert descriptor_of(sock) < 0
+    assert tcp_info(sock) is None
