@@ -22,6 +22,7 @@ from peerwatch.tcpinfo import (
     TcpState,
     parse_tcp_info,
     tcp_info,
+    tcp_rtt_us,
 )
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO is Linux")
@@ -190,3 +191,24 @@ def test_tcp_info_of_a_descriptor_that_is_not_a_socket_is_none() -> None:
         assert tcp_info(fd) is None
     finally:
         os.close(fd)
+
+
+def test_the_short_rtt_read_agrees_with_the_full_snapshot(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """Metrics read ``tcpi_rtt`` alone; it must be the field the full layout calls rtt_us."""
+    client, server = pair
+    for _ in range(3):  # a few round trips give the kernel an RTT sample
+        client.sendall(b"ping")
+        assert server.recv(4) == b"ping"
+        server.sendall(b"pong")
+        assert client.recv(4) == b"pong"
+    info = tcp_info(client)
+    assert info is not None and info.rtt_us > 0
+    # no traffic between the two reads, so the kernel's estimate cannot have moved
+    assert tcp_rtt_us(client) == info.rtt_us
+
+
+def test_the_short_rtt_read_of_a_non_tcp_socket_is_none() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        assert tcp_rtt_us(udp) is None
