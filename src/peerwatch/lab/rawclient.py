@@ -22,7 +22,6 @@ client.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import select
@@ -30,6 +29,7 @@ import socket
 import time
 from typing import Any
 
+from peerwatch.core.verdicts import errno_name
 from peerwatch.knobs import TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_USER_TIMEOUT
 from peerwatch.lab.agent import Emit
 from peerwatch.tcpinfo import tcp_info
@@ -53,9 +53,7 @@ def state_of(sock: socket.socket) -> str | None:
 def errno_text(exc: OSError) -> str:
     if isinstance(exc, (socket.timeout, TimeoutError)) and exc.errno is None:
         return "timeout"
-    if exc.errno is None:
-        return type(exc).__name__
-    return errno.errorcode.get(exc.errno, str(exc.errno))
+    return errno_name(exc) or type(exc).__name__
 
 
 def connect(spec: dict[str, Any]) -> socket.socket:
