@@ -14,7 +14,6 @@ exits (PR_SET_PDEATHSIG), so even a lab killed with -9 leaves no agent behind.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -24,39 +23,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-PR_SET_PDEATHSIG = 1
+from peerwatch.childproc import die_with_parent, write_json_line
 
 Emit = Callable[..., None]
 
 
-class Reporter:
-    """Writes events as JSON lines; safe to call from any thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-
-    def __call__(self, event: str, **fields: Any) -> None:
-        record = {"t": time.monotonic(), "ev": event, **fields}
-        line = json.dumps(record, default=str)
-        with self._lock:
-            try:
-                sys.stdout.write(line + "\n")
-                sys.stdout.flush()
-            except (BrokenPipeError, ValueError):
-                os._exit(0)  # the lab is gone: nobody to report to
-
-
-def die_with_parent(parent: int) -> None:
-    """SIGKILL this process when the lab (our parent) exits, however it exits."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except OSError:
-        return
-    if os.getppid() != parent:  # the parent died before we asked
-        os._exit(1)
+def report(event: str, **fields: Any) -> None:
+    """Tell the lab one event, stamped with CLOCK_MONOTONIC; safe to call from any thread."""
+    write_json_line({"t": time.monotonic(), "ev": event, **fields})
 
 
 #: Event-loop lag worth reporting: the agent itself was not running (machine overloaded).
@@ -107,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m peerwatch.lab.agent server|client SPEC_JSON", file=sys.stderr)
         return 2
     spec: dict[str, Any] = json.loads(args[1])
-    die_with_parent(int(spec.get("parent", os.getppid())))
-    emit = Reporter()
+    if not die_with_parent(signal.SIGKILL, int(spec.get("parent", os.getppid()))):
+        return 1  # the lab died before we asked the kernel to follow it
+    emit = report
     if args[0] == "server":
         from peerwatch.lab.server import run_server
 
