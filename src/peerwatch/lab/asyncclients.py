@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import Any
 
-from peerwatch.lab.agent import Emit, watch_stalls
+from peerwatch.lab.agent_kit import Emit, watch_stalls
 from peerwatch.tcpinfo import tcp_info
 
 MESSAGE = b"kodos, are you there?"

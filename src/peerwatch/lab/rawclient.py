@@ -31,7 +31,7 @@ from typing import Any
 
 from peerwatch.core.verdicts import errno_name
 from peerwatch.knobs import TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_USER_TIMEOUT
-from peerwatch.lab.agent import Emit
+from peerwatch.lab.agent_kit import Emit
 from peerwatch.tcpinfo import tcp_info
 
 MESSAGE = b"kodos, are you there?\n"
