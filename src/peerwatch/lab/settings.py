@@ -135,7 +135,7 @@ class LabSettings:
 
     @property
     def tuned_knobs(self) -> KernelKnobs:
-        """Socket options of keepalive-tuned and user-timeout: what peerwatch.knobs derives."""
+        """The keepalive-tuned and user-timeout options, as peerwatch.knobs derives them."""
         return knobs_for(self.timeout)
 
     @property
