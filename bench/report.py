@@ -11,6 +11,7 @@ from typing import Any
 
 from bench import targets
 from bench.exporter import exporter_section
+from bench.protect_cost import protect_checks, protect_section
 from bench.targets import Check
 
 TITLES = {
@@ -19,6 +20,7 @@ TITLES = {
     "detection": "Detection precision",
     "accept": "Accept scaling",
     "exporter": "Exporter cost",
+    "protect": "Zero-code protection and pool check",
 }
 
 
@@ -188,6 +190,7 @@ SECTIONS = {
     "detection": detection_section,
     "accept": accept_section,
     "exporter": exporter_section,
+    "protect": protect_section,
 }
 
 
@@ -197,6 +200,7 @@ CHECKS = {
     "detection": targets.detection_checks,
     "accept": targets.accept_checks,
     "exporter": targets.exporter_checks,
+    "protect": protect_checks,
 }
 
 ANALYSIS = Path(__file__).resolve().parent / "analysis.md"

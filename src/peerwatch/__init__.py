@@ -16,8 +16,8 @@ until they are used.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+#: typing.TYPE_CHECKING without importing typing (milliseconds at start-up; see protection/)
+TYPE_CHECKING = False
 
 __version__ = "0.1.0"
 
@@ -47,6 +47,11 @@ _EXPORTS: dict[str, str] = {
     "Server": "peerwatch.aio.server",
     "guard": "peerwatch.guarding",
     "GuardResult": "peerwatch.guarding",
+    "protect": "peerwatch.protection",
+    "unprotect": "peerwatch.protection",
+    "ProtectSettings": "peerwatch.protection",
+    "check": "peerwatch.checking",
+    "Checked": "peerwatch.checking",
     "assess": "peerwatch.assess_live",
     "socket_facts": "peerwatch.assess_live",
     "assess_info": "peerwatch.assess_rules",
@@ -61,6 +66,7 @@ __all__ = [
     "AssessPolicy",
     "Assessment",
     "Cause",
+    "Checked",
     "Config",
     "ConfigError",
     "Connection",
@@ -73,6 +79,7 @@ __all__ = [
     "LocalProtocolError",
     "PeerDead",
     "PeerwatchError",
+    "ProtectSettings",
     "ProtocolError",
     "RemoteProtocolError",
     "Server",
@@ -84,21 +91,27 @@ __all__ = [
     "apply_knobs",
     "assess",
     "assess_info",
+    "check",
     "connect",
     "guard",
     "knobs_for",
+    "protect",
     "serve",
     "socket_facts",
     "tcp_info",
+    "unprotect",
 ]
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from peerwatch.aio.client import connect
     from peerwatch.aio.connection import Connection, Delivery
     from peerwatch.aio.server import Server, serve
     from peerwatch.assess_live import assess, socket_facts
     from peerwatch.assess_rules import assess_info
     from peerwatch.assessment import Assessment, AssessPolicy, Finding, SocketFacts, Status
+    from peerwatch.checking import Checked, check
     from peerwatch.core.config import Config
     from peerwatch.core.verdicts import Cause, Verdict
     from peerwatch.errors import (
@@ -113,6 +126,7 @@ if TYPE_CHECKING:
     )
     from peerwatch.guarding import GuardResult, guard
     from peerwatch.knobs import KernelKnobs, apply_knobs, knobs_for
+    from peerwatch.protection import ProtectSettings, protect, unprotect
     from peerwatch.tcpinfo import TcpInfo, TcpState, tcp_info
 
 
@@ -120,6 +134,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'peerwatch' has no attribute {name!r}")
+    import importlib  # here, not at the top: the protection bootstrap imports this package
+
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

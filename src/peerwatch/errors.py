@@ -19,7 +19,8 @@ One root, two kinds of trouble, mirroring trio's Closed/Broken split::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+#: typing.TYPE_CHECKING without importing typing (the protection bootstrap loads this module)
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from peerwatch.core.verdicts import Verdict

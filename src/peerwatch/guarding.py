@@ -43,6 +43,7 @@ import math
 import socket
 from dataclasses import dataclass
 
+from peerwatch.borrowing import borrow
 from peerwatch.descriptors import SocketRef, descriptor_of
 from peerwatch.errors import ConfigError
 from peerwatch.knobs import Applied, KernelKnobs, Outcome, apply_knobs, knobs_for
@@ -146,6 +147,7 @@ def guard(
     *,
     probes: int = 3,
     nodelay: bool = False,
+    idle_limit: float | None = None,
 ) -> GuardResult:
     """Make the kernel turn a dead peer into an error on ``sock`` within ``timeout`` seconds.
 
@@ -155,27 +157,37 @@ def guard(
     sent before giving up (more probes = more tolerance of lost probes, shorter
     interval). Options the platform lacks are reported as ``unavailable``, never
     silently assumed: check ``result.complete`` or ``result.describe()``.
+    ``idle_limit``: a middlebox's idle timeout; the first keepalive probe comes before it.
 
     Raises ``ConfigError`` for a bad timeout or a descriptor that is not a TCP socket.
     """
-    knobs = knobs_for(timeout, probes=probes, nodelay=nodelay)
+    knobs = knobs_for(timeout, probes=probes, nodelay=nodelay, idle_limit=idle_limit)
     fd = descriptor_of(sock)
     if fd < 0:
         raise ConfigError("guard() needs an open socket; this one is closed")
     try:
-        view = socket.socket(fileno=fd)
+        view = borrow(fd)
     except OSError as exc:
         raise ConfigError(f"guard() needs a TCP socket; descriptor {fd} is not a socket") from exc
     try:
         _require_tcp(view, fd)
         lead = min(retransmit_lead(view), timeout / 2)
-        knobs = dataclasses.replace(knobs, user_timeout_ms=max(1, round((timeout - lead) * 1000)))
+        knobs = with_lead(knobs, timeout, lead)
         applied = apply_knobs(view, knobs)
     finally:
         view.detach()  # the descriptor belongs to the caller
     return GuardResult(
         timeout=float(timeout), knobs=knobs, applied=applied, retransmit_lead=round(lead, 3)
     )
+
+
+def with_lead(knobs: KernelKnobs, timeout: float, lead: float) -> KernelKnobs:
+    """``knobs`` with the user timeout shortened by ``lead`` (see the module docstring)."""
+    return dataclasses.replace(knobs, user_timeout_ms=max(1, round((timeout - lead) * 1000)))
+
+
+#: The lead on a socket with no RTT sample yet (not connected): the kernel's floors.
+FRESH_SOCKET_LEAD = 2 * RTO_MIN
 
 
 def retransmit_lead(sock: socket.socket) -> float:
@@ -189,7 +201,7 @@ def retransmit_lead(sock: socket.socket) -> float:
     if info is None:
         return 0.0
     if info.rtt_us == 0:
-        return 2 * RTO_MIN
+        return FRESH_SOCKET_LEAD
     return 2 * info.rtt_us / 1e6 + RTO_MIN + max(info.rto_us / 1e6, RTO_MIN)
 
 

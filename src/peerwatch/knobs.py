@@ -52,12 +52,19 @@ class KernelKnobs:
         return self.keepalive_idle + self.keepalive_interval * self.keepalive_count
 
 
-def knobs_for(bound: float, *, probes: int = 3, nodelay: bool = True) -> KernelKnobs:
+def knobs_for(
+    bound: float, *, probes: int = 3, nodelay: bool = True, idle_limit: float | None = None
+) -> KernelKnobs:
     """Derive keepalive and user-timeout settings that detect a dead peer within ``bound`` s.
 
     Keepalive timers have a granularity of one second, so bounds under about
     ``1 + probes`` seconds are met by TCP_USER_TIMEOUT only when data is in flight;
     ``keepalive_bound`` tells what an idle connection really gets.
+
+    ``idle_limit`` is the idle timeout of a middlebox on the path (a cloud load
+    balancer or NAT forgets a flow idle that long: AWS NLB 350 s, Azure 4 min):
+    the first keepalive probe is then sent before it (see ``first_probe_before``),
+    so the probe itself keeps the flow alive.
     """
     if not math.isfinite(bound) or bound <= 0:
         raise ConfigError(f"detection bound must be a positive number of seconds, got {bound!r}")
@@ -65,6 +72,8 @@ def knobs_for(bound: float, *, probes: int = 3, nodelay: bool = True) -> KernelK
         raise ConfigError(f"keepalive probes must be at least 1, got {probes}")
     interval = max(1, math.floor(bound / 2 / probes))
     idle = max(1, math.floor(bound - interval * probes))
+    if idle_limit is not None:
+        idle = min(idle, first_probe_before(idle_limit))
     return KernelKnobs(
         keepalive_idle=idle,
         keepalive_interval=interval,
@@ -72,6 +81,17 @@ def knobs_for(bound: float, *, probes: int = 3, nodelay: bool = True) -> KernelK
         user_timeout_ms=max(1, round(bound * 1000)),
         nodelay=nodelay,
     )
+
+
+def first_probe_before(idle_limit: float) -> int:
+    """Keepalive idle time (whole seconds) that sends a probe before ``idle_limit`` elapses.
+
+    A tenth of the limit (at least one second) is kept as margin: the keepalive
+    timer is coarse and the middlebox's clock is not ours.
+    """
+    if not math.isfinite(idle_limit) or idle_limit < 2:
+        raise ConfigError(f"idle limit must be at least 2 seconds, got {idle_limit!r}")
+    return max(1, math.floor(idle_limit - max(1.0, idle_limit / 10)))
 
 
 @dataclass(frozen=True)

@@ -269,7 +269,9 @@ def tcp_info(sock: SocketRef) -> TcpInfo | None:
     if fd < 0:
         return None
     try:
-        probe = socket.socket(fileno=fd)
+        from peerwatch.borrowing import borrow
+
+        probe = borrow(fd)
     except OSError:  # ENOTSOCK, EBADF: not a socket (any more)
         return None
     try:

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "ping": "ping",
     "guard": "guard",
     "exporter": "exporter",
+    "run": "run",
 }
 
 

@@ -1,0 +1,42 @@
+"""A socket object over someone else's descriptor that changes nothing on it.
+
+``socket.socket(fileno=fd)`` is how Python reads options of a descriptor it
+does not own, but it has a side effect: when ``socket.setdefaulttimeout()``
+was called anywhere in the process, the new object puts the descriptor in
+non-blocking mode (CPython ``sock_initobj``), and O_NONBLOCK belongs to the
+open file, so the owner's blocking socket stops blocking. ``borrow`` undoes
+that, and the caller must ``detach()`` the view (never close it).
+"""
+
+from __future__ import annotations
+
+import _socket
+import socket
+
+
+def borrow(fd: int, family: int = -1, kind: int = -1, proto: int = -1) -> socket.socket:
+    """A view of ``fd``; pass family/kind/proto when known to skip the getsockopt calls."""
+    if socket.getdefaulttimeout() is None:
+        return socket.socket(family, kind, proto, fileno=fd)
+    import fcntl
+
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    view = socket.socket(family, kind, proto, fileno=fd)
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+    return view
+
+
+def borrow_raw(fd: int) -> _socket.socket:
+    """The same as a bare ``_socket.socket`` (IPv4 stream assumed, enough for getsockopt).
+
+    ``socket.socket``'s Python ``__init__`` costs over a microsecond; this is for
+    ``peerwatch.check``, whose whole budget is a few. Detach it, never close it.
+    """
+    if socket.getdefaulttimeout() is None:
+        return _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM, 0, fd)
+    import fcntl
+
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    view = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM, 0, fd)
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+    return view

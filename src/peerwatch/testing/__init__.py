@@ -1,0 +1,1 @@
+"""Helpers that prove peerwatch against real systems (``servers``: real servers on loopback)."""
