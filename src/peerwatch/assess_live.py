@@ -26,7 +26,7 @@ from peerwatch.assessment import (
     Status,
     Timer,
 )
-from peerwatch.descriptors import SocketRef, descriptor_of
+from peerwatch.borrowing import SocketRef, descriptor_of
 from peerwatch.errors import ConfigError
 from peerwatch.tcpinfo import TcpState, tcp_info
 

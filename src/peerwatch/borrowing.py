@@ -1,4 +1,10 @@
-"""A socket object over someone else's descriptor that changes nothing on it.
+"""Sockets peerwatch does not own: what callers may pass, and a view that changes nothing.
+
+``guard()``, ``tcp_info()``, ``assess()`` and ``check()`` take a socket in any of
+three forms (``SocketRef``): a ``socket.socket``, anything with ``fileno()`` (a
+driver's connection, an ``ssl.SSLSocket``), or a bare descriptor number. They
+only borrow the descriptor; none of them closes it.
+
 
 ``socket.socket(fileno=fd)`` is how Python reads options of a descriptor it
 does not own, but it has a side effect: when ``socket.setdefaulttimeout()``
@@ -12,6 +18,22 @@ from __future__ import annotations
 
 import _socket
 import socket
+from typing import Protocol, TypeAlias
+
+
+class HasFileno(Protocol):
+    """Anything that can name its descriptor, as the ``select`` module accepts."""
+
+    def fileno(self) -> int: ...
+
+
+#: A socket given to a kernel-facing call: an object, anything with ``fileno()``, or an fd.
+SocketRef: TypeAlias = socket.socket | HasFileno | int
+
+
+def descriptor_of(sock: SocketRef) -> int:
+    """The descriptor number of ``sock``; negative when a socket object was already closed."""
+    return sock if isinstance(sock, int) else sock.fileno()
 
 
 def borrow(fd: int, family: int = -1, kind: int = -1, proto: int = -1) -> socket.socket:

@@ -27,10 +27,9 @@ from __future__ import annotations
 import _socket
 import socket
 import struct
-from typing import Protocol
 
 from peerwatch.assessment import Finding
-from peerwatch.borrowing import borrow_raw
+from peerwatch.borrowing import SocketRef, borrow_raw, descriptor_of
 from peerwatch.tcpinfo import _LAYOUT, TCP_INFO_OPT, TcpState
 
 __all__ = ["Checked", "check"]
@@ -46,10 +45,6 @@ _SND_WND_END = _HEAD_AND_WINDOW.size
 #: One alone may be a segment still in flight on a slow path; two are not.
 UNANSWERED = 2
 _ESTABLISHED = TcpState.ESTABLISHED.value
-
-
-class _HasFileno(Protocol):
-    def fileno(self) -> int: ...
 
 
 class Checked:
@@ -70,7 +65,7 @@ class Checked:
 USABLE = Checked(False, Finding.OK, "established, nothing unanswered")
 
 
-def check(sock: socket.socket | _HasFileno | int) -> Checked:
+def check(sock: SocketRef) -> Checked:
     """Whether a pooled TCP connection is already dead or doomed, from TCP_INFO alone.
 
     ``sock`` is a socket object, anything with ``fileno()`` (a psycopg
@@ -80,7 +75,7 @@ def check(sock: socket.socket | _HasFileno | int) -> Checked:
     """
     if isinstance(sock, socket.socket):
         return _check_socket(sock)
-    fd = sock if isinstance(sock, int) else sock.fileno()
+    fd = descriptor_of(sock)
     if fd < 0:
         return Checked(True, Finding.CLOSED, "the socket was closed by this process")
     try:  # family/type/proto given: no getsockopt calls to detect them

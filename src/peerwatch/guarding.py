@@ -43,8 +43,7 @@ import math
 import socket
 from dataclasses import dataclass
 
-from peerwatch.borrowing import borrow
-from peerwatch.descriptors import SocketRef, descriptor_of
+from peerwatch.borrowing import SocketRef, borrow, descriptor_of
 from peerwatch.errors import ConfigError
 from peerwatch.knobs import Applied, KernelKnobs, Outcome, apply_knobs, knobs_for
 from peerwatch.tcpinfo import tcp_info

@@ -16,7 +16,7 @@ import struct
 import sys
 from dataclasses import dataclass, fields
 
-from peerwatch.descriptors import SocketRef, descriptor_of
+from peerwatch.borrowing import SocketRef, borrow, descriptor_of
 
 #: ``IPPROTO_TCP``-level option number of TCP_INFO on Linux.
 TCP_INFO_OPT = getattr(socket, "TCP_INFO", 11)
@@ -269,8 +269,6 @@ def tcp_info(sock: SocketRef) -> TcpInfo | None:
     if fd < 0:
         return None
     try:
-        from peerwatch.borrowing import borrow
-
         probe = borrow(fd)
     except OSError:  # ENOTSOCK, EBADF: not a socket (any more)
         return None

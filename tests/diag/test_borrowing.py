@@ -10,7 +10,8 @@ from bad_states import pair
 
 from peerwatch.assess_live import assess
 from peerwatch.assessment import Status
-from peerwatch.descriptors import SocketRef, descriptor_of
+from peerwatch.borrowing import SocketRef, descriptor_of
+from peerwatch.checking import check
 from peerwatch.guarding import guard
 from peerwatch.tcpinfo import TcpState, tcp_info
 
@@ -27,7 +28,7 @@ class Wrapper:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO is Linux-only")
 @pytest.mark.parametrize("form", ["socket", "object with fileno", "descriptor"])
-def test_guard_tcp_info_and_assess_take_every_form_and_close_nothing(form: str) -> None:
+def test_guard_tcp_info_assess_and_check_take_every_form_and_close_nothing(form: str) -> None:
     client, server = pair()
     with client, server:
         ref: SocketRef = {
@@ -40,6 +41,7 @@ def test_guard_tcp_info_and_assess_take_every_form_and_close_nothing(form: str) 
         assert info is not None and info.state is TcpState.ESTABLISHED
         assert guard(ref, timeout=5).complete
         assert assess(ref).status is Status.ALIVE
+        assert not check(ref).dead
         client.sendall(b"still open")  # borrowed, not closed: the connection still works
         assert server.recv(10) == b"still open"
 
@@ -49,3 +51,4 @@ def test_a_closed_socket_object_has_a_negative_descriptor() -> None:
     sock.close()
     assert descriptor_of(sock) < 0
     assert tcp_info(sock) is None
+    assert check(sock).dead
