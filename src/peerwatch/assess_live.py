@@ -26,7 +26,7 @@ from peerwatch.assessment import (
     Status,
     Timer,
 )
-from peerwatch.borrowing import SocketRef, descriptor_of
+from peerwatch.borrowing import SocketRef, borrow, descriptor_of
 from peerwatch.errors import ConfigError
 from peerwatch.tcpinfo import TcpState, tcp_info
 
@@ -75,7 +75,7 @@ def socket_facts(fd: int) -> SocketFacts:
     from peerwatch.knobs import TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_USER_TIMEOUT
 
     try:
-        view = socket.socket(fileno=fd)
+        view = borrow(fd)  # never socket.socket(fileno=fd): see borrowing
     except OSError as exc:
         raise ConfigError(f"assess() needs a TCP socket; descriptor {fd} is not a socket") from exc
     try:

@@ -14,6 +14,7 @@ import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from peerwatch.borrowing import borrow
 from peerwatch.kernel_pidfd import ProcessHandle
 from peerwatch.tcpinfo import TcpState, tcp_info
 
@@ -71,7 +72,7 @@ def tcp_sockets(
 
 
 def _describe(pid: int, fd: int, inode: int, dup: int) -> ForeignSocket | None:
-    view = socket.socket(fileno=dup)
+    view = borrow(dup)  # the duplicate shares the owner's open file, O_NONBLOCK included
     try:
         if view.family not in (socket.AF_INET, socket.AF_INET6) or view.type != socket.SOCK_STREAM:
             return None

@@ -100,8 +100,8 @@ def test_a_socket_closed_by_this_process_or_not_a_socket_is_dead(pair, tmp_path)
 
 @pytest.mark.parametrize(
     "reader",
-    [peerwatch.guard, peerwatch.tcp_info, peerwatch.check],
-    ids=["guard", "tcp_info", "check"],
+    [peerwatch.guard, peerwatch.tcp_info, peerwatch.check, peerwatch.assess],
+    ids=["guard", "tcp_info", "check", "assess"],
 )
 def test_reading_a_descriptor_keeps_its_blocking_mode_under_a_default_timeout(pair, reader):
     """Regression: socket.socket(fileno=fd) made the owner's blocking descriptor non-blocking."""
