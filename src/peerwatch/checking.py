@@ -25,26 +25,28 @@ function ``peerwatch.check`` without a submodule of that name shadowing it.)
 from __future__ import annotations
 
 import _socket
+import errno
 import socket
 import struct
 
 from peerwatch.assessment import Finding
 from peerwatch.borrowing import SocketRef, borrow_raw, descriptor_of
-from peerwatch.tcpinfo import _LAYOUT, TCP_INFO_OPT, TcpState
+from peerwatch.tcpinfo import FIELD_OFFSET, TCP_INFO_OPT, TcpState
 
 __all__ = ["Checked", "check"]
 
-_OFFSET = {name: offset for name, _code, offset in _LAYOUT}
 # state, ca_state, retransmits, probes (the first four bytes) and snd_wnd, in one unpack;
 # _HEAD alone for kernels whose TCP_INFO ends before snd_wnd (Linux < 5.4)
 _HEAD = struct.Struct("=BBBB")
-_HEAD_AND_WINDOW = struct.Struct(f"=BBBB{_OFFSET['snd_wnd'] - 4}xI")
+_HEAD_AND_WINDOW = struct.Struct(f"=BBBB{FIELD_OFFSET['snd_wnd'] - 4}xI")
 _SND_WND_END = _HEAD_AND_WINDOW.size
 #: Unanswered retransmissions of the head segment (each after a doubled RTO, so at least
 #: 0.6 s) or unanswered keepalive / zero-window probes that make a connection doomed.
 #: One alone may be a segment still in flight on a slow path; two are not.
 UNANSWERED = 2
 _ESTABLISHED = TcpState.ESTABLISHED.value
+#: What getsockopt(TCP_INFO) fails with where there is no TCP_INFO to read.
+_NO_TCP_INFO = frozenset({errno.EOPNOTSUPP, errno.ENOPROTOOPT, errno.EINVAL})
 
 
 class Checked:
@@ -94,7 +96,7 @@ def _check_socket(sock: _socket.socket) -> Checked:
     except OSError as exc:
         if sock.fileno() < 0:
             return Checked(True, Finding.CLOSED, "the socket was closed by this process")
-        if exc.errno in (95, 92, 22):  # EOPNOTSUPP, ENOPROTOOPT, EINVAL: no TCP_INFO here
+        if exc.errno in _NO_TCP_INFO:
             return USABLE
         return Checked(True, Finding.CLOSED, f"the socket cannot be read: {exc}")
     if len(raw) >= _SND_WND_END:

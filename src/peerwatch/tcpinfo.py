@@ -107,6 +107,8 @@ _LAYOUT: tuple[tuple[str, str, int], ...] = (
     ("rcv_wnd", "I", 232),
     ("rehash", "I", 236),
 )
+#: Field name -> its byte offset, for readers that fetch only a prefix of the struct.
+FIELD_OFFSET: dict[str, int] = {name: offset for name, _code, offset in _LAYOUT}
 #: Bytes every kernel since 2.6 returns (through total_retrans).
 MIN_TCP_INFO_LEN = 104
 
@@ -213,7 +215,7 @@ _PREFIX_ENDS, _PREFIX_STRUCTS = _prefix_structs()
 _FIELD_NAMES = tuple(name for name, _, _ in _LAYOUT)
 
 
-_RTT_OFFSET = next(offset for name, _, offset in _LAYOUT if name == "rtt_us")
+_RTT_OFFSET = FIELD_OFFSET["rtt_us"]
 _RTT = struct.Struct("=I")
 
 
