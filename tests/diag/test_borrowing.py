@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import socket
 import sys
 
@@ -12,7 +14,9 @@ from peerwatch.assess_live import assess
 from peerwatch.assessment import Status
 from peerwatch.borrowing import SocketRef, descriptor_of
 from peerwatch.checking import check
+from peerwatch.foreign import tcp_sockets
 from peerwatch.guarding import guard
+from peerwatch.kernel_pidfd import open_process
 from peerwatch.tcpinfo import TcpState, tcp_info
 
 
@@ -52,3 +56,20 @@ def test_a_closed_socket_object_has_a_negative_descriptor() -> None:
     assert descriptor_of(sock) < 0
     assert tcp_info(sock) is None
     assert check(sock).dead
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfd (Linux >= 5.3)")
+def test_reading_a_processs_sockets_keeps_their_blocking_mode_under_a_default_timeout() -> None:
+    """Regression: the borrowed duplicate shares the owner's open file, O_NONBLOCK included."""
+    client, server = pair()
+    with client, server:
+        client.setblocking(True)
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(3.0)
+        try:
+            with open_process(os.getpid()) as process:  # this process stands in for the owner
+                seen = [found for found, _dup in tcp_sockets(process)]
+        finally:
+            socket.setdefaulttimeout(previous)
+        assert client.fileno() in {found.fd for found in seen}
+        assert not fcntl.fcntl(client.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK
