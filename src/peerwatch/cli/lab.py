@@ -52,6 +52,18 @@ def register(subparsers: Any) -> None:
         help="run inside an unprivileged user namespace even as root",
     )
     parser.add_argument("--list", action="store_true", help="list scenarios and strategies")
+    parser.add_argument(
+        "--drivers",
+        action="store_true",
+        help="the driver scenarios: real servers (PostgreSQL, Redis, nginx, RabbitMQ, NATS) and"
+        " their drivers under faults; --scenario then names faults, --strategy protections",
+    )
+    parser.add_argument(
+        "--server",
+        action="append",
+        metavar="NAME",
+        help="with --drivers: only this server (repeatable, or comma-separated)",
+    )
     parser.add_argument("--inside-userns", action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
@@ -61,6 +73,10 @@ def _names(values: list[str] | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.drivers:
+        from peerwatch.lab.drivers.command import run as run_drivers
+
+        return run_drivers(args)
     from peerwatch.lab.scenarios import BY_NAME as SCENARIOS_BY_NAME
     from peerwatch.lab.scenarios import SCENARIOS
     from peerwatch.lab.strategies import BY_NAME as STRATEGIES_BY_NAME
