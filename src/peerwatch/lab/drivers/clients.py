@@ -7,7 +7,7 @@ makes one request so the connection is in use (and, for HTTP, parked in the
 pool), says ``ready``, then runs the lab's commands from stdin one at a time:
 ``slow`` (a request the server takes forever to answer: the request in flight
 when the fault comes) and ``quick`` (an ordinary round trip). Every outcome is
-a JSON event stamped with CLOCK_MONOTONIC (``peerwatch.lab.agent.Reporter``):
+a JSON event stamped with CLOCK_MONOTONIC (``peerwatch.lab.agent_kit.report``):
 ``request``, then ``reply`` or ``error`` with the exception's type and text,
 which is exactly what the application would have seen.
 
@@ -35,6 +35,7 @@ import asyncio
 import json
 import os
 import queue
+import signal
 import socket
 import sys
 import threading
@@ -42,8 +43,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from peerwatch.childproc import die_with_parent
 from peerwatch.integrations.options import socket_options
-from peerwatch.lab.agent import Emit, Reporter, die_with_parent
+from peerwatch.lab.agent_kit import Emit, report
 from peerwatch.lab.rawclient import apply_options_report
 
 #: Seconds to keep retrying the first connection while the server starts.
@@ -458,8 +460,9 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m peerwatch.lab.drivers.clients SPEC_JSON", file=sys.stderr)
         return 2
     spec: dict[str, Any] = json.loads(args[0])
-    die_with_parent(int(spec.get("parent") or os.getppid()))
-    return run_client(spec, Reporter())
+    if not die_with_parent(signal.SIGKILL, int(spec.get("parent") or os.getppid())):
+        return 1  # the lab died before we asked the kernel to follow it
+    return run_client(spec, report)
 
 
 if __name__ == "__main__":
