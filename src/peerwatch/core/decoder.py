@@ -14,6 +14,7 @@ import struct
 from peerwatch.core.frames import (
     DATA_BODY_HEADER_SIZE,
     FLAG_MORE,
+    FLAG_SESSION,
     GOODBYE_HEAD,
     HEADER,
     HEADER_SIZE,
@@ -23,7 +24,10 @@ from peerwatch.core.frames import (
     MIN_MAX_FRAME,
     PING_BODY,
     PROTOCOL_VERSION,
+    RESUME_BODY,
     SEQ,
+    SESSION_ID_SIZE,
+    TOKEN_SIZE,
     Ack,
     Data,
     Frame,
@@ -33,21 +37,27 @@ from peerwatch.core.frames import (
     Kind,
     Ping,
     Pong,
+    Resume,
     printable,
 )
 from peerwatch.errors import RemoteProtocolError
 
 _DATA_HEAD = struct.Struct("!QB")
-_FIXED_SIZES = {Kind.ACK: 8, Kind.PING: 12, Kind.PONG: 12, Kind.HELLO: HELLO_BODY.size}
+_FIXED_SIZES = {Kind.ACK: 8, Kind.PING: 12, Kind.PONG: 12, Kind.RESUME: RESUME_BODY.size}
+#: HELLO body sizes: plain, and with the session id and token (FLAG_SESSION).
+_HELLO_SIZE = HELLO_BODY.size
+_SESSION_HELLO_SIZE = HELLO_BODY.size + SESSION_ID_SIZE + TOKEN_SIZE
 
 
 class Decoder:
     """Turns a byte stream into frames. One instance per connection direction."""
 
-    __slots__ = ("_buffer", "max_frame")
+    __slots__ = ("_buffer", "max_frame", "sessions")
 
-    def __init__(self, max_frame: int) -> None:
+    def __init__(self, max_frame: int, *, sessions: bool = False) -> None:
+        """``sessions``: this side speaks the session extension, so RESUME is a frame."""
         self.max_frame = max_frame
+        self.sessions = sessions
         self._buffer = bytearray()
 
     @property
@@ -85,6 +95,10 @@ class Decoder:
                 if flags & ~FLAG_MORE:
                     raise RemoteProtocolError(f"DATA frame with unknown flags 0x{flags:02x}")
                 frames.append(Data(seq, bool(flags), bytes(source[body_at + 9 : stop])))
+            elif kind == Kind.RESUME and not self.sessions:
+                # without it, a plain connection would ignore kind 7 where it used to
+                # refuse an unknown kind (docs/PROTOCOL.md 8.2)
+                raise RemoteProtocolError("RESUME outside a session (plain connection)")
             else:
                 frames.append(_decode_control(kind, source, body_at, length))
             pos = stop
@@ -106,8 +120,10 @@ def _decode_control(kind: int, source: bytes | bytearray, at: int, length: int) 
         return Ping(*PING_BODY.unpack_from(source, at))
     if kind == Kind.PONG:
         return Pong(*PING_BODY.unpack_from(source, at))
+    if kind == Kind.RESUME:
+        return Resume(*RESUME_BODY.unpack_from(source, at))
     if kind == Kind.HELLO:
-        return _decode_hello(source, at)
+        return _decode_hello(source, at, length)
     if kind == Kind.GOODBYE:
         if length < GOODBYE_HEAD.size:
             raise RemoteProtocolError(f"GOODBYE frame body of {length} bytes is too short")
@@ -122,10 +138,18 @@ def _decode_control(kind: int, source: bytes | bytearray, at: int, length: int) 
     raise RemoteProtocolError(f"unknown frame kind {kind}")
 
 
-def _decode_hello(source: bytes | bytearray, at: int) -> Hello:
+def _decode_hello(source: bytes | bytearray, at: int, length: int) -> Hello:
+    if length not in (_HELLO_SIZE, _SESSION_HELLO_SIZE):
+        raise RemoteProtocolError(f"HELLO frame body must be {_HELLO_SIZE} bytes, got {length}")
     magic, version, flags, incarnation, interval_ms, timeout_ms, max_frame, max_message = (
         HELLO_BODY.unpack_from(source, at)
     )
+    session = bool(flags & FLAG_SESSION)
+    if session != (length == _SESSION_HELLO_SIZE):
+        raise RemoteProtocolError(
+            f"HELLO of {length} bytes with the SESSION flag {'set' if session else 'clear'}"
+            f" (a session HELLO is {_SESSION_HELLO_SIZE} bytes, a plain one {_HELLO_SIZE})"
+        )
     if magic != MAGIC:
         raise RemoteProtocolError(f"bad HELLO magic {magic!r}: not a peerwatch peer")
     if version != PROTOCOL_VERSION:
@@ -144,6 +168,19 @@ def _decode_hello(source: bytes | bytearray, at: int) -> Hello:
         )
     if max_message == 0:
         raise RemoteProtocolError("HELLO announces max_message 0: no message could ever be sent")
+    session_id = token = b""
+    if session:
+        id_at = at + _HELLO_SIZE
+        session_id = bytes(source[id_at : id_at + SESSION_ID_SIZE])
+        token = bytes(source[id_at + SESSION_ID_SIZE : at + length])
     return Hello(
-        version, incarnation, interval_ms / 1000, timeout_ms / 1000, max_frame, max_message, flags
+        version,
+        incarnation,
+        interval_ms / 1000,
+        timeout_ms / 1000,
+        max_frame,
+        max_message,
+        flags,
+        session_id,
+        token,
     )
