@@ -33,6 +33,7 @@ def runners() -> dict[str, Callable[..., dict[str, Any]]]:
     from bench.detection import run_detection
     from bench.exporter import run_exporter
     from bench.idle import run_idle
+    from bench.inspect_table import run_inspect
     from bench.protect_cost import run_protect
     from bench.throughput import run_throughput
 
@@ -43,6 +44,7 @@ def runners() -> dict[str, Callable[..., dict[str, Any]]]:
         "accept": run_accept,
         "exporter": run_exporter,
         "protect": run_protect,
+        "inspect": run_inspect,
     }
 
 

@@ -20,6 +20,7 @@ import os
 import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -67,19 +68,23 @@ def time_ss(argv: list[str], runs: int) -> float:
 
 
 def split_one_reading() -> dict[str, float]:
-    """Where one reading's time goes, measured in this process (CPU seconds)."""
-    from peerwatch.assess_rules import assess_info
+    """Where one reading's time goes, measured in this process (CPU seconds), the way
+    ``read_host`` reads: only the rules' TCP_INFO fields, no evidence, the cyclic GC paused
+    (the owner scan is the uncached one: the exporter repeats it only for new sockets)."""
+    from peerwatch.assess_rules import RULE_FIELDS, assess_info
     from peerwatch.diag.owners import socket_owners
     from peerwatch.diag.sockdiag import read_sockets
+    from peerwatch.gcpause import gc_paused
 
     def cpu(work: Callable[[], object]) -> tuple[float, Any]:
         start = time.process_time()
         out = work()
         return time.process_time() - start, out
 
-    dump, records = cpu(read_sockets)
-    owners, _ = cpu(socket_owners)
-    verdicts, _ = cpu(lambda: [assess_info(r.facts()) for r in records])
+    with gc_paused():
+        dump, records = cpu(lambda: read_sockets(tcp_info_fields=RULE_FIELDS))
+        owners, _ = cpu(socket_owners)
+        verdicts, _ = cpu(lambda: [assess_info(r.facts(), figures=False) for r in records])
     return {"dump_s": dump, "owners_s": owners, "verdicts_s": verdicts}
 
 
@@ -128,8 +133,11 @@ def measure(pairs: int, scrapes: int) -> dict[str, Any]:
             time.sleep(idle_window)
             idle_cpu = (cpu_seconds(exporter.pid) - idle_start) / idle_window
             start_cpu, start_wall = cpu_seconds(exporter.pid), time.monotonic()
+            each: list[float] = []  # per scrape, to the clock tick (10 ms): the spread
             for _ in range(scrapes):
+                before = cpu_seconds(exporter.pid)
                 body = urllib.request.urlopen(url, timeout=60).read()
+                each.append(cpu_seconds(exporter.pid) - before)
             per_scrape = (cpu_seconds(exporter.pid) - start_cpu) / scrapes
             wall_per_scrape = (time.monotonic() - start_wall) / scrapes
         finally:
@@ -146,6 +154,7 @@ def measure(pairs: int, scrapes: int) -> dict[str, Any]:
         "sockets": 2 * pairs,
         "scrapes": scrapes,
         "cpu_per_scrape_s": per_scrape,
+        "cpu_each_scrape_s": each,
         "wall_per_scrape_s": wall_per_scrape,
         "core_share_percent": share,
         "idle_cpu_per_s": idle_cpu,
@@ -174,6 +183,15 @@ def exporter_section(result: dict[str, Any]) -> list[str]:
         "| measure | value |",
         "|---|---:|",
         f"| exporter CPU per scrape | {result['cpu_per_scrape_s'] * 1000:.0f} ms |",
+        *(
+            [
+                "| exporter CPU per scrape, min / median / max"
+                f" | {min(each) * 1000:.0f} / {statistics.median(each) * 1000:.0f}"
+                f" / {max(each) * 1000:.0f} ms |"
+            ]
+            if (each := result.get("cpu_each_scrape_s"))
+            else []
+        ),
         f"| exporter wall time per scrape | {result['wall_per_scrape_s'] * 1000:.0f} ms |",
         f"| share of one core, one scrape per {SCRAPE_INTERVAL:g} s"
         f" | {result['core_share_percent']:.2f} % |",

@@ -174,3 +174,30 @@ def exporter_checks(result: dict[str, Any]) -> list[Check]:
             unit=" % of a core",
         )
     ]
+
+
+def inspect_checks(result: dict[str, Any]) -> list[Check]:
+    wall = {row["command"]: row["wall_s"] for row in result["rows"]}
+    cpu = {row["command"]: row["cpu_s"] for row in result["rows"]}
+    n = f"{result['sockets']:,}"
+    return [
+        Check(
+            f"inspect table at {n} sockets vs ss -tni (wall)",
+            ratio(wall.get("peerwatch inspect"), wall.get("ss -tni")),
+            3.0,
+            False,
+        ),
+        Check(
+            f"inspect table at {n} sockets vs ss -tni (CPU)",
+            ratio(cpu.get("peerwatch inspect"), cpu.get("ss -tni")),
+            3.0,
+            False,
+        ),
+        Check(
+            f"one --watch refresh at {n} sockets (CPU)",
+            result["watch_frame_cpu_s"],
+            1.0,
+            False,
+            " s",
+        ),
+    ]

@@ -16,7 +16,7 @@ the retransmission backoff.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from peerwatch.assessment import (
     Assessment,
@@ -27,9 +27,32 @@ from peerwatch.assessment import (
     Timer,
     format_duration,
 )
+from peerwatch.frozen import build
 from peerwatch.tcpinfo import TcpInfo, TcpState
 
-__all__ = ["assess_info", "unacknowledged_for"]
+__all__ = ["RULE_FIELDS", "assess_info", "unacknowledged_for"]
+
+#: Every TCP_INFO field the rules read to reach a verdict (the evidence figures,
+#: ``figures=True``, read more). A caller that wants only verdicts may decode just these:
+#: ``parse_tcp_info(raw, RULE_FIELDS)`` (tests/diag/test_assess_rules.py holds them to it).
+RULE_FIELDS = frozenset(
+    {
+        "last_ack_recv_ms",
+        "last_data_recv_ms",
+        "last_data_sent_ms",
+        "notsent_bytes",
+        "probes",
+        "rcv_wnd",
+        "retransmits",
+        "rto_us",
+        "rtt_us",
+        "rwnd_limited_us",
+        "sacked",
+        "snd_wnd",
+        "total_retrans",
+        "unacked",
+    }
+)
 
 
 def _plural(n: int, word: str) -> str:
@@ -50,8 +73,9 @@ def unacknowledged_for(info: TcpInfo) -> float:
     return min(waited, info.last_ack_recv_ms / 1000)
 
 
-@dataclass(frozen=True)
-class _Finding:
+class _Finding(NamedTuple):
+    """A tuple, not a frozen dataclass: one or two are built per socket, 10,000 per scrape."""
+
     status: Status
     cause: Finding
     text: str
@@ -67,7 +91,14 @@ def assess_info(
     """
     policy = policy or AssessPolicy()
     info = facts.info
-    findings = _state_findings(facts, policy) + _traffic_findings(facts, policy)
+    if _quiet_established(facts):
+        # the common case, short cut: _state_findings says nothing about ESTABLISHED and
+        # every _traffic_findings rule but the last needs what _quiet_established rules out
+        # (tests/diag/test_assess_rules.py checks the shortcut against the full rule set)
+        unguarded = _unguarded(facts, policy)
+        findings = [] if unguarded is None else [unguarded]
+    else:
+        findings = _state_findings(facts, policy) + _traffic_findings(facts, policy)
     evidence = _figures(facts) if figures else ()
     silent_for = _silent_for(info)
     if not findings:
@@ -83,15 +114,36 @@ def assess_info(
             heard = "never" if silent_for is None else f"{format_duration(silent_for)} ago"
             findings.append(_Finding(Status.ALIVE, Finding.OK, f"peer last heard from {heard}"))
     # worst first; among equals, the order the rules produced them
-    ranked = sorted(findings, key=lambda f: -f.status.rank)
+    ranked = findings if len(findings) == 1 else sorted(findings, key=lambda f: -f.status.rank)
     top = ranked[0]
     secondary = tuple(f"{f.cause.value}: {f.text}" for f in ranked[1:])
-    return Assessment(
-        status=top.status,
-        cause=top.cause,
-        detail=top.text,
-        evidence=secondary + evidence,
-        silent_for=silent_for,
+    return build(  # not the frozen __init__: a fifth of a quiet socket's verdict
+        Assessment,
+        {
+            "status": top.status,
+            "cause": top.cause,
+            "detail": top.text,
+            "evidence": secondary + evidence,
+            "silent_for": silent_for,
+        },
+    )
+
+
+def _quiet_established(facts: SocketFacts) -> bool:
+    """ESTABLISHED with nothing outstanding: no data in flight, no probe, both windows open.
+
+    Then only the keepalive rule (``_unguarded``) can speak. Most sockets of a host
+    are like this, and ``peerwatch exporter`` judges 10,000 of them per scrape.
+    """
+    info = facts.info
+    return (
+        facts.state is TcpState.ESTABLISHED
+        and info is not None
+        and info.unacked == 0
+        and info.probes == 0
+        and info.snd_wnd != 0
+        and info.rcv_wnd != 0
+        and facts.timer is not Timer.ZERO_WINDOW_PROBE
     )
 
 

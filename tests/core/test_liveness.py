@@ -202,3 +202,17 @@ def test_a_pong_for_a_superseded_ping_is_late_life_not_a_sample() -> None:
     new = live.ping_sent(102.0)
     assert live.on_pong(102.9, *old) is None
     assert live.on_pong(103.0, *new) == pytest.approx(1.0)
+
+
+def test_replies_count_only_pongs_that_answer_our_pings() -> None:
+    """What ``peerwatch ping`` reports as "received", as ping(8) does: replies, not life."""
+    live, _ = machine()
+    live.on_pong(101.0, 1, 0)  # unsolicited
+    assert (live.pongs_received, live.rtt_sample) == (0, None)
+    seq, stamp = live.ping_sent(102.0)
+    live.on_pong(102.2, seq, stamp)
+    live.on_pong(102.3, seq, stamp)  # a duplicate is not a second reply
+    assert live.pongs_received == 1 and live.rtt_sample == pytest.approx(0.2)
+    live.on_pong(103.4, *live.ping_sent(103.0))
+    assert live.pongs_received == 2 and live.rtt_sample == pytest.approx(0.4)
+    assert live.rtt != live.rtt_sample  # the smoothed RTT is another figure

@@ -87,6 +87,25 @@ def test_nothing_outstanding_is_not_evidence_of_a_hung_peer() -> None:
     assert hung_or_silent(quiet, silent_for=5.0) is Cause.SILENT
 
 
+def test_an_ack_at_the_start_of_the_silence_counts_despite_jiffy_rounding() -> None:
+    """A HELLO sent as the silence began was acked then; the kernel ages that ACK in jiffies."""
+    with socket.create_server(("127.0.0.1", 0)) as srv:
+        client = socket.create_connection(srv.getsockname())
+        peer, _ = srv.accept()
+        with client, peer:
+            client.sendall(b"hello")
+            peer.recv(5)
+            info = tcp_info(client)
+    if info is None:
+        pytest.skip("TCP_INFO is Linux only")
+    # measured under load: silence 505 ms by the loop's clock, the ACK 508 ms old by the kernel's
+    at_start = dataclasses.replace(info, last_ack_recv_ms=508, last_data_sent_ms=508)
+    assert hung_or_silent(at_start, silent_for=0.505) is Cause.HUNG
+    # an ACK more than a tick older than the silence is no evidence
+    before = dataclasses.replace(info, last_ack_recv_ms=600, last_data_sent_ms=600)
+    assert hung_or_silent(before, silent_for=0.505) is Cause.SILENT
+
+
 def test_codes_that_are_not_errnos_are_not_read_as_errnos() -> None:
     """getaddrinfo and OpenSSL codes collide with errno numbers (SSL error 1 is not EPERM)."""
     unresolved = socket.gaierror(socket.EAI_NONAME, "Name or service not known")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peerwatch.assess_live import assess
-from peerwatch.assess_rules import assess_info, unacknowledged_for
+from peerwatch.assess_rules import RULE_FIELDS, assess_info, unacknowledged_for
 from peerwatch.assessment import (
     AssessPolicy,
     Finding,
@@ -294,3 +294,116 @@ def test_sock_diag_keepalive_timer_far_away_is_called_slow() -> None:
     assert "next probe is 118 min away" in verdict.detail
     near = facts(keepalive=None, timer=Timer.KEEPALIVE, timer_expires_ms=1_500)
     assert assess_info(near).cause is Finding.OK
+
+
+small = st.sampled_from([0, 0, 1, 2]) | st.integers(min_value=0, max_value=400_000)
+
+
+@st.composite
+def any_facts(draw: st.DrawFn) -> SocketFacts:
+    """Facts near every rule's edges: zero and non-zero queues, windows, probes, timers."""
+    state = draw(st.sampled_from([TcpState.ESTABLISHED] * 12 + list(TcpState)))
+    tcp = info(
+        state,
+        unacked=draw(small),
+        retransmits=draw(small),
+        backoff=draw(st.integers(0, 6)),
+        probes=draw(small),
+        snd_wnd=draw(small),
+        rcv_wnd=draw(small),
+        notsent_bytes=draw(small),
+        last_ack_recv_ms=draw(small),
+        last_data_recv_ms=draw(small),
+        last_data_sent_ms=draw(small),
+        rto_us=draw(st.integers(200_000, 120_000_000)),
+        rwnd_limited_us=draw(small),
+    )
+    known = draw(st.booleans())  # a live socket knows its keepalive settings, sock_diag not
+    return SocketFacts(
+        state=state,
+        info=draw(st.sampled_from([tcp] * 5 + [None])),
+        recv_queue=draw(st.none() | small),
+        send_queue=draw(st.none() | small),
+        timer=draw(st.none() | st.sampled_from(list(Timer))),
+        timer_expires_ms=draw(st.none() | small | st.just(7_200_000)),
+        timer_retrans=draw(st.none() | small),
+        keepalive=draw(st.none() | st.booleans()),
+        keepalive_idle=draw(st.integers(1, 7200)) if known else None,
+        keepalive_interval=draw(st.integers(1, 75)) if known else None,
+        keepalive_count=draw(st.integers(1, 9)) if known else None,
+        user_timeout_ms=draw(st.none() | small),
+    )
+
+
+@settings(max_examples=300)
+@given(any_facts())
+def test_the_quiet_established_shortcut_gives_what_every_rule_gives(facts: SocketFacts) -> None:
+    """assess_info skips to the keepalive rule for a quiet ESTABLISHED socket (most of a
+    host's): with the shortcut off, the full rule set must say exactly the same."""
+    assert assess_info(facts) == without_shortcut(facts)
+    assert_rule_fields_suffice(facts)
+
+
+def only_rule_fields(tcp: TcpInfo) -> TcpInfo:
+    """What ``parse_tcp_info(raw, RULE_FIELDS)`` gives: those fields and state, the rest None."""
+    from peerwatch.frozen import build
+
+    return build(TcpInfo, {name: getattr(tcp, name) for name in RULE_FIELDS | {"state"}})
+
+
+def assert_rule_fields_suffice(facts: SocketFacts) -> None:
+    """The verdict (without evidence figures) from RULE_FIELDS alone is the full one."""
+    if facts.info is None:
+        return
+    part = dataclasses.replace(facts, info=only_rule_fields(facts.info))
+    assert assess_info(part, figures=False) == assess_info(facts, figures=False)
+
+
+def without_shortcut(facts: SocketFacts) -> object:
+    import peerwatch.assess_rules as rules
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rules, "_quiet_established", lambda facts: False)
+        return assess_info(facts)
+
+
+def test_the_shortcut_on_every_combination_of_what_it_looks_at() -> None:
+    """Every combination of the figures the shortcut tests (5,184 of them), none left to luck."""
+    import itertools
+
+    grid = itertools.product(
+        (0, 2),  # unacked
+        (0, 3),  # retransmits
+        (0, 1, 2),  # probes
+        (0, 65535),  # snd_wnd
+        (0, 65535),  # rcv_wnd
+        (None, *Timer),
+        (None, 0, 5),  # recv_queue
+        (None, 5),  # send_queue
+        (None, False, True),  # keepalive
+    )
+    checked = 0
+    for unacked, retransmits, probes, snd_wnd, rcv_wnd, timer, recv_q, send_q, keepalive in grid:
+        tcp = info(
+            unacked=unacked,
+            retransmits=retransmits,
+            probes=probes,
+            snd_wnd=snd_wnd,
+            rcv_wnd=rcv_wnd,
+            last_ack_recv_ms=90_000,  # silent past idle_after: UNGUARDED is SUSPECT
+            rwnd_limited_us=2_000_000,
+        )
+        case = SocketFacts(
+            state=TcpState.ESTABLISHED,
+            info=tcp,
+            recv_queue=recv_q,
+            send_queue=send_q,
+            timer=timer,
+            timer_expires_ms=400_000,
+            timer_retrans=0,
+            keepalive=keepalive,
+        )
+        assert assess_info(case) == without_shortcut(case), case
+        assert_rule_fields_suffice(case)
+        checked += 1
+    assert checked == 5184

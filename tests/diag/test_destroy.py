@@ -61,7 +61,10 @@ def dead_ports(addr: str) -> set[int]:
 
 def destroy(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict[str, object]]:
     assert main(["inspect", "--destroy", "--json", "--dead-after", "0.5", *argv]) == 0
-    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert all(list(line)[:2] == ["time", "event"] for line in lines)  # docs/JSON.md
+    assert {line["event"] for line in lines} <= {"destroy"}
+    return lines
 
 
 def test_destroy_frees_the_selected_program_and_nothing_else(

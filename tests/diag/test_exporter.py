@@ -177,22 +177,6 @@ def test_real_prometheus_scrapes_the_dead_connections(
         prometheus.stop()
 
 
-def test_exporter_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    from peerwatch.cli import main
-
-    for argv in (
-        ["--port", "70000"],
-        ["--port", "-1"],
-        ["--top", "0"],
-        ["--dead-after", "x"],
-        ["--host", "nosuch.invalid"],
-    ):
-        with pytest.raises(SystemExit) as exc:
-            main(["exporter", *argv])
-        assert exc.value.code == 2, argv
-    assert "Traceback" not in capsys.readouterr().err
-
-
 def test_owner_cache_rescans_only_for_sockets_it_has_not_seen() -> None:
     import os
 

@@ -49,16 +49,20 @@ def idle_stuck(netns_host: NetnsHost) -> Iterator[tuple[Stuck, Stuck]]:
         end_orphans(netns_host.addr)
 
 
-def timer_of(addr: str, port: int) -> Timer:
-    (row,) = [
-        r for r in snapshot(Filters(addresses=frozenset({addr}))) if r.record.local[1] == port
-    ]
-    return row.record.timer
+def timer_of(addr: str, port: int) -> Timer | None:
+    """The socket's kernel timer, or None once the socket is gone."""
+    rows = [r for r in snapshot(Filters(addresses=frozenset({addr}))) if r.record.local[1] == port]
+    assert len(rows) <= 1, rows
+    return rows[0].record.timer if rows else None
 
 
 def guard_json(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict[str, object]]:
+    """The ``socket`` lines of ``guard --json``, after checking the closing ``summary``."""
     assert main(["guard", "--json", *argv]) == 0
-    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    *sockets, summary = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert summary["event"] == "summary" and summary["sockets"] == len(sockets)
+    assert {line["event"] for line in sockets} <= {"socket"}
+    return sockets
 
 
 def test_guarded_program_fails_within_its_new_bound(
@@ -84,7 +88,9 @@ def test_guarded_program_fails_within_its_new_bound(
     assert set(result["options"].values()) == {"set"}
     idle_bound = result["idle_bound"]
     assert isinstance(idle_bound, float) and 2 <= idle_bound <= 3
-    assert timer_of(netns_host.addr, target.port) is Timer.KEEPALIVE
+    # keepalive runs now; on a loaded machine the socket may already have ended through it
+    # (its idle time counts from before the guard), which the outcome below must then show
+    assert timer_of(netns_host.addr, target.port) in (Timer.KEEPALIVE, None)
 
     # counted from the last segment heard (before the guard), so at most the bound from now
     assert target.outcome(timeout=idle_bound + 2) == "error ETIMEDOUT"
@@ -113,19 +119,8 @@ def test_guard_without_ptrace_access_is_refused(
     assert timer_of(netns_host.addr, target.port) is Timer.NONE
 
 
-def test_guard_usage_errors_and_missing_process(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (
-        ["--pid", "x"],
-        ["--pid", "0"],
-        ["--pid", "1", "--timeout", "-1"],
-        ["--pid", "1", "--timeout", "nan"],
-        ["--pid", "1", "--port", "70000"],
-        ["--pid", "1", "--probes", "0"],
-    ):
-        with pytest.raises(SystemExit) as exc:
-            main(["guard", *argv])
-        assert exc.value.code == 2, argv
-    capsys.readouterr()
+def test_guard_of_a_process_that_is_gone(capsys: pytest.CaptureFixture[str]) -> None:
+    """(Bad command lines are in tests/cli/test_convention.py with every other command's.)"""
     with subprocess.Popen([sys.executable, "-c", "pass"]) as gone:
         gone.wait()
     assert main(["guard", "--pid", str(gone.pid)]) == 1

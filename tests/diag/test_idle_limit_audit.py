@@ -59,6 +59,8 @@ def clients() -> Iterator[tuple[str, dict[str, socket.socket]]]:
 def audit(capsys: pytest.CaptureFixture[str], addr: str) -> dict[str, dict[str, object]]:
     assert main(["inspect", "--json", "--idle-limit", str(LIMIT), "--addr", addr]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert all(list(row)[:2] == ["time", "event"] and row["event"] == "audit" for row in rows)
+    assert len({row["time"] for row in rows}) <= 1  # one snapshot, one time
     return {str(row["local"]): row["budget"] for row in rows}
 
 
@@ -138,12 +140,3 @@ def test_user_timeout_floor_follows_the_rto(
     assert min_user_timeout(row.record.facts()) == pytest.approx(
         7 * max(0.2, info.rto_us / 1e6 / (1 << info.backoff))
     )
-
-
-def test_idle_limit_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    for bad in ("1", "x", "inf", "-5"):
-        with pytest.raises(SystemExit) as exc:
-            main(["inspect", "--idle-limit", bad])
-        assert exc.value.code == 2
-    assert main(["inspect", "--idle-limit", "60", "--destroy"]) == 2
-    assert "Traceback" not in capsys.readouterr().err

@@ -8,6 +8,7 @@ timeout; the fixture kills whatever is still running.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import shutil
@@ -91,8 +92,13 @@ def wait_listening(port: int, timeout: float = 5.0) -> None:
     raise AssertionError(f"nothing listens on {port}")
 
 
-def events_of(stderr: bytes) -> list[dict[str, object]]:
-    return [json.loads(line) for line in stderr.decode().splitlines()]
+def events_of(stdout: bytes) -> list[dict[str, object]]:
+    """With --json, every line on stdout is an event (the peer's bytes are "data" events)."""
+    return [json.loads(line) for line in stdout.decode().splitlines()]
+
+
+def data_of(events: list[dict[str, object]]) -> bytes:
+    return b"".join(base64.b64decode(str(e["base64"])) for e in events if e["event"] == "data")
 
 
 def names(events: list[dict[str, object]]) -> list[object]:
@@ -106,10 +112,10 @@ def finish(proc: subprocess.Popen[bytes], timeout: float = 10) -> tuple[int, byt
 
 def listening_port(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> int:
     """Read the 'listen' event of a ``peerwatch nc -l ... 0 --json``."""
-    assert proc.stderr is not None
+    assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        line = proc.stderr.readline()
+        line = proc.stdout.readline()
         if not line:
             break
         event = json.loads(line)
@@ -140,9 +146,10 @@ def test_client_talks_to_a_real_listener(procs: Procs, tool: str) -> None:
     wait_listening(port)
     client = procs.start([*PEERWATCH, "nc", "--json", "127.0.0.1", str(port)], FROM_US, "client")
     code, out, err = finish(client)
-    events = events_of(err)
+    events = events_of(out)
     assert code == 0, err.decode()
-    assert out == FROM_THEM
+    assert data_of(events) == FROM_THEM
+    assert err == b""  # stdout carries everything
     server_code, server_out, _ = finish(server)
     assert server_out == FROM_US
     assert server_code == 0
@@ -169,8 +176,8 @@ def test_listener_serves_a_real_client(procs: Procs, tool: str) -> None:
     assert client_out == FROM_US
     code, out, err = finish(server)
     assert code == 0, err.decode()
-    assert out == FROM_THEM
-    sequence = names(events_of(err))
+    assert data_of(events_of(out)) == FROM_THEM
+    sequence = names(events_of(out))
     assert sequence.index("accepted") < sequence.index("poll_result") < sequence.index("eof")
 
 
@@ -208,18 +215,18 @@ def test_half_open_connection_write_succeeds_then_read_says_reset(procs: Procs) 
         procs.started.append(client)
         accepted, _ = listener.accept()
         accepted.close()  # FIN to the client; this side is gone once it gets data (RST)
-    assert client.stderr is not None and client.stdin is not None
+    assert client.stdout is not None and client.stdin is not None
     seen: list[dict[str, object]] = []
     deadline = time.monotonic() + 5
     while not any(e["event"] == "half_open" for e in seen):
         assert time.monotonic() < deadline, seen
-        seen.append(json.loads(client.stderr.readline()))
+        seen.append(json.loads(client.stdout.readline()))
     client.stdin.write(b"are you there?\n")
     client.stdin.flush()
     while not any(e["event"] == "close" for e in seen):  # stdin stays open: no FIN from us
         assert time.monotonic() < deadline, seen
-        seen.append(json.loads(client.stderr.readline()))
-    code, _, rest = finish(client)
+        seen.append(json.loads(client.stdout.readline()))
+    code, rest, _ = finish(client)
     events = seen + events_of(rest)
     assert code == 1
     states = [e["new"] for e in events if e["event"] == "tcp_state"]
@@ -249,12 +256,12 @@ def test_a_peer_that_does_not_read_closes_its_window_and_writes_stall(
         with big.open("rb") as stdin:
             client = subprocess.Popen(
                 [*PEERWATCH, "nc", "--json", "127.0.0.1", str(listener.getsockname()[1])],
-                stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             )  # fmt: skip
         procs.started.append(client)
         reader, _ = listener.accept()  # and never reads
         with reader:
-            assert client.stderr is not None
+            assert client.stdout is not None
             seen: list[dict[str, object]] = []
             deadline = time.monotonic() + 10
             while not (
@@ -262,7 +269,7 @@ def test_a_peer_that_does_not_read_closes_its_window_and_writes_stall(
                 and any(e["event"] == "write" and e["pending"] for e in seen)
             ):
                 assert time.monotonic() < deadline, names(seen)
-                seen.append(json.loads(client.stderr.readline()))
+                seen.append(json.loads(client.stdout.readline()))
     window = next(e for e in seen if e["event"] == "window")
     assert window["snd_wnd"] == 0 and "not reading" in str(window["message"])
     stalled = next(e for e in seen if e["event"] == "write" and e["pending"])
@@ -271,9 +278,9 @@ def test_a_peer_that_does_not_read_closes_its_window_and_writes_stall(
 
 def test_connection_refused_says_nothing_listens(procs: Procs) -> None:
     client = procs.start([*PEERWATCH, "nc", "--json", "127.0.0.1", str(free_port())], b"", "c")
-    code, _, err = finish(client)
+    code, out, _ = finish(client)
     assert code == 1
-    error = next(e for e in events_of(err) if e["event"] == "error")
+    error = next(e for e in events_of(out) if e["event"] == "error")
     assert error["errno"] == "ECONNREFUSED"
     assert "nothing listens" in str(error["meaning"])
 
@@ -299,17 +306,17 @@ def test_vanished_peer_is_reported_by_keepalive_then_etimedout(
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     procs.started.append(client)
-    assert client.stderr is not None
+    assert client.stdout is not None
     seen: list[dict[str, object]] = []
     while not any(e["event"] == "poll" for e in seen):
-        seen.append(json.loads(client.stderr.readline()))
+        seen.append(json.loads(client.stdout.readline()))
     netns_host.blackhole()
     blackholed_at = time.monotonic()
     while not any(e["event"] == "close" for e in seen):  # stdin stays open: idle connection
         assert time.monotonic() < blackholed_at + 10, seen
-        seen.append(json.loads(client.stderr.readline()))
+        seen.append(json.loads(client.stdout.readline()))
     took = time.monotonic() - blackholed_at
-    code, _, rest = finish(client)
+    code, rest, _ = finish(client)
     events = seen + events_of(rest)
     options = {e["option"]: e["value"] for e in events if e["event"] == "option"}
     assert options == {"SO_KEEPALIVE": 1, "TCP_KEEPIDLE": 1, "TCP_KEEPINTVL": 1,
@@ -325,8 +332,8 @@ def test_vanished_peer_is_reported_by_keepalive_then_etimedout(
     # connecting to the vanished host: the SYN goes unanswered, -w bounds the wait
     started = time.monotonic()
     again = procs.start([*PEERWATCH, "nc", "--json", "-w", "1", netns_host.addr, "6379"], b"", "w")
-    code, _, err = finish(again)
+    code, out, _ = finish(again)
     assert code == 1
-    error = next(e for e in events_of(err) if e["event"] == "error")
+    error = next(e for e in events_of(out) if e["event"] == "error")
     assert error["errno"] == "ETIMEDOUT" and "no answer to our SYN" in str(error["message"])
     assert 0.9 <= time.monotonic() - started < 5

@@ -54,7 +54,7 @@ def test_quick_run_reproduces_the_articles_and_peerwatch_meets_its_bound(tmp_pat
         pytest.skip(f"needs root: {why}")
     before = set(lab_namespaces())
     out, plot = tmp_path / "lab.json", tmp_path / "lab.png"
-    result = _lab("--quick", "--json", str(out), "--plot", str(plot), timeout=280)
+    result = _lab("--quick", "--save", str(out), "--plot", str(plot), timeout=280)
     report = json.loads(out.read_text())
     failed = [r for r in report["records"] if r["ok"] is False]
     assert result.returncode == 0, (failed, result.stdout[-3000:], result.stderr[-3000:])

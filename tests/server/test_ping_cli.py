@@ -14,7 +14,7 @@ pytestmark = pytest.mark.timeout(60)
 
 LINE = re.compile(
     r"^127\.0\.0\.1:\d+: seq=(\d+) state=(alive|quiet|suspect) rtt=(n/a|[\d.]+ ms)"
-    r" heard [\d.]+ s ago, pings \d+ sent / \d+ received$"
+    r" heard [\d.]+ s ago, pings (\d+) sent / (\d+) replies$"
 )
 
 
@@ -31,7 +31,12 @@ def test_count_prints_one_line_per_interval_and_exits_zero(served, pinger):
     assert all(ticks), ping.out
     assert [int(m[1]) for m in ticks] == [1, 2, 3, 4]
     assert all(m[2] == "alive" for m in ticks[1:]), ping.out
-    assert ticks[-1][3].endswith(" ms")  # an RTT was measured
+    assert any(m[3].endswith(" ms") for m in ticks)  # a reply's RTT was measured
+    # ping(8)'s count: replies to our pings, none lost on loopback
+    assert int(ticks[-1][4]) >= 2 and int(ticks[-1][5]) >= int(ticks[-1][4]) - 1
+    summary = re.search(r"(\d+) pings transmitted, (\d+) received, 0% loss", "\n".join(ping.out))
+    assert summary and int(summary[1]) >= 2 and summary[1] == summary[2], ping.out
+    assert ping.out[-2].startswith("rtt min/avg/max = ") and ping.out[-2].endswith(" ms")
     assert "peer alive" in ping.out[-1]
 
 

@@ -22,7 +22,7 @@ DEFAULT_PORT = 9465
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from peerwatch.cli import ops_args
+    from peerwatch.cli.args import count_at_most, non_negative, port, resolvable_host
 
     parser = subparsers.add_parser(
         "exporter",
@@ -31,36 +31,35 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--host", type=ops_args.host, default="127.0.0.1", help="address to listen on (127.0.0.1)"
+        "--host", type=resolvable_host, default="127.0.0.1", help="address to listen on (127.0.0.1)"
     )
     parser.add_argument(
         "--port",
-        type=ops_args.port,
+        type=port,
         default=DEFAULT_PORT,
         help=f"port to listen on, 0 for any free one ({DEFAULT_PORT})",
     )
     parser.add_argument(
         "--top",
-        type=ops_args.whole_number(1, 1000),
+        type=count_at_most(1000),
         default=20,
         metavar="K",
         help="label the K worst process/peer/port groups, the rest as 'other' (20)",
     )
+    parser.add_argument(
+        "--json", action="store_true", help="announce the address as JSON lines (docs/JSON.md)"
+    )
     policy = parser.add_argument_group("verdict thresholds (seconds), as for inspect")
-    policy.add_argument("--dead-after", type=ops_args.seconds(), default=10.0, metavar="S")
-    policy.add_argument("--close-wait-after", type=ops_args.seconds(), default=60.0, metavar="S")
+    policy.add_argument("--dead-after", type=non_negative, default=10.0, metavar="S")
+    policy.add_argument("--close-wait-after", type=non_negative, default=60.0, metavar="S")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import importlib.util
+    from peerwatch.cli.args import require_extras
 
-    if importlib.util.find_spec("prometheus_client") is None:
-        print(
-            "peerwatch exporter: needs prometheus-client: pip install 'peerwatch[server]'",
-            file=sys.stderr,
-        )
-        return 2
+    if (code := require_extras("exporter", "server", ["prometheus_client"])) is not None:
+        return code
     import threading
 
     from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
@@ -84,7 +83,13 @@ def run(args: argparse.Namespace) -> int:
     collector.scrape_port = port
     host = host.decode() if isinstance(host, bytes) else host
     shown = f"[{host}]" if ":" in host else host
-    print(f"peerwatch exporter: metrics on http://{shown}:{port}/metrics", flush=True)
+    url = f"http://{shown}:{port}/metrics"
+    if args.json:
+        from peerwatch.cli.jsonout import emit
+
+        emit("listening", host=host, port=port, metrics=url)
+    else:
+        print(f"peerwatch exporter: metrics on {url}", flush=True)
     try:
         threading.Event().wait()  # serve until interrupted (SIGINT; SIGTERM ends the process)
     finally:

@@ -13,7 +13,6 @@ touched; each is reported with what was applied and the bounds that follow:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import TYPE_CHECKING
 
@@ -23,8 +22,7 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from peerwatch.cli import ops_args
-    from peerwatch.cli.inspect import _address, _state
+    from peerwatch.cli.args import count, ip_address, pid, port, positive, tcp_state
 
     parser = subparsers.add_parser(
         "guard",
@@ -32,39 +30,39 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--pid", type=ops_args.pid, required=True, help="the process to protect")
+    parser.add_argument("--pid", type=pid, required=True, help="the process to protect")
     parser.add_argument(
         "--timeout",
-        type=ops_args.seconds(0, inclusive=False),
+        type=positive,
         default=10.0,
         metavar="S",
         help="a dead peer is noticed within about S seconds, idle or busy (10)",
     )
     parser.add_argument(
         "--probes",
-        type=ops_args.whole_number(1),
+        type=count,
         default=3,
         help="keepalive probes before giving up (3)",
     )
     parser.add_argument(
         "--state",
         action="append",
-        type=_state,
+        type=tcp_state,
         metavar="STATE",
         help="only sockets in this TCP state (ESTABLISHED, LISTEN, ...); repeatable",
     )
     parser.add_argument(
         "--port",
         action="append",
-        type=ops_args.port,
+        type=port,
         default=[],
         help="local or remote port; repeatable",
     )
     parser.add_argument(
-        "--addr", action="append", type=_address, default=[], help="local or remote IP address"
+        "--addr", action="append", type=ip_address, default=[], help="local or remote IP address"
     )
     parser.add_argument("--dry-run", action="store_true", help="list the sockets, change nothing")
-    parser.add_argument("--json", action="store_true", help="one JSON object per socket per line")
+    parser.add_argument("--json", action="store_true", help="JSON lines on stdout (docs/JSON.md)")
     parser.set_defaults(func=run)
 
 
@@ -97,7 +95,11 @@ def run(args: argparse.Namespace) -> int:
     except RemedyRefused as exc:
         print(f"peerwatch guard: {exc}", file=sys.stderr)
         return 1
-    if not args.json:
+    if args.json:
+        from peerwatch.cli.jsonout import emit
+
+        emit("summary", pid=args.pid, sockets=count, dry_run=args.dry_run)
+    else:
         done = "would guard" if args.dry_run else "guarded"
         print(f"{done} {count} TCP socket{'s' if count != 1 else ''} of process {args.pid}")
     return 0
@@ -105,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace, sock: ForeignSocket, result: GuardResult | None) -> None:
     if args.json:
-        print(json.dumps({**sock.as_dict(), "guard": result and result.as_dict()}), flush=True)
+        from peerwatch.cli.jsonout import emit
+
+        emit("socket", **sock.as_dict(), guard=result and result.as_dict())
         return
     head = f"fd {sock.fd:<4} {sock.state.name:<11} {sock.local_text} -> {sock.remote_text}"
     print(f"{head}  {'(dry run)' if result is None else result.describe()}", flush=True)

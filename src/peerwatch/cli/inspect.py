@@ -1,8 +1,21 @@
 """``peerwatch inspect``: every TCP connection of this host (network namespace) with a verdict.
 
 Like ``ss -tinpo``, read through netlink sock_diag, plus the owning process and
-the ``assess`` verdict with its reason. ``--watch`` refreshes a live view;
-``--json`` prints one object per connection per line for scripts.
+the ``assess`` verdict with its reason ("why"), worst first. The columns mean
+what ``ss`` means (``retrans`` is ss's ``retrans:a/b``, ``timer`` its ``-o``
+timer); on a narrow terminal the least telling columns are dropped whole, never
+the verdict or the why. ``--watch`` redraws in place; ``--json`` prints one
+``connection`` object per line (docs/JSON.md). Remedies: ``--destroy`` ends the
+connections judged dead (a dry run unless ``--yes``); ``--idle-limit S`` audits
+keepalive and user timeouts against a middlebox's idle limit.
+
+examples:
+  peerwatch inspect --problems                  what to look at now
+  peerwatch inspect --peer db.internal:5432     every connection to the database
+  peerwatch inspect --pid 4242 --sort silent    one process, longest silent first
+  peerwatch inspect --watch --interval 2        live, like top
+  peerwatch inspect --destroy --port 5432       which dead ones --yes would end
+  peerwatch inspect --idle-limit 350            what an AWS NLB's idle limit breaks
 """
 
 from __future__ import annotations
@@ -13,13 +26,26 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from peerwatch.cli.args import (
+    at_least,
+    count,
+    ip_address,
+    non_negative,
+    pid,
+    port,
+    positive,
+    resolve,
+    tcp_state,
+)
 from peerwatch.tcpinfo import TcpState
 
 if TYPE_CHECKING:
     from peerwatch.assessment import AssessPolicy
-    from peerwatch.diag.view import Filters
+    from peerwatch.diag.view import Filters, PeerMatch, Row
 
 _VERDICTS = ("ALIVE", "SUSPECT", "DEAD")
+#: view.SORTS's names, spelt here so --help needs no import of the view
+_SORTS = ("verdict", "state", "local", "peer", "process", "silent", "queues", "retrans", "rtt")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,23 +58,42 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--state",
         action="append",
-        type=_state,
+        type=tcp_state,
         metavar="STATE",
         help="only this TCP state (ESTABLISHED, CLOSE_WAIT, close-wait, ...); repeatable. "
         "Without it, all but LISTEN and TIME_WAIT",
     )
     parser.add_argument("-a", "--all", action="store_true", help="every state, listeners too")
     parser.add_argument(
-        "--port", action="append", type=int, default=[], help="local or remote port; repeatable"
+        "--port", action="append", type=port, default=[], help="local or remote port; repeatable"
     )
     parser.add_argument(
         "--addr",
         action="append",
-        type=_address,
+        type=ip_address,
         default=[],
         help="local or remote IP address (e.g. the database host); repeatable",
     )
+    parser.add_argument(
+        "--peer",
+        action="append",
+        type=_peer,
+        default=[],
+        metavar="HOST[:PORT]",
+        help="the remote end: an address or host name, with a port (db:5432, [::1]:80,"
+        " :443); repeatable",
+    )
+    parser.add_argument(
+        "--pid", action="append", type=pid, default=[], help="held by this process; repeatable"
+    )
     parser.add_argument("--process", help="a pid, or part of the owning command's name")
+    parser.add_argument(
+        "--sort",
+        choices=_SORTS,
+        default="verdict",
+        help="verdict (worst first, the default), state, local, peer, process; largest"
+        " first: silent, queues, retrans, rtt",
+    )
     parser.add_argument(
         "--verdict",
         action="append",
@@ -60,14 +105,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--problems", action="store_true", help="only SUSPECT and DEAD (same as two --verdict)"
     )
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    parser.add_argument("--watch", action="store_true", help="refresh until interrupted")
+    parser.add_argument("--json", action="store_true", help="JSON lines on stdout (docs/JSON.md)")
+    parser.add_argument("--watch", action="store_true", help="redraw in place until interrupted")
     parser.add_argument(
-        "--interval", type=_positive, default=1.0, help="seconds between refreshes (1)"
+        "--interval", type=positive, default=1.0, help="seconds between refreshes (1)"
     )
-    parser.add_argument("--count", type=int, default=None, help="with --watch: stop after N")
-    from peerwatch.cli import ops_args
-
+    parser.add_argument("--count", type=count, default=None, help="with --watch: stop after N")
     remedy = parser.add_argument_group("remedies")
     remedy.add_argument(
         "--destroy",
@@ -78,46 +121,41 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     remedy.add_argument("--yes", action="store_true", help="with --destroy: really end them")
     remedy.add_argument(
         "--idle-limit",
-        type=ops_args.seconds(2),  # keepalive counts whole seconds: nothing probes sooner
+        type=at_least(2),  # keepalive counts whole seconds: nothing probes sooner
         metavar="S",
         help="audit: flag connections a middlebox dropping flows idle for S seconds would break "
         "(keepalive too late or off, user timeout too short), each with its fix",
     )
     policy = parser.add_argument_group("verdict thresholds (seconds)")
-    policy.add_argument("--suspect-after", type=float, default=1.0, metavar="S")
-    policy.add_argument("--dead-after", type=float, default=10.0, metavar="S")
-    policy.add_argument("--close-wait-after", type=float, default=60.0, metavar="S")
-    policy.add_argument("--idle-after", type=float, default=60.0, metavar="S")
-    policy.add_argument("--keepalive-bound-after", type=float, default=300.0, metavar="S")
+    policy.add_argument("--suspect-after", type=non_negative, default=1.0, metavar="S")
+    policy.add_argument("--dead-after", type=non_negative, default=10.0, metavar="S")
+    policy.add_argument("--close-wait-after", type=non_negative, default=60.0, metavar="S")
+    policy.add_argument("--idle-after", type=non_negative, default=60.0, metavar="S")
+    policy.add_argument("--keepalive-bound-after", type=non_negative, default=300.0, metavar="S")
     parser.set_defaults(func=run)
 
 
-def _state(text: str) -> TcpState:
-    name = text.strip().upper().replace("-", "_")
-    aliases = {"FIN_WAIT_1": "FIN_WAIT1", "FIN_WAIT_2": "FIN_WAIT2", "SYN_RECEIVED": "SYN_RECV"}
-    name = aliases.get(name, name)
-    try:
-        return TcpState[name]
-    except KeyError:
-        choices = ", ".join(s.name for s in TcpState if s is not TcpState.UNKNOWN)
-        raise argparse.ArgumentTypeError(f"unknown state {text!r}; one of {choices}") from None
+def _peer(text: str) -> PeerMatch:
+    """HOST, HOST:PORT, [V6]:PORT, a bare IPv6 address, or :PORT; a host name is resolved now."""
+    from peerwatch.diag.view import PeerMatch
 
-
-def _address(text: str) -> str:
-    """Normalised, so that 2001:DB8::1 matches what the kernel reports (2001:db8::1)."""
-    import ipaddress
-
-    try:
-        return str(ipaddress.ip_address(text.strip("[]")))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
+    host, port_text = text, None
+    if text.startswith("["):
+        host, closed, rest = text[1:].partition("]")
+        if not closed:
+            raise argparse.ArgumentTypeError(f"expected [ADDRESS] or [ADDRESS]:PORT, not {text!r}")
+        if rest:
+            if not rest.startswith(":"):
+                raise argparse.ArgumentTypeError(f"expected [ADDRESS]:PORT, not {text!r}")
+            port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    wanted_port = None if port_text is None else port(port_text)
+    if not host:
+        if wanted_port is None:
+            raise argparse.ArgumentTypeError("expected HOST, HOST:PORT or :PORT")
+        return PeerMatch(None, wanted_port)
+    return PeerMatch(resolve(host), wanted_port)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
         addresses=frozenset(args.addr),
         process=args.process,
         statuses=frozenset(statuses),
+        pids=frozenset(args.pid),
+        peers=tuple(args.peer),
     )
     try:
         policy = AssessPolicy(
@@ -202,8 +242,8 @@ def _print_json(filters: Filters, policy: AssessPolicy, args: argparse.Namespace
     remaining = _refreshes(args)
     while remaining is None or remaining > 0:
         taken_at = time.time()
-        for line in json_lines(snapshot(filters, policy), taken_at):
-            print(line)
+        rows = snapshot(filters, policy, args.sort)
+        sys.stdout.write("".join(line + "\n" for line in json_lines(rows, taken_at)))
         sys.stdout.flush()
         if remaining is not None:
             remaining -= 1
@@ -214,26 +254,76 @@ def _print_json(filters: Filters, policy: AssessPolicy, args: argparse.Namespace
 
 
 def _print_table(filters: Filters, policy: AssessPolicy, args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.live import Live
+    from peerwatch.diag.table import TCP_INFO_FIELDS, render
+    from peerwatch.diag.view import snapshot, summary
 
-    from peerwatch.diag.view import render_table, snapshot
+    def table_rows() -> list[Row]:
+        # only what the table shows: no evidence figures, only its TCP_INFO fields
+        return snapshot(filters, policy, args.sort, figures=False, tcp_info_fields=TCP_INFO_FIELDS)
 
-    # not a terminal (a pipe, a file): wide enough that rows do not fold into many
-    # lines, unless COLUMNS says otherwise (rich reads it)
-    wide = sys.stdout.isatty() or "COLUMNS" in os.environ
-    console = Console(width=None if wide else 200)
+    tty = sys.stdout.isatty()
+    # a terminal: its width; a pipe or file: unbounded (one line per row, for grep),
+    # unless COLUMNS says otherwise
+    width = _width(tty)
+    color = tty and "NO_COLOR" not in os.environ
     if not args.watch:
-        console.print(render_table(snapshot(filters, policy)))
+        rows = table_rows()
+        drawn = render(rows, width, color=color)
+        sys.stdout.write("\n".join([*drawn.lines, _footer(summary(rows), drawn.hidden)]) + "\n")
         return 0
     remaining = args.count
-    with Live(console=console, auto_refresh=False) as live:
+    live = tty  # redraw in place; into a pipe, frames follow each other
+    if live:
+        sys.stdout.write("\x1b[?25l\x1b[H\x1b[2J")  # hide the cursor, clear once
+    try:
         while True:
-            title = f"peerwatch inspect — {time.strftime('%H:%M:%S')}, every {args.interval:g} s"
-            live.update(render_table(snapshot(filters, policy), title), refresh=True)
+            started = time.monotonic()
+            rows = table_rows()
+            took = time.monotonic() - started
+            title = (
+                f"peerwatch inspect - {time.strftime('%H:%M:%S')}, every {args.interval:g} s"
+                f" (read and judged in {took * 1000:.0f} ms)"
+            )
+            height = os.get_terminal_size(sys.stdout.fileno()).lines if live else None
+            drawn = render(
+                rows,
+                _width(tty),
+                color=color,
+                max_lines=None if height is None else max(2, height - 3),
+            )
+            footer = _footer(summary(rows), drawn.hidden)
+            if drawn.rows < len(rows):
+                footer += f"; {len(rows) - drawn.rows} more below (filter, or --json)"
+            frame = [title, *drawn.lines, footer]
+            if live:  # home, each line cleared to its end, then the rest of the screen
+                sys.stdout.write("\x1b[H" + "\x1b[K\n".join(frame) + "\x1b[K\x1b[J")
+            else:
+                sys.stdout.write("\n".join(frame) + "\n\n")
+            sys.stdout.flush()
             if remaining is not None:
                 remaining -= 1
                 if remaining <= 0:
                     break
-            time.sleep(args.interval)
+            time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
+    finally:
+        if live:
+            sys.stdout.write("\x1b[?25h\n")  # the cursor back, below the last frame
+            sys.stdout.flush()
     return 0
+
+
+def _width(tty: bool) -> int | None:
+    if "COLUMNS" in os.environ:
+        try:
+            return max(20, int(os.environ["COLUMNS"]))
+        except ValueError:
+            pass
+    if not tty:
+        return None
+    return os.get_terminal_size(sys.stdout.fileno()).columns
+
+
+def _footer(counts: str, hidden: tuple[str, ...]) -> str:
+    if not hidden:
+        return counts
+    return f"{counts} (too narrow for: {', '.join(hidden)})"

@@ -9,11 +9,11 @@ empty when it is safe).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 from peerwatch.assessment import AssessPolicy
+from peerwatch.cli.jsonout import json_line
 from peerwatch.diag.budget import audit_rows
 from peerwatch.diag.view import Filters, snapshot
 
@@ -24,9 +24,9 @@ def run_budget(filters: Filters, policy: AssessPolicy, args: argparse.Namespace)
     limit: float = args.idle_limit
     audited = audit_rows(snapshot(filters, policy), limit)
     if args.json:
-        stamp = round(time.time(), 3)
+        stamp = time.time()  # one snapshot: one time on every line
         for entry in audited:
-            print(json.dumps({"time": stamp, **entry.as_dict(limit)}))
+            print(json_line("audit", entry.as_dict(limit), stamp))
         sys.stdout.flush()
         return 0
     at_risk = [entry for entry in audited if entry.findings]

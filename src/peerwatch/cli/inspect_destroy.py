@@ -8,11 +8,10 @@ still there and still judged the same way at that moment).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 
 from peerwatch.assessment import AssessPolicy
+from peerwatch.cli.jsonout import json_line
 from peerwatch.diag.destroy import DestroyOutcome, DestroyStopped, destroy_rows, destroy_targets
 from peerwatch.diag.view import Filters, Row, snapshot
 
@@ -53,10 +52,9 @@ def _count(n: int) -> str:
 
 
 def _report(outcomes: list[DestroyOutcome], as_json: bool) -> None:
-    stamp = round(time.time(), 3)
     for outcome in outcomes:
         if as_json:
-            print(json.dumps({"time": stamp, **outcome.as_dict()}))
+            print(json_line("destroy", outcome.as_dict()))
         else:
             print(_line(outcome.note, outcome.row))
     sys.stdout.flush()

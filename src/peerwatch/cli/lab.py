@@ -5,7 +5,9 @@ each fault, and reports what every strategy saw and when. As root it uses
 network namespaces directly; otherwise it re-runs itself inside an
 unprivileged user namespace, and refuses with the reason when neither works.
 Exit status: 0 when every expectation held, 1 when one failed, 2 when the lab
-cannot run here.
+cannot run here. ``--json``: one JSON line per (scenario, strategy) record and a
+closing summary on stdout, progress on stderr (docs/JSON.md); ``--save FILE``
+writes the whole run as one JSON document.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from peerwatch.cli.args import require_extras
 
 
 def register(subparsers: Any) -> None:
@@ -43,7 +47,12 @@ def register(subparsers: Any) -> None:
         metavar="NAME",
         help="measure only this strategy (repeatable, or comma-separated); see --list",
     )
-    parser.add_argument("--json", type=Path, metavar="FILE", help="write one record per pair")
+    parser.add_argument(
+        "--json", action="store_true", help="records as JSON lines on stdout (docs/JSON.md)"
+    )
+    parser.add_argument(
+        "--save", type=Path, metavar="FILE.json", help="write the run as one JSON document"
+    )
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="plot detection times")
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="write the table as Markdown")
     parser.add_argument(
@@ -101,25 +110,13 @@ def run(args: argparse.Namespace) -> int:
     scenarios = [s for s in SCENARIOS if not wanted_scenarios or s.name in wanted_scenarios]
     strategies = [s for s in STRATEGIES if not wanted_strategies or s.name in wanted_strategies]
 
-    missing = _missing_extras(plot=args.plot is not None)
-    if missing:
-        print(
-            f"peerwatch lab: needs {', '.join(missing)}: pip install 'peerwatch[lab]'",
-            file=sys.stderr,
-        )
-        return 2
+    wanted = ["rich", "pyroute2", "websockets"] + (["matplotlib"] if args.plot else [])
+    if missing := require_extras("lab", "lab", wanted):
+        return missing
     refusal = _where_to_run(args)
     if refusal is not None:
         return refusal
     return _run_lab(args, scenarios, strategies)
-
-
-def _missing_extras(plot: bool) -> list[str]:
-    """The lab's extras that cannot be imported here (checked before anything is built)."""
-    import importlib.util
-
-    wanted = ["rich", "pyroute2", "websockets"] + (["matplotlib"] if plot else [])
-    return [name for name in wanted if importlib.util.find_spec(name) is None]
 
 
 def _where_to_run(args: argparse.Namespace) -> int | None:
@@ -159,7 +156,9 @@ def _forwarded(args: argparse.Namespace) -> list[str]:
         argv += ["--scenario", name]
     for name in _names(args.strategy):
         argv += ["--strategy", name]
-    for flag in ("json", "plot", "markdown"):
+    if args.json:
+        argv.append("--json")
+    for flag in ("save", "plot", "markdown"):
         value = getattr(args, flag)
         if value is not None:
             argv += [f"--{flag}", str(Path(value).absolute())]
@@ -175,8 +174,10 @@ def _run_lab(args: argparse.Namespace, scenarios: list[Any], strategies: list[An
     from peerwatch.lab.runner import estimate, run_all
     from peerwatch.lab.settings import settings_for
 
-    # Wide enough for the table when the output is a file or a CI log.
-    console = Console(width=None if sys.stdout.isatty() else 220)
+    # Wide enough for the table when the output is a file or a CI log; with --json,
+    # stdout carries only JSON lines and the people's view goes to stderr.
+    shown = sys.stderr if args.json else sys.stdout
+    console = Console(stderr=args.json, width=None if shown.isatty() else 220)
     settings = settings_for("quick" if args.quick else "full")
     removed = clean_stale()
     if removed:
@@ -235,18 +236,43 @@ def _run_lab(args: argparse.Namespace, scenarios: list[Any], strategies: list[An
     elapsed = time.monotonic() - started
     console.print(report.render_table(records, f"peerwatch lab ({settings.mode})"))
     console.print(report.summary_line(records, elapsed))
-    if args.json is not None:
-        meta = {
-            "elapsed": round(elapsed, 1),
-            "mode": mode,
-            "kernel": os.uname().release,
-            "timers_read_back": read_back,
-        }
-        report.write_json(args.json, records, settings, meta)
-        console.print(f"records written to {args.json}")
+    meta = {
+        "elapsed": round(elapsed, 1),
+        "mode": mode,
+        "kernel": os.uname().release,
+        "timers_read_back": read_back,
+    }
+    if args.json:
+        from peerwatch.cli.jsonout import emit
+
+        run = report.document(records, settings, meta)
+        for record in run.pop("records"):
+            emit("record", **record)
+        emit("summary", **run)
+    if args.save is not None:
+        report.write_json(args.save, records, settings, meta)
+        console.print(f"records written to {args.save}")
     if args.plot is not None:
         report.write_plot(args.plot, records, settings)
         console.print(f"plot written to {args.plot}")
     if args.markdown is not None:
         args.markdown.write_text(report.write_markdown(records))
+    for written in (args.save, args.plot, args.markdown):
+        if written is not None:
+            _give_back(written)
     return 1 if any(r.ok is False for r in records) else 0
+
+
+def _give_back(path: Path) -> None:
+    """Run through sudo (``make lab``), hand a file we wrote to the user who ran sudo.
+
+    Root needs its privileges for the namespaces, not for the results: a report
+    left root-owned in the user's checkout is one they cannot overwrite next time.
+    """
+    uid, gid = os.environ.get("SUDO_UID", ""), os.environ.get("SUDO_GID", "")
+    if os.geteuid() != 0 or not uid.isdigit() or not gid.isdigit():
+        return
+    try:
+        os.chown(path, int(uid), int(gid))
+    except OSError as exc:
+        print(f"peerwatch lab: {path} stays owned by root: {exc.strerror}", file=sys.stderr)

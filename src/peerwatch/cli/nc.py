@@ -1,13 +1,25 @@
 """``peerwatch nc``: a netcat that prints every step (the article's ``dnc``).
 
 Events go to stderr with a timestamp, the peer's bytes to stdout, stdin to
-the peer; ``--json`` prints one event per line instead of sentences.
+the peer. ``--json`` follows the CLI's one convention (docs/JSON.md): every event
+is a JSON line on stdout, and the peer's bytes come as ``data`` events among them
+(exact in ``base64``, readable in ``text``), so one stream keeps their order.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import io
 import sys
+from typing import TYPE_CHECKING
+
+from peerwatch.cli.args import port, positive, resolvable_host
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+    from peerwatch.nc.trace import Tracer
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,10 +33,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("-l", "--listen", action="store_true", help="accept one connection")
     parser.add_argument(
-        "-s", "--source", metavar="ADDR", help="address to listen on (-l; default 0.0.0.0)"
+        "-s",
+        "--source",
+        type=resolvable_host,
+        metavar="ADDR",
+        help="address to listen on (-l; default 0.0.0.0)",
     )
-    parser.add_argument("host", nargs="?", help="host to connect to (not with -l)")
-    parser.add_argument("port", type=_port, help="port (with -l: 0 picks a free one)")
+    parser.add_argument(
+        "host", nargs="?", type=resolvable_host, help="host to connect to (not with -l)"
+    )
+    parser.add_argument("port", type=port, help="port (with -l: 0 picks a free one)")
     parser.add_argument(
         "--keep-half-open",
         action="store_true",
@@ -42,17 +60,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="SO_KEEPALIVE with TCP_KEEPIDLE, TCP_KEEPINTVL (seconds) and TCP_KEEPCNT",
     )
     parser.add_argument(
-        "--user-timeout", type=int, metavar="MS", help="TCP_USER_TIMEOUT in milliseconds"
+        "--user-timeout", type=_milliseconds, metavar="MS", help="TCP_USER_TIMEOUT in milliseconds"
     )
-    parser.add_argument("-w", "--wait", type=float, metavar="S", help="connect timeout in seconds")
-    parser.add_argument("--json", action="store_true", help="one JSON event per line")
+    parser.add_argument(
+        "-w", "--wait", type=positive, metavar="S", help="connect timeout in seconds"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="every event and the peer's bytes as JSON lines"
+    )
     parser.set_defaults(func=run)
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError("a port is 0..65535")
+def _milliseconds(text: str) -> int:
+    """TCP_USER_TIMEOUT: 0 (the kernel default) up to the kernel's INT_MAX."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds, not {text!r}") from None
+    if not 0 <= value <= 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"must be 0..2147483647 ms, not {text}")
     return value
 
 
@@ -61,8 +87,9 @@ def _keepalive(text: str) -> tuple[int, int, int]:
         idle, interval, count = (int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError("expected IDLE,INTVL,CNT, e.g. 5,1,3") from None
-    if min(idle, interval, count) < 1:
-        raise argparse.ArgumentTypeError("keepalive values must be >= 1")
+    if min(idle, interval, count) < 1 or max(idle, interval) > 32767 or count > 127:
+        # the kernel's limits (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT)
+        raise argparse.ArgumentTypeError("keepalive: IDLE and INTVL 1..32767, CNT 1..127")
     return idle, interval, count
 
 
@@ -72,9 +99,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.listen == (args.host is not None):
         print("peerwatch nc: give HOST PORT to connect, or -l PORT to listen", file=sys.stderr)
-        return 2
-    if args.user_timeout is not None and args.user_timeout < 0:
-        print("peerwatch nc: --user-timeout must be >= 0", file=sys.stderr)
         return 2
     options = NcOptions(
         port=args.port,
@@ -87,4 +111,29 @@ def run(args: argparse.Namespace) -> int:
         user_timeout_ms=args.user_timeout,
         connect_timeout=args.wait,
     )
-    return run_nc(options, Tracer(sys.stderr, as_json=args.json))
+    if not args.json:
+        return run_nc(options, Tracer(sys.stderr))
+    tracer = Tracer(sys.stdout, as_json=True)
+    return run_nc(options, tracer, stdout=io.BufferedWriter(_DataEvents(tracer)))
+
+
+class _DataEvents(io.RawIOBase):
+    """Where the peer's bytes go with --json: one ``data`` event per write, on the trace."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        super().__init__()
+        self._tracer = tracer
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        chunk = bytes(data)
+        self._tracer.emit(
+            "data",
+            f"{len(chunk)} bytes from the peer",
+            bytes=len(chunk),
+            text=chunk.decode("utf-8", "replace"),
+            base64=base64.b64encode(chunk).decode("ascii"),
+        )
+        return len(chunk)

@@ -3,7 +3,8 @@
     peerwatch serve --host 0.0.0.0 --port 9870 --workers 4 --handler echo --metrics-port 9100
 
 Prints one line when every worker listens, logs worker deaths and restarts to
-stderr, and on SIGTERM/SIGINT says GOODBYE to every peer and exits 0.
+stderr, and on SIGTERM/SIGINT says GOODBYE to every peer and exits 0. With
+``--json`` those lines are JSON lines on stdout (docs/JSON.md).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import sys
 from typing import Any
 
+from peerwatch.cli.args import count, non_negative, port, positive, require_extras, resolvable_host
 from peerwatch.core.config import DEFAULT_HOST
 
 DEFAULT_PORT = 9870
@@ -29,37 +31,41 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--host",
+        type=resolvable_host,
         default=DEFAULT_HOST,
         help="address to bind (default %(default)s: this machine only; 0.0.0.0 or :: to serve"
         " the network)",
     )
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="default %(default)s")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--port", type=port, default=DEFAULT_PORT, help="default %(default)s")
+    parser.add_argument("--workers", type=count, default=1, help="worker processes (default 1)")
     parser.add_argument(
         "--handler",
         default="echo",
         help="echo, sink, or package.module:function (async def f(conn)); default echo",
     )
-    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
-    parser.add_argument("--metrics-host", default="127.0.0.1", help="default %(default)s")
+    parser.add_argument("--metrics-port", type=port, help="serve Prometheus /metrics on this port")
+    parser.add_argument(
+        "--metrics-host", type=resolvable_host, default="127.0.0.1", help="default %(default)s"
+    )
     parser.add_argument("--uvloop", action="store_true", help="run the workers on uvloop")
-    parser.add_argument("--interval", type=float, default=1.0, help="ping after s quiet")
-    parser.add_argument("--timeout", type=float, default=5.0, help="peer dead after s silent")
+    parser.add_argument("--interval", type=positive, default=1.0, help="ping after s quiet")
+    parser.add_argument("--timeout", type=positive, default=5.0, help="peer dead after s silent")
     parser.add_argument("--policy", choices=("fixed", "adaptive"), default="fixed")
     parser.add_argument(
-        "--max-connections", type=int, help="per worker; beyond it GOODBYE(OVERLOADED)"
+        "--max-connections", type=count, help="per worker; beyond it GOODBYE(OVERLOADED)"
     )
-    parser.add_argument("--handshake-timeout", type=float, default=5.0)
-    parser.add_argument("--max-frame", type=int, default=1024 * 1024, help="bytes")
-    parser.add_argument("--send-queue", type=int, default=1024, help="messages per connection")
-    parser.add_argument("--max-pings-per-interval", type=int, default=10)
+    parser.add_argument("--handshake-timeout", type=positive, default=5.0)
+    parser.add_argument("--max-frame", type=count, default=1024 * 1024, help="bytes")
+    parser.add_argument("--send-queue", type=count, default=1024, help="messages per connection")
+    parser.add_argument("--max-pings-per-interval", type=count, default=10)
     parser.add_argument(
-        "--drain", type=float, default=5.0, help="seconds peers get at shutdown (default 5)"
+        "--drain", type=non_negative, default=5.0, help="seconds peers get at shutdown (default 5)"
     )
     parser.add_argument(
         "--no-restart", action="store_true", help="do not restart a worker that died"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log connections too")
+    parser.add_argument("--json", action="store_true", help="JSON lines on stdout (docs/JSON.md)")
     parser.set_defaults(func=run)
 
 
@@ -69,6 +75,12 @@ def run(args: argparse.Namespace) -> int:
     from peerwatch.errors import ConfigError
     from peerwatch.server import Ready, StartError, run_workers
 
+    metrics = args.metrics_port is not None
+    if metrics and (missing := require_extras("serve", "server", ["prometheus_client"])):
+        return missing
+    if args.uvloop and (missing := require_extras("serve", "uvloop", ["uvloop"])):
+        return missing
+
     level = logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(
         level=logging.INFO, format="peerwatch serve: %(message)s", stream=sys.stderr
@@ -77,6 +89,24 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("peerwatch.server").setLevel(logging.INFO)
 
     def on_ready(ready: Ready) -> None:
+        if args.json:
+            from peerwatch.cli.jsonout import emit
+
+            metrics = None
+            if ready.metrics_port is not None:
+                metrics = f"http://{_hostport(args.metrics_host, ready.metrics_port)}/metrics"
+            emit(
+                "listening",
+                host=ready.host,
+                port=ready.port,
+                pids=list(ready.pids),
+                loop=ready.loop,
+                handler=args.handler,
+                interval=args.interval,
+                timeout=args.timeout,
+                metrics=metrics,
+            )
+            return
         pids = " ".join(str(pid) for pid in ready.pids)
         print(
             f"peerwatch serve: listening on {_hostport(ready.host, ready.port)}, {len(ready.pids)}"
@@ -119,7 +149,12 @@ def run(args: argparse.Namespace) -> int:
     except StartError as exc:
         print(f"peerwatch serve: {exc}", file=sys.stderr)
         return 1
-    print("peerwatch serve: stopped", flush=True)
+    if args.json:
+        from peerwatch.cli.jsonout import emit
+
+        emit("stopped", status=code)
+    else:
+        print("peerwatch serve: stopped", flush=True)
     return code
 
 

@@ -131,8 +131,10 @@ class Liveness:
         "ping_seq",
         "ping_window",
         "pong_due",
+        "pongs_received",
         "quiet",
         "rtt",
+        "rtt_sample",
         "rttvar",
         "stall_threshold",
         "stalls",
@@ -171,6 +173,8 @@ class Liveness:
         self.pong_due: float | None = None  # when the PING awaiting its PONG was sent
         self.rtt: float | None = None  # smoothed round-trip time (RFC 6298 weights)
         self.rttvar = 0.0
+        self.pongs_received = 0  # replies to our pings (what ping(8) calls "received")
+        self.rtt_sample: float | None = None  # the last reply's own round trip, unsmoothed
         self.paused = False
         self.local_stall = 0.0  # longest stall of our own process seen (s)
         self.stalls = 0
@@ -204,6 +208,8 @@ class Liveness:
             return None
         self.pong_due = None
         sample = max(0.0, now - sent_at)
+        self.pongs_received += 1
+        self.rtt_sample = sample
         if self.rtt is None:
             self.rtt = sample
             self.rttvar = sample / 2

@@ -151,6 +151,9 @@ def explain_os_error(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+KERNEL_TICK = 0.010  # the coarsest jiffy (HZ=100): TCP_INFO's last_* ages are rounded to it
+
+
 def hung_or_silent(info: TcpInfo | None, silent_for: float) -> Cause:
     """Tell a hung peer (kernel acks, app mute) from a silent one (nothing acks).
 
@@ -171,7 +174,11 @@ def hung_or_silent(info: TcpInfo | None, silent_for: float) -> Cause:
     """
     if info is None:
         return Cause.SILENT
-    acked_during_silence = info.last_ack_recv_ms / 1000.0 < silent_for
+    # An ACK for bytes sent as the silence began (a HELLO or ClientHello sent at once) sits at
+    # its very start, and the kernel counts tcpi_last_ack_recv in jiffies: up to one tick
+    # (1000/HZ ms, 10 ms at the smallest HZ) more than the true age. Seen under load as
+    # last_ack_recv 508 ms for a silence of 505 ms; allow the tick.
+    acked_during_silence = info.last_ack_recv_ms / 1000.0 < silent_for + KERNEL_TICK
     if not acked_during_silence or info.retransmits != 0:
         return Cause.SILENT
     if info.backoff == 0:

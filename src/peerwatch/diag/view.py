@@ -1,33 +1,38 @@
-"""What ``peerwatch inspect`` shows: rows of (socket, owner, verdict), filtered, as a table or JSON.
+"""What ``peerwatch inspect`` shows: rows of (socket, owner, verdict), filtered and sorted.
 
 A row joins three sources read at one moment: the sock_diag record, the
 processes holding its inode, and the ``assess`` verdict on its figures. Rows
-are sorted worst first, so the connection to look at at 3 a.m. is on top.
+are sorted worst first by default, so the connection to look at at 3 a.m. is on
+top; ``SORTS`` names the other orders. The table itself is ``diag.table``; JSON
+lines follow the CLI's one convention (``cli.jsonout``, docs/JSON.md).
 """
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from peerwatch.assess_rules import assess_info
-from peerwatch.assessment import Assessment, AssessPolicy, Status, Timer, format_duration
+from peerwatch.assessment import Assessment, AssessPolicy, Status
 from peerwatch.diag.owners import Owner, socket_owners
 from peerwatch.diag.sockdiag import SockRecord, read_sockets
+from peerwatch.frozen import build
+from peerwatch.gcpause import gc_paused
 from peerwatch.tcpinfo import TcpState
 
-if TYPE_CHECKING:
-    from rich.table import Table
-
-__all__ = ["DEFAULT_HIDDEN", "Filters", "Row", "json_lines", "render_table", "snapshot", "summary"]
+__all__ = [
+    "DEFAULT_HIDDEN",
+    "SORTS",
+    "Filters",
+    "PeerMatch",
+    "Row",
+    "json_lines",
+    "snapshot",
+    "summary",
+]
 
 #: Shown only when asked for (--all or --state): they are not connections anyone holds.
 DEFAULT_HIDDEN = frozenset({TcpState.LISTEN, TcpState.TIME_WAIT, TcpState.NEW_SYN_RECV})
-
-_STATUS_STYLE = {Status.ALIVE: "green", Status.SUSPECT: "yellow", Status.DEAD: "bold red"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,19 @@ class Row:
 
 
 @dataclass(frozen=True)
+class PeerMatch:
+    """``--peer``: the remote end is one of ``addresses`` (None: any) on ``port`` (None: any)."""
+
+    addresses: frozenset[str] | None
+    port: int | None
+
+    def matches(self, remote: tuple[str, int]) -> bool:
+        if self.port is not None and remote[1] != self.port:
+            return False
+        return self.addresses is None or remote[0] in self.addresses
+
+
+@dataclass(frozen=True)
 class Filters:
     """Which rows to keep. Empty sets and None mean "no filter" (states: the default set)."""
 
@@ -57,6 +75,8 @@ class Filters:
     addresses: frozenset[str] = field(default_factory=frozenset)  # local or remote address
     process: str | None = None  # a pid, or part of the command name
     statuses: frozenset[Status] = field(default_factory=frozenset)
+    pids: frozenset[int] = field(default_factory=frozenset)  # held by one of these processes
+    peers: tuple[PeerMatch, ...] = ()  # the remote end matches one of these
 
     def keep_record(self, record: SockRecord) -> bool:
         if self.states is None:
@@ -66,10 +86,14 @@ class Filters:
             return False
         if self.ports and not {record.local[1], record.remote[1]} & self.ports:
             return False
+        if self.peers and not any(peer.matches(record.remote) for peer in self.peers):
+            return False
         return not self.addresses or bool({record.local[0], record.remote[0]} & self.addresses)
 
     def keep_row(self, row: Row) -> bool:
         if self.statuses and row.verdict.status not in self.statuses:
+            return False
+        if self.pids and not any(o.pid in self.pids for o in row.owners):
             return False
         if self.process is None:
             return True
@@ -78,19 +102,80 @@ class Filters:
         return any(self.process in o.command for o in row.owners)
 
 
-def snapshot(filters: Filters, policy: AssessPolicy | None = None) -> list[Row]:
-    """Read every socket once and return the rows that pass the filters, worst first."""
+def _worst_first(row: Row) -> tuple[int, int, tuple[str, int]]:
+    return (-row.verdict.status.rank, row.record.state, row.record.local)
+
+
+def _silent_longest(row: Row) -> float:
+    silent = row.verdict.silent_for
+    return -1.0 if silent is None else silent
+
+
+#: ``--sort`` orders; ties keep the worst-first order (Python's sort is stable). The
+#: figures sort largest first: the connection furthest from healthy comes first.
+SORTS: dict[str, tuple[Callable[[Row], object], bool]] = {
+    "verdict": (_worst_first, False),
+    "state": (lambda row: row.record.state, False),
+    "local": (lambda row: (row.record.family, row.record.local), False),
+    "peer": (lambda row: (row.record.family, row.record.remote), False),
+    "process": (lambda row: [(o.command, o.pid) for o in row.owners], False),
+    "silent": (_silent_longest, True),
+    "queues": (lambda row: row.record.recv_queue + row.record.send_queue, True),
+    "retrans": (lambda row: row.record.info.total_retrans if row.record.info else -1, True),
+    "rtt": (lambda row: row.record.info.rtt_us if row.record.info else -1, True),
+}
+
+
+def snapshot(
+    filters: Filters,
+    policy: AssessPolicy | None = None,
+    sort: str = "verdict",
+    *,
+    figures: bool = True,
+    tcp_info_fields: frozenset[str] | None = None,
+) -> list[Row]:
+    """Read every socket once and return the rows that pass the filters, in ``sort`` order.
+
+    For the table, which shows the verdict and its reason but not the evidence nor every
+    TCP_INFO field: ``figures=False`` leaves the figures out of each verdict's evidence (a
+    third of the verdict's cost), and ``tcp_info_fields`` decodes only those fields (at
+    least ``assess_rules.RULE_FIELDS`` and what the sort reads).
+    """
+    with gc_paused():  # 10,000 sockets: tens of thousands of acyclic objects
+        return _snapshot(filters, policy, sort, figures, tcp_info_fields)
+
+
+def _snapshot(
+    filters: Filters,
+    policy: AssessPolicy | None,
+    sort: str,
+    figures: bool,
+    tcp_info_fields: frozenset[str] | None,
+) -> list[Row]:
     wanted = filters.states
     if wanted is None:
         wanted = frozenset(TcpState) - DEFAULT_HIDDEN
-    records = [r for r in read_sockets(wanted) if filters.keep_record(r)]
+    policy = policy if policy is not None else AssessPolicy()  # validated once, not per row
+    records = [
+        r for r in read_sockets(wanted, tcp_info_fields=tcp_info_fields) if filters.keep_record(r)
+    ]
     owners = socket_owners() if records else {}
     rows = [
-        Row(r, tuple(owners.get(r.inode, ())) if r.inode else (), assess_info(r.facts(), policy))
+        build(  # not the frozen __init__: one row per socket
+            Row,
+            {
+                "record": r,
+                "owners": tuple(owners.get(r.inode, ())) if r.inode else (),
+                "verdict": assess_info(r.facts(), policy, figures=figures),
+            },
+        )
         for r in records
     ]
     rows = [row for row in rows if filters.keep_row(row)]
-    rows.sort(key=lambda row: (-row.verdict.status.rank, row.record.state, row.record.local))
+    rows.sort(key=_worst_first)
+    if sort != "verdict":
+        key, largest_first = SORTS[sort]
+        rows.sort(key=key, reverse=largest_first)  # type: ignore[arg-type]
     return rows
 
 
@@ -105,71 +190,8 @@ def summary(rows: Iterable[Row]) -> str:
 
 
 def json_lines(rows: Iterable[Row], taken_at: float | None = None) -> Iterator[str]:
-    """One JSON object per connection per line, stamped with the time of the snapshot."""
-    stamp = time.time() if taken_at is None else taken_at
+    """One ``connection`` JSON line per row, all stamped with the time of the snapshot."""
+    from peerwatch.cli.jsonout import json_line
+
     for row in rows:
-        yield json.dumps({"time": round(stamp, 3), **row.as_dict()}, sort_keys=False)
-
-
-_TIMER_SHORT = {
-    Timer.RETRANSMIT: "retrans",
-    Timer.KEEPALIVE: "keepalive",
-    Timer.TIME_WAIT: "timewait",
-    Timer.ZERO_WINDOW_PROBE: "zwprobe",
-}
-
-
-def _timer_text(record: SockRecord) -> str:
-    """The pending timer, when it fires, and how many times it already fired (as ``ss -o``)."""
-    if record.timer is Timer.NONE:
-        return "-"
-    text = f"{_TIMER_SHORT[record.timer]} {format_duration(record.timer_expires_ms / 1000)}"
-    if record.timer_retrans:
-        text += f" ({record.timer_retrans})"
-    return text
-
-
-def _rtt_text(rtt_us: int) -> str:
-    return f"{rtt_us} µs" if rtt_us < 1000 else f"{rtt_us / 1000:.1f} ms"
-
-
-def render_table(rows: list[Row], title: str | None = None) -> Table:
-    """A rich table: one line of figures per connection and its verdict with the reason."""
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=title, caption=summary(rows), expand=False, pad_edge=False)
-    for name, justify in (
-        ("Verdict", "left"),
-        ("State", "left"),
-        ("Local", "left"),
-        ("Peer", "left"),
-        ("Process", "left"),
-        ("Rq/Sq", "right"),
-        ("Timer", "left"),
-        ("RTT", "right"),
-        ("Retr", "right"),
-        ("Heard", "right"),
-    ):
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    table.add_column("Why", overflow="fold", min_width=30, ratio=1)
-    for row in rows:
-        info = row.record.info
-        verdict = row.verdict
-        rtt = _rtt_text(info.rtt_us) if info is not None and info.rtt_us else "-"
-        retr = f"{info.retransmits}/{info.total_retrans}" if info is not None else "-"
-        heard = "-" if verdict.silent_for is None else format_duration(verdict.silent_for)
-        table.add_row(
-            Text(verdict.status.value, style=_STATUS_STYLE[verdict.status]),
-            row.record.state.name,
-            row.record.local_text,
-            row.record.remote_text,
-            row.process_text,
-            f"{row.record.recv_queue}/{row.record.send_queue}",
-            _timer_text(row.record),
-            rtt,
-            retr,
-            heard,
-            f"{verdict.cause.value}: {verdict.detail}",
-        )
-    return table
+        yield json_line("connection", row.as_dict(), taken_at)

@@ -13,12 +13,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from peerwatch.assess_rules import assess_info
+from peerwatch.assess_rules import RULE_FIELDS, assess_info
 from peerwatch.assessment import AssessPolicy, Finding, Status
 from peerwatch.diag.owners import Owner, socket_owners
 from peerwatch.diag.sockdiag import read_sockets
 from peerwatch.diag.view import DEFAULT_HIDDEN
 from peerwatch.exporter.groups import PeerGroups
+from peerwatch.gcpause import gc_paused
 from peerwatch.tcpinfo import TcpState
 
 __all__ = ["HUNG_CAUSES", "HostReading", "OwnerCache", "read_host"]
@@ -52,6 +53,14 @@ class OwnerCache:
     def __init__(self) -> None:
         self.owners: dict[int, list[Owner]] = {}
         self.scans = 0
+        self._labels: dict[int, str] = {}  # inode -> its process label, as owners changes
+
+    def label(self, inode: int) -> str:
+        """The ``process`` label of the socket ``inode`` (after ``lookup``), computed once."""
+        label = self._labels.get(inode)
+        if label is None:
+            label = self._labels[inode] = _process(self.owners.get(inode, ()) if inode else ())
+        return label
 
     def lookup(self, inodes: set[int]) -> dict[int, list[Owner]]:
         if not inodes <= self.owners.keys():
@@ -60,8 +69,10 @@ class OwnerCache:
             # sockets no process holds any more (or not visible to us) are remembered too,
             # as owned by nobody, so they do not trigger a rescan at every scrape
             self.owners = {inode: scanned.get(inode, []) for inode in inodes}
+            self._labels = {}
         elif len(self.owners) > len(inodes):
             self.owners = {inode: self.owners[inode] for inode in inodes}
+            self._labels = {i: label for i, label in self._labels.items() if i in self.owners}
         return self.owners
 
 
@@ -78,9 +89,16 @@ def read_host(
     its owner named only if the cache already knows it. Raises ``OSError``
     when sock_diag is refused.
     """
+    with gc_paused():  # 10,000 sockets: tens of thousands of acyclic objects
+        return _read_host(policy, owners, scrape_port)
+
+
+def _read_host(
+    policy: AssessPolicy | None, owners: OwnerCache | None, scrape_port: int | None
+) -> HostReading:
     reading = HostReading()
     policy = policy or AssessPolicy()
-    records = read_sockets()
+    records = read_sockets(tcp_info_fields=RULE_FIELDS)  # verdicts only: no other field
     inodes = {
         r.inode
         for r in records
@@ -88,8 +106,11 @@ def read_host(
         and r.state not in DEFAULT_HIDDEN
         and scrape_port not in (r.local[1], r.remote[1])
     }
-    by_inode = (owners or OwnerCache()).lookup(inodes)
+    owners = owners or OwnerCache()
+    owners.lookup(inodes)
     listening = {r.local for r in records if r.state is TcpState.LISTEN}
+    # a listener bound to every address of its family accepts on any local address
+    wildcard_ports = {port for address, port in listening if address in _WILDCARDS}
     for record in records:
         reading.sockets[record.state] += 1
         if record.state in DEFAULT_HIDDEN:
@@ -103,20 +124,14 @@ def read_host(
             reading.hung += 1
         # the service port: ours if we listen on it (an inbound connection), else the peer's
         peer, remote_port = record.remote
-        port = record.local[1] if _accepted(record.local, listening) else remote_port
-        process = _process(by_inode.get(record.inode, ()) if record.inode else ())
-        reading.groups.add((process, peer, str(port)), verdict.status)
+        local = record.local
+        accepted = local in listening or local[1] in wildcard_ports  # one of our listeners'
+        port = local[1] if accepted else remote_port
+        reading.groups.add((owners.label(record.inode), peer, str(port)), verdict.status)
     return reading
 
 
-#: a listener bound to every address of its family accepts on any local address
 _WILDCARDS = ("0.0.0.0", "::")
-
-
-def _accepted(local: tuple[str, int], listening: set[tuple[str, int]]) -> bool:
-    """Whether a connection with this local end came in through one of our listeners."""
-    port = local[1]
-    return local in listening or any((w, port) in listening for w in _WILDCARDS)
 
 
 def _process(owners: list[Owner] | tuple[()]) -> str:

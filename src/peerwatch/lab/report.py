@@ -129,7 +129,14 @@ def summary_line(records: Sequence[Record], elapsed: float) -> str:
 def write_json(
     path: Path, records: Sequence[Record], settings: LabSettings, meta: dict[str, Any]
 ) -> None:
-    payload = {
+    path.write_text(json.dumps(document(records, settings, meta), indent=2) + "\n")
+
+
+def document(
+    records: Sequence[Record], settings: LabSettings, meta: dict[str, Any]
+) -> dict[str, Any]:
+    """The whole run as one object: settings (used and untuned), ``meta``, every record."""
+    return {
         "settings": {
             "mode": settings.mode,
             "interval": settings.interval,
@@ -141,7 +148,6 @@ def write_json(
         **meta,
         "records": [r.as_dict() for r in records],
     }
-    path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
 def write_markdown(records: Sequence[Record]) -> str:

@@ -9,11 +9,11 @@ see, since the kernel tells a process nothing until it reads or writes.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 from typing import TextIO
 
+from peerwatch.cli.jsonout import timestamp
 from peerwatch.nc.meaning import STATE_MEANING
 from peerwatch.tcpinfo import TcpInfo, TcpState, tcp_info
 
@@ -29,11 +29,10 @@ class Tracer:
         self._start = time.monotonic()
 
     def emit(self, event: str, message: str, **fields: object) -> None:
-        now = dt.datetime.now(dt.timezone.utc)
-        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        stamp = timestamp()
         elapsed = time.monotonic() - self._start
-        if self._json:
-            record = {"time": stamp, "elapsed": round(elapsed, 6), "event": event}
+        if self._json:  # the CLI's JSON convention: time and event first (docs/JSON.md)
+            record = {"time": stamp, "event": event, "elapsed": round(elapsed, 6)}
             record.update(fields)
             record["message"] = message
             line = json.dumps(record)
