@@ -9,7 +9,7 @@ import pytest
 
 from peerwatch.aio.sockets import listening_socket
 from peerwatch.core.config import Config
-from peerwatch.knobs import TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, apply_knobs, knobs_for
+from peerwatch.kernel.knobs import TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, apply_knobs, knobs_for
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux socket options")
 

@@ -12,7 +12,7 @@ import struct
 import time
 from collections.abc import Callable
 
-from peerwatch.tcpinfo import TcpInfo, TcpState, tcp_info
+from peerwatch.kernel.tcpinfo import TcpInfo, TcpState, tcp_info
 
 
 def private_loopback() -> str:

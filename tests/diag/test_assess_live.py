@@ -8,11 +8,11 @@ import sys
 import pytest
 from bad_states import close_wait_pair, pair, reset_pair, zero_window_pair
 
-from peerwatch.assess_live import assess, socket_facts
-from peerwatch.assessment import AssessPolicy, Finding, Status
+from peerwatch.assessment.live import assess, socket_facts
+from peerwatch.assessment.model import AssessPolicy, Finding, Status
 from peerwatch.errors import ConfigError
-from peerwatch.guarding import guard
-from peerwatch.tcpinfo import TcpState
+from peerwatch.kernel.guarding import guard
+from peerwatch.kernel.tcpinfo import TcpState
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO is Linux")
 

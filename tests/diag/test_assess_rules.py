@@ -8,9 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peerwatch.assess_live import assess
-from peerwatch.assess_rules import RULE_FIELDS, assess_info, unacknowledged_for
-from peerwatch.assessment import (
+from peerwatch.assessment.live import assess
+from peerwatch.assessment.model import (
     AssessPolicy,
     Finding,
     SocketFacts,
@@ -18,8 +17,9 @@ from peerwatch.assessment import (
     Timer,
     format_duration,
 )
+from peerwatch.assessment.rules import RULE_FIELDS, assess_info, unacknowledged_for
 from peerwatch.errors import ConfigError
-from peerwatch.tcpinfo import TcpInfo, TcpState, parse_tcp_info
+from peerwatch.kernel.tcpinfo import TcpInfo, TcpState, parse_tcp_info
 
 BASE = parse_tcp_info(bytes(240))
 
@@ -360,7 +360,7 @@ def assert_rule_fields_suffice(facts: SocketFacts) -> None:
 
 
 def without_shortcut(facts: SocketFacts) -> object:
-    import peerwatch.assess_rules as rules
+    import peerwatch.assessment.rules as rules
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(rules, "_quiet_established", lambda facts: False)

@@ -10,14 +10,14 @@ import sys
 import pytest
 from bad_states import pair
 
-from peerwatch.assess_live import assess
-from peerwatch.assessment import Status
-from peerwatch.borrowing import SocketRef, descriptor_of
-from peerwatch.checking import check
-from peerwatch.foreign import tcp_sockets
-from peerwatch.guarding import guard
-from peerwatch.kernel_pidfd import open_process
-from peerwatch.tcpinfo import TcpState, tcp_info
+from peerwatch.assessment.checking import check
+from peerwatch.assessment.live import assess
+from peerwatch.assessment.model import Status
+from peerwatch.kernel.borrowing import SocketRef, descriptor_of
+from peerwatch.kernel.foreign import tcp_sockets
+from peerwatch.kernel.guarding import guard
+from peerwatch.kernel.pidfd import open_process
+from peerwatch.kernel.tcpinfo import TcpState, tcp_info
 
 
 class Wrapper:

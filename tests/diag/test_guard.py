@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from peerwatch.errors import ConfigError
-from peerwatch.guarding import guard
-from peerwatch.knobs import TCP_USER_TIMEOUT
+from peerwatch.kernel.guarding import guard
+from peerwatch.kernel.knobs import TCP_USER_TIMEOUT
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux options")
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import pytest
 from diag_netns import NetnsHost
 
-from peerwatch.guarding import guard
+from peerwatch.kernel.guarding import guard
 
 redis = pytest.importorskip("redis")
 from redis.backoff import NoBackoff  # noqa: E402

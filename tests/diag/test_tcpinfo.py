@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from peerwatch.tcpinfo import (
+from peerwatch.kernel.tcpinfo import (
     MIN_TCP_INFO_LEN,
     TCP_INFO_BUFLEN,
     TCP_INFO_OPT,

@@ -12,7 +12,7 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peerwatch.tcpinfo import _LAYOUT, MIN_TCP_INFO_LEN, TcpState, parse_tcp_info
+from peerwatch.kernel.tcpinfo import _LAYOUT, MIN_TCP_INFO_LEN, TcpState, parse_tcp_info
 
 FULL = _LAYOUT[-1][2] + 4
 

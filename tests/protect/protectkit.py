@@ -67,7 +67,7 @@ def child_options(server: socket.socket, how: str, *options: str) -> tuple[dict[
 def expected(timeout: float, **kwargs: float) -> dict[str, int]:
     """What guard() derives for ``timeout``, on a socket not yet connected."""
     knobs = peerwatch.knobs_for(timeout, **kwargs)  # type: ignore[arg-type]
-    from peerwatch.guarding import FRESH_SOCKET_LEAD
+    from peerwatch.kernel.guarding import FRESH_SOCKET_LEAD
 
     return {
         "keepalive": 1,

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import peerwatch
-from peerwatch.assessment import Finding
-from peerwatch.tcpinfo import TcpState, tcp_info
+from peerwatch.assessment.model import Finding
+from peerwatch.kernel.tcpinfo import TcpState, tcp_info
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO")
 

@@ -17,7 +17,7 @@ from peerwatch.core.verdicts import (
     hung_or_silent,
 )
 from peerwatch.errors import HandshakeFailed, PeerDead
-from peerwatch.tcpinfo import tcp_info
+from peerwatch.kernel.tcpinfo import tcp_info
 
 #: (host, port) -> the incarnation that server announced when we last connected.
 _last_incarnation: dict[tuple[str, int], int] = {}

@@ -64,7 +64,7 @@ from peerwatch.errors import (
     PeerwatchError,
     ProtocolError,
 )
-from peerwatch.tcpinfo import tcp_info
+from peerwatch.kernel.tcpinfo import tcp_info
 
 log = logging.getLogger("peerwatch")
 

@@ -10,7 +10,7 @@ import logging
 import socket
 
 from peerwatch.core.config import Config
-from peerwatch.knobs import Applied, apply_knobs, knobs_for
+from peerwatch.kernel.knobs import Applied, apply_knobs, knobs_for
 
 log = logging.getLogger("peerwatch")
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from peerwatch.tcpinfo import TcpInfo
+    from peerwatch.kernel.tcpinfo import TcpInfo
 
 
 class Cause(str, enum.Enum):

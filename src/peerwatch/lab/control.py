@@ -1,6 +1,6 @@
 """The lab's side of its agents: start them in a host, send commands, read their events.
 
-Agents (``peerwatch.lab.agent``) speak JSON lines: commands on stdin, events on
+Agents (``peerwatch.lab.agents.main``) speak JSON lines: commands on stdin, events on
 stdout. One reader thread per agent puts ``(name, event)`` on a queue shared by
 the scenario, so the runner waits on one queue for everything. stderr goes to
 a temporary file, never a pipe: nobody reads a pipe while a scenario runs, and
@@ -24,7 +24,7 @@ from peerwatch.lab.hosts import KODOS, Host, Lab
 from peerwatch.lab.settings import LabSettings
 from peerwatch.lab.strategies import Strategy, port_of
 
-AGENT = "peerwatch.lab.agent"
+AGENT = "peerwatch.lab.agents.main"
 #: Seconds to wait for agents to start (python start-up on a busy 2-core CI machine).
 START_TIMEOUT = 20.0
 

@@ -6,7 +6,7 @@ import errno
 import select
 
 from peerwatch.core.verdicts import errno_code_name
-from peerwatch.tcpinfo import TcpState
+from peerwatch.kernel.tcpinfo import TcpState
 
 __all__ = ["ERRNO_MEANING", "STATE_MEANING", "errno_text", "poll_flags"]
 

@@ -54,7 +54,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from peerwatch.core.verdicts import Cause, Verdict
-from peerwatch.tcpinfo import tcp_rtt_us
+from peerwatch.kernel.tcpinfo import tcp_rtt_us
 
 if TYPE_CHECKING:
     from peerwatch.aio.connection import Connection

@@ -38,7 +38,7 @@ Start = Callable[[Lab, Host, Path, "int | None"], None]
 @dataclass(frozen=True)
 class Server:
     name: str  # what the report calls it
-    driver: str  # the client driver that talks to it (peerwatch.lab.drivers.clients.DRIVERS)
+    driver: str  # the client driver that talks to it (peerwatch.lab.agents.drivers.DRIVERS)
     port: int
     package: str  # the Debian package (tools/system-deps.d/driverlab.list)
     program: str  # a file the package installs: present means installed

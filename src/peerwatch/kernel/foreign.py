@@ -14,9 +14,9 @@ import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from peerwatch.borrowing import borrow
-from peerwatch.kernel_pidfd import ProcessHandle
-from peerwatch.tcpinfo import TcpState, tcp_info
+from peerwatch.kernel.borrowing import borrow
+from peerwatch.kernel.pidfd import ProcessHandle
+from peerwatch.kernel.tcpinfo import TcpState, tcp_info
 
 __all__ = ["ForeignSocket", "tcp_sockets"]
 

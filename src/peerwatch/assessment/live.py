@@ -4,7 +4,7 @@
 function ``peerwatch.assess`` without a submodule of that name shadowing it.)
 
 This module reads the figures (TCP_INFO, queues, keepalive settings) from a
-live socket and hands them to the pure rules in ``peerwatch.assess_rules``;
+live socket and hands them to the pure rules in ``peerwatch.assessment.rules``;
 ``peerwatch inspect`` does the same from netlink sock_diag records, which
 have a ``facts()`` method, so ``assess()`` takes those too.
 
@@ -17,8 +17,7 @@ from __future__ import annotations
 import socket
 from typing import Protocol
 
-from peerwatch.assess_rules import assess_info
-from peerwatch.assessment import (
+from peerwatch.assessment.model import (
     Assessment,
     AssessPolicy,
     Finding,
@@ -26,9 +25,10 @@ from peerwatch.assessment import (
     Status,
     Timer,
 )
-from peerwatch.borrowing import SocketRef, borrow, descriptor_of
+from peerwatch.assessment.rules import assess_info
 from peerwatch.errors import ConfigError
-from peerwatch.tcpinfo import TcpState, tcp_info
+from peerwatch.kernel.borrowing import SocketRef, borrow, descriptor_of
+from peerwatch.kernel.tcpinfo import TcpState, tcp_info
 
 __all__ = [
     "AssessPolicy",
@@ -72,7 +72,7 @@ def assess(
 
 def socket_facts(fd: int) -> SocketFacts:
     """Gather SocketFacts from a descriptor without changing anything on it."""
-    from peerwatch.knobs import TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_USER_TIMEOUT
+    from peerwatch.kernel.knobs import TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_USER_TIMEOUT
 
     try:
         view = borrow(fd)  # never socket.socket(fileno=fd): see borrowing

@@ -16,8 +16,8 @@ import sys
 import threading
 from typing import Any
 
-from peerwatch.lab.agent_kit import Emit, watch_stalls
-from peerwatch.tcpinfo import tcp_info
+from peerwatch.kernel.tcpinfo import tcp_info
+from peerwatch.lab.agents.kit import Emit, watch_stalls
 
 MESSAGE = b"kodos, are you there?"
 CHECK = b"check"

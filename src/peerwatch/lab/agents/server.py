@@ -25,7 +25,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from peerwatch.lab.agent_kit import Emit, read_commands, watch_stalls
+from peerwatch.lab.agents.kit import Emit, read_commands, watch_stalls
 
 Closer = Callable[[], Awaitable[None]]
 

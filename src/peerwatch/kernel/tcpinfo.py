@@ -18,8 +18,8 @@ import sys
 from dataclasses import dataclass, fields
 from typing import Any
 
-from peerwatch.borrowing import SocketRef, borrow, descriptor_of
 from peerwatch.frozen import build
+from peerwatch.kernel.borrowing import SocketRef, borrow, descriptor_of
 
 #: ``IPPROTO_TCP``-level option number of TCP_INFO on Linux.
 TCP_INFO_OPT = getattr(socket, "TCP_INFO", 11)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from peerwatch.assessment import (
+from peerwatch.assessment.model import (
     Assessment,
     AssessPolicy,
     Finding,
@@ -28,7 +28,7 @@ from peerwatch.assessment import (
     format_duration,
 )
 from peerwatch.frozen import build
-from peerwatch.tcpinfo import TcpInfo, TcpState
+from peerwatch.kernel.tcpinfo import TcpInfo, TcpState
 
 __all__ = ["RULE_FIELDS", "assess_info", "unacknowledged_for"]
 

@@ -30,9 +30,9 @@ import time
 from typing import Any
 
 from peerwatch.core.verdicts import errno_name
-from peerwatch.knobs import TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_USER_TIMEOUT
-from peerwatch.lab.agent_kit import Emit
-from peerwatch.tcpinfo import tcp_info
+from peerwatch.kernel.knobs import TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_USER_TIMEOUT
+from peerwatch.kernel.tcpinfo import tcp_info
+from peerwatch.lab.agents.kit import Emit
 
 MESSAGE = b"kodos, are you there?\n"
 HELLO = b"hello\n"

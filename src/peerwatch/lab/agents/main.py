@@ -1,6 +1,6 @@
 """Entry point of the small programs the lab runs inside its hosts.
 
-``python -m peerwatch.lab.agent server|client SPEC_JSON``
+``python -m peerwatch.lab.agents.main server|client SPEC_JSON``
 
 An agent reads commands as JSON lines on stdin and reports what it sees as
 JSON lines on stdout (``agent_kit``). Only the chosen role is imported: a raw
@@ -19,26 +19,26 @@ import sys
 from typing import Any
 
 from peerwatch.childproc import die_with_parent
-from peerwatch.lab.agent_kit import report
+from peerwatch.lab.agents.kit import report
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] not in ("server", "client"):
-        print("usage: python -m peerwatch.lab.agent server|client SPEC_JSON", file=sys.stderr)
+        print("usage: python -m peerwatch.lab.agents.main server|client SPEC_JSON", file=sys.stderr)
         return 2
     spec: dict[str, Any] = json.loads(args[1])
     if not die_with_parent(signal.SIGKILL, int(spec.get("parent", os.getppid()))):
         return 1  # the lab died before we asked the kernel to follow it
     if args[0] == "server":
-        from peerwatch.lab.server import run_server
+        from peerwatch.lab.agents.server import run_server
 
         return run_server(spec, report)
     if spec["kind"] == "raw":
-        from peerwatch.lab.rawclient import run_raw_client
+        from peerwatch.lab.agents.rawclient import run_raw_client
 
         return run_raw_client(spec, report)
-    from peerwatch.lab.asyncclients import run_async_client
+    from peerwatch.lab.agents.asyncclients import run_async_client
 
     return run_async_client(spec, report)
 

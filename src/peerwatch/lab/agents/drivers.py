@@ -1,13 +1,13 @@
 """The driver client agent: one real driver, one protection, talking to its real server.
 
-``python -m peerwatch.lab.drivers.clients SPEC_JSON``
+``python -m peerwatch.lab.agents.drivers SPEC_JSON``
 
 It connects (retrying while the server still starts), applies its protection,
 makes one request so the connection is in use (and, for HTTP, parked in the
 pool), says ``ready``, then runs the lab's commands from stdin one at a time:
 ``slow`` (a request the server takes forever to answer: the request in flight
 when the fault comes) and ``quick`` (an ordinary round trip). Every outcome is
-a JSON event stamped with CLOCK_MONOTONIC (``peerwatch.lab.agent_kit.report``):
+a JSON event stamped with CLOCK_MONOTONIC (``peerwatch.lab.agents.kit.report``):
 ``request``, then ``reply`` or ``error`` with the exception's type and text,
 which is exactly what the application would have seen.
 
@@ -45,8 +45,8 @@ from typing import Any
 
 from peerwatch.childproc import die_with_parent
 from peerwatch.integrations.options import socket_options
-from peerwatch.lab.agent_kit import Emit, report
-from peerwatch.lab.rawclient import apply_options_report
+from peerwatch.lab.agents.kit import Emit, report
+from peerwatch.lab.agents.rawclient import apply_options_report
 
 #: Seconds to keep retrying the first connection while the server starts.
 CONNECT_PATIENCE = 60.0
@@ -457,7 +457,7 @@ def run_client(spec: dict[str, Any], emit: Emit) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m peerwatch.lab.drivers.clients SPEC_JSON", file=sys.stderr)
+        print("usage: python -m peerwatch.lab.agents.drivers SPEC_JSON", file=sys.stderr)
         return 2
     spec: dict[str, Any] = json.loads(args[0])
     if not die_with_parent(signal.SIGKILL, int(spec.get("parent") or os.getppid())):

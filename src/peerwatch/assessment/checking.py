@@ -29,9 +29,9 @@ import errno
 import socket
 import struct
 
-from peerwatch.assessment import Finding
-from peerwatch.borrowing import SocketRef, borrow_raw, descriptor_of
-from peerwatch.tcpinfo import FIELD_OFFSET, TCP_INFO_OPT, TcpState
+from peerwatch.assessment.model import Finding
+from peerwatch.kernel.borrowing import SocketRef, borrow_raw, descriptor_of
+from peerwatch.kernel.tcpinfo import FIELD_OFFSET, TCP_INFO_OPT, TcpState
 
 __all__ = ["Checked", "check"]
 

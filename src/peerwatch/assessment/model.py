@@ -2,8 +2,8 @@
 
 These are plain data so that a verdict can be printed, compared in tests and
 sent as JSON (``peerwatch inspect --json``) without carrying a socket along.
-``SocketFacts`` is the single input of the rules in ``peerwatch.assess_rules``,
-built either from a live socket (``peerwatch.assess_live.socket_facts``) or from a
+``SocketFacts`` is the single input of the rules in ``peerwatch.assessment.rules``,
+built either from a live socket (``peerwatch.assessment.live.socket_facts``) or from a
 netlink sock_diag record (``peerwatch.diag.sockdiag``); unknown figures are
 None there, never guessed.
 """
@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 
 from peerwatch.errors import ConfigError
-from peerwatch.tcpinfo import TcpInfo, TcpState
+from peerwatch.kernel.tcpinfo import TcpInfo, TcpState
 
 __all__ = [
     "AssessPolicy",

@@ -21,7 +21,7 @@ first sent. Both are counted from evidence the kernel has, so after a fault the
 error arrives within those bounds. Neither notices a peer whose kernel is alive
 but whose application hangs: only an application heartbeat does.
 
-The option values come from ``peerwatch.knobs`` (one derivation for the whole
+The option values come from ``peerwatch.kernel.knobs`` (one derivation for the whole
 project), with one correction: Linux counts TCP_USER_TIMEOUT from the first
 *RTO retransmission* (``tp->retrans_stamp``), not from the original send. A
 lone segment is first re-sent as a tail loss probe after ``2*srtt + 200 ms``
@@ -43,10 +43,10 @@ import math
 import socket
 from dataclasses import dataclass
 
-from peerwatch.borrowing import SocketRef, borrow, descriptor_of
 from peerwatch.errors import ConfigError
-from peerwatch.knobs import Applied, KernelKnobs, Outcome, apply_knobs, knobs_for
-from peerwatch.tcpinfo import tcp_info
+from peerwatch.kernel.borrowing import SocketRef, borrow, descriptor_of
+from peerwatch.kernel.knobs import Applied, KernelKnobs, Outcome, apply_knobs, knobs_for
+from peerwatch.kernel.tcpinfo import tcp_info
 
 __all__ = ["GuardResult", "guard"]
 

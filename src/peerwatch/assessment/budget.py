@@ -10,12 +10,12 @@ connections: celery/py-amqp#186). ``audit_budget`` applies these rules to
 one connection's ``SocketFacts``, pure like ``assess_info``:
 
 - the socket options themselves when known (read through a borrowed
-  descriptor, ``peerwatch.foreign``), exact;
+  descriptor, ``peerwatch.kernel.foreign``), exact;
 - otherwise what sock_diag shows: a pending keepalive timer (on, and when its
   next probe fires) or no timer at all (off); the user timeout is then unknown.
 
 Each finding carries the one-line fix: the ``peerwatch guard`` call whose
-derived keepalive (``peerwatch.knobs.knobs_for``) starts probing before S.
+derived keepalive (``peerwatch.kernel.knobs.knobs_for``) starts probing before S.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from peerwatch.assessment import SocketFacts, Timer, format_duration
-from peerwatch.guarding import RTO_MIN
-from peerwatch.knobs import knobs_for
-from peerwatch.tcpinfo import TcpState
+from peerwatch.assessment.model import SocketFacts, Timer, format_duration
+from peerwatch.kernel.guarding import RTO_MIN
+from peerwatch.kernel.knobs import knobs_for
+from peerwatch.kernel.tcpinfo import TcpState
 
 __all__ = [
     "BudgetFinding",
