@@ -8,8 +8,8 @@ import socket
 import sys
 
 import pytest
-from bad_states import pair
 
+from bad_states import pair
 from peerwatch.assessment.checking import check
 from peerwatch.assessment.live import assess
 from peerwatch.assessment.model import Status

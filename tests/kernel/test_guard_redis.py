@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
-from diag_netns import NetnsHost
 
+from diag_netns import NetnsHost
 from peerwatch.kernel.guarding import guard
 
 redis = pytest.importorskip("redis")

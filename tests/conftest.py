@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+
 from diag_netns import NetnsHost, free_subnet, netns_unavailable, run
 
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
 from diag_netns import NetnsHost
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(90)]

@@ -6,8 +6,8 @@ import socket
 import sys
 
 import pytest
-from bad_states import close_wait_pair, pair, reset_pair, zero_window_pair
 
+from bad_states import close_wait_pair, pair, reset_pair, zero_window_pair
 from peerwatch.assessment.live import assess, socket_facts
 from peerwatch.assessment.model import AssessPolicy, Finding, Status
 from peerwatch.errors import ConfigError
