@@ -1,4 +1,8 @@
-"""Fixtures for the diagnostics tests (see diag_netns.py for the namespace host)."""
+"""Fixtures shared by every test folder: a loopback pair, a network-namespace host.
+
+The helper modules beside this file (bad_states, diag_netns) import by their bare
+names: pytest puts this folder on sys.path for its conftest.
+"""
 
 from __future__ import annotations
 

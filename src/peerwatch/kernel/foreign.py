@@ -1,4 +1,4 @@
-"""The TCP sockets of another process, seen through borrowed descriptors (``kernel_pidfd``).
+"""The TCP sockets of another process, seen through descriptors borrowed with ``pidfd``.
 
 ``peerwatch guard --pid`` sets options on them and ``inspect --idle-limit``
 reads their keepalive and user-timeout settings, which sock_diag does not
@@ -60,7 +60,7 @@ def tcp_sockets(
     """(socket, a borrowed descriptor of it) for each TCP socket of ``process`` that ``keep``
     accepts; the borrowed descriptor is closed when the iteration moves on.
 
-    Raises ``RemedyRefused`` (from ``kernel_pidfd``) when the kernel refuses.
+    Raises ``RemedyRefused`` (from ``pidfd``) when the kernel refuses.
     """
     for fd, inode in process.socket_fds():
         with process.borrow(fd) as dup:

@@ -3,7 +3,7 @@
 ``python -m peerwatch.lab.agents.main server|client SPEC_JSON``
 
 An agent reads commands as JSON lines on stdin and reports what it sees as
-JSON lines on stdout (``agent_kit``). Only the chosen role is imported: a raw
+JSON lines on stdout (``kit``). Only the chosen role is imported: a raw
 client does not pay for asyncio's start-up.
 
 An agent dies with the lab: it asks the kernel for SIGKILL when its parent
