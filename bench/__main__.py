@@ -1,4 +1,4 @@
-"""``python -m bench [idle|throughput|detection|accept ...] [--quick] [--out DIR]``.
+"""``python -m bench [idle|throughput|detection|accept|scale ...] [--quick] [--out DIR]``.
 
 A full run saves each benchmark's results as ``bench/results/<name>.json`` and
 rewrites ``docs/BENCHMARKS.md`` and ``docs/benchmarks.png`` from every saved
@@ -35,6 +35,7 @@ def runners() -> dict[str, Callable[..., dict[str, Any]]]:
     from bench.idle import run_idle
     from bench.inspect_table import run_inspect
     from bench.protect_cost import run_protect
+    from bench.scale import run_scale
     from bench.throughput import run_throughput
 
     return {
@@ -45,6 +46,7 @@ def runners() -> dict[str, Callable[..., dict[str, Any]]]:
         "exporter": run_exporter,
         "protect": run_protect,
         "inspect": run_inspect,
+        "scale": run_scale,
     }
 
 
@@ -121,6 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             results[name] = json.loads(path.read_text())
     write_markdown(results, docs_dir / "BENCHMARKS.md", "benchmarks.png")
     write_plot(results, docs_dir / "benchmarks.png")
+    if "scale" in results:
+        from bench.scale_report import write_scale_plot
+
+        write_scale_plot(results["scale"], docs_dir / "scale.png")
     print(f"report: {docs_dir / 'BENCHMARKS.md'}")
     return status
 

@@ -13,6 +13,7 @@ from typing import Any
 from bench import targets
 from bench.exporter import exporter_section
 from bench.protect_cost import protect_checks, protect_section
+from bench.scale_report import scale_checks, scale_section
 from bench.targets import Check
 
 TITLES = {
@@ -23,6 +24,7 @@ TITLES = {
     "exporter": "Exporter cost",
     "protect": "Zero-code protection and pool check",
     "inspect": "Inspect at scale",
+    "scale": "Scale",
 }
 
 
@@ -252,6 +254,7 @@ SECTIONS = {
     "exporter": exporter_section,
     "protect": protect_section,
     "inspect": inspect_section,
+    "scale": scale_section,
 }
 
 
@@ -263,6 +266,7 @@ CHECKS = {
     "exporter": targets.exporter_checks,
     "protect": protect_checks,
     "inspect": targets.inspect_checks,
+    "scale": scale_checks,
 }
 
 ANALYSIS = Path(__file__).resolve().parent / "analysis.md"

@@ -41,7 +41,7 @@ _EXPORTS: dict[str, str] = {
     "knobs_for": "peerwatch.kernel.knobs",
     "apply_knobs": "peerwatch.kernel.knobs",
     "Connection": "peerwatch.aio.connection",
-    "Delivery": "peerwatch.aio.connection",
+    "Delivery": "peerwatch.aio.handles",
     "connect": "peerwatch.aio.client",
     "serve": "peerwatch.aio.server",
     "Server": "peerwatch.aio.server",
@@ -106,7 +106,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from peerwatch.aio.client import connect
-    from peerwatch.aio.connection import Connection, Delivery
+    from peerwatch.aio.connection import Connection
+    from peerwatch.aio.handles import Delivery
     from peerwatch.aio.server import Server, serve
     from peerwatch.assessment.checking import Checked, check
     from peerwatch.assessment.live import assess, socket_facts

@@ -124,7 +124,7 @@ async def test_a_sender_cancelled_while_waiting_leaves_the_line() -> None:
             await asyncio.sleep(0)
             waiting.cancel()
             await asyncio.sleep(0)
-        assert not conn._space_waiters  # no cancelled waiter kept in line
+        assert not conn._waiters._space  # no cancelled waiter kept in line
         release.set()
         await asyncio.wait_for(conn.drain(), 5)
         assert conn.in_flight == 0
@@ -286,7 +286,7 @@ async def flush_in_bounded_passes(port: int, *, closing: bool = False) -> None:
         await conn.enqueue(message)
     recording = True
     closed = asyncio.ensure_future(conn.close()) if closing else None
-    while conn._outbox:
+    while conn._protocol.data_pending:
         ticks += 1
         await asyncio.sleep(0)
     frame_size = len(encode_data(1, message))

@@ -83,6 +83,17 @@ def test_chunked_message_reassembles_in_order() -> None:
     assert b"".join(f.payload for f in frames) == payload  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("size", [1, 999, 1000, 1001, 2000, 2001])
+def test_the_chunker_cuts_at_the_chunk_size_with_no_empty_part(size: int) -> None:
+    payload = bytes(range(256)) * 8
+    payload = (payload * (size // len(payload) + 1))[:size]
+    frames = Decoder(1 << 20).feed(b"".join(chunk_message(1, payload, 1000)))
+    assert len(frames) == -(-size // 1000)
+    assert all(f.payload for f in frames)  # type: ignore[union-attr]
+    assert [f.more for f in frames][-1] is False  # type: ignore[union-attr]
+    assert b"".join(f.payload for f in frames) == payload  # type: ignore[union-attr]
+
+
 def test_goodbye_reason_is_bounded() -> None:
     frame = Decoder(1 << 20).feed(encode_goodbye(GoodbyeCode.NORMAL, "x" * 5000))[0]
     assert isinstance(frame, Goodbye) and len(frame.reason) == 1024

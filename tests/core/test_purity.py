@@ -1,4 +1,5 @@
-"""The codec and the liveness machine are pure: no clock, no sockets, no event loop."""
+"""The codec, the liveness machine, the protocol object and the verdicts are pure: no clock,
+no sockets, no event loop (``sys`` only to look up exception classes already imported)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import peerwatch.core
 CORE = Path(peerwatch.core.__file__).parent
 PURE = [
     "config.py", "frames.py", "decoder.py", "delivery.py", "liveness.py",
-    "session.py", "backoff.py",
+    "session.py", "backoff.py", "protocol.py", "verdicts.py",
 ]  # fmt: skip
 FORBIDDEN = {
     "asyncio", "socket", "select", "selectors", "threading", "time", "os", "random",
@@ -31,4 +32,5 @@ def test_pure_module_imports_nothing_that_does_io_or_reads_a_clock(name: str) ->
             imported.add(node.module.split(".")[0])
     assert not imported & FORBIDDEN, f"{name} imports {sorted(imported & FORBIDDEN)}"
     assert imported <= {"__future__", "enum", "struct", "math", "collections", "statistics",
-                        "dataclasses", "typing", "peerwatch", "hmac", "itertools"}  # fmt: skip
+                        "dataclasses", "typing", "peerwatch", "hmac", "itertools", "errno",
+                        "sys", "difflib"}  # fmt: skip

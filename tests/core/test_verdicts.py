@@ -161,6 +161,8 @@ def _snapshot() -> TcpInfo:
         (1, 4, 0, 0, 30, Cause.HUNG),  # loopback: the answer came before the probe was counted
         (3, 5, 0, 0, 400, Cause.SILENT),  # probes unanswered
         (0, 3, 0, 0, 9000, Cause.SILENT),  # no ACK during the silence
+        (0, 0, 0, 0, 5004, Cause.HUNG),  # an ACK at the silence's start, a jiffy of rounding
+        (0, 0, 0, 0, 5020, Cause.SILENT),  # an ACK from before the silence
         (0, 3, 2, 3, 400, Cause.SILENT),  # data unacknowledged and retransmitted
         (0, 2, 1, 0, 400, Cause.SILENT),  # backoff with bytes unacknowledged: not window probes
     ],

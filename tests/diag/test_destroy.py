@@ -17,10 +17,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from bad_states import wait_for
-from diag_netns import NetnsHost
 from stuck_programs import Stuck, end_orphans
 
+from bad_states import wait_for
+from diag_netns import NetnsHost
 from peerwatch.assessment.model import AssessPolicy, Status
 from peerwatch.cli import main
 from peerwatch.diag.view import Filters, snapshot

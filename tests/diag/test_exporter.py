@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bad_states import info_of, private_loopback, wait_for
-from diag_netns import NetnsHost
 from prometheus_server import PrometheusServer
 
+from bad_states import info_of, private_loopback, wait_for
+from diag_netns import NetnsHost
 from peerwatch.assessment.model import AssessPolicy, Status
 from peerwatch.exporter.groups import OTHER, PeerGroups
 from peerwatch.kernel.tcpinfo import TcpState

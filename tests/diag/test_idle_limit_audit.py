@@ -17,8 +17,8 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from bad_states import pair, private_loopback
 
+from bad_states import pair, private_loopback
 from peerwatch import guard
 from peerwatch.assessment.budget import BudgetProblem, audit_budget, fix_timeout, min_user_timeout
 from peerwatch.cli import main

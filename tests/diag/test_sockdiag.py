@@ -7,8 +7,8 @@ import socket
 import sys
 
 import pytest
-from bad_states import close_wait_pair, pair, private_loopback
 
+from bad_states import close_wait_pair, pair, private_loopback
 from peerwatch.assessment.live import assess
 from peerwatch.assessment.model import Finding, Status, Timer
 from peerwatch.diag.owners import socket_owners

@@ -48,6 +48,7 @@ def test_quick_driver_run_guard_ends_the_hang_and_keeps_the_flow(tmp_path: Path)
         "--scenario",
         "power-off-inflight,middlebox",
         "--json",
+        "--save",
         str(out),
         "--markdown",
         str(table),
@@ -55,6 +56,8 @@ def test_quick_driver_run_guard_ends_the_hang_and_keeps_the_flow(tmp_path: Path)
     )
     assert result.returncode == 0, (result.stdout[-4000:], result.stderr[-2000:])
     report = json.loads(out.read_text())
+    lines = [json.loads(line) for line in result.stdout.splitlines()]  # stdout: JSON lines only
+    assert [line["event"] for line in lines] == ["record"] * len(report["records"]) + ["summary"]
     bound = report["settings"]["bound"]
     claimed = report["settings"]["timeout"] * 1.1
     records = {(r["fault"], r["server"], r["protection"]): r for r in report["records"]}

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl as ssl_module
-from typing import Any
+import time
+from typing import TYPE_CHECKING
 
 from peerwatch.aio.connection import Connection
+from peerwatch.aio.handles import Opening
 from peerwatch.aio.sockets import tune
-from peerwatch.core.config import Config
+from peerwatch.core.config import Config, Settings
 from peerwatch.core.verdicts import (
     Verdict,
     connect_failure,
@@ -19,17 +21,18 @@ from peerwatch.core.verdicts import (
 from peerwatch.errors import HandshakeFailed, PeerDead
 from peerwatch.kernel.tcpinfo import tcp_info
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 #: (host, port) -> the incarnation that server announced when we last connected.
 _last_incarnation: dict[tuple[str, int], int] = {}
 
 
-def make_config(config: Config | None, overrides: dict[str, Any]) -> Config:
-    """``config`` with keyword overrides applied (e.g. ``interval=0.5``)."""
-    base = config if config is not None else Config()
-    return base.with_(**overrides) if overrides else base
+#: The one way keyword settings become a Config (kept under this name for server/workers.py).
+make_config = Config.from_overrides
 
 
-async def connect(
+def connect(
     host: str,
     port: int,
     *,
@@ -37,11 +40,38 @@ async def connect(
     ssl: ssl_module.SSLContext | None = None,
     server_hostname: str | None = None,
     local_addr: tuple[str, int] | None = None,
-    **overrides: Any,
+    **settings: Unpack[Settings],
+) -> Opening[Connection]:
+    """Connect to a peerwatch server: ``conn = await connect(...)``, or
+    ``async with connect(...) as conn:`` to have it closed with GOODBYE on the way out.
+
+    Keyword settings are ``Config`` fields (``interval``, ``timeout``, ``policy``...),
+    typed (``Settings``); they are checked at once, before any connection is tried.
+    See ``open_connection`` for the rest.
+    """
+    cfg = Config.from_overrides(config, settings)
+    opening = open_connection(
+        host, port, cfg, ssl=ssl, server_hostname=server_hostname, local_addr=local_addr
+    )
+    return Opening(opening, _close)
+
+
+async def _close(conn: Connection) -> None:
+    if conn.verdict is None:
+        await conn.close("context exited")
+
+
+async def open_connection(
+    host: str,
+    port: int,
+    cfg: Config,
+    *,
+    ssl: ssl_module.SSLContext | None = None,
+    server_hostname: str | None = None,
+    local_addr: tuple[str, int] | None = None,
 ) -> Connection:
     """Connect to a peerwatch server and return the connection once both HELLOs are exchanged.
 
-    Keyword overrides are ``Config`` fields (``interval``, ``timeout``, ``policy``...).
     A connection that cannot be made raises ``PeerDead`` whose verdict says why,
     chained from the original exception: UNREACHABLE for a name that does not
     resolve or no route, RESET for refused, TIMEOUT, PROTOCOL for a TLS failure
@@ -51,7 +81,6 @@ async def connect(
     ``conn.peer_restarted`` tells whether the server restarted since the last
     connection to the same address from this process.
     """
-    cfg = make_config(config, overrides)
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -76,7 +105,7 @@ async def connect(
         raise _connect_failed(host, port, last_error, loop.time()) from last_error
     conn = await _start_protocol(host, port, sock, cfg, ssl=ssl, server_hostname=server_hostname)
     try:
-        await conn._ready
+        await conn.ready
     except BaseException:
         if conn.transport is not None:
             conn.transport.abort()
@@ -130,6 +159,7 @@ async def _start_protocol(
             detected_at=loop.time(),
             silent_for=waited,
             tcp_info=info,
+            detected_wall=time.time(),
         )
         raise HandshakeFailed(verdict)
     error = making.exception()
@@ -150,5 +180,6 @@ def _connect_failed(
         detected_at=now,
         silent_for=0.0,
         errno=errno_name(exc),
+        detected_wall=time.time(),
     )
     return PeerDead(verdict)

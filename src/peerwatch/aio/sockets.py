@@ -6,13 +6,36 @@ retries) and on the listening socket (Linux copies them to accepted sockets).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
+import threading
 
 from peerwatch.core.config import Config
 from peerwatch.kernel.knobs import Applied, apply_knobs, knobs_for
+from peerwatch.kernel.tcpinfo import TcpInfo, tcp_info
 
 log = logging.getLogger("peerwatch")
+
+#: Receive buffer shared by the connections of a thread: asyncio's plain ``data_received``
+#: path allocates a 256 KiB bytes object per read (glibc serves it with mmap, then
+#: mremap and munmap: three system calls more than the read itself).
+_RECV_BUFFER = threading.local()
+RECV_BUFFER_SIZE = 256 * 1024
+
+
+def transport_tcp_info(transport: asyncio.BaseTransport | None) -> TcpInfo | None:
+    """TCP_INFO of the socket under ``transport``; None without one (or off Linux)."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    return tcp_info(sock) if sock is not None else None
+
+
+def recv_view() -> memoryview:
+    """This thread's receive buffer (``BufferedProtocol.get_buffer``)."""
+    view: memoryview | None = getattr(_RECV_BUFFER, "view", None)
+    if view is None:
+        view = _RECV_BUFFER.view = memoryview(bytearray(RECV_BUFFER_SIZE))
+    return view
 
 
 def tune(sock: socket.socket, config: Config) -> Applied | None:

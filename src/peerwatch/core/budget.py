@@ -32,3 +32,42 @@ class MemoryBudget:
         if delta > 0:
             while self.used > self.limit and self._on_exceeded():
                 pass
+
+
+class Share:
+    """One connection's part of a ``MemoryBudget`` (or of none: a client's connection).
+
+    ``grow`` and ``shrink`` charge an exact change (a message enqueued, a message
+    taken); ``settle`` recounts after a read, which may change every part of what
+    the connection holds; ``refund`` gives it all back once the verdict is in, and
+    the share charges nothing after that.
+    """
+
+    __slots__ = ("budget", "charged")
+
+    def __init__(self, budget: MemoryBudget | None) -> None:
+        self.budget = budget
+        self.charged = 0
+
+    def grow(self, size: int) -> None:
+        if self.budget is not None:
+            self.charged += size
+            self.budget.charge(size)  # may end connections, this one included (refunded)
+
+    def shrink(self, size: int) -> None:
+        if self.budget is not None:
+            self.charged -= size
+            self.budget.used -= size
+
+    def settle(self, held: int) -> None:
+        delta = held - self.charged
+        if delta and self.budget is not None:
+            self.charged = held
+            self.budget.charge(delta)
+
+    def refund(self) -> None:
+        budget = self.budget
+        if budget is not None:
+            self.budget = None
+            budget.charge(-self.charged)
+            self.charged = 0

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import math
-from dataclasses import dataclass, replace
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Literal, TypedDict
 
 from peerwatch.core.frames import MIN_CHUNK, MIN_MAX_FRAME
 from peerwatch.errors import ConfigError
@@ -136,3 +138,50 @@ class Config:
 
     def with_(self, **changes: object) -> Config:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_overrides(cls, config: Config | None, overrides: Mapping[str, object]) -> Config:
+        """``config`` (or the defaults) with keyword settings applied: ``interval=0.5``.
+
+        The one place ``connect``, ``serve`` and their blocking twins turn their
+        keyword settings into a ``Config``. A name that is no setting is a
+        ``ConfigError`` naming the closest one (mypy catches it earlier: the
+        keywords are typed by ``Settings``).
+        """
+        base = config if config is not None else cls()
+        if not overrides:
+            return base
+        known = [field.name for field in fields(cls)]
+        for name in overrides:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"unknown setting {name!r}{hint}")
+        return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+class Settings(TypedDict, total=False):
+    """The keyword settings of ``connect``, ``serve`` and ``peerwatch.sync``: ``Config``'s
+    fields, typed, so that ``mypy --strict`` catches a misspelt name or a wrong type
+    (``**settings: Unpack[Settings]``). A test holds it to ``Config``'s fields."""
+
+    interval: float
+    timeout: float
+    policy: str  # "fixed" or "adaptive", checked by Config: a str read from a file needs no cast
+    phi_threshold: float
+    min_timeout: float | None
+    acceptable_pause: float
+    stall_threshold: float | None
+    max_frame: int
+    chunk_size: int
+    max_message: int
+    handshake_timeout: float
+    send_queue: int
+    recv_queue: int
+    recv_buffer: int
+    send_buffer: int
+    max_pings_per_interval: int
+    close_timeout: float
+    kernel_knobs: bool
+    max_handshakes: int
+    memory_budget: int

@@ -51,6 +51,10 @@ ACK_FRAME = struct.Struct("!IBQ")
 PING_FRAME = struct.Struct("!IBIQ")
 SEQ = struct.Struct("!Q")
 PING_BODY = struct.Struct("!IQ")
+#: A whole PING (or PONG) frame: u32 length 12, kind, u32 seq, u64 stamp.
+PING_FRAME_SIZE = PING_FRAME.size  # 17
+#: The first five bytes of every PING frame: what the PING fast path recognises.
+PING_HEAD = HEADER.pack(PING_BODY.size, 4)  # Kind.PING, defined below
 GOODBYE_HEAD = struct.Struct("!H")
 MAX_REASON = 1024
 FLAG_MORE = 0x01
@@ -237,17 +241,21 @@ def encode(frame: Frame) -> bytes:
     raise LocalProtocolError(f"not a frame: {frame!r}")
 
 
-def chunk_message(seq: int, payload: bytes, chunk_size: int) -> list[bytes]:
-    """Split one message into DATA frames of at most ``chunk_size`` payload bytes.
+def encode_chunk(seq: int, payload: bytes, offset: int, chunk_size: int) -> tuple[bytes, int]:
+    """The DATA frame for ``payload[offset:offset + chunk_size]`` and the offset after it
+    (0 once the message is complete): the one chunker, used by the protocol's outbox.
 
     Chunking lets PING/PONG/ACK frames interleave with a large message instead
     of waiting behind it (the python-websockets #1005 lesson).
     """
-    if len(payload) <= chunk_size:
-        return [encode_data(seq, payload)]
-    view = memoryview(payload)
-    last = len(payload) - chunk_size
-    return [
-        encode_data(seq, bytes(view[i : i + chunk_size]), more=i < last)
-        for i in range(0, len(payload), chunk_size)
-    ]
+    end = offset + chunk_size
+    more = end < len(payload)
+    return encode_data(seq, payload[offset:end], more), end if more else 0
+
+
+def chunk_message(seq: int, payload: bytes, chunk_size: int) -> list[bytes]:
+    """Every DATA frame of one message cut at ``chunk_size`` (``encode_chunk`` in a loop)."""
+    frames = [encode_chunk(seq, payload, 0, chunk_size)]
+    while frames[-1][1]:
+        frames.append(encode_chunk(seq, payload, frames[-1][1], chunk_size))
+    return [frame for frame, _ in frames]

@@ -246,12 +246,15 @@ class Liveness:
     def dead_at(self) -> float:
         return self.last_heard + self.effective_timeout
 
-    def next_deadline(self) -> float:
-        """When ``handle_timer`` must run next (absolute, same clock as ``now``)."""
+    def deadline(self) -> float:
+        """When ``handle_timer`` must run next (absolute, same clock as ``now``); no side effect."""
         # while paused by us, silence is ours: only the ping cadence is due (rule 5)
         ping_at = self.next_ping_at()
-        deadline = ping_at if self.paused else min(ping_at, self.dead_at())
-        self._armed = deadline
+        return ping_at if self.paused else min(ping_at, self.dead_at())
+
+    def next_deadline(self) -> float:
+        """``deadline()``, remembered as the time the timer is armed for (stall detection)."""
+        deadline = self._armed = self.deadline()
         return deadline
 
     def handle_timer(self, now: float) -> Action:

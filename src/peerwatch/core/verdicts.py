@@ -13,8 +13,7 @@ from __future__ import annotations
 import enum
 import errno
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -38,8 +37,12 @@ class Cause(str, enum.Enum):
         return self.value
 
 
-#: Causes that end ``async for msg in conn`` quietly: an orderly end, not a failure.
-QUIET_END = frozenset({Cause.GOODBYE, Cause.LOCAL, Cause.EOF})
+#: Causes that end ``async for msg in conn`` (and ``for msg in conn``) quietly: an end
+#: someone decided, the peer with GOODBYE or this side with ``close()``. Every other end
+#: raises, EOF included: a peer process that dies makes its kernel send FIN, or RST when
+#: our last bytes were still unread in its buffer, a race and not a decision, so FIN and
+#: RST must end the loop the same way (websockets' ConnectionClosedError for 1006, too).
+QUIET_END = frozenset({Cause.GOODBYE, Cause.LOCAL})
 
 #: errno values meaning "the peer answered with RST" (or the connection was aborted).
 RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ECONNREFUSED})
@@ -151,7 +154,10 @@ def explain_os_error(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-KERNEL_TICK = 0.010  # the coarsest jiffy (HZ=100): TCP_INFO's last_* ages are rounded to it
+#: TCP_INFO's millisecond counters are kept in jiffies (1 to 10 ms): an ACK that came at
+#: the very start of a silence (the ACK of a TLS ClientHello, say) can read as up to one
+#: jiffy older than the silence itself.
+KERNEL_CLOCK_SLACK = 0.010
 
 
 def hung_or_silent(info: TcpInfo | None, silent_for: float) -> Cause:
@@ -174,11 +180,7 @@ def hung_or_silent(info: TcpInfo | None, silent_for: float) -> Cause:
     """
     if info is None:
         return Cause.SILENT
-    # An ACK for bytes sent as the silence began (a HELLO or ClientHello sent at once) sits at
-    # its very start, and the kernel counts tcpi_last_ack_recv in jiffies: up to one tick
-    # (1000/HZ ms, 10 ms at the smallest HZ) more than the true age. Seen under load as
-    # last_ack_recv 508 ms for a silence of 505 ms; allow the tick.
-    acked_during_silence = info.last_ack_recv_ms / 1000.0 < silent_for + KERNEL_TICK
+    acked_during_silence = info.last_ack_recv_ms / 1000.0 < silent_for + KERNEL_CLOCK_SLACK
     if not acked_during_silence or info.retransmits != 0:
         return Cause.SILENT
     if info.backoff == 0:
@@ -200,7 +202,9 @@ class Verdict:
     local_stall: float = 0.0  # longest stall of our own event loop seen on this connection (s)
     undelivered: tuple[bytes, ...] = ()  # messages sent but never acknowledged, in order
     goodbye_reason: str | None = None  # text of the peer's GOODBYE, if any
-    detected_wall: float = field(default_factory=time.time)
+    #: wall-clock time (time.time domain) of the decision, from the maker's clock: this
+    #: module reads none; 0.0 when the maker did not say
+    detected_wall: float = 0.0
 
     @property
     def peer_dead(self) -> bool:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import ssl as ssl_module
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
-from peerwatch.aio.client import connect as aio_connect
-from peerwatch.aio.client import make_config
+from peerwatch.aio.client import open_connection
 from peerwatch.aio.connection import Connection as AioConnection
-from peerwatch.aio.connection import Delivery as AioDelivery
-from peerwatch.core.config import Config
+from peerwatch.aio.handles import Delivery as AioDelivery
+from peerwatch.core.config import Config, Settings
 from peerwatch.core.verdicts import QUIET_END, Verdict
 from peerwatch.errors import ConnectionClosed, PeerDead
 from peerwatch.sync.loop import DEFAULT_TIMEOUT, LoopThread, check_timeout, shared_loop
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class Delivery:
@@ -35,8 +37,11 @@ class Delivery:
         return self._inner.acknowledged
 
     def wait(self, timeout: float = DEFAULT_TIMEOUT) -> None:
-        inner = self._inner
-        self._runner.run(inner._conn._wait_acked(inner.seq), timeout)
+        self._runner.run(_delivered(self._inner), timeout)
+
+
+async def _delivered(delivery: AioDelivery) -> None:
+    await delivery
 
 
 class Connection:
@@ -153,7 +158,7 @@ def connect(
     ssl: ssl_module.SSLContext | None = None,
     server_hostname: str | None = None,
     connect_timeout: float | None = None,
-    **overrides: Any,
+    **settings: Unpack[Settings],
 ) -> Connection:
     """Connect and complete the handshake, waiting at most ``connect_timeout`` seconds.
 
@@ -163,10 +168,10 @@ def connect(
     timeout plus a second, for TCP, TLS and HELLO) bounds only this call.
     """
     runner = shared_loop()
-    cfg = make_config(config, overrides)
+    cfg = Config.from_overrides(config, settings)
     bound = connect_timeout if connect_timeout is not None else 2 * cfg.handshake_timeout + 1.0
     check_timeout(bound)
     conn = runner.run(
-        aio_connect(host, port, config=cfg, ssl=ssl, server_hostname=server_hostname), bound
+        open_connection(host, port, cfg, ssl=ssl, server_hostname=server_hostname), bound
     )
     return Connection(runner, conn)

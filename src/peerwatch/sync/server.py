@@ -8,14 +8,17 @@ import ssl as ssl_module
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from peerwatch.aio.connection import Connection as AioConnection
 from peerwatch.aio.server import Server as AioServer
-from peerwatch.aio.server import serve as aio_serve
-from peerwatch.core.config import DEFAULT_HOST
+from peerwatch.aio.server import start_server
+from peerwatch.core.config import DEFAULT_HOST, Config, Settings
 from peerwatch.sync.connection import Connection
 from peerwatch.sync.loop import DEFAULT_TIMEOUT, LoopThread, shared_loop
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 SyncHandler = Callable[[Connection], None]
 
@@ -72,10 +75,11 @@ def serve(
     host: str | None = DEFAULT_HOST,
     port: int = 0,
     *,
+    config: Config | None = None,
     reuse_port: bool = False,
     ssl: ssl_module.SSLContext | None = None,
     max_connections: int | None = None,
-    **overrides: Any,
+    **settings: Unpack[Settings],
 ) -> Server:
     """Listen and call ``handler(conn)`` in a thread for each peer; returns once listening.
 
@@ -84,6 +88,7 @@ def serve(
     is dead). When the handler returns, the connection is closed with GOODBYE,
     as with ``peerwatch.serve``. Heartbeats of all connections run on the shared loop.
     """
+    cfg = Config.from_overrides(config, settings)
     runner = shared_loop()
 
     async def bridge(conn: AioConnection) -> None:
@@ -104,14 +109,14 @@ def serve(
         await done
 
     server = runner.run(
-        aio_serve(
+        start_server(
             bridge,
             host,
             port,
+            cfg,
             reuse_port=reuse_port,
             ssl=ssl,
             max_connections=max_connections,
-            **overrides,
         ),
         DEFAULT_TIMEOUT,  # binding a socket: bounded only so that no call can block forever
     )

@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import asdict
 from typing import Any
 
 #: What --quick runs: the issue's CI subset.
@@ -80,7 +81,8 @@ def _run(
     if problems:
         print(f"peerwatch lab --drivers: {'; '.join(problems)}", file=sys.stderr)
         return 2
-    console = Console(width=None if sys.stdout.isatty() else 220)
+    # with --json, stdout carries only the JSON lines; the table and progress go to stderr
+    console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 220)
     if "run" in protections and not protect_available():
         console.print(
             "  [yellow]peerwatch run is not in this peerwatch yet: 'run' skipped[/yellow]"
@@ -111,14 +113,20 @@ def _run(
     elapsed = time.monotonic() - started
     console.print(report.render_table(records, f"peerwatch lab --drivers ({settings.mode})"))
     console.print(report.summary_line(records, elapsed))
-    if args.json is not None:
-        meta = {
-            "elapsed": round(elapsed, 1),
-            "kernel": os.uname().release,
-            "protections": protections,
-        }
-        report.write_json(args.json, records, settings, meta)
-        console.print(f"records written to {args.json}")
+    meta = {
+        "elapsed": round(elapsed, 1),
+        "kernel": os.uname().release,
+        "protections": protections,
+    }
+    if args.json:
+        from peerwatch.cli.jsonout import emit
+
+        for record in records:
+            emit("record", **record.as_dict())
+        emit("summary", settings=asdict(settings), **meta)
+    if args.save is not None:
+        report.write_json(args.save, records, settings, meta)
+        console.print(f"records written to {args.save}")
     if args.markdown is not None:
         args.markdown.write_text(report.write_markdown(records, protections))
     return 1 if any(r.ok is False for r in records) else 0

@@ -1,0 +1,385 @@
+"""Scale: 1,000 to 100,000 idle connections in one server process, against the floor.
+
+For each connection count and each server (peerwatch and the minimal ping/pong
+floor of ``bench/floor.py``, on asyncio and on uvloop; heartbeat interval 10 s,
+timeout 30 s) the server runs pinned to CPU 0 and load generators on CPU 1 open
+the connections from several loopback source addresses (``bench/scale_clients``).
+Then the server's CPU is read over ``windows`` windows of one heartbeat interval
+each and its RSS compared with the empty process. Each ratio to the floor is
+given per window pair (window *i* of peerwatch over window *i* of the floor) as
+min/median/max, so the reader sees the spread next to the number.
+
+Detection at scale rides on the largest peerwatch (asyncio) run: two extra load
+generators each hold ``victims`` of the connections from source addresses of
+their own; after the idle measurement one freezes itself (a last PING on every
+connection, then SIGSTOP) and the other is killed with SIGKILL at the same
+moment. Every verdict the server gives is classified by the peer's address: a
+verdict for any other connection is a false one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bench.detection import EXPECTED, summary_ms
+from bench.procs import Child, ChildFailed, CpuWindow, children, raise_nofile, rss_kib
+
+#: At most this many connections per source address (each has ~28,000 ephemeral ports).
+PER_SOURCE = 20_000
+#: At most this many connections per load-generator process (under a 20,000 fd limit).
+PER_PROCESS = 15_000
+MIN_SOURCES = 3
+FROZEN_SOURCE = "127.0.0.250"
+KILLED_SOURCE = "127.0.0.251"
+
+
+@dataclass(frozen=True)
+class ScaleSetup:
+    label: str
+    kind: str  # floor | peerwatch
+    uvloop: bool = False
+
+
+SETUPS = [
+    ScaleSetup("minimal ping/pong floor", "floor"),
+    ScaleSetup("peerwatch", "peerwatch"),
+    ScaleSetup("minimal ping/pong floor + uvloop", "floor", uvloop=True),
+    ScaleSetup("peerwatch + uvloop", "peerwatch", uvloop=True),
+]
+
+
+@dataclass(frozen=True)
+class Plan:
+    counts: list[int]
+    interval: float
+    timeout: float
+    warmup: float
+    window: float
+    windows: int
+    victims: int  # frozen, and as many again killed, in the largest peerwatch run
+    uvloop: bool
+    storm: int  # connections in each reconnect storm
+    storm_runs: int
+
+
+FULL = Plan(
+    [1000, 5000, 10_000, 15_000, 50_000, 100_000], 10.0, 30.0, 5.0, 10.0, 3, 1000, True, 10_000, 3
+)
+QUICK = Plan([2000], 1.0, 3.0, 0.5, 1.0, 2, 100, False, 500, 1)
+
+
+def fits(count: int) -> int | None:
+    """None when one process may hold ``count`` sockets, else the most it may open.
+
+    Children inherit this process's hard RLIMIT_NOFILE; raising it takes
+    CAP_SYS_RESOURCE, which a container may lack (then 100,000 cannot be held in
+    one process here, and the run says so rather than measuring something else).
+    peerwatch keeps an eighth of the limit (at most 64) and what is open in reserve.
+    """
+    limit = raise_nofile(count + 4096)
+    room = limit - min(64, limit // 8) - 256
+    return None if count <= room else room
+
+
+def load_shares(count: int) -> list[tuple[int, list[str]]]:
+    """Split ``count`` connections over processes and source addresses 127.0.0.10 and up."""
+    sources = [f"127.0.0.{10 + i}" for i in range(max(MIN_SOURCES, -(-count // PER_SOURCE)))]
+    processes = max(1, -(-count // PER_PROCESS))
+    shares = [count // processes + (i < count % processes) for i in range(processes)]
+    # each process gets a disjoint slice of the sources when there are enough
+    return [(share, sources[i::processes] or sources) for i, share in enumerate(shares)]
+
+
+def client_kind(server_kind: str) -> str:
+    """The floor's peers echo its pings; every other server speaks peerwatch's handshake."""
+    return "floor" if server_kind == "floor" else "peerwatch"
+
+
+class ScaleFlock:
+    """Load generators holding connections together; opened at one ``go``."""
+
+    def __init__(self, kind: str, port: int, plan: Plan, groups: list[tuple[int, list[str]]]):
+        self.kids: list[Child] = []
+        self.count = sum(share for share, _ in groups)
+        timing = ["--interval", str(plan.interval), "--timeout", str(plan.timeout)]
+        try:
+            for share, sources in groups:
+                args = [kind, str(port), str(share), "--sources", ",".join(sources), "--go"]
+                self.kids.append(Child("bench.scale_clients", [*args, *timing], cpu=1))
+            for kid in self.kids:
+                kid.read_event(60, "armed")
+        except BaseException:
+            self.stop()
+            raise
+
+    def open(self, timeout: float) -> float:
+        for kid in self.kids:
+            kid.command("go")
+        deadline = time.monotonic() + timeout
+        ready = [
+            kid.read_event(max(1.0, deadline - time.monotonic()), "ready") for kid in self.kids
+        ]
+        held = sum(int(r["connections"]) for r in ready)
+        if held != self.count:
+            raise ChildFailed(f"load generators opened {held} of {self.count} connections")
+        return float(max(r["at"] for r in ready) - min(r["started"] for r in ready))
+
+    def pings(self) -> int:
+        return sum(int(kid.ask("stats", "stats")["pings"]) for kid in self.kids)
+
+    def stop(self) -> None:
+        for kid in reversed(self.kids):
+            kid.stop()
+
+
+def wait_held(server: Child, count: int, timeout: float) -> int:
+    """The server's connection count once it reaches ``count`` (or at ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        held = int(server.ask("stats", "stats")["connections"])
+        if held >= count or time.monotonic() > deadline:
+            return held
+        time.sleep(0.2)
+
+
+def measure(setup: ScaleSetup, count: int, plan: Plan, detect: bool, log: Any) -> dict[str, Any]:
+    timing = ["--interval", str(plan.interval), "--timeout", str(plan.timeout)]
+    server_args = [setup.kind, "--connections", str(count), *timing, "--max-seconds", "1200"]
+    # A gateway that expects N peers back at once sizes its handshake allowance for
+    # them; with the default (64, 1 s grace) a load generator that lags on this
+    # shared machine gets some of its peers dropped as silent, and N is not held.
+    # The reconnect storm below measures the default.
+    server_args += ["--max-handshakes", str(count)]
+    if setup.uvloop:
+        server_args.append("--uvloop")
+    server = Child("bench.scale_server", server_args, cpu=0)
+    with children(server):
+        port = server.read_event(30, "ready")["port"]
+        time.sleep(0.5)
+        empty_rss = rss_kib(server.pid)
+        victims = plan.victims if detect else 0
+        groups = load_shares(count - 2 * victims)
+        if victims:
+            groups += [(victims, [FROZEN_SOURCE]), (victims, [KILLED_SOURCE])]
+        flock = ScaleFlock(client_kind(setup.kind), port, plan, groups)
+        try:
+            open_seconds = flock.open(60 + count / 500)
+            held = wait_held(server, count, 30)
+            time.sleep(plan.warmup)
+            samples = []
+            for _ in range(plan.windows):
+                pings_before = flock.pings()
+                cpu = CpuWindow(server.pid, *(kid.pid for kid in flock.kids))
+                time.sleep(plan.window)
+                server_cpu, *_ = cpu.stop()
+                samples.append(
+                    {
+                        "server_cpu": server_cpu,
+                        "other_cpu": cpu.other,
+                        "pings_per_conn_s": (flock.pings() - pings_before) / cpu.wall / count,
+                    }
+                )
+            rss = rss_kib(server.pid)
+            still_held = wait_held(server, count, 0)
+            row: dict[str, Any] = {
+                "setup": setup.label,
+                "connections": count,
+                "held": min(held, still_held),
+                "open_seconds": open_seconds,
+                "server_cpu_windows": [s["server_cpu"] for s in samples],
+                "server_cpu": statistics.median(s["server_cpu"] for s in samples),
+                "other_cpu": statistics.median(s["other_cpu"] for s in samples),
+                "pings_per_conn_s": statistics.median(s["pings_per_conn_s"] for s in samples),
+                "empty_rss_kib": empty_rss,
+                "rss_kib": rss,
+                "rss_per_conn_kib": (rss - empty_rss) / max(1, min(held, still_held)),
+            }
+            if victims:
+                frozen, killed = flock.kids[-2], flock.kids[-1]
+                row["detection"] = detect_at_scale(server, frozen, killed, count, plan, log)
+        finally:
+            flock.stop()
+    return row
+
+
+def detect_at_scale(
+    server: Child, frozen: Child, killed: Child, count: int, plan: Plan, log: Any
+) -> dict[str, Any]:
+    """Freeze one victim process and kill the other at once; collect every verdict."""
+    server.ask("report-verdicts", "reporting")
+    frozen.command("freeze")
+    killed_at = time.monotonic()
+    killed.proc.kill()
+    killed.proc.wait(10)
+    exited_at = time.monotonic()  # reaped: the kernel has closed its sockets (FIN sent)
+    frozen_at = float(frozen.read_event(10, "freezing")["at"])
+    expected_sources = {FROZEN_SOURCE: "frozen", KILLED_SOURCE: "killed"}
+    lateness: dict[str, list[float]] = {"frozen": [], "internal": [], "killed": [], "exited": []}
+    wrong_cause: list[str] = []
+    false_verdicts: list[str] = []
+    deadline = time.monotonic() + plan.timeout + 10
+    seen = 0
+    while seen < 2 * plan.victims:
+        try:
+            batch = server.read_event(max(0.1, deadline - time.monotonic()), "verdicts")
+        except ChildFailed:
+            break
+        for event in batch["verdicts"]:
+            group = expected_sources.get(event["peer"])
+            if group is None:
+                false_verdicts.append(f"{event['peer']}: {event['cause']}")
+                continue
+            seen += 1
+            if event["cause"] not in EXPECTED[group]:
+                wrong_cause.append(f"{group}: {event['cause']}")
+            elif group == "frozen":
+                lateness["frozen"].append(event["callback_at"] - frozen_at - plan.timeout)
+                lateness["internal"].append(event["silent_for"] - plan.timeout)
+            else:
+                lateness["killed"].append(event["callback_at"] - killed_at)
+                lateness["exited"].append(event["callback_at"] - exited_at)
+    time.sleep(1.0)  # any false verdict right behind the last expected one is still counted
+    with contextlib.suppress(ChildFailed):
+        for event in server.read_event(0.6, "verdicts")["verdicts"]:
+            if event["peer"] not in expected_sources:
+                false_verdicts.append(f"{event['peer']}: {event['cause']}")
+    others_held = server.ask("stats", "stats")["connections"]
+    frozen.proc.kill()  # a stopped process ignores SIGTERM until continued
+    result = {
+        "victims": plan.victims,
+        "others": count - 2 * plan.victims,
+        "others_still_held": others_held,
+        "frozen_ms": summary_ms(lateness["frozen"]),
+        "internal_ms": summary_ms(lateness["internal"]),
+        "killed_ms": summary_ms(lateness["killed"]),
+        "killed_after_exit_ms": summary_ms(lateness["exited"]),
+        "wrong_cause": wrong_cause[:20],
+        "false_verdicts": len(false_verdicts),
+        "false_examples": false_verdicts[:20],
+    }
+    log(
+        f"  scale detection {count}: frozen p99 {result['frozen_ms'].get('p99', math.nan):.1f} ms"
+        f" killed p99 {result['killed_ms'].get('p99', math.nan):.1f} ms"
+        f" false {len(false_verdicts)} wrong {len(wrong_cause)} still held {others_held}"
+    )
+    return result
+
+
+STORM_SETUPS = [
+    ScaleSetup("bare asyncio HELLO exchange", "hello"),
+    ScaleSetup("peerwatch.serve", "peerwatch"),
+]
+
+
+def storm_once(setup: ScaleSetup, count: int, plan: Plan) -> dict[str, float]:
+    """Every peer connects at once (a restarted server): accept rate and server CPU/conn."""
+    args = [setup.kind, "--connections", str(count), "--max-seconds", "600"]
+    server = Child("bench.scale_server", args, cpu=0)
+    with children(server):
+        port = server.read_event(30, "ready")["port"]
+        flock = ScaleFlock(client_kind(setup.kind), port, plan, load_shares(count))
+        try:
+            cpu = CpuWindow(server.pid)
+            seconds = flock.open(60 + count / 200)
+            held = wait_held(server, count, 30)
+            (server_cpu,) = cpu.stop()
+        finally:
+            flock.stop()
+    return {
+        "connections_per_s": count / seconds,
+        "server_us_per_conn": server_cpu * cpu.wall / count * 1e6,
+        "held": held,
+    }
+
+
+def run_storm(count: int, runs: int, plan: Plan, log: Any) -> dict[str, Any]:
+    """``runs`` storms per setup, interleaved so both see the same machine."""
+    samples: dict[str, list[dict[str, float]]] = {s.label: [] for s in STORM_SETUPS}
+    for _ in range(runs):
+        for setup in STORM_SETUPS:
+            sample = storm_once(setup, count, plan)
+            samples[setup.label].append(sample)
+            log(
+                f"  storm {setup.label:30s} {count} conns: {sample['connections_per_s']:.0f}/s"
+                f" server {sample['server_us_per_conn']:.0f} us/conn held {sample['held']}"
+            )
+    pairs = list(zip(*(samples[s.label] for s in STORM_SETUPS), strict=True))
+    return {
+        "connections": count,
+        "runs": samples,
+        "rate_ratio": spread([m["connections_per_s"] / b["connections_per_s"] for b, m in pairs]),
+        "cpu_ratio": spread([m["server_us_per_conn"] / b["server_us_per_conn"] for b, m in pairs]),
+    }
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Each peerwatch row gets its CPU ratio to its floor, window by window."""
+    floors = {(r["connections"], "uvloop" in r["setup"]): r for r in rows if "floor" in r["setup"]}
+    for row in rows:
+        floor = floors.get((row["connections"], "uvloop" in row["setup"]))
+        if "floor" in row["setup"] or floor is None:
+            continue
+        pairs = zip(row["server_cpu_windows"], floor["server_cpu_windows"], strict=False)
+        ratios = [mine / theirs for mine, theirs in pairs if theirs > 0]
+        if ratios:
+            row["cpu_ratio"] = spread(ratios)
+
+
+def run_scale(quick: bool = False, log: Any = print) -> dict[str, Any]:
+    plan = QUICK if quick else FULL
+    setups = [s for s in SETUPS if plan.uvloop or not s.uvloop]
+    rows: list[dict[str, Any]] = []
+    failed: dict[str, str] = {}
+    counts = []
+    for count in plan.counts:
+        room = fits(count)
+        if room is None:
+            counts.append(count)
+            continue
+        failed[f"{count:,} connections"] = (
+            f"RLIMIT_NOFILE: one process may open {room:,} sockets here (the hard limit"
+            " cannot be raised without CAP_SYS_RESOURCE)"
+        )
+        log(f"  scale {count}: not measured, {failed[f'{count:,} connections']}")
+    largest = max(counts)
+    for count in counts:
+        for setup in setups:
+            detect = count == largest and setup.kind == "peerwatch" and not setup.uvloop
+            try:
+                row = measure(setup, count, plan, detect, log)
+            except ChildFailed as exc:
+                failed[f"{setup.label}, {count:,} connections"] = str(exc)[-600:]
+                log(f"  scale {setup.label} {count}: FAILED {str(exc)[-300:]}")
+                continue
+            rows.append(row)
+            log(
+                f"  scale {setup.label:34s} {count:>7d} conns: cpu {row['server_cpu']:.4f} s/s"
+                f" windows {[round(c, 4) for c in row['server_cpu_windows']]}"
+                f" rss +{row['rss_per_conn_kib']:.2f} KiB/conn held {row['held']}"
+                f" opened in {row['open_seconds']:.1f} s pings/conn/s"
+                f" {row['pings_per_conn_s']:.3f} other {row['other_cpu']:.2f}"
+            )
+    add_ratios(rows)
+    storm: dict[str, Any] | None = None
+    try:
+        storm = run_storm(plan.storm, plan.storm_runs, plan, log)
+    except ChildFailed as exc:
+        failed["reconnect storm"] = str(exc)[-600:]
+    return {
+        "storm": storm,
+        "interval_s": plan.interval,
+        "timeout_s": plan.timeout,
+        "window_s": plan.window,
+        "windows": plan.windows,
+        "rows": rows,
+        "failed": failed,
+    }

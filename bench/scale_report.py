@@ -1,0 +1,214 @@
+"""The "Scale" section of docs/BENCHMARKS.md, its targets, and docs/scale.png.
+
+Everything here is computed from ``bench/results/scale.json``; a target whose
+number is missing (the run could not hold that many connections) says "not
+measured", never met.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.targets import Check
+
+#: Written by a person after looking at a run (the numbers above are not).
+ANALYSIS = Path(__file__).resolve().parent / "scale_analysis.md"
+TARGET_CPU = 1.2  # x the floor with the same loop
+TARGET_RSS_KIB = 4.0  # per connection above the empty process
+TARGET_LATE_MS = 50.0  # verdict after timeout + last evidence (frozen) or after the kill
+TARGET_STORM = 0.5  # x the bare asyncio HELLO exchange
+
+
+def row_for(result: dict[str, Any], setup: str, count: int) -> dict[str, Any] | None:
+    for row in result["rows"]:
+        if row["setup"] == setup and row["connections"] == count:
+            return row
+    return None
+
+
+def largest(result: dict[str, Any], setup: str) -> int | None:
+    counts = [r["connections"] for r in result["rows"] if r["setup"] == setup]
+    return max(counts, default=None)
+
+
+def fmt_spread(spread: dict[str, float] | None, digits: int = 2) -> str:
+    if not spread:
+        return "-"
+    return f"{spread['median']:.{digits}f} ({spread['min']:.{digits}f}-{spread['max']:.{digits}f})"
+
+
+def scale_checks(result: dict[str, Any]) -> list[Check]:
+    top = largest(result, "peerwatch")
+    # the issue's counts, plus the largest this machine could hold when that is less
+    counts = [100_000] if top in (None, 100_000) else [top, 100_000]
+    checks = []
+    wanted = [("peerwatch", n) for n in counts] + [
+        ("peerwatch + uvloop", 10_000),
+        ("peerwatch + uvloop", 100_000),
+    ]
+    for setup, count in wanted:
+        row = row_for(result, setup, count)
+        ratio = row.get("cpu_ratio", {}).get("median") if row else None
+        what = f"{setup} idle CPU / floor, {count:,} conns (median window)"
+        checks.append(Check(what, ratio, TARGET_CPU, False))
+    for count in counts:
+        row = row_for(result, "peerwatch", count)
+        checks.append(
+            Check(
+                f"peerwatch RSS per connection, {count:,} conns",
+                row["rss_per_conn_kib"] if row else None,
+                TARGET_RSS_KIB,
+                False,
+                " KiB",
+            )
+        )
+    detection = next((r["detection"] for r in result["rows"] if "detection" in r), None)
+    victims = (
+        f"{detection['victims']:,} of {detection['victims'] * 2 + detection['others']:,}"
+        if detection
+        else "1,000 of 100,000"
+    )
+    for key, what in (("frozen_ms", "frozen"), ("killed_ms", "killed")):
+        p99 = detection[key].get("p99") if detection else None
+        checks.append(
+            Check(f"verdict p99 late, {victims} {what} at once", p99, TARGET_LATE_MS, False, " ms")
+        )
+    checks.append(
+        Check(
+            "false verdicts among the other connections",
+            float(detection["false_verdicts"]) if detection else None,
+            0,
+            False,
+            "",
+        )
+    )
+    storm = result.get("storm")
+    checks.append(
+        Check(
+            "reconnect storm: peerwatch.serve accept rate / bare HELLO exchange, worst run",
+            storm["rate_ratio"]["min"] if storm else None,
+            TARGET_STORM,
+            True,
+        )
+    )
+    return checks
+
+
+def scale_section(result: dict[str, Any]) -> list[str]:
+    lines = [
+        f"One server process (pinned to one core) holds N idle connections with a heartbeat"
+        f" every {result['interval_s']:g} s and a {result['timeout_s']:g} s timeout; load"
+        " generators on the other core open them from several loopback source addresses"
+        " (127.0.0.10 and up; 127.0.0.1's ports are left to everyone else). Server CPU is"
+        f" read over {result['windows']} windows of {result['window_s']:g} s;"
+        " *ratio* is peerwatch's CPU over the floor's with the same event loop, window by"
+        " window: median (min-max). RSS is above the same process before its first"
+        " connection. `python -m bench scale` (about 15 minutes).",
+        "",
+        "| setup | N | server CPU (s/s) | CPU µs/s per conn | ratio to floor | RSS KiB/conn |"
+        " heartbeats/conn/s | opened in | other CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in sorted(result["rows"], key=lambda r: (r["connections"], r["setup"])):
+        count = row["connections"]
+        lines.append(
+            f"| {row['setup']} | {count:,} | {row['server_cpu']:.4f} |"
+            f" {row['server_cpu'] / count * 1e6:.2f} | {fmt_spread(row.get('cpu_ratio'))} |"
+            f" {row['rss_per_conn_kib']:.2f} | {row['pings_per_conn_s']:.3f} |"
+            f" {row['open_seconds']:.1f} s | {row['other_cpu']:.2f} |"
+        )
+    detection = next((r for r in result["rows"] if "detection" in r), None)
+    if detection is not None:
+        found = detection["detection"]
+        lines += [
+            "",
+            f"**Detection at scale** ({detection['setup']}, {detection['connections']:,}"
+            f" connections): {found['victims']:,} peers frozen (a last PING on each, then"
+            f" SIGSTOP) and {found['victims']:,} killed (SIGKILL) at the same moment."
+            " Lateness in ms: frozen = verdict seen by the handler − last PING written −"
+            " timeout; *internal* = peerwatch's own `silent_for` − timeout; killed ="
+            " verdict − SIGKILL sent (and − the killed process reaped).",
+            "",
+            "| | n | p50 | p99 | max |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for key, label in (
+            ("frozen_ms", "frozen"),
+            ("internal_ms", "frozen (internal)"),
+            ("killed_ms", "killed"),
+            ("killed_after_exit_ms", "killed, after exit"),
+        ):
+            s = found.get(key, {})
+            if s.get("n"):
+                lines.append(
+                    f"| {label} | {s['n']} | {s['p50']:.1f} | {s['p99']:.1f} | {s['max']:.1f} |"
+                )
+        lines += [
+            "",
+            f"False verdicts among the other {found['others']:,}: {found['false_verdicts']};"
+            f" still held afterwards: {found['others_still_held']:,}; verdicts with an"
+            f" unexpected cause: {len(found['wrong_cause'])}.",
+        ]
+    storm = result.get("storm")
+    if storm:
+        lines += [
+            "",
+            f"**Reconnect storm**: {storm['connections']:,} peers connect at once to a fresh"
+            " server in one process and exchange HELLO (peerwatch's raw client side, 256"
+            " handshakes in flight per load process); runs interleaved. Ratio peerwatch /"
+            f" bare, median (min-max) of {len(next(iter(storm['runs'].values())))} runs:"
+            f" accept rate {fmt_spread(storm['rate_ratio'])}, server CPU per connection"
+            f" {fmt_spread(storm['cpu_ratio'])}.",
+            "",
+            "| setup | connections/s (runs) | server µs/conn (runs) |",
+            "|---|---|---|",
+        ]
+        for label, runs in storm["runs"].items():
+            rates = ", ".join(f"{r['connections_per_s']:,.0f}" for r in runs)
+            costs = ", ".join(f"{r['server_us_per_conn']:.0f}" for r in runs)
+            lines.append(f"| {label} | {rates} | {costs} |")
+    for label, reason in result.get("failed", {}).items():
+        last = (reason.strip().splitlines() or ["?"])[-1][:300]
+        lines += ["", f"> **{label}: not measured.** `{last}`"]
+    lines += ["", "![scale](scale.png)"]
+    if ANALYSIS.exists():
+        lines += ["", "### Scale: analysis", "", ANALYSIS.read_text().strip()]
+    return lines
+
+
+def write_scale_plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (cpu_ax, rss_ax) = plt.subplots(1, 2, figsize=(13, 5))
+    colors = {"minimal": "tab:grey", "peerwatch": "tab:blue"}
+    for label in dict.fromkeys(r["setup"] for r in result["rows"]):
+        mine = sorted(
+            (r for r in result["rows"] if r["setup"] == label), key=lambda r: r["connections"]
+        )
+        counts = [r["connections"] for r in mine]
+        style = {
+            "marker": "o",
+            "label": label,
+            "color": colors.get(label.split()[0], "tab:green"),
+            "linestyle": "--" if "uvloop" in label else "-",
+        }
+        cpu_ax.plot(counts, [r["server_cpu"] / r["connections"] * 1e6 for r in mine], **style)
+        rss_ax.plot(counts, [r["rss_per_conn_kib"] for r in mine], **style)
+    interval = result["interval_s"]
+    cpu_ax.set_title(f"Server CPU per connection ({interval:g} s heartbeats): flat = linear")
+    cpu_ax.set_ylabel("CPU µs per second per connection")
+    rss_ax.set_title("RSS per connection above the empty process")
+    rss_ax.set_ylabel("KiB")
+    rss_ax.axhline(TARGET_RSS_KIB, color="red", linestyle=":", linewidth=0.8, label="target")
+    for ax in (cpu_ax, rss_ax):
+        ax.set_xscale("log")
+        ax.set_xlabel("connections held (N)")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

@@ -1,0 +1,671 @@
+"""The peerwatch protocol as one sans-IO object: bytes and time in, bytes, events and a timer out.
+
+Shaped like aioquic's ``QuicConnection`` and websockets' ``Protocol``: an adapter
+(asyncio today; trio, a blocking socket or a test tomorrow) feeds it what
+happened and asks it what to do, and every protocol rule lives here, once:
+
+- fed ``connection_made(now)``, ``receive_data(data, now)``, ``receive_eof(now)``,
+  ``handle_timer(now)``, ``connection_lost(exc, now)``, the transport's flow
+  control (``pause_writing()``, ``resume_writing()``) and the application's
+  ``send(payload)``, ``consumed(size, now)``, ``close(reason, now)``, ``leave(...)``;
+- asked ``data_to_send(budget)``, ``events_received()`` and ``get_timer()``.
+
+It reads no clock and does no I/O: ``now`` comes from the adapter's clock, and
+the one thing it needs from the kernel, a TCP_INFO snapshot to tell HUNG from
+SILENT, it asks of the ``kernel`` callable the adapter hands it (``None``: no
+evidence, as on a system without TCP_INFO).
+
+Rules, in the order a connection meets them: our HELLO goes out first; the
+peer's first frame must be a HELLO, and only one; no HELLO within
+``handshake_timeout`` ends the connection (a PROTOCOL verdict if the peer sent
+anything, HUNG or SILENT otherwise). Then: a PING is answered with its PONG
+(an exactly-one-PING read takes a fast path without the decoder), beyond
+``max_pings_per_interval`` it ends in GOODBYE(TOO_MANY_PINGS); a PONG counts
+only for our outstanding PING (``Liveness.on_pong``); messages the application
+consumed are ACKed cumulatively, once per ``data_to_send`` call; data leaves
+in chunks that fit the peer's ``max_frame``; a peer that keeps talking but reads
+nothing (``MAX_UNREAD_CONTROL``) is HUNG; silence past the deadline is HUNG or
+SILENT; a GOODBYE, FIN or error gives the verdict. The verdict is built in
+``_decide`` and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+from peerwatch.core.config import Config
+from peerwatch.core.decoder import Decoder
+from peerwatch.core.delivery import UNUSED, Inbound, Outbound
+from peerwatch.core.frames import (
+    PING_FRAME_SIZE,
+    PING_HEAD,
+    PROTOCOL_VERSION,
+    Ack,
+    Data,
+    Goodbye,
+    GoodbyeCode,
+    Hello,
+    Ping,
+    Pong,
+    encode_ack,
+    encode_chunk,
+    encode_data,
+    encode_goodbye,
+    encode_hello,
+    encode_ping,
+    encode_pong,
+    printable,
+)
+from peerwatch.core.liveness import Action, Liveness
+from peerwatch.core.verdicts import (
+    Cause,
+    Verdict,
+    classify_os_error,
+    errno_name,
+    explain_os_error,
+    hung_or_silent,
+)
+from peerwatch.errors import LocalProtocolError, MessageTooBig, ProtocolError
+
+if TYPE_CHECKING:
+    from peerwatch.kernel.tcpinfo import TcpInfo
+
+Role = Literal["client", "server"]
+
+#: Control frames (PONG, ACK) written while the transport is over its high-water mark,
+#: past which the peer is judged HUNG: it keeps talking but reads nothing, and each of
+#: its PINGs would otherwise leave a PONG in our memory (at the highest ping rate a peer
+#: may have, 100 per second, 1 MiB takes about 10 minutes).
+MAX_UNREAD_CONTROL = 1024 * 1024
+#: Data written per ``data_to_send`` call, in bytes and in frames (a pass of tiny
+#: messages costs per frame, not per byte): one pass then holds an event loop for
+#: about a millisecond, whatever the peer announced (bench/flush_budget.py).
+FLUSH_BUDGET = 1024 * 1024
+FLUSH_FRAMES = 1024
+#: Room left in a DATA frame for its header: a chunk is at most ``max_frame - 64``.
+FRAME_ROOM = 64
+
+
+class Received(NamedTuple):
+    """Messages from the peer, in order: one event per read, not per message (cheaper)."""
+
+    messages: list[bytes]
+
+
+class HandshakeDone(NamedTuple):
+    """The peer's HELLO arrived and was accepted: the connection is ready."""
+
+    hello: Hello
+
+
+class Acked(NamedTuple):
+    """The peer acknowledged every message up to ``through`` (cumulative)."""
+
+    through: int
+
+
+class HangUp(NamedTuple):
+    """Close the transport now (``abort``: without flushing, the peer reads nothing)."""
+
+    abort: bool
+
+
+#: What ``events_received`` returns, in order.
+Event = Received | HandshakeDone | Acked | HangUp | Verdict
+KernelProbe = Callable[[], "TcpInfo | None"]
+
+
+def _no_kernel() -> TcpInfo | None:
+    return None
+
+
+class Protocol:
+    """One peerwatch connection's protocol state; see the module docstring for the contract."""
+
+    __slots__ = (
+        "_ack_due",
+        "_acked_sent",
+        "_chunk",
+        "_control",
+        "_decoder",
+        "_events",
+        "_handshake_deadline",
+        "_inbound",
+        "_incarnation",
+        "_kernel",
+        "_now",
+        "_outbox",
+        "_partial_offset",
+        "_unread_control",
+        "_wall_offset",
+        "bytes_in",
+        "bytes_out",
+        "config",
+        "failed_in_handshake",
+        "liveness",
+        "outbound",
+        "peer_hello",
+        "pings_received",
+        "pings_sent",
+        "reading_paused",
+        "role",
+        "unconsumed",
+        "unconsumed_bytes",
+        "verdict",
+        "writing_paused",
+    )
+
+    def __init__(
+        self,
+        config: Config,
+        role: Role,
+        now: float,
+        *,
+        incarnation: int,
+        kernel: KernelProbe = _no_kernel,
+        wall_offset: float = 0.0,
+    ) -> None:
+        """``now`` starts the clock; ``wall_offset`` turns it into wall time for verdicts."""
+        self.config = config
+        self.role = role
+        self._incarnation = incarnation
+        self._kernel = kernel
+        self._wall_offset = wall_offset
+        self._now = now  # the latest time the adapter told us: when a verdict is reached
+        self._decoder = Decoder(config.max_frame)
+        self._inbound = Inbound(config.max_message)
+        self.outbound = Outbound()
+        self._outbox: deque[tuple[int, bytes]] = UNUSED  # a deque from the first send
+        self._partial_offset = 0
+        self._control: list[bytes] = []  # frames to write before any data
+        self._events: list[Event] = []
+        self._chunk = config.chunk_size  # lowered at HELLO to fit the peer's max_frame
+        self._ack_due = False
+        self._acked_sent = 0  # highest cumulative ACK written to the peer
+        self._unread_control = 0  # control bytes handed out while writing is paused
+        self._handshake_deadline: float | None = None  # set by connection_made
+        self.liveness = Liveness(config, now)
+        self.peer_hello: Hello | None = None
+        self.verdict: Verdict | None = None
+        self.failed_in_handshake = False
+        self.writing_paused = False
+        self.reading_paused = False
+        self.unconsumed = 0  # messages handed out as events and not yet consumed
+        self.unconsumed_bytes = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.pings_sent = 0
+        self.pings_received = 0
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes held for the peer: unacknowledged sends, received messages not yet
+        consumed, the message being reassembled and the unfinished frame."""
+        return (
+            self.outbound.unacked_bytes
+            + self.unconsumed_bytes
+            + self._inbound.partial
+            + self._decoder.buffered
+        )
+
+    @property
+    def acked_through(self) -> int:
+        return self.outbound.acked_through
+
+    @property
+    def in_flight(self) -> int:
+        """Messages sent and not yet acknowledged by the peer."""
+        return self.outbound.in_flight
+
+    @property
+    def data_pending(self) -> bool:
+        """Messages (or the rest of one) wait in the outbox for ``data_to_send``."""
+        return bool(self._outbox)
+
+    @property
+    def output_pending(self) -> bool:
+        """``data_to_send`` has something: control frames, an ACK due, or data."""
+        return bool(self._control or self._ack_due or self._outbox)
+
+    def has_room(self, size: int) -> bool:
+        """A message of ``size`` bytes fits the send window (``send_queue``, ``send_buffer``).
+
+        A single message larger than ``send_buffer`` fits when nothing else is
+        unacknowledged, so every message can be sent.
+        """
+        outbound = self.outbound
+        config = self.config
+        return outbound.in_flight < config.send_queue and (
+            not outbound.in_flight or outbound.unacked_bytes + size <= config.send_buffer
+        )
+
+    def get_timer(self) -> float | None:
+        """The next time ``handle_timer`` must run (None: never again); no side effect."""
+        if self.verdict is not None or self._handshake_deadline is None:
+            return None
+        if self.peer_hello is None:
+            return self._handshake_deadline
+        return self.liveness.deadline()
+
+    # ---------------------------------------------------------------- outputs
+
+    def events_received(self) -> list[Event]:
+        """What happened since the last call, in order: messages and the other events."""
+        events = self._events
+        if events:
+            self._events = []
+        return events
+
+    def data_to_send(self, budget: int = FLUSH_BUDGET, frames: int = FLUSH_FRAMES) -> list[bytes]:
+        """Buffers to write now, in order: control frames and a due ACK, then data.
+
+        Data is cut into DATA frames of at most the chunk size (which fits the peer's
+        ``max_frame``), at most ``budget`` bytes (over by less than one frame) and
+        ``frames`` frames of it per call, grouped into buffers of about one chunk;
+        ``budget=0`` gives control frames only (what an adapter writes while the
+        transport is over its high-water mark). A message counts as sent
+        (``sent_through``) once its last chunk was handed out.
+        """
+        if self._ack_due:
+            self._ack_due = False
+            self._write_ack()
+        out: list[bytes] = []
+        control = self._control
+        if control:
+            self._control = []
+            data = control[0] if len(control) == 1 else b"".join(control)
+            self.bytes_out += len(data)
+            out.append(data)
+            if self.writing_paused:
+                self._count_unread(len(data))
+        if budget > 0 and self._outbox and self.verdict is None:
+            self._cut_data(out, budget, frames)
+        return out
+
+    def _cut_data(self, out: list[bytes], budget: int, frames: int) -> None:
+        outbox = self._outbox
+        outbound = self.outbound
+        chunk = self._chunk
+        while outbox and budget > 0 and frames > 0:
+            # frames grouped up to about one chunk: one write per chunk, not per frame
+            parts: list[bytes] = []
+            size = 0
+            while outbox and size < chunk and len(parts) < frames:
+                seq, payload = outbox[0]
+                offset = self._partial_offset
+                if offset == 0 and len(payload) <= chunk:
+                    frame = encode_data(seq, payload)
+                    outbox.popleft()
+                    outbound.sent_through = seq
+                else:
+                    frame, self._partial_offset = encode_chunk(seq, payload, offset, chunk)
+                    if not self._partial_offset:
+                        outbox.popleft()
+                        outbound.sent_through = seq
+                parts.append(frame)
+                size += len(frame)
+            out.append(parts[0] if len(parts) == 1 else b"".join(parts))
+            self.bytes_out += size
+            budget -= size
+            frames -= len(parts)
+
+    def _count_unread(self, size: int) -> None:
+        self._unread_control += size
+        if self._unread_control > MAX_UNREAD_CONTROL and self.verdict is None:
+            self._decide(
+                Cause.HUNG,
+                f"the peer application reads nothing: {self._unread_control} bytes of control"
+                " frames (PONG, ACK) wait for it behind a full send buffer",
+            )
+            self._events.append(HangUp(abort=True))  # a GOODBYE would wait behind it all
+
+    # ----------------------------------------------------------- from the adapter
+
+    def connection_made(self, now: float) -> None:
+        """The transport is up: our HELLO goes out, the handshake deadline starts."""
+        self._now = now
+        config = self.config
+        self._control.append(
+            encode_hello(
+                Hello(
+                    PROTOCOL_VERSION,
+                    self._incarnation,
+                    config.interval,
+                    config.timeout,
+                    config.max_frame,
+                    config.max_message,
+                )
+            )
+        )
+        self._handshake_deadline = now + config.handshake_timeout
+
+    def pause_writing(self) -> None:
+        """The transport is over its high-water mark: data waits, control is counted."""
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._unread_control = 0
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Bytes from the peer, in any split."""
+        self._now = now
+        if self.verdict is not None:
+            return
+        self.bytes_in += len(data)
+        if (
+            len(data) == PING_FRAME_SIZE
+            and data[:5] == PING_HEAD
+            and self.peer_hello is not None
+            and not self._decoder.buffered
+            and self.liveness.on_ping_received(now)
+        ):
+            # The commonest read of an idle connection: exactly one PING. Answer it
+            # without the decoder and a frame list; the PONG is the PING with its
+            # kind byte changed (seq and stamp echoed).
+            self.pings_received += 1
+            self._control.append(b"".join((data[:4], b"\x05", data[5:])))
+            self.liveness.on_receive(now)
+            return
+        try:
+            frames = self._decoder.feed(data)
+        except ProtocolError as exc:
+            self._violation(str(exc))
+            return
+        liveness = self.liveness
+        if self.peer_hello is None:
+            liveness.on_receive(now)
+            if not frames:
+                return
+            first = frames[0]
+            if not isinstance(first, Hello):
+                self._violation(f"expected HELLO first, got {type(first).__name__.upper()}")
+                return
+            self._handshake(first, now)
+            liveness = self.liveness
+            frames = frames[1:]
+        heard = not frames  # a partial frame is life too
+        inbound = self._inbound
+        events = self._events
+        received: list[bytes] | None = None  # the messages of this read
+        size = 0
+        try:
+            for frame in frames:
+                if type(frame) is Data:
+                    heard = True
+                    message = inbound.on_data(frame)
+                    if message is not None:
+                        if received is None:  # the event goes before any verdict
+                            received = []
+                            events.append(Received(received))
+                        received.append(message)
+                        size += len(message)
+                elif type(frame) is Pong:
+                    liveness.on_pong(now, frame.seq, frame.stamp)
+                else:
+                    heard = True
+                    if self._on_control(frame, now):
+                        break
+        except MessageTooBig as exc:
+            self._violation(str(exc), GoodbyeCode.MESSAGE_TOO_BIG)
+        except ProtocolError as exc:
+            self._violation(str(exc))
+        count = len(received) if received is not None else 0
+        self.unconsumed += count  # handed out before the verdict: the application may take them
+        self.unconsumed_bytes += size
+        if self.verdict is not None:
+            return
+        if heard:
+            liveness.on_receive(now)
+        if count and not self.reading_paused:
+            config = self.config
+            if self.unconsumed >= config.recv_queue or self.unconsumed_bytes >= config.recv_buffer:
+                self.reading_paused = True  # the adapter stops reading; our silence, not the peer's
+                liveness.pause()
+
+    def receive_eof(self, now: float) -> None:
+        """The peer's kernel sent FIN."""
+        self._now = now
+        self._decide(Cause.EOF, "the peer closed its sending side without GOODBYE")
+
+    def connection_lost(self, exc: BaseException | None, now: float) -> None:
+        """The transport is gone; ``exc`` is what the adapter's socket call raised, if anything.
+
+        The one translation of an OS (or TLS) error into a cause is ``classify_os_error``.
+        """
+        self._now = now
+        if isinstance(exc, OSError):
+            cause = classify_os_error(exc) or Cause.RESET
+            self._decide(cause, f"connection lost: {explain_os_error(exc)}", exc)
+        elif exc is not None:
+            self._decide(Cause.RESET, f"connection lost: {exc!r}")
+        else:
+            self._decide(Cause.EOF, "the connection closed")
+        self._handshake_deadline = None
+
+    def handle_timer(self, now: float) -> None:
+        """Run what is due at ``now``: the handshake deadline, a PING, or the death verdict."""
+        self._now = now
+        if self.verdict is not None or self._handshake_deadline is None:
+            return
+        if self.peer_hello is None:
+            if now >= self._handshake_deadline:
+                self._handshake_timeout(now)
+            return
+        liveness = self.liveness
+        action = liveness.handle_timer(now)
+        if action is Action.DEAD:
+            self._declare_silent(now)
+            return
+        if action is Action.PING:
+            seq, stamp = liveness.ping_sent(now)
+            self._control.append(encode_ping(seq, stamp))
+            self.pings_sent += 1
+        liveness.next_deadline()  # the deadline the adapter arms: a later run past it is a stall
+
+    # ------------------------------------------------------- from the application
+
+    def check_size(self, size: int) -> None:
+        """Raise ``LocalProtocolError`` for a message the peer announced it would refuse."""
+        peer = self.peer_hello
+        if peer is not None and size > peer.max_message:
+            raise LocalProtocolError(
+                f"message of {size} bytes exceeds the peer's max_message ({peer.max_message})"
+            )
+
+    def send(self, payload: bytes) -> int:
+        """Queue one message; returns its sequence number (the caller checked ``has_room``)."""
+        if self.verdict is not None:
+            raise LocalProtocolError("send() after the verdict")
+        self.check_size(len(payload))
+        seq = self.outbound.assign(payload)
+        outbox = self._outbox
+        if outbox is UNUSED:
+            outbox = self._outbox = deque()
+        outbox.append((seq, payload))
+        return seq
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting in the outbox (not yet fully handed out)."""
+        return len(self._outbox)
+
+    def consumed(self, size: int, now: float) -> None:
+        """The application took one message of ``size`` bytes: it is ACKed at the next
+        ``data_to_send``, and reading resumes once half the receive window is free.
+
+        ``now`` is read only while ``reading_paused`` (the resumption restarts the
+        liveness clock): an adapter may skip its clock otherwise (one per message).
+        """
+        self.unconsumed -= 1
+        self.unconsumed_bytes -= size
+        self._ack_due = True
+        config = self.config
+        if (
+            self.reading_paused
+            and self.unconsumed <= config.recv_queue // 2
+            and self.unconsumed_bytes <= config.recv_buffer // 2
+        ):
+            self.reading_paused = False
+            self.liveness.resume(now)
+
+    def close(self, reason: str, now: float) -> None:
+        """Say GOODBYE after an ACK of what was consumed; the verdict is LOCAL.
+
+        Data still in the outbox is not sent (an adapter drains it first); the
+        adapter half-closes the transport and waits for the peer to close.
+        """
+        self._now = now
+        if self.verdict is not None:
+            return
+        self._write_ack()
+        self._control.append(encode_goodbye(GoodbyeCode.NORMAL, reason))
+        self._decide(Cause.LOCAL, f"closed by this side: {printable(reason) or 'no reason given'}")
+
+    def leave(self, code: GoodbyeCode, reason: str, detail: str, now: float) -> None:
+        """Hang up at once with GOODBYE(``code``, ``reason``); the verdict is LOCAL."""
+        self._now = now
+        self._leave(code, reason, Cause.LOCAL, detail)
+
+    # ---------------------------------------------------------------- internals
+
+    def _handshake(self, hello: Hello, now: float) -> None:
+        self.peer_hello = hello
+        config = self.config
+        # our DATA frames must fit the peer's max_frame; the decoder refused a max_frame
+        # under MIN_MAX_FRAME, so chunks stay large
+        self._chunk = min(config.chunk_size, hello.max_frame - FRAME_ROOM)
+        # the accepting side lets the connecting side do the pinging (liveness rule 6)
+        delay = min(config.interval / 2, (config.timeout - config.interval) / 4)
+        self.liveness = Liveness(
+            config,
+            now,
+            answer_delay=delay if self.role == "server" else 0.0,
+            peer_interval=hello.interval,
+        )
+        self.liveness.next_deadline()
+        self._events.append(HandshakeDone(hello))
+
+    def _on_control(self, frame: object, now: float) -> bool:
+        """Handle a non-DATA frame; True when it ended the connection."""
+        if type(frame) is Ack:
+            if self.outbound.on_ack(frame.seq):
+                self._events.append(Acked(frame.seq))
+        elif type(frame) is Ping:
+            self.pings_received += 1
+            if not self.liveness.on_ping_received(now):
+                self._violation(
+                    "too many pings: more than"
+                    f" {self.config.max_pings_per_interval} per {self.liveness.ping_window} s",
+                    GoodbyeCode.TOO_MANY_PINGS,
+                )
+                return True
+            self._control.append(encode_pong(frame.seq, frame.stamp))
+        elif type(frame) is Goodbye:
+            code = frame.code
+            name = code.name if isinstance(code, GoodbyeCode) else f"code {code}"
+            self._decide(
+                Cause.GOODBYE,
+                f"the peer said goodbye ({name}): {frame.reason or 'no reason given'}",
+                goodbye=frame.reason,
+            )
+            self._events.append(HangUp(abort=False))
+            return True
+        elif type(frame) is Hello:
+            self._violation("HELLO received twice")
+            return True
+        return False
+
+    def _write_ack(self) -> None:
+        """ACK every message the application consumed: one cumulative ACK."""
+        consumed = self._inbound.received_through - self.unconsumed
+        if consumed > self._acked_sent and self.verdict is None:
+            self._acked_sent = consumed
+            self._control.append(encode_ack(consumed))
+
+    def _declare_silent(self, now: float) -> None:
+        silent_for = self.liveness.silent_for(now)
+        info = self._kernel()
+        cause = hung_or_silent(info, silent_for)
+        if cause is Cause.HUNG:
+            detail = (
+                f"nothing from the peer application for {silent_for:.3f} s,"
+                " but its kernel still acknowledges our bytes: the peer process is stuck"
+            )
+        else:
+            detail = f"nothing from the peer for {silent_for:.3f} s, not even TCP acknowledgements"
+            if info is not None:
+                detail += f" ({info.retransmits} retransmissions, {info.unacked} unacked segments)"
+        self._decide(cause, detail, info=info)
+        self._control.append(encode_goodbye(GoodbyeCode.NORMAL, f"{cause.value}: peer silent"))
+        self._events.append(HangUp(abort=False))
+
+    def _handshake_timeout(self, now: float) -> None:
+        limit = self.config.handshake_timeout
+        if self.bytes_in:
+            self._violation(f"no valid HELLO within {limit} s")
+            return
+        info = self._kernel()
+        self.failed_in_handshake = True
+        self._decide(
+            hung_or_silent(info, now - self.liveness.last_heard),
+            f"no HELLO within the handshake timeout ({limit} s)",
+            info=info,
+        )
+        self._control.append(encode_goodbye(GoodbyeCode.HANDSHAKE_TIMEOUT, "no HELLO"))
+        self._events.append(HangUp(abort=False))
+
+    def _violation(
+        self,
+        message: str,
+        code: GoodbyeCode = GoodbyeCode.PROTOCOL_ERROR,
+    ) -> None:
+        """The peer broke the protocol: tell it why, end this connection only."""
+        self._leave(code, message, Cause.PROTOCOL, message)
+
+    def _leave(self, code: GoodbyeCode, reason: str, cause: Cause, detail: str) -> None:
+        """End the connection from this side now: ACK what was consumed, GOODBYE, verdict."""
+        if self.verdict is not None:
+            return
+        self._write_ack()
+        self._control.append(encode_goodbye(code, reason))
+        self._decide(cause, detail)
+        self._events.append(HangUp(abort=False))
+
+    def _decide(
+        self,
+        cause: Cause,
+        detail: str,
+        exc: BaseException | None = None,
+        *,
+        info: TcpInfo | None = None,
+        goodbye: str | None = None,
+    ) -> None:
+        """Reach the one verdict of this connection (the only place a Verdict is built here)."""
+        if self.verdict is not None:
+            return
+        liveness = self.liveness
+        now = self._now
+        partial = self._decoder.buffered
+        if partial and cause in (Cause.EOF, Cause.RESET):
+            detail += f" (mid-message: {partial} bytes of an unfinished frame discarded)"
+        if info is None and cause is not Cause.LOCAL:
+            info = self._kernel()
+        verdict = Verdict(
+            cause=cause,
+            detail=detail,
+            detected_at=now,
+            silent_for=liveness.silent_for(now),
+            errno=errno_name(exc),
+            tcp_info=info,
+            local_stall=liveness.local_stall,
+            undelivered=self.outbound.undelivered(),
+            goodbye_reason=goodbye,
+            detected_wall=now + self._wall_offset,
+        )
+        self.verdict = verdict
+        self._events.append(verdict)

@@ -1,0 +1,81 @@
+"""A server that falls behind in a reconnect storm must not blame its peers for it.
+
+The handshake allowance drops the oldest sockets that have not said HELLO, to
+keep silent sockets from locking real peers out. But when the server process
+itself is late (every client reconnecting at once after a restart), a real
+peer's HELLO may already sit in the server's own receive queue, unread: that
+peer is not silent, the server is behind, and dropping it turns a storm into a
+second storm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import peerwatch
+from peerwatch.core.config import HANDSHAKE_GRACE
+from peerwatch.core.frames import PROTOCOL_VERSION, Hello, encode_hello
+
+
+async def hold(conn: peerwatch.Connection) -> None:
+    await conn.wait_closed()
+
+
+def hello() -> bytes:
+    return encode_hello(
+        Hello(PROTOCOL_VERSION, int.from_bytes(os.urandom(8), "big"), 1.0, 5.0, 2**20, 2**20)
+    )
+
+
+def saying_hello(port: int) -> socket.socket:
+    """A real peer's first move: connect and send HELLO at once (the kernel queues it)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(hello())
+    return sock
+
+
+@contextlib.contextmanager
+def closing(socks: list[socket.socket]) -> Iterator[list[socket.socket]]:
+    try:
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+async def test_peers_whose_hello_waits_unread_are_not_dropped_as_silent() -> None:
+    loop = asyncio.get_running_loop()
+    stalled = False
+
+    def on_accept(conn: peerwatch.Connection) -> None:
+        nonlocal stalled
+        if not stalled:  # the first accepted socket makes this process fall behind
+            stalled = True
+            loop.call_soon(time.sleep, HANDSHAKE_GRACE + 0.4)
+
+    srv = await peerwatch.serve(hold, max_handshakes=2, handshake_timeout=30.0, on_accept=on_accept)
+    late: list[socket.socket] = []
+    # one more peer arrives while the server is stalled: accepting it, the server
+    # looks for handshakes to drop, and finds the first six old and HELLO-less
+    arrival = threading.Timer(0.5, lambda: late.append(saying_hello(srv.port)))
+    try:
+        with closing([saying_hello(srv.port) for _ in range(6)]) as early:
+            arrival.start()
+            for _ in range(100):  # bounded: 5 s
+                if len(srv.connections) == 7:
+                    break
+                await asyncio.sleep(0.05)
+            assert srv.dropped_handshakes == 0
+            assert len(srv.connections) == 7
+            assert len(early) + len(late) == 7
+    finally:
+        arrival.join(5)
+        for sock in late:
+            sock.close()
+        await srv.shutdown()

@@ -1,0 +1,179 @@
+"""The loop's shared timer queue, driven by a fake loop whose time moves by arithmetic.
+
+The queue only needs ``loop.time()`` and ``loop.call_at()``; the fake loop runs
+due callbacks when the test advances its clock, so every claim about *when* a
+target runs is exact, not a guess with a margin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Callable
+from typing import cast
+
+import pytest
+
+from peerwatch.aio.timers import COALESCE, TimerQueue
+
+
+class FakeHandle:
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeLoop:
+    """``time()`` and ``call_at()`` only; ``advance(to)`` runs what falls due, in order."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._due: list[tuple[float, int, FakeHandle]] = []
+        self._order = itertools.count()
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> FakeHandle:
+        handle = FakeHandle(when, callback)
+        heapq.heappush(self._due, (when, next(self._order), handle))
+        return handle
+
+    @property
+    def armed(self) -> list[float]:
+        return sorted(h.when for _, _, h in self._due if not h.cancelled)
+
+    def advance(self, to: float) -> None:
+        for _ in range(100_000):  # bounded: a queue that re-arms forever fails the test
+            if not self._due or self._due[0][0] > to:
+                break
+            when, _, handle = heapq.heappop(self._due)
+            if handle.cancelled:
+                continue
+            self.now = max(self.now, when)
+            handle.callback()
+        else:
+            raise AssertionError("the timer queue spins")
+        self.now = to
+
+
+class Target:
+    """Records every ``on_timer`` call; its real deadline can move without telling the queue."""
+
+    def __init__(self, deadline: float | None) -> None:
+        self._timer_at: float | None = None
+        self.deadline = deadline
+        self.calls: list[float] = []
+
+    def on_timer(self, now: float) -> float | None:
+        self.calls.append(now)
+        if self.deadline is not None and now >= self.deadline:
+            self.deadline = None  # done: no more timers
+        return self.deadline
+
+
+@pytest.fixture
+def loop() -> FakeLoop:
+    return FakeLoop()
+
+
+def queue_on(loop: FakeLoop) -> TimerQueue:
+    return TimerQueue(cast(asyncio.AbstractEventLoop, loop))
+
+
+def test_a_target_runs_at_its_deadline_not_before(loop: FakeLoop) -> None:
+    queue = queue_on(loop)
+    target = Target(10.0)
+    queue.schedule(target, 10.0)
+    loop.advance(9.99)
+    assert target.calls == []
+    loop.advance(10.0)
+    assert target.calls == [10.0]
+    assert len(queue) == 0 and loop.armed == []
+
+
+def test_a_deadline_moved_later_is_found_when_the_old_entry_fires(loop: FakeLoop) -> None:
+    """Moving a deadline later costs nothing at the time; the old entry re-arms it."""
+    queue = queue_on(loop)
+    target = Target(10.0)
+    queue.schedule(target, 10.0)
+    target.deadline = 25.0  # e.g. the peer was heard from: death moves out
+    queue.schedule(target, 25.0)  # a later time than the entry: no new entry
+    assert len(queue) == 1
+    loop.advance(30.0)
+    assert target.calls == [10.0, 25.0]
+
+
+def test_an_earlier_deadline_fires_early(loop: FakeLoop) -> None:
+    queue = queue_on(loop)
+    target = Target(10.0)
+    queue.schedule(target, 10.0)
+    target.deadline = 3.0
+    queue.schedule(target, 3.0)
+    assert loop.armed == [3.0]  # one loop timer, re-armed earlier
+    loop.advance(20.0)
+    assert target.calls == [3.0]  # the stale 10.0 entry is dropped, not run
+
+
+def test_cancelled_target_never_runs(loop: FakeLoop) -> None:
+    queue = queue_on(loop)
+    target = Target(5.0)
+    queue.schedule(target, 5.0)
+    queue.cancel(target)
+    loop.advance(60.0)
+    assert target.calls == []
+    assert len(queue) == 0
+
+
+def test_many_targets_run_in_deadline_order_on_one_loop_timer(loop: FakeLoop) -> None:
+    queue = queue_on(loop)
+    order: list[int] = []
+    deadlines = [7.0, 1.0, 4.0, 9.0, 2.0, 4.5]
+
+    class Named(Target):
+        def __init__(self, index: int, deadline: float) -> None:
+            super().__init__(deadline)
+            self.index = index
+
+        def on_timer(self, now: float) -> float | None:
+            order.append(self.index)
+            return super().on_timer(now)
+
+    for index, deadline in enumerate(deadlines):
+        queue.schedule(Named(index, deadline), deadline)
+        assert len(loop.armed) == 1  # never one asyncio timer per target
+    loop.advance(100.0)
+    assert order == sorted(range(len(deadlines)), key=lambda i: deadlines[i])
+
+
+def test_a_target_asking_for_now_again_runs_in_the_next_pass(loop: FakeLoop) -> None:
+    """A target that returns a time already due must not spin the current pass."""
+    queue = queue_on(loop)
+    calls: list[float] = []
+
+    class Eager:
+        _timer_at: float | None = None
+
+        def on_timer(self, now: float) -> float | None:
+            calls.append(now)
+            return now if len(calls) < 3 else None
+
+    queue.schedule(Eager(), 1.0)
+    loop.advance(1.0)
+    assert calls == [1.0, 1.0, 1.0]  # three passes of the fake loop, not one spinning pass
+
+
+def test_coalesced_entries_see_their_own_deadline(loop: FakeLoop) -> None:
+    """Entries within COALESCE of the first run in its pass, each told its own deadline."""
+    queue = queue_on(loop)
+    first, second = Target(1.0), Target(1.0 + COALESCE / 2)
+    queue.schedule(first, 1.0)
+    queue.schedule(second, 1.0 + COALESCE / 2)
+    loop.advance(1.0)
+    assert first.calls == [1.0]
+    assert second.calls == [1.0 + COALESCE / 2]
