@@ -3,6 +3,8 @@
 An import circle (a imports b, b imports a, even inside a function) means two
 modules share a job and neither can be read, tested or moved alone; the lab's
 agent entry point and its roles were one until the shared parts moved out.
+Imports under ``if TYPE_CHECKING:`` only name types for annotations and are not
+counted.
 """
 
 from __future__ import annotations
@@ -19,12 +21,22 @@ def module_name(path: Path) -> str:
 
 
 def import_graph() -> dict[str, set[str]]:
-    """Module -> the peerwatch modules it imports anywhere (top level, functions, TYPE_CHECKING)."""
+    """Module -> the peerwatch modules it imports at run time (top level or in functions)."""
     modules = {module_name(path): path for path in SRC.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         imported: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        type_only = {
+            id(inner)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+            for statement in block.body
+            for inner in ast.walk(statement)
+        }
+        for node in ast.walk(tree):
+            if id(node) in type_only:
+                continue
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 # "from package import submodule" needs the submodule; any other name, the module
                 for alias in node.names:
