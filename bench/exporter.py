@@ -71,7 +71,7 @@ def split_one_reading() -> dict[str, float]:
     """Where one reading's time goes, measured in this process (CPU seconds), the way
     ``read_host`` reads: only the rules' TCP_INFO fields, no evidence, the cyclic GC paused
     (the owner scan is the uncached one: the exporter repeats it only for new sockets)."""
-    from peerwatch.assess_rules import RULE_FIELDS, assess_info
+    from peerwatch.assessment.rules import RULE_FIELDS, assess_info
     from peerwatch.diag.owners import socket_owners
     from peerwatch.diag.sockdiag import read_sockets
     from peerwatch.gcpause import gc_paused

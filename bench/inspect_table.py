@@ -69,8 +69,8 @@ def stages() -> dict[str, float]:
     The stages as the table runs them: only its TCP_INFO fields, no evidence figures,
     the cyclic GC paused.
     """
-    from peerwatch.assess_rules import assess_info
-    from peerwatch.assessment import AssessPolicy
+    from peerwatch.assessment.model import AssessPolicy
+    from peerwatch.assessment.rules import assess_info
     from peerwatch.diag.owners import socket_owners
     from peerwatch.diag.sockdiag import read_sockets
     from peerwatch.diag.table import TCP_INFO_FIELDS, render

@@ -5,15 +5,13 @@ own process so that the process being measured owns one core and nothing else
 runs in it. A child speaks one JSON object per stdout line (``{"event": ...}``)
 and takes one command per stdin line. Three fences bound its life: the parent
 kills it in ``Child.stop()`` (called from ``finally``/context managers), the
-kernel kills it when the parent dies (``PR_SET_PDEATHSIG``), and ``SIGALRM``
-kills it after ``max_seconds`` whatever happens.
+kernel kills it when the parent dies (``peerwatch.childproc.die_with_parent``),
+and ``SIGALRM`` kills it after ``max_seconds`` whatever happens.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import json
 import os
 import platform
 import queue
@@ -22,14 +20,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from peerwatch.childproc import die_with_parent, file_tail, start_json_reader, write_json_line
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
-PR_SET_PDEATHSIG = 1
 
 #: Every benchmark process gets the same, fixed glibc mmap threshold. asyncio reads
 #: with ``recv(256 KiB)``; glibc serves that from mmap (then mremap and munmap: three
@@ -37,13 +35,14 @@ PR_SET_PDEATHSIG = 1
 #: which it comes from the heap. Which of the two a server process is in depends on
 #: its history, and it doubled the idle floor's CPU in some runs and not others.
 CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": str(4 * 1024 * 1024)}
+#: The pid of the benchmark that started a child, so the child can tell if it already died.
+PARENT_ENV = "PEERWATCH_BENCH_PARENT"
 
 
 def child_setup(max_seconds: float) -> None:
     """Call first thing in every benchmark child: die with the parent, and on a deadline."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if not die_with_parent(signal.SIGKILL, int(os.environ.get(PARENT_ENV, os.getppid()))):
+        os._exit(1)  # the benchmark died before we asked the kernel to follow it
     signal.signal(signal.SIGALRM, signal.SIG_DFL)  # default action: terminate
     signal.alarm(max(1, int(max_seconds)))
     raise_nofile()
@@ -66,8 +65,7 @@ def raise_nofile(wanted: int = 65536) -> int:
 
 def emit(event: str, **fields: Any) -> None:
     """Child side: report one event to the parent as a JSON line."""
-    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
-    sys.stdout.flush()
+    write_json_line({"event": event, **fields})
 
 
 class ChildFailed(RuntimeError):
@@ -88,7 +86,7 @@ class Child:
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
             self.argv,
-            env={**os.environ, **CHILD_ENV},
+            env={**os.environ, **CHILD_ENV, PARENT_ENV: str(os.getpid())},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -98,21 +96,16 @@ class Child:
         if cpu is not None:
             pin(self.pid, cpu)
         self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read_stdout, daemon=True)
-        self._reader.start()
-        self._ended = False
-
-    def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
-        with contextlib.suppress(ValueError, OSError):
-            for line in self.proc.stdout:
-                try:
-                    event = json.loads(line)
-                except ValueError:  # not one of our events: a program's own output
-                    event = {"event": "text", "line": line.decode(errors="replace").rstrip()}
-                if isinstance(event, dict):
-                    self._events.put(event)
-        self._events.put(None)  # end of output: the child exited
+        self._reader = start_json_reader(
+            self.proc.stdout,
+            self._events.put,
+            lambda: self._events.put(None),  # end of output: the child exited
+            # not one of our events: a program's own output
+            on_text=lambda line: self._events.put({"event": "text", "line": line.rstrip()}),
+            name=f"bench-{module}",
+        )
+        self._ended = False
 
     def read_event(self, timeout: float, expect: str | None = None) -> dict[str, Any]:
         """Next JSON event (of kind ``expect``, skipping others) within ``timeout`` s.
@@ -147,12 +140,7 @@ class Child:
     def stderr_tail(self, limit: int = 2000) -> str:
         with contextlib.suppress(Exception):
             self.proc.wait(timeout=2)
-        with contextlib.suppress(Exception):
-            self._stderr.seek(0, os.SEEK_END)
-            size = self._stderr.tell()
-            self._stderr.seek(max(0, size - limit))
-            return self._stderr.read().decode(errors="replace")
-        return ""
+        return file_tail(self._stderr, limit)
 
     def stop(self, grace: float = 3.0) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; always reaps the process."""

@@ -34,32 +34,32 @@ _EXPORTS: dict[str, str] = {
     "ConnectionClosed": "peerwatch.errors",
     "PeerDead": "peerwatch.errors",
     "HandshakeFailed": "peerwatch.errors",
-    "TcpInfo": "peerwatch.tcpinfo",
-    "TcpState": "peerwatch.tcpinfo",
-    "tcp_info": "peerwatch.tcpinfo",
-    "KernelKnobs": "peerwatch.knobs",
-    "knobs_for": "peerwatch.knobs",
-    "apply_knobs": "peerwatch.knobs",
+    "TcpInfo": "peerwatch.kernel.tcpinfo",
+    "TcpState": "peerwatch.kernel.tcpinfo",
+    "tcp_info": "peerwatch.kernel.tcpinfo",
+    "KernelKnobs": "peerwatch.kernel.knobs",
+    "knobs_for": "peerwatch.kernel.knobs",
+    "apply_knobs": "peerwatch.kernel.knobs",
     "Connection": "peerwatch.aio.connection",
     "Delivery": "peerwatch.aio.handles",
     "connect": "peerwatch.aio.client",
     "serve": "peerwatch.aio.server",
     "Server": "peerwatch.aio.server",
-    "guard": "peerwatch.guarding",
-    "GuardResult": "peerwatch.guarding",
+    "guard": "peerwatch.kernel.guarding",
+    "GuardResult": "peerwatch.kernel.guarding",
     "protect": "peerwatch.protection",
     "unprotect": "peerwatch.protection",
     "ProtectSettings": "peerwatch.protection",
-    "check": "peerwatch.checking",
-    "Checked": "peerwatch.checking",
-    "assess": "peerwatch.assess_live",
-    "socket_facts": "peerwatch.assess_live",
-    "assess_info": "peerwatch.assess_rules",
-    "Assessment": "peerwatch.assessment",
-    "AssessPolicy": "peerwatch.assessment",
-    "Status": "peerwatch.assessment",
-    "Finding": "peerwatch.assessment",
-    "SocketFacts": "peerwatch.assessment",
+    "check": "peerwatch.assessment.checking",
+    "Checked": "peerwatch.assessment.checking",
+    "assess": "peerwatch.assessment.live",
+    "socket_facts": "peerwatch.assessment.live",
+    "assess_info": "peerwatch.assessment.rules",
+    "Assessment": "peerwatch.assessment.model",
+    "AssessPolicy": "peerwatch.assessment.model",
+    "Status": "peerwatch.assessment.model",
+    "Finding": "peerwatch.assessment.model",
+    "SocketFacts": "peerwatch.assessment.model",
 }
 
 __all__ = [
@@ -109,10 +109,10 @@ if TYPE_CHECKING:
     from peerwatch.aio.connection import Connection
     from peerwatch.aio.handles import Delivery
     from peerwatch.aio.server import Server, serve
-    from peerwatch.assess_live import assess, socket_facts
-    from peerwatch.assess_rules import assess_info
-    from peerwatch.assessment import Assessment, AssessPolicy, Finding, SocketFacts, Status
-    from peerwatch.checking import Checked, check
+    from peerwatch.assessment.checking import Checked, check
+    from peerwatch.assessment.live import assess, socket_facts
+    from peerwatch.assessment.model import Assessment, AssessPolicy, Finding, SocketFacts, Status
+    from peerwatch.assessment.rules import assess_info
     from peerwatch.core.config import Config
     from peerwatch.core.verdicts import Cause, Verdict
     from peerwatch.errors import (
@@ -125,10 +125,10 @@ if TYPE_CHECKING:
         ProtocolError,
         RemoteProtocolError,
     )
-    from peerwatch.guarding import GuardResult, guard
-    from peerwatch.knobs import KernelKnobs, apply_knobs, knobs_for
+    from peerwatch.kernel.guarding import GuardResult, guard
+    from peerwatch.kernel.knobs import KernelKnobs, apply_knobs, knobs_for
+    from peerwatch.kernel.tcpinfo import TcpInfo, TcpState, tcp_info
     from peerwatch.protection import ProtectSettings, protect, unprotect
-    from peerwatch.tcpinfo import TcpInfo, TcpState, tcp_info
 
 
 def __getattr__(name: str) -> Any:

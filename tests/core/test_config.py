@@ -6,7 +6,7 @@ import pytest
 
 from peerwatch.core.config import Config
 from peerwatch.errors import ConfigError
-from peerwatch.knobs import knobs_for
+from peerwatch.kernel.knobs import knobs_for
 
 
 @pytest.mark.parametrize(

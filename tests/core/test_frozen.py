@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from peerwatch.assessment import Assessment, Finding, SocketFacts, Status, Timer
+from peerwatch.assessment.model import Assessment, Finding, SocketFacts, Status, Timer
 from peerwatch.frozen import build
-from peerwatch.tcpinfo import TcpState
+from peerwatch.kernel.tcpinfo import TcpState
 
 
 def test_built_equals_initialised_and_stays_frozen() -> None:

@@ -42,7 +42,7 @@ from peerwatch.core.protocol import (
 )
 from peerwatch.core.verdicts import Cause, Verdict
 from peerwatch.errors import LocalProtocolError
-from peerwatch.tcpinfo import tcp_info
+from peerwatch.kernel.tcpinfo import tcp_info
 
 TICK = 0.001
 START = 1000.0

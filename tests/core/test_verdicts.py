@@ -24,7 +24,7 @@ from peerwatch.core.verdicts import (
     explain_os_error,
     hung_or_silent,
 )
-from peerwatch.tcpinfo import TcpInfo, tcp_info
+from peerwatch.kernel.tcpinfo import TcpInfo, tcp_info
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,10 @@ answer, and prints how that ended: ``error ERRNO_NAME`` or ``eof`` or
 
 from __future__ import annotations
 
-import errno
 import socket
 import sys
+
+from peerwatch.core.verdicts import errno_name
 
 
 def main() -> None:
@@ -24,7 +25,7 @@ def main() -> None:
     try:
         data = sock.recv(100)
     except OSError as exc:
-        print("error", errno.errorcode.get(exc.errno or 0, exc.errno), flush=True)
+        print("error", errno_name(exc), flush=True)
     else:
         print("data" if data else "eof", flush=True)
 

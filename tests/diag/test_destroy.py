@@ -17,14 +17,14 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from bad_states import wait_for
-from diag_netns import NetnsHost
 from stuck_programs import Stuck, end_orphans
 
-from peerwatch.assessment import AssessPolicy, Status
+from bad_states import wait_for
+from diag_netns import NetnsHost
+from peerwatch.assessment.model import AssessPolicy, Status
 from peerwatch.cli import main
 from peerwatch.diag.view import Filters, snapshot
-from peerwatch.tcpinfo import TcpState
+from peerwatch.kernel.tcpinfo import TcpState
 
 pytestmark = [
     pytest.mark.netns,

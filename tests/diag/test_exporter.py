@@ -18,13 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bad_states import info_of, private_loopback, wait_for
-from diag_netns import NetnsHost
 from prometheus_server import PrometheusServer
 
-from peerwatch.assessment import AssessPolicy, Status
+from bad_states import info_of, private_loopback, wait_for
+from diag_netns import NetnsHost
+from peerwatch.assessment.model import AssessPolicy, Status
 from peerwatch.exporter.groups import OTHER, PeerGroups
-from peerwatch.tcpinfo import TcpState
+from peerwatch.kernel.tcpinfo import TcpState
 
 prometheus_client = pytest.importorskip("prometheus_client")
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sock_diag is Linux")

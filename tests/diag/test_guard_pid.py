@@ -18,10 +18,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from diag_netns import NetnsHost
 from stuck_programs import Stuck, end_orphans
 
-from peerwatch.assessment import Timer
+from diag_netns import NetnsHost
+from peerwatch.assessment.model import Timer
 from peerwatch.cli import main
 from peerwatch.diag.view import Filters, snapshot
 

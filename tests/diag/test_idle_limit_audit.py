@@ -17,13 +17,13 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from bad_states import pair, private_loopback
 
+from bad_states import pair, private_loopback
 from peerwatch import guard
-from peerwatch.assess_budget import BudgetProblem, audit_budget, fix_timeout, min_user_timeout
+from peerwatch.assessment.budget import BudgetProblem, audit_budget, fix_timeout, min_user_timeout
 from peerwatch.cli import main
 from peerwatch.diag.view import Filters, snapshot
-from peerwatch.knobs import TCP_USER_TIMEOUT
+from peerwatch.kernel.knobs import TCP_USER_TIMEOUT
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sock_diag is Linux")
 

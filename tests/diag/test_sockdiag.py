@@ -7,14 +7,14 @@ import socket
 import sys
 
 import pytest
-from bad_states import close_wait_pair, pair, private_loopback
 
-from peerwatch.assess_live import assess
-from peerwatch.assessment import Finding, Status, Timer
+from bad_states import close_wait_pair, pair, private_loopback
+from peerwatch.assessment.live import assess
+from peerwatch.assessment.model import Finding, Status, Timer
 from peerwatch.diag.owners import socket_owners
 from peerwatch.diag.sockdiag import SockRecord, read_sockets
-from peerwatch.guarding import guard
-from peerwatch.tcpinfo import TcpState
+from peerwatch.kernel.guarding import guard
+from peerwatch.kernel.tcpinfo import TcpState
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sock_diag is Linux")
 

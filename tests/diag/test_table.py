@@ -35,8 +35,8 @@ def test_the_table_s_tcp_info_fields_are_all_it_reads() -> None:
     decoded whole: real loopback connections, one of them with unread data."""
     import socket
 
-    from peerwatch.assess_rules import assess_info
-    from peerwatch.assessment import AssessPolicy
+    from peerwatch.assessment.model import AssessPolicy
+    from peerwatch.assessment.rules import assess_info
     from peerwatch.diag.sockdiag import SockRecord, read_sockets
     from peerwatch.diag.table import TCP_INFO_FIELDS, row_cells
     from peerwatch.diag.view import SORTS, Row

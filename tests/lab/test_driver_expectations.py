@@ -3,7 +3,7 @@ own user timeout: the judgements behind the table in docs/LAB.md, without a lab.
 
 from __future__ import annotations
 
-from peerwatch.lab.drivers.clients import client_class
+from peerwatch.lab.agents.drivers import client_class
 from peerwatch.lab.drivers.faults import BY_NAME, expectation, settings_for
 
 FULL = settings_for("full")

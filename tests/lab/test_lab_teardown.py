@@ -60,7 +60,7 @@ def _agents_of(pid: int) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"peerwatch.lab.agent" in cmdline and marker in cmdline:
+        if b"peerwatch.lab.agents.main" in cmdline and marker in cmdline:
             found.append(int(entry.name))
     return found
 

@@ -19,7 +19,7 @@ from peerwatch.core.verdicts import (
     hung_or_silent,
 )
 from peerwatch.errors import HandshakeFailed, PeerDead
-from peerwatch.tcpinfo import tcp_info
+from peerwatch.kernel.tcpinfo import tcp_info
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

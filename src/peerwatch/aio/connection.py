@@ -39,7 +39,7 @@ from peerwatch.core.protocol import (
 )
 from peerwatch.core.verdicts import QUIET_END, Cause, Verdict
 from peerwatch.errors import ConnectionClosed, PeerDead
-from peerwatch.tcpinfo import TcpInfo
+from peerwatch.kernel.tcpinfo import TcpInfo
 
 log = logging.getLogger("peerwatch")
 

@@ -13,8 +13,8 @@ import socket
 import threading
 
 from peerwatch.core.config import Config
-from peerwatch.knobs import Applied, apply_knobs, knobs_for
-from peerwatch.tcpinfo import TcpInfo, tcp_info
+from peerwatch.kernel.knobs import Applied, apply_knobs, knobs_for
+from peerwatch.kernel.tcpinfo import TcpInfo, tcp_info
 
 log = logging.getLogger("peerwatch")
 

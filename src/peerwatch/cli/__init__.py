@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 
@@ -35,22 +36,25 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def installed_version() -> str:
+    """The version pip installed (package metadata), so it can never drift from pyproject.toml."""
+    try:
+        return importlib.metadata.version("peerwatch")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="peerwatch",
         description="Know whether the peer of a TCP connection is alive, and if not, why.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     subparsers = parser.add_subparsers(
         dest="command", metavar="COMMAND", parser_class=OneLineParser
     )
     for module_name in COMMANDS.values():
-        try:
-            module = importlib.import_module(f"peerwatch.cli.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"peerwatch.cli.{module_name}":
-                raise
-            continue  # not built yet
-        module.register(subparsers)
+        importlib.import_module(f"peerwatch.cli.{module_name}").register(subparsers)
     return parser
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
-    from peerwatch.tcpinfo import TcpState
+    from peerwatch.kernel.tcpinfo import TcpState
 
 __all__ = [
     "OneLineParser",
@@ -131,7 +131,7 @@ def pid(text: str) -> int:
 
 def tcp_state(text: str) -> TcpState:
     """A TCP state by the kernel's name or ss's spelling (``close-wait``, ``FIN-WAIT-1``)."""
-    from peerwatch.tcpinfo import TcpState
+    from peerwatch.kernel.tcpinfo import TcpState
 
     name = text.strip().upper().replace("-", "_")
     aliases = {"FIN_WAIT_1": "FIN_WAIT1", "FIN_WAIT_2": "FIN_WAIT2", "SYN_RECEIVED": "SYN_RECV"}

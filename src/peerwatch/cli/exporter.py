@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
-    from peerwatch.assessment import AssessPolicy
+    from peerwatch.assessment.model import AssessPolicy
     from peerwatch.exporter.collector import HostCollector
 
     registry = CollectorRegistry()

@@ -17,8 +17,8 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from peerwatch.foreign import ForeignSocket
-    from peerwatch.guarding import GuardResult
+    from peerwatch.kernel.foreign import ForeignSocket
+    from peerwatch.kernel.guarding import GuardResult
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -68,9 +68,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     from peerwatch.errors import RemedyRefused
-    from peerwatch.foreign import tcp_sockets
-    from peerwatch.guarding import guard
-    from peerwatch.kernel_pidfd import open_process
+    from peerwatch.kernel.foreign import tcp_sockets
+    from peerwatch.kernel.guarding import guard
+    from peerwatch.kernel.pidfd import open_process
 
     states = frozenset(args.state or ())
     ports, addrs = frozenset(args.port), frozenset(args.addr)

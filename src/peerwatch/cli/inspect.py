@@ -37,10 +37,10 @@ from peerwatch.cli.args import (
     resolve,
     tcp_state,
 )
-from peerwatch.tcpinfo import TcpState
+from peerwatch.kernel.tcpinfo import TcpState
 
 if TYPE_CHECKING:
-    from peerwatch.assessment import AssessPolicy
+    from peerwatch.assessment.model import AssessPolicy
     from peerwatch.diag.view import Filters, PeerMatch, Row
 
 _VERDICTS = ("ALIVE", "SUSPECT", "DEAD")
@@ -159,7 +159,7 @@ def _peer(text: str) -> PeerMatch:
 
 
 def run(args: argparse.Namespace) -> int:
-    from peerwatch.assessment import AssessPolicy, Status
+    from peerwatch.assessment.model import AssessPolicy, Status
     from peerwatch.diag.view import Filters
     from peerwatch.errors import ConfigError
 

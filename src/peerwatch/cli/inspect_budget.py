@@ -12,7 +12,7 @@ import argparse
 import sys
 import time
 
-from peerwatch.assessment import AssessPolicy
+from peerwatch.assessment.model import AssessPolicy
 from peerwatch.cli.jsonout import json_line
 from peerwatch.diag.budget import audit_rows
 from peerwatch.diag.view import Filters, snapshot

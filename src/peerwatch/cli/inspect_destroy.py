@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from peerwatch.assessment import AssessPolicy
+from peerwatch.assessment.model import AssessPolicy
 from peerwatch.cli.jsonout import json_line
 from peerwatch.diag.destroy import DestroyOutcome, DestroyStopped, destroy_rows, destroy_targets
 from peerwatch.diag.view import Filters, Row, snapshot

@@ -70,7 +70,7 @@ from peerwatch.core.verdicts import (
 from peerwatch.errors import LocalProtocolError, MessageTooBig, ProtocolError
 
 if TYPE_CHECKING:
-    from peerwatch.tcpinfo import TcpInfo
+    from peerwatch.kernel.tcpinfo import TcpInfo
 
 Role = Literal["client", "server"]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from peerwatch.tcpinfo import TcpInfo
+    from peerwatch.kernel.tcpinfo import TcpInfo
 
 
 class Cause(str, enum.Enum):
@@ -230,3 +230,12 @@ class Verdict:
             "detected_wall": self.detected_wall,
             "tcp_info": self.tcp_info.as_dict() if self.tcp_info else None,
         }
+
+
+def errno_code_name(code: int) -> str:
+    """The POSIX name of an errno number (``ECONNRESET``), or the number itself if unnamed.
+
+    For callers that hold a bare number (``SO_ERROR``, a poll loop) rather than an
+    exception; ``errno_name`` is the one for exceptions.
+    """
+    return errno.errorcode.get(code, str(code))

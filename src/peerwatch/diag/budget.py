@@ -2,7 +2,7 @@
 
 sock_diag does not report keepalive timers or TCP_USER_TIMEOUT, only a pending
 keepalive timer. Where this process may borrow the owner's descriptors
-(``peerwatch.kernel_pidfd``: root, or the same user without Yama restrictions)
+(``peerwatch.kernel.pidfd``: root, or the same user without Yama restrictions)
 the options are read exactly from the socket (``assess_live.socket_facts``,
 getsockopt only: nothing is changed); elsewhere the rules work from the timer.
 """
@@ -13,13 +13,13 @@ import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from peerwatch.assess_budget import BudgetFinding, audit_budget, guard_fix
-from peerwatch.assess_live import socket_facts
-from peerwatch.assessment import SocketFacts
+from peerwatch.assessment.budget import BudgetFinding, audit_budget, guard_fix
+from peerwatch.assessment.live import socket_facts
+from peerwatch.assessment.model import SocketFacts
 from peerwatch.diag.view import Row
 from peerwatch.errors import PeerwatchError
-from peerwatch.kernel_pidfd import open_process
-from peerwatch.tcpinfo import TcpState
+from peerwatch.kernel.pidfd import open_process
+from peerwatch.kernel.tcpinfo import TcpState
 
 __all__ = ["AuditedRow", "audit_rows"]
 

@@ -18,7 +18,7 @@ import errno
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from peerwatch.assessment import Status
+from peerwatch.assessment.model import Status
 from peerwatch.diag.netlink import destroy_tcp
 from peerwatch.diag.view import Row
 from peerwatch.errors import RemedyRefused

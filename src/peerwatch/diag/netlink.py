@@ -6,7 +6,7 @@ inet_diag_msg`` plus attributes), from include/uapi/linux/inet_diag.h and
 sock_diag.h. It replaced pyroute2's DiagSocket here for speed: one dump of
 41,000 sockets with TCP_INFO took pyroute2 4.2 s and this reader 0.45 s on the
 same host, and ``peerwatch inspect --watch`` refreshes every second. The
-TCP_INFO attribute is kept as raw bytes for ``peerwatch.tcpinfo.parse_tcp_info``,
+TCP_INFO attribute is kept as raw bytes for ``peerwatch.kernel.tcpinfo.parse_tcp_info``,
 which only the rows that pass the filters pay for; the states asked for are
 filtered in the kernel.
 """

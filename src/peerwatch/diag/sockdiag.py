@@ -4,7 +4,7 @@ One ``SOCK_DIAG_BY_FAMILY`` dump per address family (``peerwatch.diag.netlink``)
 returns, for each socket, what ``ss -tinoe`` prints: state, addresses, the
 queues, the pending timer with its expiry and retransmission count, the owning
 uid and inode, and the kernel's ``struct tcp_info``. The tcp_info attribute is
-handed to ``peerwatch.tcpinfo.parse_tcp_info``, the parser the rest of the
+handed to ``peerwatch.kernel.tcpinfo.parse_tcp_info``, the parser the rest of the
 project uses, so a field means the same thing here as on a live socket.
 
 sock_diag only sees the network namespace of the calling process: to inspect
@@ -18,7 +18,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from peerwatch.assessment import SocketFacts, Timer
+from peerwatch.assessment.model import SocketFacts, Timer
 from peerwatch.diag.netlink import (
     INET_DIAG_CONG,
     INET_DIAG_INFO,
@@ -27,7 +27,7 @@ from peerwatch.diag.netlink import (
     dump_tcp,
 )
 from peerwatch.frozen import build
-from peerwatch.tcpinfo import TcpInfo, TcpState, parse_tcp_info
+from peerwatch.kernel.tcpinfo import TcpInfo, TcpState, parse_tcp_info
 
 __all__ = ["SockRecord", "read_sockets"]
 

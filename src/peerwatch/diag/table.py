@@ -25,10 +25,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from peerwatch.assess_rules import RULE_FIELDS
-from peerwatch.assessment import Finding, Status, Timer, format_duration
+from peerwatch.assessment.model import Finding, Status, Timer, format_duration
+from peerwatch.assessment.rules import RULE_FIELDS
 from peerwatch.gcpause import gc_paused
-from peerwatch.tcpinfo import TcpState
+from peerwatch.kernel.tcpinfo import TcpState
 
 if TYPE_CHECKING:
     from peerwatch.diag.view import Row

@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from peerwatch.assess_rules import assess_info
-from peerwatch.assessment import Assessment, AssessPolicy, Status
+from peerwatch.assessment.model import Assessment, AssessPolicy, Status
+from peerwatch.assessment.rules import assess_info
 from peerwatch.diag.owners import Owner, socket_owners
 from peerwatch.diag.sockdiag import SockRecord, read_sockets
 from peerwatch.frozen import build
 from peerwatch.gcpause import gc_paused
-from peerwatch.tcpinfo import TcpState
+from peerwatch.kernel.tcpinfo import TcpState
 
 __all__ = [
     "DEFAULT_HIDDEN",

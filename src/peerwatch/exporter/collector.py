@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from peerwatch.assessment import AssessPolicy, Status
+from peerwatch.assessment.model import AssessPolicy, Status
 from peerwatch.exporter.host import OwnerCache, read_host
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from peerwatch.assessment import Status
+from peerwatch.assessment.model import Status
 
 __all__ = ["OTHER", "GroupKey", "PeerGroups"]
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from peerwatch.assess_rules import RULE_FIELDS, assess_info
-from peerwatch.assessment import AssessPolicy, Finding, Status
+from peerwatch.assessment.model import AssessPolicy, Finding, Status
+from peerwatch.assessment.rules import RULE_FIELDS, assess_info
 from peerwatch.diag.owners import Owner, socket_owners
 from peerwatch.diag.sockdiag import read_sockets
 from peerwatch.diag.view import DEFAULT_HIDDEN
 from peerwatch.exporter.groups import PeerGroups
 from peerwatch.gcpause import gc_paused
-from peerwatch.tcpinfo import TcpState
+from peerwatch.kernel.tcpinfo import TcpState
 
 __all__ = ["HUNG_CAUSES", "HostReading", "OwnerCache", "read_host"]
 

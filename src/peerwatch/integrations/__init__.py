@@ -2,5 +2,5 @@
 
 Each module imports its driver only when used, says in its docstring which
 hook it uses and where the driver has none, and derives every value from the
-one budget of ``peerwatch.guard`` (``peerwatch.knobs.knobs_for``).
+one budget of ``peerwatch.guard`` (``peerwatch.kernel.knobs.knobs_for``).
 """

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from peerwatch.guarding import GuardResult, guard
+from peerwatch.kernel.guarding import GuardResult, guard
 
 __all__ = ["guard_connection", "pool_init"]
 

@@ -2,7 +2,7 @@
 
 Drivers set options on sockets they make themselves, before connecting, so
 the values are ``guard``'s for a socket with no RTT sample yet (the user
-timeout shortened by ``FRESH_SOCKET_LEAD``; see ``peerwatch.guarding``).
+timeout shortened by ``FRESH_SOCKET_LEAD``; see ``peerwatch.kernel.guarding``).
 Options this platform lacks are left out rather than guessed.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import socket
 
-from peerwatch.guarding import FRESH_SOCKET_LEAD, with_lead
-from peerwatch.knobs import (
+from peerwatch.kernel.guarding import FRESH_SOCKET_LEAD, with_lead
+from peerwatch.kernel.knobs import (
     TCP_KEEPCNT,
     TCP_KEEPIDLE,
     TCP_KEEPINTVL,

@@ -44,7 +44,7 @@ def check(conn: Any) -> None:
     """
     import psycopg
 
-    from peerwatch.checking import check as kernel_check
+    from peerwatch.assessment.checking import check as kernel_check
 
     if conn.closed:
         raise psycopg.OperationalError("peerwatch.check: the connection is closed")
@@ -58,7 +58,7 @@ async def acheck(conn: Any) -> None:
     """``AsyncConnectionPool(check=acheck)``: the same for the asyncio pool."""
     import psycopg
 
-    from peerwatch.checking import check as kernel_check
+    from peerwatch.assessment.checking import check as kernel_check
 
     if conn.closed:
         raise psycopg.OperationalError("peerwatch.check: the connection is closed")

@@ -25,7 +25,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from peerwatch.checking import check
+from peerwatch.assessment.checking import check
 from peerwatch.integrations.options import tcp_options_by_number
 
 __all__ = ["AsyncCheckedConnection", "CheckedConnection", "connection_options"]

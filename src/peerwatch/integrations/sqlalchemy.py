@@ -37,7 +37,7 @@ def install(engine_or_pool: Any, *, socket_of: Callable[[Any], Any] = socket_of)
     """Check every checkout of ``engine_or_pool`` (an Engine or a Pool) with ``peerwatch.check``."""
     from sqlalchemy import event, exc
 
-    from peerwatch.checking import check
+    from peerwatch.assessment.checking import check
 
     def on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
         verdict = check(socket_of(dbapi_connection))

@@ -21,7 +21,7 @@ import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from peerwatch.checking import check
+from peerwatch.assessment.checking import check
 from peerwatch.integrations import options
 
 __all__ = ["POOL_CLASSES", "pool_manager", "socket_options"]

@@ -3,7 +3,8 @@
 Modules: ``netns`` (namespaces, teardown, privileges), ``hosts`` (kang, kodos
 and the switch), ``settings`` (heartbeat settings and kernel timers),
 ``strategies`` and ``scenarios`` (what is measured, under which fault),
-``agent``/``server``/``rawclient``/``asyncclients`` (the programs inside the
-hosts), ``states`` (TCP states via sock_diag), ``runner``, ``expectations``,
-``observations`` and ``report``. Entry point: ``peerwatch lab``.
+``agents`` (the programs inside the hosts), ``control`` (the lab's side of
+them), ``states`` (TCP states via sock_diag), ``runner``, ``expectations``,
+``observations`` and ``report``; ``drivers`` (the driver scenarios). Entry
+point: ``peerwatch lab``.
 """

@@ -1,6 +1,6 @@
 """The lab's side of its agents: start them in a host, send commands, read their events.
 
-Agents (``peerwatch.lab.agent``) speak JSON lines: commands on stdin, events on
+Agents (``peerwatch.lab.agents.main``) speak JSON lines: commands on stdin, events on
 stdout. One reader thread per agent puts ``(name, event)`` on a queue shared by
 the scenario, so the runner waits on one queue for everything. stderr goes to
 a temporary file, never a pipe: nobody reads a pipe while a scenario runs, and
@@ -19,11 +19,12 @@ import time
 from collections.abc import Sequence
 from typing import IO, Any
 
+from peerwatch.childproc import file_tail, start_json_reader
 from peerwatch.lab.hosts import KODOS, Host, Lab
 from peerwatch.lab.settings import LabSettings
 from peerwatch.lab.strategies import Strategy, port_of
 
-AGENT = "peerwatch.lab.agent"
+AGENT = "peerwatch.lab.agents.main"
 #: Seconds to wait for agents to start (python start-up on a busy 2-core CI machine).
 START_TIMEOUT = 20.0
 
@@ -41,25 +42,14 @@ class Agent:
         self.name = name
         self.proc = proc
         self.stderr = stderr
-        self._sink = sink
         self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, name=f"agent-{name}", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        stdout = self.proc.stdout
-        assert stdout is not None
-        try:
-            for line in stdout:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict):
-                    self._sink.put((self.name, record))
-        except (OSError, ValueError):
-            pass  # the pipe was closed by teardown
-        self._sink.put((self.name, {"ev": "exit", "t": time.monotonic()}))
+        assert proc.stdout is not None  # spawned with stdout=PIPE
+        self._reader = start_json_reader(
+            proc.stdout,
+            lambda record: sink.put((name, record)),
+            lambda: sink.put((name, {"ev": "exit", "t": time.monotonic()})),
+            name=f"agent-{name}",
+        )
 
     def send(self, command: dict[str, Any]) -> None:
         stdin = self.proc.stdin
@@ -74,13 +64,7 @@ class Agent:
 
     def stderr_tail(self, size: int = 600) -> str:
         """The end of what the agent wrote to stderr (a traceback, usually)."""
-        try:
-            self.stderr.seek(0, os.SEEK_END)
-            end = self.stderr.tell()
-            self.stderr.seek(max(0, end - size))
-            return self.stderr.read().decode(errors="replace")
-        except (OSError, ValueError):
-            return ""
+        return file_tail(self.stderr, size)
 
 
 def start_agent(

@@ -23,8 +23,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 NETNS_DIR = "/run/netns"
@@ -34,10 +33,6 @@ _NAME_RE = re.compile(rf"^{PREFIX}(\d+)-")
 
 class LabError(RuntimeError):
     """The lab could not build or drive its hosts; the message says what to do."""
-
-
-class LabUnavailable(LabError):
-    """Network namespaces cannot be created here (not Linux, no root, no user namespaces)."""
 
 
 def run_tag() -> str:
@@ -293,14 +288,3 @@ def terminate_as_interrupt() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
-    """Poll ``predicate()`` until true or ``timeout`` seconds pass (bounded loop)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(step)

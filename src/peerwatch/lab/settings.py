@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
-from peerwatch.knobs import KernelKnobs, knobs_for
+from peerwatch.kernel.knobs import KernelKnobs, knobs_for
 
 Mode = Literal["quick", "full"]
 
@@ -135,7 +135,7 @@ class LabSettings:
 
     @property
     def tuned_knobs(self) -> KernelKnobs:
-        """Socket options of keepalive-tuned and user-timeout: what peerwatch.knobs derives."""
+        """The keepalive-tuned and user-timeout options, as peerwatch.kernel.knobs derives them."""
         return knobs_for(self.timeout)
 
     @property

@@ -21,9 +21,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from peerwatch.kernel.tcpinfo import TcpState
 from peerwatch.lab.hosts import HOSTS, Lab
 from peerwatch.lab.netns import NETNS_DIR
-from peerwatch.tcpinfo import TcpState
 
 GONE = "gone"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import errno
 import select
 
-from peerwatch.tcpinfo import TcpState
+from peerwatch.core.verdicts import errno_code_name
+from peerwatch.kernel.tcpinfo import TcpState
 
 __all__ = ["ERRNO_MEANING", "STATE_MEANING", "errno_text", "poll_flags"]
 
@@ -66,5 +67,4 @@ def errno_text(err: int | None) -> tuple[str, str]:
     """(symbolic name, meaning) of an errno, e.g. ("ECONNRESET", "the peer answered ...")."""
     if err is None:
         return "?", "unknown error"
-    name = errno.errorcode.get(err, str(err))
-    return name, ERRNO_MEANING.get(err, "")
+    return errno_code_name(err), ERRNO_MEANING.get(err, "")

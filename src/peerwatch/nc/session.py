@@ -26,10 +26,10 @@ import sys
 import time
 from typing import BinaryIO
 
+from peerwatch.kernel.tcpinfo import TcpInfo, TcpState, tcp_info
 from peerwatch.nc.meaning import POLLRDHUP, STATE_MEANING, errno_text, poll_flags
 from peerwatch.nc.setup import Done, NcOptions, accept_one, connect, fail
 from peerwatch.nc.trace import TcpWatch, Tracer
-from peerwatch.tcpinfo import TcpInfo, TcpState, tcp_info
 
 __all__ = ["NcOptions", "run_nc"]
 

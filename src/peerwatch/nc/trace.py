@@ -14,8 +14,8 @@ import time
 from typing import TextIO
 
 from peerwatch.cli.jsonout import timestamp
+from peerwatch.kernel.tcpinfo import TcpInfo, TcpState, tcp_info
 from peerwatch.nc.meaning import STATE_MEANING
-from peerwatch.tcpinfo import TcpInfo, TcpState, tcp_info
 
 __all__ = ["TcpWatch", "Tracer"]
 

@@ -18,8 +18,8 @@ TYPE_CHECKING = False  # typing costs milliseconds; this runs in every protected
 if TYPE_CHECKING:
     import logging
 
-    from peerwatch.guarding import GuardResult
-    from peerwatch.knobs import KernelKnobs
+    from peerwatch.kernel.guarding import GuardResult
+    from peerwatch.kernel.knobs import KernelKnobs
     from peerwatch.protection.settings import ProtectSettings
 
 _IPPROTO_MPTCP = getattr(socket, "IPPROTO_MPTCP", 262)
@@ -90,7 +90,7 @@ def protect_socket(sock: socket.socket, address: object, how: str, *, fresh: boo
 
 
 def _guard(sock: socket.socket, settings: ProtectSettings) -> GuardResult:
-    from peerwatch.guarding import guard
+    from peerwatch.kernel.guarding import guard
 
     return guard(sock, settings.timeout, probes=settings.probes, idle_limit=settings.idle_limit)
 
@@ -100,9 +100,9 @@ _fresh_knobs: dict[ProtectSettings, KernelKnobs] = {}
 
 def _guard_fresh(sock: socket.socket, settings: ProtectSettings) -> GuardResult:
     """What ``guard`` does to a socket not yet connected, with the values derived once."""
-    from peerwatch.guarding import FRESH_SOCKET_LEAD, GuardResult
     from peerwatch.integrations.options import derived_knobs
-    from peerwatch.knobs import apply_knobs
+    from peerwatch.kernel.guarding import FRESH_SOCKET_LEAD, GuardResult
+    from peerwatch.kernel.knobs import apply_knobs
 
     knobs = _fresh_knobs.get(settings)
     if knobs is None:

@@ -16,14 +16,6 @@ from peerwatch.errors import ConfigError
 T = TypeVar("T")
 
 
-def uvloop_available() -> bool:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def loop_factory(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop]:
     """A factory for the loop to run on; raises ``ConfigError`` if uvloop is asked but missing."""
     if not use_uvloop:

@@ -48,15 +48,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
-import struct
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from peerwatch.core.verdicts import Cause, Verdict
+from peerwatch.kernel.tcpinfo import tcp_rtt_us
 
 if TYPE_CHECKING:
     from peerwatch.aio.connection import Connection
@@ -79,12 +77,6 @@ RTT_BUCKETS = (
 
 #: Connections whose TCP_INFO is read per sweep (a syscall each), taken in rotation.
 TCP_RTT_SAMPLES = 256
-
-#: TCP_INFO socket option (Linux) and the offset of ``tcpi_rtt`` (µs) in ``struct tcp_info``.
-TCP_INFO: int | None = (
-    getattr(socket, "TCP_INFO", None) if sys.platform.startswith("linux") else None
-)
-TCPI_RTT_OFFSET = 68
 
 #: Per-connection totals the counters follow, as Connection attribute names.
 _COUNTED = ("pings_sent", "pings_received", "bytes_in", "bytes_out", "stalls")
@@ -220,22 +212,14 @@ class WorkerMetrics:
             self._refused_seen = server.refused
 
     def _observe_tcp_rtt(self, conn: Connection) -> None:
-        """One getsockopt of the first 72 bytes of TCP_INFO, read for ``tcpi_rtt`` only.
-
-        A full ``peerwatch.tcpinfo.tcp_info`` parse costs about 40 µs; this, a few.
-        """
+        """One short TCP_INFO read for ``tcpi_rtt`` only (see ``tcp_rtt_us``)."""
         transport = conn.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is None or TCP_INFO is None:
+        if sock is None:
             return
-        try:
-            raw = sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO, TCPI_RTT_OFFSET + 4)
-        except OSError:
-            return
-        if len(raw) >= TCPI_RTT_OFFSET + 4:
-            (rtt_us,) = struct.unpack_from("I", raw, TCPI_RTT_OFFSET)
-            if rtt_us:
-                self.tcp_rtt.observe(rtt_us / 1_000_000)
+        rtt_us = tcp_rtt_us(sock)
+        if rtt_us:
+            self.tcp_rtt.observe(rtt_us / 1_000_000)
 
 
 class MetricsEndpoint:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import pickle
@@ -24,12 +23,10 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
+from peerwatch.childproc import die_with_parent
 from peerwatch.core.config import Config
 
 log = logging.getLogger("peerwatch.server")
-
-#: prctl(2) option: signal to receive when the parent dies (Linux).
-PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -54,8 +51,7 @@ def worker_main(spec: WorkerSpec, index: int, pipe: Pipe) -> None:
     """Entry point of a worker process (the target given to multiprocessing)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
-    _die_with_parent()
-    if os.getppid() != parent:  # the parent died before prctl took effect
+    if not die_with_parent(signal.SIGTERM, parent):  # the supervisor died before we asked
         sys.exit(0)
     logging.basicConfig(
         level=spec.log_level,
@@ -135,14 +131,3 @@ def _report(pipe: Pipe, message: tuple[Any, ...]) -> None:
     # the supervisor may be gone; PR_SET_PDEATHSIG or the ppid check ends us then
     with contextlib.suppress(OSError):
         pipe.send(message)
-
-
-def _die_with_parent() -> None:
-    """Ask the kernel for SIGTERM when the supervisor dies (Linux only; elsewhere, poll ppid)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass

@@ -29,7 +29,7 @@ from typing import Literal
 Action = Literal["slow", "quick", "power-off", "sigstop"]
 Step = tuple[float, Action]
 
-#: Protections measured for every driver (see peerwatch.lab.drivers.clients).
+#: Protections measured for every driver (see peerwatch.lab.agents.drivers).
 PROTECTIONS = ("defaults", "driver", "guard", "run", "pool-check")
 PROTECTED = ("guard", "run", "pool-check")
 

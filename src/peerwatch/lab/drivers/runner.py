@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from peerwatch.lab.agents.drivers import DRIVER_MODULES, client_class
 from peerwatch.lab.control import Agent
-from peerwatch.lab.drivers.clients import DRIVER_MODULES, client_class
 from peerwatch.lab.drivers.faults import (
     DriverSettings,
     Fault,
@@ -35,7 +35,7 @@ from peerwatch.lab.hosts import KANG, KODOS, Lab
 from peerwatch.lab.netns import LabError, Registry, namespace_pids, terminate_as_interrupt
 from peerwatch.lab.settings import LINUX_DEFAULTS
 
-CLIENT = "peerwatch.lab.drivers.clients"
+CLIENT = "peerwatch.lab.agents.drivers"
 #: Seconds for every server to start and every client to connect (RabbitMQ takes ~5 s idle).
 START_TIMEOUT = 90.0
 

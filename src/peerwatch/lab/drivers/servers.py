@@ -39,7 +39,9 @@ Start = Callable[[real.Where, "int | None"], real.Server]
 @dataclass(frozen=True)
 class Server:
     name: str  # what the report calls it
-    drivers: tuple[str, ...]  # client drivers that talk to it (clients.DRIVERS)
+    drivers: tuple[
+        str, ...
+    ]  # client drivers that talk to it (peerwatch.lab.agents.drivers.DRIVERS)
     port: int
     package: str  # the Debian package (tools/system-deps.d/drivers.list)
     program: str  # a file the package installs: present means installed
