@@ -22,6 +22,8 @@ import logging
 import socket
 from collections.abc import Callable
 
+from peerwatch.core.verdicts import errno_code_name
+
 log = logging.getLogger("peerwatch")
 
 #: accept(2) errors that mean "this process or host is out of a resource": retrying at
@@ -157,7 +159,7 @@ class Acceptor:
         self._failures += 1
         if not self._backoff:
             self._backoff = BACKOFF_FIRST
-            name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+            name = errno_code_name(exc.errno or 0)
             self._episodes.start(
                 self._loop.time(),
                 f"cannot accept connections: {name} ({exc.strerror}); backing off, logged once",

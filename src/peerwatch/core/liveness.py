@@ -285,12 +285,6 @@ class Liveness:
     def silent_for(self, now: float) -> float:
         return max(0.0, now - self.last_heard)
 
-    def suspicion(self, now: float) -> float:
-        """Phi of the current silence under the learned gap distribution (adaptive only)."""
-        if len(self._gaps) < 2:
-            return 0.0
-        return phi(self.silent_for(now), self._gaps.mean, max(self._gaps.std, self.min_std))
-
     def _learn(self, gap: float) -> None:
         self._gaps.add(gap)
         if len(self._gaps) >= 2:

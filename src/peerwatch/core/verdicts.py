@@ -112,7 +112,7 @@ def errno_name(exc: BaseException | None) -> str | None:
     if _is_name_resolution_error(exc) or _is_tls_error(exc):
         return None
     if isinstance(exc, OSError) and exc.errno is not None:
-        return errno.errorcode.get(exc.errno, str(exc.errno))
+        return errno_code_name(exc.errno)
     return None
 
 

@@ -3,7 +3,7 @@
 sock_diag does not report keepalive timers or TCP_USER_TIMEOUT, only a pending
 keepalive timer. Where this process may borrow the owner's descriptors
 (``peerwatch.kernel.pidfd``: root, or the same user without Yama restrictions)
-the options are read exactly from the socket (``assess_live.socket_facts``,
+the options are read exactly from the socket (``assessment.live.socket_facts``,
 getsockopt only: nothing is changed); elsewhere the rules work from the timer.
 """
 
