@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from bad_states import (
     close_wait_pair,
     info_of,
@@ -27,7 +28,6 @@ from bad_states import (
     zero_window_pair,
 )
 from diag_netns import NetnsHost
-
 from peerwatch.cli import main
 
 pytest.importorskip("rich")

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from bad_states import close_wait_pair, pair, private_loopback
 
 pytestmark = [
