@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from diag_netns import NetnsHost
@@ -63,3 +64,20 @@ def end_orphans(addr: str) -> None:
         if record.remote[0] == addr and record.sockid:
             with contextlib.suppress(OSError):
                 destroy_tcp(record.family, record.sockid)
+
+
+@contextlib.contextmanager
+def two_stuck(host: NetnsHost, port: int, step: str) -> Iterator[tuple[Stuck, Stuck]]:
+    """Two programs connected to Redis on ``host``, blackholed, then each at ``step``."""
+    host.start_redis(port)
+    stuck: list[Stuck] = []
+    try:
+        stuck = [Stuck(host, port), Stuck(host, port)]
+        host.blackhole()
+        for child in stuck:
+            child.go(step)
+        yield stuck[0], stuck[1]
+    finally:
+        for child in stuck:
+            child.close()
+        end_orphans(host.addr)

@@ -17,7 +17,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from stuck_programs import Stuck, end_orphans
+import stuck_programs
+from stuck_programs import Stuck
 
 from bad_states import wait_for
 from diag_netns import NetnsHost
@@ -36,18 +37,8 @@ REDIS_PORT = 6379
 
 @pytest.fixture
 def two_stuck(netns_host: NetnsHost) -> Iterator[tuple[Stuck, Stuck]]:
-    netns_host.start_redis(REDIS_PORT)
-    stuck: list[Stuck] = []
-    try:
-        stuck = [Stuck(netns_host, REDIS_PORT), Stuck(netns_host, REDIS_PORT)]
-        netns_host.blackhole()
-        for child in stuck:
-            child.go("send")
-        yield stuck[0], stuck[1]
-    finally:
-        for child in stuck:
-            child.close()
-        end_orphans(netns_host.addr)
+    with stuck_programs.two_stuck(netns_host, REDIS_PORT, "send") as both:
+        yield both
 
 
 #: the policy the commands below use: data unacknowledged for 0.5 s is DEAD

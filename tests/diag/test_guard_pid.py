@@ -18,7 +18,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from stuck_programs import Stuck, end_orphans
+import stuck_programs
+from stuck_programs import Stuck
 
 from diag_netns import NetnsHost
 from peerwatch.assessment.model import Timer
@@ -35,18 +36,8 @@ REDIS_PORT = 6379
 
 @pytest.fixture
 def idle_stuck(netns_host: NetnsHost) -> Iterator[tuple[Stuck, Stuck]]:
-    netns_host.start_redis(REDIS_PORT)
-    stuck: list[Stuck] = []
-    try:
-        stuck = [Stuck(netns_host, REDIS_PORT), Stuck(netns_host, REDIS_PORT)]
-        netns_host.blackhole()
-        for child in stuck:
-            child.go("idle")
-        yield stuck[0], stuck[1]
-    finally:
-        for child in stuck:
-            child.close()
-        end_orphans(netns_host.addr)
+    with stuck_programs.two_stuck(netns_host, REDIS_PORT, "idle") as both:
+        yield both
 
 
 def timer_of(addr: str, port: int) -> Timer | None:
