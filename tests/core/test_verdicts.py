@@ -50,17 +50,24 @@ def test_errno_name() -> None:
     assert errno_name(ValueError()) is None
 
 
-def test_hung_versus_silent_from_real_tcp_info() -> None:
-    """A fresh loopback connection: the kernel acks everything, so a mute app is HUNG."""
+def loopback_info(data: bytes = b"") -> TcpInfo:
+    """TCP_INFO of a fresh loopback client after the peer read ``data`` (if any) from it."""
     with socket.create_server(("127.0.0.1", 0)) as srv:
         client = socket.create_connection(srv.getsockname())
         peer, _ = srv.accept()
         with client, peer:
-            client.sendall(b"ping")
-            peer.recv(4)
+            if data:
+                client.sendall(data)
+                peer.recv(len(data))
             info = tcp_info(client)
     if info is None:
         pytest.skip("TCP_INFO is Linux only")
+    return info
+
+
+def test_hung_versus_silent_from_real_tcp_info() -> None:
+    """A fresh loopback connection: the kernel acks everything, so a mute app is HUNG."""
+    info = loopback_info(b"ping")
     assert hung_or_silent(info, silent_for=5.0) is Cause.HUNG
     # the same snapshot as if our data sat unacknowledged and retransmitted: SILENT
     lost = dataclasses.replace(info, retransmits=4, backoff=4, unacked=2, last_ack_recv_ms=9000)
@@ -76,28 +83,14 @@ def test_verdict_describes_itself() -> None:
 
 def test_nothing_outstanding_is_not_evidence_of_a_hung_peer() -> None:
     """No ACK during the silence (we sent nothing in it): we cannot claim the kernel lives."""
-    with socket.create_server(("127.0.0.1", 0)) as srv:
-        client = socket.create_connection(srv.getsockname())
-        peer, _ = srv.accept()
-        with client, peer:
-            info = tcp_info(client)
-    if info is None:
-        pytest.skip("TCP_INFO is Linux only")
+    info = loopback_info()
     quiet = dataclasses.replace(info, unacked=0, retransmits=0, last_ack_recv_ms=8000)
     assert hung_or_silent(quiet, silent_for=5.0) is Cause.SILENT
 
 
 def test_an_ack_at_the_start_of_the_silence_counts_despite_jiffy_rounding() -> None:
     """A HELLO sent as the silence began was acked then; the kernel ages that ACK in jiffies."""
-    with socket.create_server(("127.0.0.1", 0)) as srv:
-        client = socket.create_connection(srv.getsockname())
-        peer, _ = srv.accept()
-        with client, peer:
-            client.sendall(b"hello")
-            peer.recv(5)
-            info = tcp_info(client)
-    if info is None:
-        pytest.skip("TCP_INFO is Linux only")
+    info = loopback_info(b"hello")
     # measured under load: silence 505 ms by the loop's clock, the ACK 508 ms old by the kernel's
     at_start = dataclasses.replace(info, last_ack_recv_ms=508, last_data_sent_ms=508)
     assert hung_or_silent(at_start, silent_for=0.505) is Cause.HUNG
