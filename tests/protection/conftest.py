@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+
+from peerwatch.testing.servers import Server, ServerUnavailable, start_rabbitmq, start_redis
 
 
 @pytest.fixture
@@ -16,3 +18,26 @@ def loopback_server() -> Iterator[socket.socket]:
         yield server
     finally:
         server.close()
+
+
+def _serve(start: Callable[[], Server]) -> Iterator[Server]:
+    try:
+        server = start()
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def rabbitmq_server() -> Iterator[Server]:
+    """A real RabbitMQ on loopback (its Debian package), stopped after the module."""
+    yield from _serve(start_rabbitmq)
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[Server]:
+    """A real Redis on loopback (its Debian package), stopped after the module."""
+    yield from _serve(start_redis)

@@ -112,6 +112,8 @@ def test_udp_and_unix_sockets_are_never_touched(protection: None, tmp_path) -> N
                 5, idle_limit=300, include_loopback=True, accepted=True, probes=4, log="debug"
             ),
         ),
+        ("defend=0", ProtectSettings(defend=False)),
+        ("defend=yes", ProtectSettings(defend=True)),
     ],
 )
 def test_settings_parse_and_round_trip(text: str, settings: ProtectSettings) -> None:
@@ -122,7 +124,7 @@ def test_settings_parse_and_round_trip(text: str, settings: ProtectSettings) -> 
 @pytest.mark.parametrize(
     "text",
     ["timeout", "timeout=", "timeout=-1", "timeout=inf", "timeout=5,timeout=6", "probes=2.5",
-     "probes=nan", "accepted=maybe", "idle_limit=1", "log=loud", "colour=blue"],
+     "probes=nan", "accepted=maybe", "defend=sometimes", "idle_limit=1", "log=loud", "colour=blue"],
 )  # fmt: skip
 def test_bad_settings_are_one_line_config_errors(text: str) -> None:
     with pytest.raises(ConfigError) as info:

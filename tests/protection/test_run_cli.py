@@ -114,6 +114,13 @@ def test_print_env_gives_what_a_container_sets():
     lines = dict(line.split("=", 1) for line in out.stdout.splitlines())
     assert lines["PEERWATCH_PROTECT"] == "timeout=5,idle_limit=300"
     assert lines["PYTHONPATH"].endswith(os.path.join("protection", "bootstrap"))
+    no_defend = subprocess.run(
+        [sys.executable, "-m", "peerwatch", "run", "--print-env", "-t", "5", "--no-defend"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "PEERWATCH_PROTECT=timeout=5,defend=0" in no_defend.stdout.splitlines()
 
 
 def test_environment_alone_protects_and_a_typo_there_warns_in_one_line(loopback_server):
@@ -142,7 +149,7 @@ def test_environment_alone_protects_and_a_typo_there_warns_in_one_line(loopback_
     )
     assert typo.stdout.strip() == "0"  # the program ran, unprotected, and was told so
     assert typo.stderr.splitlines() == [
-        "peerwatch: PEERWATCH_PROTECT: unknown key 'timout' (known: accepted, idle_limit, "
+        "peerwatch: PEERWATCH_PROTECT: unknown key 'timout' (known: accepted, defend, idle_limit, "
         "include_loopback, log, probes, timeout); connections are NOT protected"
     ]
 

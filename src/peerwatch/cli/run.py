@@ -59,6 +59,13 @@ def register(subparsers: Any) -> None:
         "--probes", type=int, default=3, help="keepalive probes before giving up (default 3)"
     )
     parser.add_argument(
+        "--no-defend",
+        dest="defend",
+        action="store_false",
+        help="let the program (a driver) set keepalive and the user timeout again after "
+        "connecting; by default peerwatch's values stay (docs/DRIVERS.md)",
+    )
+    parser.add_argument(
         "-v",
         "--verbose",
         action="count",
@@ -89,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             include_loopback=args.include_loopback,
             accepted=args.accepted,
             probes=args.probes,
+            defend=args.defend,
             log=("", "info", "debug")[min(args.verbose, 2)],
         )
     except ConfigError as exc:

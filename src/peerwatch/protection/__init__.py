@@ -15,7 +15,9 @@ and imports nothing at start-up that the program does not import itself:
 the hooks are installed when the program imports ``socket`` or ``psycopg``.
 Each connection gets one log line on the ``peerwatch.protect`` logger: INFO
 for what was applied, DEBUG for what was left alone (loopback, Unix sockets),
-WARNING when an option could not be set.
+WARNING when an option could not be set, and INFO when the program tried to
+change an option protection owns on a protected socket and was refused
+(``defence``: the budget stays; ``defend=0`` lets the program's value through).
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from peerwatch.protection.imports import after_import, cancel
 
 TYPE_CHECKING = False  # typing costs milliseconds at start-up
 if TYPE_CHECKING:
+    import socket
+
     from peerwatch.protection.settings import ProtectSettings
 
-__all__ = ["ENV_VAR", "ProtectSettings", "protect", "start", "unprotect"]
+__all__ = ["ENV_VAR", "ProtectSettings", "defended", "protect", "start", "unprotect"]
 
 
 def protect(
@@ -37,6 +41,7 @@ def protect(
     include_loopback: bool = False,
     accepted: bool = False,
     probes: int = 3,
+    defend: bool = True,
 ) -> ProtectSettings:
     """Protect every TCP connection this process opens from now on; returns the settings.
 
@@ -44,7 +49,9 @@ def protect(
     or busy. ``idle_limit``: a load balancer's or NAT's idle timeout on the
     path; the first keepalive probe comes before it. Loopback connections are
     left alone unless ``include_loopback``; accepted connections are protected
-    only with ``accepted``. Calling it again replaces the settings. Connections
+    only with ``accepted``. ``defend``: a program (a driver) that sets keepalive
+    or the user timeout again on a protected socket does not undo the budget
+    (``peerwatch.protection.defence``). Calling it again replaces the settings. Connections
     made before the call are not touched (``peerwatch.guard`` them).
     Raises ``ConfigError`` for settings that cannot work.
     """
@@ -56,6 +63,7 @@ def protect(
         include_loopback=include_loopback,
         accepted=accepted,
         probes=probes,
+        defend=defend,
     )
     start(settings)
     return settings
@@ -107,6 +115,16 @@ def _log_to_stderr(level: str) -> None:
         logger.addHandler(handler)
         logger.propagate = False  # printed here: not a second time by the program's handlers
     logger.setLevel(logging.DEBUG if level == "debug" else logging.INFO)
+
+
+def defended(sock: socket.socket) -> dict[str, object]:
+    """The options protection owns that the program tried to change on ``sock``, and to what.
+
+    ``{"TCP_USER_TIMEOUT": 1000, ...}``: refused, the kernel kept peerwatch's values.
+    """
+    from peerwatch.protection import defence
+
+    return defence.defended(sock)
 
 
 def __getattr__(name: str) -> object:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 
-from peerwatch.protection import state
+from peerwatch.protection import defence, state
 from peerwatch.protection.addresses import LOOPBACK, UNKNOWN, classify, describe_peer
 
 TYPE_CHECKING = False  # typing costs milliseconds; this runs in every protected program
@@ -52,6 +52,8 @@ def protect_socket(sock: socket.socket, address: object, how: str, *, fresh: boo
     per connection (``guard`` itself reads TCP_INFO to find that out: tens of
     microseconds). Never raises: a connection the program asked for must not
     fail because protection could not be applied; that is logged as a warning.
+    With ``settings.defend`` the options set stay peerwatch's when the program
+    sets them again later (``defence``).
     """
     settings = state.current
     if settings is None:
@@ -61,6 +63,7 @@ def protect_socket(sock: socket.socket, address: object, how: str, *, fresh: boo
     if kind == LOOPBACK and not settings.include_loopback:
         logger().debug("left alone (loopback): %s fd %d -> %s", how, sock.fileno(), host)
         return "loopback"
+    defence.forget(sock)  # protecting again: our own options must reach the kernel
     try:
         result = _guard_fresh(sock, settings) if fresh else _guard(sock, settings)
     except (OSError, ValueError) as exc:
@@ -72,6 +75,8 @@ def protect_socket(sock: socket.socket, address: object, how: str, *, fresh: boo
             exc,
         )
         return "failed"
+    if settings.defend:
+        defence.keep(sock, result, describe_peer(address))
     level = 20 if result.complete else 30  # INFO, or WARNING when an option is missing
     log = logger()
     if not log.isEnabledFor(level):  # describe() is not free: only for a line someone reads

@@ -29,10 +29,15 @@ class ProtectSettings:
     without its kernel telling us). ``accepted``: protect accepted connections
     too, not only outgoing ones. ``log``: ``"info"``/``"debug"`` makes the
     bootstrap print the per-connection lines on stderr ("" leaves logging to the
-    program).
+    program). ``defend``: keep the budget's keepalive and user timeout on a
+    protected socket when the program (a driver) sets them again after
+    connecting (``peerwatch.protection.defence``); False lets the program's
+    values through, as before.
     """
 
-    __slots__ = ("accepted", "idle_limit", "include_loopback", "log", "probes", "timeout")
+    __slots__ = (
+        "accepted", "defend", "idle_limit", "include_loopback", "log", "probes", "timeout",
+    )  # fmt: skip
 
     timeout: float
     idle_limit: float | None
@@ -40,6 +45,7 @@ class ProtectSettings:
     accepted: bool
     probes: int
     log: str
+    defend: bool
 
     def __init__(
         self,
@@ -50,6 +56,7 @@ class ProtectSettings:
         accepted: bool = False,
         probes: int = 3,
         log: str = "",
+        defend: bool = True,
     ) -> None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
             raise ConfigError(f"timeout must be a number of seconds, got {timeout!r}")
@@ -73,6 +80,7 @@ class ProtectSettings:
         set_(self, "accepted", bool(accepted))
         set_(self, "probes", probes)
         set_(self, "log", log)
+        set_(self, "defend", bool(defend))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"ProtectSettings is immutable; cannot set {name}")
@@ -102,11 +110,15 @@ class ProtectSettings:
             parts.append(f"probes={self.probes}")
         if self.log:
             parts.append(f"log={self.log}")
+        if not self.defend:
+            parts.append("defend=0")
         return ",".join(parts)
 
     @classmethod
     def from_env(cls, text: str) -> ProtectSettings:
         """Parse ``timeout=5,idle_limit=300,include_loopback=1,accepted=1,probes=3,log=info``.
+
+        (and ``defend=0``).
 
         Every key is optional; an empty string means the defaults. Raises
         ``ConfigError`` with a one-line message naming the bad item.
@@ -136,6 +148,7 @@ class ProtectSettings:
                 accepted=_flag(values, "accepted"),
                 probes=3 if probes is None else int(probes),
                 log=values.get("log", "").lower(),
+                defend=_flag(values, "defend", default="1"),
             )
         except ConfigError as exc:
             raise ConfigError(f"{ENV_VAR}: {exc}") from None
@@ -154,8 +167,8 @@ def _number(values: dict[str, str], key: str) -> float | None:
     return number
 
 
-def _flag(values: dict[str, str], key: str) -> bool:
-    text = values.get(key, "0").lower()
+def _flag(values: dict[str, str], key: str, default: str = "0") -> bool:
+    text = values.get(key, default).lower()
     if text not in _BOOLEAN:
         raise ConfigError(f"{key} must be 1 or 0, got {text!r}")
     return _BOOLEAN[text]

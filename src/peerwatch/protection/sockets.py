@@ -8,6 +8,9 @@ set *before* the connect call when the address is literal, so they also
 bound the handshake and hold for a non-blocking connect still in progress.
 send/recv are not touched: protection costs nothing after the connection is
 made. (uvloop makes its sockets in libuv, outside these hooks.)
+``setsockopt`` is wrapped so that a driver setting keepalive or the user
+timeout again after connecting does not undo protection (``defence``); it
+costs one dictionary lookup per call on sockets that are not defended.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import errno
 import socket
 
-from peerwatch.protection import applying, state
+from peerwatch.protection import applying, defence, state
 from peerwatch.protection.addresses import UNKNOWN, classify
 
 TYPE_CHECKING = False  # typing costs milliseconds; this runs in every protected program
@@ -27,13 +30,18 @@ _originals: dict[str, Any] = {}  # method name -> the socket module's own
 
 
 def install() -> None:
-    """Replace ``socket.socket.connect``, ``connect_ex`` and ``accept`` (idempotent)."""
+    """Replace ``socket.socket``'s ``connect``, ``connect_ex``, ``accept``, ``setsockopt``.
+
+    Idempotent.
+    """
     if _originals:
         return
     cls = socket.socket
     connect, connect_ex, accept = cls.connect, cls.connect_ex, cls.accept
+    setsockopt = cls.setsockopt
+    names = ("connect", "connect_ex", "accept", "setsockopt")
     # what the class itself defines (None: inherited from _socket.socket), to restore exactly
-    _originals.update({name: vars(cls).get(name) for name in ("connect", "connect_ex", "accept")})
+    _originals.update({name: vars(cls).get(name) for name in names})
 
     def protected_connect(self: socket.socket, address: Any) -> None:
         if state.current is None or not applying.is_tcp(self):
@@ -64,10 +72,16 @@ def install() -> None:
             applying.protect_socket(conn, address, "accepted")
         return conn, address
 
+    def protected_setsockopt(self: socket.socket, level: int, option: int, *value: Any) -> None:
+        if len(value) == 1 and defence.refuses(self, level, option, value[0]):
+            return None
+        return setsockopt(self, level, option, *value)
+
     for name, hook, original in (
         ("connect", protected_connect, connect),
         ("connect_ex", protected_connect_ex, connect_ex),
         ("accept", protected_accept, accept),
+        ("setsockopt", protected_setsockopt, setsockopt),
     ):
         hook.__name__ = hook.__qualname__ = name
         hook.__doc__ = original.__doc__
