@@ -12,12 +12,11 @@ import socket
 
 from peerwatch.protection import defence, state
 from peerwatch.protection.addresses import LOOPBACK, UNKNOWN, classify, describe_peer
+from peerwatch.protection.logs import logger
 
 TYPE_CHECKING = False  # typing costs milliseconds; this runs in every protected program
 
 if TYPE_CHECKING:
-    import logging
-
     from peerwatch.kernel.guarding import GuardResult
     from peerwatch.kernel.knobs import KernelKnobs
     from peerwatch.protection.settings import ProtectSettings
@@ -25,17 +24,6 @@ if TYPE_CHECKING:
 _IPPROTO_MPTCP = getattr(socket, "IPPROTO_MPTCP", 262)
 _TCP_PROTOCOLS = (0, socket.IPPROTO_TCP, _IPPROTO_MPTCP)
 _INET = (socket.AF_INET, socket.AF_INET6)
-_logger: logging.Logger | None = None
-
-
-def logger() -> logging.Logger:
-    """The ``peerwatch.protect`` logger, created on first use."""
-    global _logger
-    if _logger is None:
-        import logging
-
-        _logger = logging.getLogger("peerwatch.protect")
-    return _logger
 
 
 def is_tcp(sock: socket.socket) -> bool:

@@ -122,7 +122,7 @@ def refuses(sock: socket.socket, level: int, option: int, value: object) -> bool
     asked: object = int(value) if isinstance(value, int) else bytes(value)
     if asked != ours:
         kept.refused[name] = asked
-        from peerwatch.protection.applying import logger
+        from peerwatch.protection.logs import logger
 
         logger().info(
             "defended fd %d -> %s: kept %s %d (the program set %r)",

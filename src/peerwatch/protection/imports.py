@@ -81,6 +81,6 @@ def _run(hook: Hook, module: ModuleType) -> None:
     try:
         hook(module)
     except Exception as exc:  # a driver we do not understand must not break the program
-        from peerwatch.protection.applying import logger
+        from peerwatch.protection.logs import logger
 
         logger().warning("could not hook %s: %s: %s", module.__name__, type(exc).__name__, exc)

@@ -64,7 +64,7 @@ def options_to_add(params: dict[str, Any]) -> dict[str, Any]:
     if settings is None:
         return {}
     hosts = _hosts(params)
-    from peerwatch.protection.applying import logger
+    from peerwatch.protection.logs import logger
 
     if not hosts:
         logger().debug("left alone (Unix socket): psycopg connection %s", _target(params))
