@@ -126,6 +126,8 @@ def test_a_bad_value_fails_as_it_would_without_peerwatch(
             sock.setsockopt(TCP, USER_TIMEOUT, "1000")  # type: ignore[call-overload]
         with pytest.raises(OSError):
             sock.setsockopt(TCP, socket.TCP_KEEPINTVL, None, 4)  # optlen form: the kernel decides
+    with pytest.raises(OSError):  # closed: EBADF, not a silent success
+        sock.setsockopt(TCP, USER_TIMEOUT, 1000)
 
 
 def test_a_descriptor_number_reused_by_another_socket_is_not_defended(

@@ -107,8 +107,8 @@ def refuses(sock: socket.socket, level: int, option: int, value: object) -> bool
 
     Called for every ``setsockopt`` in the program, so the common answer is fast:
     one dictionary lookup when no socket is defended, two otherwise. A value of
-    the wrong type is let through, so the program gets the error it would get
-    without peerwatch.
+    the wrong type, or a call on a closed socket, is let through, so the program
+    gets the error it would get without peerwatch.
     """
     if not _kept:
         return False
@@ -117,6 +117,8 @@ def refuses(sock: socket.socket, level: int, option: int, value: object) -> bool
         return False
     owned = kept.options.get((level, option))
     if owned is None or not isinstance(value, (int, bytes, bytearray, memoryview)):
+        return False
+    if sock.fileno() < 0:  # closed or detached: the program gets its EBADF, as without us
         return False
     name, ours = owned
     asked: object = int(value) if isinstance(value, int) else bytes(value)
