@@ -106,15 +106,22 @@ def test_sockets_protection_left_alone_and_defend_off_take_the_programs_values(
 
 
 def test_an_explicit_guard_call_still_applies_and_is_then_kept(
-    protection: None, address: tuple[str, int]
+    protection: None, address: tuple[str, int], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="peerwatch.protect")
     peerwatch.protect(timeout=5, include_loopback=True)
     with socket.create_connection(address) as sock:
         result = peerwatch.guard(sock, 30)
         assert result.complete
-        assert sock.getsockopt(TCP, USER_TIMEOUT) == result.knobs.user_timeout_ms > 20000
+        held = result.knobs.user_timeout_ms
+        assert sock.getsockopt(TCP, USER_TIMEOUT) == held > 20000
+        sock.setsockopt(TCP, USER_TIMEOUT, held)  # what is in force already: no conflict
+        assert defended(sock) == {}
         sock.setsockopt(TCP, USER_TIMEOUT, 1000)
-        assert sock.getsockopt(TCP, USER_TIMEOUT) == result.knobs.user_timeout_ms
+        assert sock.getsockopt(TCP, USER_TIMEOUT) == held
+        assert defended(sock) == {"TCP_USER_TIMEOUT": 1000}
+    lines = [r.getMessage() for r in caplog.records if "defended" in r.getMessage()]
+    assert lines and lines[-1].endswith(f"kept TCP_USER_TIMEOUT {held} (the program set 1000)")
 
 
 def test_a_bad_value_fails_as_it_would_without_peerwatch(

@@ -41,11 +41,11 @@ Option = tuple[int, int]  # (level, option number)
 
 
 class Kept:
-    """What protection holds on one socket: option -> (name, value), and what was refused."""
+    """The options protection holds on one socket (option -> name), and what was refused."""
 
     __slots__ = ("options", "peer", "refused")
 
-    def __init__(self, options: dict[Option, tuple[str, int]], peer: str) -> None:
+    def __init__(self, options: dict[Option, str], peer: str) -> None:
         self.options = options
         self.peer = peer
         self.refused: dict[str, object] = {}  # name -> the value the program last asked for
@@ -74,19 +74,11 @@ def keep(sock: socket.socket, result: GuardResult, peer: str) -> None:
     """From now on, refuse the program's changes to the options ``result`` set on ``sock``."""
     global _kept
     owned = owned_options()
-    k = result.knobs
-    values = {
-        "SO_KEEPALIVE": 1,
-        "TCP_KEEPIDLE": k.keepalive_idle,
-        "TCP_KEEPINTVL": k.keepalive_interval,
-        "TCP_KEEPCNT": k.keepalive_count,
-        "TCP_USER_TIMEOUT": k.user_timeout_ms,
+    options = {
+        option: name
+        for name, outcome in result.applied.options.items()
+        if outcome == "set" and (option := owned.get(name)) is not None
     }
-    options: dict[Option, tuple[str, int]] = {}
-    for name, outcome in result.applied.options.items():
-        option = owned.get(name)
-        if outcome == "set" and option is not None:
-            options[option] = (name, values[name])
     if not options:
         return
     if _kept is None:
@@ -106,7 +98,9 @@ def refuses(sock: socket.socket, level: int, option: int, value: object) -> bool
     """True when ``setsockopt(level, option, value)`` must not reach the kernel (logged here).
 
     Called for every ``setsockopt`` in the program, so the common answer is fast:
-    one dictionary lookup when no socket is defended, two otherwise. A value of
+    one dictionary lookup when no socket is defended, two otherwise; a call
+    setting an owned option of a defended socket reads the value in force
+    (one ``getsockopt``) to tell a real conflict from a repeat. A value of
     the wrong type, or a call on a closed socket, is let through, so the program
     gets the error it would get without peerwatch.
     """
@@ -115,14 +109,15 @@ def refuses(sock: socket.socket, level: int, option: int, value: object) -> bool
     kept = _kept.get(sock)
     if kept is None:
         return False
-    owned = kept.options.get((level, option))
-    if owned is None or not isinstance(value, (int, bytes, bytearray, memoryview)):
+    name = kept.options.get((level, option))
+    if name is None or not isinstance(value, (int, bytes, bytearray, memoryview)):
         return False
-    if sock.fileno() < 0:  # closed or detached: the program gets its EBADF, as without us
+    try:  # the value in force: the budget's, or what an explicit guard() set since
+        held = sock.getsockopt(level, option)
+    except OSError:  # closed or detached: the program gets its EBADF, as without us
         return False
-    name, ours = owned
     asked: object = int(value) if isinstance(value, int) else bytes(value)
-    if asked != ours:
+    if asked != held:
         kept.refused[name] = asked
         from peerwatch.protection.logs import logger
 
@@ -131,7 +126,7 @@ def refuses(sock: socket.socket, level: int, option: int, value: object) -> bool
             sock.fileno(),
             kept.peer,
             name,
-            ours,
+            held,
             asked,
         )
     return True
