@@ -47,7 +47,7 @@ def run_child(driver: str, server: Server, *options: str) -> tuple[list[dict[str
     return found, out.stderr
 
 
-def _driver_options(driver: str, server_fixture: str, request: pytest.FixtureRequest) -> Server:
+def _server_for(driver: str, server_fixture: str, request: pytest.FixtureRequest) -> Server:
     pytest.importorskip("kombu" if driver == "kombu" else "redis")
     server: Server = request.getfixturevalue(server_fixture)
     return server
@@ -57,7 +57,7 @@ def _driver_options(driver: str, server_fixture: str, request: pytest.FixtureReq
 def test_a_driver_setting_its_own_options_after_connecting_keeps_the_budget(
     driver: str, server_fixture: str, request: pytest.FixtureRequest
 ) -> None:
-    server = _driver_options(driver, server_fixture, request)
+    server = _server_for(driver, server_fixture, request)
     found, stderr = run_child(driver, server, *PROTECT)
     assert found == [expected(TIMEOUT)] * len(found), stderr
     assert "defended fd" in stderr  # the log says what the driver asked for and was refused
@@ -69,7 +69,7 @@ def test_a_driver_setting_its_own_options_after_connecting_keeps_the_budget(
 def test_no_defend_lets_the_driver_override_as_before(
     driver: str, server_fixture: str, request: pytest.FixtureRequest
 ) -> None:
-    server = _driver_options(driver, server_fixture, request)
+    server = _server_for(driver, server_fixture, request)
     found, stderr = run_child(driver, server, *PROTECT, "--no-defend")
     own = DRIVER_OWN[driver]
     for options in found:
