@@ -108,14 +108,20 @@ class Cutter:
         sink.transport.abort()
 
 
-async def raw_exchange(port: int, data: bytes, wait: float = 3.0) -> list[Frame]:
-    """Write ``data`` to a peerwatch server as a hand-written peer; every frame it answers
-    until it closes the connection (at most ``wait`` seconds)."""
+async def raw_exchange(
+    port: int, data: bytes, wait: float = 3.0, *, then: bytes = b""
+) -> list[Frame]:
+    """Write ``data`` to a peerwatch server as a hand-written peer (and ``then`` 0.2 s
+    later, once it answered); every frame it answers until it closes the connection
+    (at most ``wait`` seconds)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     decoder = Decoder(1 << 20, sessions=True)
     frames: list[Frame] = []
     try:
         writer.write(data)
+        if then:
+            await asyncio.sleep(0.2)
+            writer.write(then)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while loop.time() < deadline:
