@@ -18,6 +18,7 @@ from peerwatch.core.frames import (
     GoodbyeCode,
     Hello,
     encode_hello,
+    encode_ping,
     encode_resume,
 )
 from peerwatch.core.session import LostCause, Session, SessionLimits, State
@@ -222,3 +223,17 @@ def test_a_resume_before_the_lookup_waits_for_it_and_a_second_one_is_refused() -
 
 def _frames(data: list[bytes]) -> list[Frame]:
     return Decoder(1 << 20, sessions=True).feed(b"".join(data))
+
+
+def test_a_ping_during_the_lookup_is_answered_after_the_servers_hello_and_resume() -> None:
+    now = 0.0
+    server = SessionProtocol(CFG, "server", now, incarnation=2, session=None)
+    server.connection_made(now)
+    hello = Hello(1, 1, 1.0, 5.0, 1 << 20, 1 << 20, 1, SID, TOKEN)
+    server.receive_data(encode_hello(hello) + encode_resume(0, 0), now)
+    now += TICK
+    server.receive_data(encode_ping(9, 99), now)  # the store is slow: the client pings
+    assert server.data_to_send() == []  # a PONG now would reach the client before our HELLO
+    server.accept_session(Session(SID, TOKEN, LIMITS, now), now)
+    frames = _frames(server.data_to_send())
+    assert [type(f).__name__ for f in frames] == ["Hello", "Resume", "Pong"]
