@@ -125,3 +125,57 @@ async def test_resume_window_expiry_ends_the_servers_session_and_then_the_client
     client_verdict = caught.value.verdict
     assert client_verdict.detail.startswith("UNKNOWN: ")
     assert client_verdict.undelivered == (b"late",)
+
+
+async def test_close_with_messages_unacknowledged_hands_them_back_and_ends_the_peers_session() -> (
+    None
+):
+    server_saw: list[PeerDead] = []
+
+    async def never_takes(session: ResumableConnection) -> None:
+        await session.send(b"from the server")
+        server_saw.append(PeerDead(await session.wait_closed()))  # takes nothing meanwhile
+
+    async with peerwatch.serve(
+        never_takes, "127.0.0.1", 0, resume_window=5.0, close_timeout=0.3, **FAST
+    ) as server:
+        conn = await peerwatch.connect(
+            "127.0.0.1", server.port, resume=True, close_timeout=0.3, **FAST
+        )
+        assert await conn.recv() == b"from the server"
+        for i in range(3):
+            await conn.enqueue(b"unread %d" % i)
+        verdict = await conn.close("done")
+        assert verdict.cause is Cause.LOCAL
+        assert verdict.undelivered == (b"unread 0", b"unread 1", b"unread 2")
+        await wait_for(lambda: bool(server_saw))
+    theirs = server_saw[0].verdict
+    assert theirs.cause is Cause.SESSION_LOST and theirs.detail.startswith("PEER_LOST: ")
+    assert theirs.undelivered == ()  # its one message was taken and acknowledged
+
+
+async def test_close_with_messages_not_taken_hands_them_back_to_the_peer_not_lost_silently() -> (
+    None
+):
+    server_saw: list[PeerDead] = []
+
+    async def sends_and_waits(session: ResumableConnection) -> None:
+        for i in range(3):
+            await session.enqueue(b"for the client %d" % i)
+        server_saw.append(PeerDead(await session.wait_closed()))
+
+    async with peerwatch.serve(
+        sends_and_waits, "127.0.0.1", 0, resume_window=5.0, close_timeout=0.3, **FAST
+    ) as server:
+        conn = await peerwatch.connect(
+            "127.0.0.1", server.port, resume=True, close_timeout=0.3, **FAST
+        )
+        assert await conn.recv() == b"for the client 0"
+        await wait_for(lambda: conn.session.inbox == 2)  # arrived, never taken
+        verdict = await conn.close("done")
+        assert verdict.cause is Cause.LOCAL and verdict.undelivered == ()
+        assert "2 received but not taken" in verdict.detail
+        await wait_for(lambda: bool(server_saw))
+    theirs = server_saw[0].verdict
+    assert theirs.cause is Cause.SESSION_LOST and theirs.detail.startswith("PEER_LOST: ")
+    assert theirs.undelivered == (b"for the client 1", b"for the client 2")

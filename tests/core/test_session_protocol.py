@@ -237,3 +237,18 @@ def test_a_ping_during_the_lookup_is_answered_after_the_servers_hello_and_resume
     server.accept_session(Session(SID, TOKEN, LIMITS, now), now)
     frames = _frames(server.data_to_send())
     assert [type(f).__name__ for f in frames] == ["Hello", "Resume", "Pong"]
+
+
+def test_goodbye_normal_with_our_messages_on_the_way_hands_them_back() -> None:
+    now = 0.0
+    mine, theirs = new_pair(now)
+    client, server = connect(mine, theirs, now)
+    events(client)
+    mine.send(b"crossed the goodbye", now)
+    client.data_to_send()  # written, but the server closes before it reads it
+    server.close("bye", now)
+    client.receive_data(b"".join(server.data_to_send()), now)
+    ended = [e for e in events(client) if isinstance(e, SessionEnded)]
+    assert len(ended) == 1 and ended[0].lost is not None
+    assert ended[0].lost.cause is LostCause.PEER_LOST
+    assert ended[0].lost.unacknowledged == (b"crossed the goodbye",)

@@ -176,27 +176,33 @@ class ResumableConnection:
             return self.verdict
         session = self.session
         unacknowledged = session.unacknowledged()
+        untaken = session.inbox
         link = self.link
-        now = self._loop.time()
-        if unacknowledged:
-            detail = f"closed by this side with {len(unacknowledged)} message(s) unacknowledged"
-            if link is not None:
-                link.leave(GoodbyeCode.SESSION_LOST, detail, detail)
+        if unacknowledged or untaken:
+            # an agreed end would lose these silently: both sides hand them back instead
+            detail = (
+                f"closed by this side with {len(unacknowledged)} message(s) unacknowledged"
+                f" and {untaken} received but not taken"
+            )
         else:
             detail = f"session closed by this side: {reason or 'no reason given'}"
-        session.close()
+        # the verdict first: the link's own end below is then no outage to recover from
         self._finish(
             Verdict(
                 cause=Cause.LOCAL,
                 detail=detail,
-                detected_at=now,
+                detected_at=self._loop.time(),
                 silent_for=0.0,
                 undelivered=unacknowledged,
                 detected_wall=time.time(),
             )
         )
-        if link is not None and not unacknowledged:
-            await link.close(reason)
+        if link is not None:
+            if unacknowledged or untaken:
+                link.leave(GoodbyeCode.SESSION_LOST, detail, detail)
+            else:
+                await link.close(reason)  # its last ACK, then GOODBYE(NORMAL)
+        session.close()
         assert self.verdict is not None
         return self.verdict
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 import socket
 import ssl as ssl_module
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, cast, overload
 
 from peerwatch.aio.connection import Connection
 from peerwatch.aio.handles import Opening
-from peerwatch.aio.resumable_server import SessionHandler, start_resumable_server
+from peerwatch.aio.resumable_server import (
+    ResumableServer,
+    SessionHandler,
+    start_resumable_server,
+)
 from peerwatch.aio.server import Handler, Server, _shut_down, start_server
 from peerwatch.core.config import DEFAULT_HOST, Config, Settings
 from peerwatch.core.session import DEFAULT_LIMITS, SessionLimits
@@ -21,6 +25,52 @@ from peerwatch.sessions.store import SessionStore
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+
+@overload
+def serve(
+    handler: Handler,
+    host: str | None = DEFAULT_HOST,
+    port: int = 0,
+    *,
+    config: Config | None = None,
+    reuse_port: bool = False,
+    ssl: ssl_module.SSLContext | None = None,
+    sock: socket.socket | None = None,
+    backlog: int = 1024,
+    max_connections: int | None = None,
+    on_connection: Callable[[Connection], None] | None = None,
+    on_accept: Callable[[Connection], None] | None = None,
+    incarnation: int | None = None,
+    resume_window: None = None,
+    session_store: None = None,
+    max_replay_bytes: int = DEFAULT_LIMITS.max_replay_bytes,
+    max_replay_age: float = DEFAULT_LIMITS.max_replay_age,
+    **settings: Unpack[Settings],
+) -> Opening[Server]: ...
+
+
+@overload
+def serve(
+    handler: SessionHandler,
+    host: str | None = DEFAULT_HOST,
+    port: int = 0,
+    *,
+    config: Config | None = None,
+    reuse_port: bool = False,
+    ssl: ssl_module.SSLContext | None = None,
+    sock: socket.socket | None = None,
+    backlog: int = 1024,
+    max_connections: int | None = None,
+    on_connection: Callable[[Connection], None] | None = None,
+    on_accept: Callable[[Connection], None] | None = None,
+    incarnation: int | None = None,
+    resume_window: float | None = None,
+    session_store: SessionStore | None = None,
+    max_replay_bytes: int = DEFAULT_LIMITS.max_replay_bytes,
+    max_replay_age: float = DEFAULT_LIMITS.max_replay_age,
+    **settings: Unpack[Settings],
+) -> Opening[ResumableServer]: ...
 
 
 def serve(
@@ -42,7 +92,7 @@ def serve(
     max_replay_bytes: int = DEFAULT_LIMITS.max_replay_bytes,
     max_replay_age: float = DEFAULT_LIMITS.max_replay_age,
     **settings: Unpack[Settings],
-) -> Opening[Server]:
+) -> Opening[Server] | Opening[ResumableServer]:
     """Listen on ``host:port`` and run ``await handler(conn)`` for every peer after its HELLO;
     see ``aio.server.serve`` for everything a plain server does.
 

@@ -321,6 +321,14 @@ class SessionProtocol(Protocol):
             return
         code = goodbye.code
         if code == GoodbyeCode.NORMAL:
+            waiting = len(session.unacknowledged())
+            if waiting:  # the peer ended while ours were on the way: they come back
+                session.on_peer_lost(
+                    f"the peer closed the session with {waiting} of our messages unacknowledged",
+                    now,
+                )
+                self._tell(SessionEnded(session.lost))
+                return
             session.close()
             self._tell(SessionEnded(None))
         elif code == GoodbyeCode.SESSION_LOST:
