@@ -93,3 +93,36 @@ async def test_connections_cut_mid_stream_lose_and_repeat_nothing_in_either_dire
         assert sum(o.replayed for o in conn.history) > 0  # cuts fell mid-stream: a tail was resent
         assert [type(e).__name__ for e in events] == ["Lost", "Resumed"] * 8
         await conn.close()
+
+
+async def test_a_partition_past_the_timeout_ends_the_connection_then_resumes_exactly_once() -> None:
+    got: list[bytes] = []
+
+    async def collect(session: ResumableConnection) -> None:
+        async for message in session:
+            got.append(message)
+            await session.enqueue(message)
+
+    settings = {**FAST, "handshake_timeout": 1.0}
+    async with (
+        peerwatch.serve(collect, "127.0.0.1", 0, resume_window=10.0, **settings) as server,
+        Cutter(server.port) as cutter,
+    ):
+        conn = await peerwatch.connect(
+            "127.0.0.1", cutter.port, resume=True, resume_timeout=10.0, **settings
+        )
+        sent = [b"p%d" % i for i in range(200)]
+        for message in sent[:100]:
+            await conn.enqueue(message)
+        cutter.hold()  # the cable is pulled: nothing passes, nothing is closed
+        for message in sent[100:]:
+            await conn.enqueue(message)
+        await asyncio.sleep(2.0)  # twice the heartbeat timeout
+        assert not conn.connected
+        cutter.release()
+        echoes = [await conn.recv() for _ in range(200)]
+        assert got == sent and echoes == sent
+        # the middlebox's kernel still acknowledges what it holds: HUNG, not SILENT
+        assert conn.history[0].verdict.cause in (Cause.HUNG, Cause.SILENT)
+        assert conn.history[0].replayed > 0
+        await conn.close()
