@@ -251,6 +251,8 @@ class ResumableServer(Server):
         session_id = owner.session.session_id
         if self.sessions.get(session_id) is owner:
             del self.sessions[session_id]
+        if owner.fenced:
+            return  # its books belong to the worker that took it over now
         if self._loop is not None and not self._loop.is_closed():
             task = self._loop.create_task(self.store.forget(session_id))
             self._tasks.add(task)
