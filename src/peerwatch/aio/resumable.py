@@ -239,7 +239,9 @@ class ResumableConnection:
             outage.resumed_at = now
             outage.replayed = replayed
             self._tell(Resumed(now - outage.lost_at, replayed, now))
-        self._waiters.free(self.config.send_queue - self.in_flight)
+        # the peer's RESUME acknowledged what its application took, ACKs lost in the cut
+        # included: the senders waiting for those return now
+        self.link_acked(link, self.session.acked_through)
         link.poke()  # the replay, and an ACK of what was taken meanwhile
 
     def link_received(self, link: SessionLink, count: int) -> None:
