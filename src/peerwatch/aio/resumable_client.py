@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import random
 import ssl as ssl_module
 import time
@@ -27,6 +28,8 @@ from peerwatch.core.frames import NO_SESSION_ID, NO_TOKEN, GoodbyeCode
 from peerwatch.core.session import Session, SessionLimits
 from peerwatch.core.verdicts import Verdict, connect_failure, errno_name
 from peerwatch.errors import PeerDead, PeerwatchError
+
+log = logging.getLogger("peerwatch")
 
 
 class ResumableClient(ResumableConnection):
@@ -143,6 +146,8 @@ class ResumableClient(ResumableConnection):
             except PeerwatchError:
                 if self.verdict is not None:
                     return
+            except Exception as exc:  # never let the reconnect loop die unseen
+                log.warning("reconnect attempt to %s:%d failed: %r", self.host, self.port, exc)
         if self.verdict is None and self.link is None:
             session.handle_timer(max(loop.time(), deadline))
             if session.lost is not None:
