@@ -79,3 +79,35 @@ async def test_peers_whose_hello_waits_unread_are_not_dropped_as_silent() -> Non
         for sock in late:
             sock.close()
         await srv.shutdown()
+
+
+async def test_a_server_behind_lets_the_storm_wait_in_the_backlog() -> None:
+    """Peers that already said HELLO fill the allowance: accept no more until they are read.
+
+    Accepting the whole backlog at once would start every peer's clock while it waits
+    behind the others to be read; paused, the rest wait in the kernel's backlog.
+    """
+    allowance = 4
+    seen: list[int] = []  # handshakes held at each accept, this one included
+    srv: peerwatch.Server | None = None
+
+    def on_accept(conn: peerwatch.Connection) -> None:
+        assert srv is not None
+        seen.append(len(srv.handshaking) + 1)
+
+    srv = await peerwatch.serve(hold, max_handshakes=allowance, on_accept=on_accept)
+    storm = 40
+    try:
+        with closing([saying_hello(srv.port) for _ in range(storm)]):
+            for _ in range(100):  # bounded: 5 s
+                if len(srv.connections) == storm:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(srv.connections) == storm  # every peer got in
+            assert srv.dropped_handshakes == 0
+            assert len(seen) == storm
+            # the whole storm waits in the backlog, its HELLOs queued, before this
+            # process first runs: without the pause it would take them all at once
+            assert max(seen) <= allowance
+    finally:
+        await srv.shutdown()

@@ -9,6 +9,10 @@ the defaults):
   dropped to make room, so silent sockets cannot lock real peers out.
 - open sockets stay under a cap below RLIMIT_NOFILE; at the cap the server
   stops accepting (new peers wait in the listen backlog) until one closes.
+- when the allowance is full and the socket just accepted had its bytes waiting
+  already, this process is behind (a reconnect storm): it stops accepting until
+  the handshakes it holds are read, so the next peers wait in the listen
+  backlog, where their wait is not counted as silence (``_check_behind``).
 - ``memory_budget``: the bytes all connections hold for their peers; past it
   the largest holder gets GOODBYE(OVERLOADED) and the others are untouched.
 """
@@ -95,6 +99,7 @@ class Server:
         self._open: set[Connection] = set()  # connections whose socket is open
         self._at_cap = Episodes()
         self._cap_timer: asyncio.TimerHandle | None = None
+        self._behind: asyncio.TimerHandle | None = None  # paused until handshakes are read
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._acceptor: Acceptor | None = None
@@ -134,6 +139,8 @@ class Server:
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._transport_made(conn, sock, t))
         self._check_cap()
+        if len(self.handshaking) >= self.config.max_handshakes and _unread(sock):
+            self._fall_behind(loop)
 
     def _transport_made(
         self, conn: Connection, sock: socket.socket, task: asyncio.Task[Any]
@@ -146,6 +153,8 @@ class Server:
             sock.close()
             self.handshaking.pop(conn, None)
             self._socket_closed(conn)
+            if self._behind is not None:
+                self._check_behind()
 
     def _make_protocol(self) -> Connection:
         assert self._loop is not None
@@ -182,7 +191,7 @@ class Server:
                 # its TLS handshake is still running (bounded by its own timeout), or its
                 # HELLO or verdict just came and the server has not heard yet
                 continue
-            if _unread_bytes(conn.transport):
+            if _unread(conn.transport.get_extra_info("socket")):
                 # its bytes (the HELLO) wait in our own receive queue: the peer is not
                 # silent, this process is behind (a reconnect storm), and the younger
                 # ones are in the same case. Drop none now (one ioctl per accept, not
@@ -200,7 +209,10 @@ class Server:
             )
 
     def _handshake_done(self, conn: Connection, ready: asyncio.Future[None]) -> None:
-        if self.handshaking.pop(conn, None) is None:
+        popped = self.handshaking.pop(conn, None)
+        if self._behind is not None:
+            self._check_behind()
+        if popped is None:
             return  # dropped, or the server shut down
         if ready.cancelled() or ready.exception() is not None:
             return
@@ -215,6 +227,45 @@ class Server:
         task = asyncio.get_running_loop().create_task(self._run(conn))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------- behind in a storm
+
+    def _fall_behind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Stop accepting: the allowance is full of peers that already spoke, unread.
+
+        Accepting more would only start their clocks: a peer accepted now waits
+        behind the others to be read, and its wait would count as silence.
+        Peers that have not spoken do not pause accepting (a slowloris must not
+        hold real peers in the backlog); whatever happens, accepting resumes
+        after ``HANDSHAKE_GRACE`` (a handshake that never ends, e.g. TLS, is
+        bounded by its own timeout and the allowance's drops).
+        """
+        if self._behind is None:
+            self._behind = loop.call_later(HANDSHAKE_GRACE, self._caught_up)
+            self._update_accepting()
+
+    def _check_behind(self) -> None:
+        """Resume well below the allowance (not at every handshake: one accept per
+        handshake read would pause and resume the listener for each peer)."""
+        allowance = self.config.max_handshakes
+        if len(self.handshaking) <= allowance - max(1, allowance // 4):
+            self._caught_up()
+
+    def _caught_up(self) -> None:
+        if self._behind is not None:
+            self._behind.cancel()
+            self._behind = None
+            self._update_accepting()
+
+    def _update_accepting(self) -> None:
+        """Accept unless at the fd cap or behind: either makes new peers wait in the backlog."""
+        acceptor = self._acceptor
+        if acceptor is None or acceptor.closed:
+            return
+        if self._at_cap.since is not None or self._behind is not None:
+            acceptor.pause()
+        else:
+            acceptor.resume()
 
     # ------------------------------------------------------------ the fd cap
 
@@ -232,12 +283,12 @@ class Server:
         open_now = len(self._open)
         if open_now >= cap:
             if self._at_cap.since is None:
-                acceptor.pause()
                 self._at_cap.start(
                     now,
                     f"{open_now} connections open, the cap below the file descriptor limit:"
                     " new connections wait in the listen backlog until some close",
                 )
+                self._update_accepting()
             # silent handshakes yield their sockets to peers waiting in the backlog
             self._drop_stale_handshakes(now, room_for=self.config.max_handshakes)
             if self._cap_timer is None and self.handshaking:
@@ -249,7 +300,7 @@ class Server:
             # resumed only well below the cap: at the cap itself, every close would let
             # exactly one accept through and pause again
             self._at_cap.end(now, f"accepting connections again ({open_now} open)")
-            acceptor.resume()
+            self._update_accepting()
 
     def _cap_timer_fired(self) -> None:
         self._cap_timer = None
@@ -318,6 +369,9 @@ class Server:
         if self._cap_timer is not None:
             self._cap_timer.cancel()
             self._cap_timer = None
+        if self._behind is not None:
+            self._behind.cancel()
+            self._behind = None
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)
 
@@ -344,12 +398,11 @@ class Server:
         await self.wait_closed()
 
 
-def _unread_bytes(transport: asyncio.BaseTransport) -> int:
-    """Bytes the kernel holds for us on this connection and we have not read (FIONREAD).
+def _unread(sock: socket.socket | None) -> int:
+    """Bytes the kernel holds for us on this socket and we have not read (FIONREAD).
 
     0 where the platform cannot tell: the allowance then works as if none waited.
     """
-    sock = transport.get_extra_info("socket")
     request = getattr(termios, "FIONREAD", None) if termios is not None else None
     if sock is None or request is None or fcntl is None:
         return 0
