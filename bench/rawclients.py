@@ -129,8 +129,15 @@ def peerwatch_hello(interval: float, timeout: float) -> bytes:
 PW_PING_FRAME = struct.Struct("!IBIQ")  # length 12 | kind | seq u32 | stamp u64
 
 
+#: Sent right behind HELLO in ``confirm`` mode; the server's PONG proves it read our HELLO.
+PW_CONFIRM_PING = PW_PING_FRAME.pack(12, PW_PING, 0, 0)
+
+
 class RawPeerwatchClient(HandshakeCounter):
     hello = b""  # set once per process by the caller (peerwatch_hello)
+    # ready at the PONG to a PING sent with HELLO, not at the server's HELLO: a
+    # peerwatch server says HELLO as it accepts, before it has read the peer's
+    confirm: ClassVar[bool] = False
     next_seq = 1
     ping_seq = 0
 
@@ -147,7 +154,7 @@ class RawPeerwatchClient(HandshakeCounter):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.transport.write(self.hello)
+        self.transport.write(self.hello + PW_CONFIRM_PING if self.confirm else self.hello)
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer
@@ -167,8 +174,10 @@ class RawPeerwatchClient(HandshakeCounter):
                 HandshakeCounter.pings += 1
             elif kind == PW_PONG:
                 HandshakeCounter.pings += 1
+                if self.confirm and not self.ready.done():
+                    self.ready.set_result(None)
             elif kind == PW_HELLO:
-                if not self.ready.done():
+                if not self.confirm and not self.ready.done():
                     self.ready.set_result(None)
             elif kind == PW_DATA:
                 seq = buffer[offset + 5 : offset + 13]

@@ -52,13 +52,17 @@ async def main(options: argparse.Namespace) -> None:
         pings = lambda: EchoProtocol.pings  # noqa: E731
     else:
         RawPeerwatchClient.hello = peerwatch_hello(options.interval, options.timeout)
+        RawPeerwatchClient.confirm = options.confirm
 
         async def one() -> Any:
             protocol: RawPeerwatchClient
             _, protocol = await loop.create_connection(
                 RawPeerwatchClient, HOST, port, local_addr=(next(sources), 0)
             )
-            await protocol.ready
+            try:
+                await protocol.ready
+            except ConnectionError:  # the server dropped it: counted, not raised
+                return None
             return protocol
 
         pings = lambda: HandshakeCounter.pings  # noqa: E731
@@ -70,7 +74,7 @@ async def main(options: argparse.Namespace) -> None:
             if command == "go":
                 break
     started = time.monotonic()
-    held = await open_all(options.count, one)
+    held = [conn for conn in await open_all(options.count, one) if conn is not None]
     done = time.monotonic()
     emit("ready", connections=len(held), seconds=done - started, started=started, at=done)
     if options.kind == "peerwatch":
@@ -95,6 +99,9 @@ if __name__ == "__main__":
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--go", action="store_true", help="open only after a 'go' on stdin")
+    parser.add_argument(
+        "--confirm", action="store_true", help="ready at the PONG to a PING sent with HELLO"
+    )
     parser.add_argument("--max-seconds", type=float, default=900)
     options = parser.parse_args()
     child_setup(options.max_seconds)
