@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import peerwatch
 from peerwatch.core.config import HANDSHAKE_GRACE
@@ -110,4 +111,38 @@ async def test_a_server_behind_lets_the_storm_wait_in_the_backlog() -> None:
             # process first runs: without the pause it would take them all at once
             assert max(seen) <= allowance
     finally:
+        await srv.shutdown()
+
+
+async def test_accepting_plain_tcp_starts_no_task_per_connection() -> None:
+    """The transport of an accepted socket is made at once: the only task a connection
+    gets is its handler's, after HELLO (``connect_accepted_socket`` cost one more each)."""
+    loop = asyncio.get_running_loop()
+    created: list[str] = []
+    default = loop.get_task_factory()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        created.append(getattr(coro, "__qualname__", "?"))
+        if default is not None:
+            return default(loop, coro, **kwargs)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    srv = await peerwatch.serve(hold, handshake_timeout=30.0)
+    loop.set_task_factory(counting)
+    try:
+        with closing([socket.create_connection(("127.0.0.1", srv.port)) for _ in range(5)]) as s:
+            for _ in range(100):  # bounded: 5 s
+                if len(srv.handshaking) == 5 and all(c.transport for c in srv.handshaking):
+                    break
+                await asyncio.sleep(0.05)
+            assert [c.peer for c in srv.handshaking] == [x.getsockname() for x in s]
+            assert created == []
+            s[0].sendall(hello())  # one says HELLO: its handler is its one task
+            for _ in range(100):
+                if srv.connections:
+                    break
+                await asyncio.sleep(0.05)
+            assert created == ["Server._run"]
+    finally:
+        loop.set_task_factory(default)
         await srv.shutdown()

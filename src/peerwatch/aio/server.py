@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from peerwatch.aio.accept import Acceptor, Episodes
+from peerwatch.aio.accept import Acceptor, Episodes, start_transport
 from peerwatch.aio.connection import Connection
 from peerwatch.aio.handles import Opening
 from peerwatch.aio.sockets import listening_socket, tune
@@ -123,7 +123,7 @@ class Server:
 
     # ----------------------------------------------------------------- accepting
 
-    def _on_socket(self, sock: socket.socket) -> None:
+    def _on_socket(self, sock: socket.socket, peer: Any) -> None:
         """A socket just accepted: make its connection, then its transport."""
         loop = self._loop
         assert loop is not None
@@ -131,16 +131,36 @@ class Server:
         conn = self._make_protocol()
         self._open.add(conn)
         conn.closed.add_done_callback(lambda _: self._socket_closed(conn))
-        kwargs: dict[str, Any] = {}
-        if self._ssl is not None:
-            kwargs["ssl"] = self._ssl
-            kwargs["ssl_handshake_timeout"] = self.config.handshake_timeout
-        task = loop.create_task(loop.connect_accepted_socket(lambda: conn, sock, **kwargs))
-        self._tasks.add(task)
-        task.add_done_callback(lambda t: self._transport_made(conn, sock, t))
+        if self._ssl is not None or not self._started(loop, sock, conn, peer):
+            kwargs: dict[str, Any] = {}
+            if self._ssl is not None:
+                kwargs["ssl"] = self._ssl
+                kwargs["ssl_handshake_timeout"] = self.config.handshake_timeout
+            task = loop.create_task(loop.connect_accepted_socket(lambda: conn, sock, **kwargs))
+            self._tasks.add(task)
+            task.add_done_callback(lambda t: self._transport_made(conn, sock, t))
         self._check_cap()
         if len(self.handshaking) >= self.config.max_handshakes and _unread(sock):
             self._fall_behind(loop)
+
+    def _started(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, conn: Connection, peer: Any
+    ) -> bool:
+        """The transport made at once (``start_transport``); False: make it with a task."""
+        try:
+            return start_transport(loop, sock, conn, peer)
+        except OSError as exc:  # e.g. the loop could not watch the descriptor
+            log.debug("no transport for an accepted socket: %r", exc)
+            self._never_started(conn, sock)
+            return True
+
+    def _never_started(self, conn: Connection, sock: socket.socket) -> None:
+        """The connection's transport was never made: its socket is ours to close."""
+        sock.close()
+        self.handshaking.pop(conn, None)
+        self._socket_closed(conn)
+        if self._behind is not None:
+            self._check_behind()
 
     def _transport_made(
         self, conn: Connection, sock: socket.socket, task: asyncio.Task[Any]
@@ -150,11 +170,7 @@ class Server:
             # e.g. a failed TLS handshake: the connection never started, its socket is ours
             if not task.cancelled():
                 log.debug("connection from an accepted socket failed: %r", task.exception())
-            sock.close()
-            self.handshaking.pop(conn, None)
-            self._socket_closed(conn)
-            if self._behind is not None:
-                self._check_behind()
+            self._never_started(conn, sock)
 
     def _make_protocol(self) -> Connection:
         assert self._loop is not None
