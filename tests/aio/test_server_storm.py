@@ -146,3 +146,44 @@ async def test_accepting_plain_tcp_starts_no_task_per_connection() -> None:
     finally:
         loop.set_task_factory(default)
         await srv.shutdown()
+
+
+async def test_peers_that_lag_like_the_others_are_not_dropped_as_silent() -> None:
+    """In a storm whole client hosts lag: if the real peers of this server take 1.4 s to
+    say HELLO, a peer silent for 1.4 s is one of them, not a slowloris (the grace
+    follows the HELLOs that really came)."""
+    srv = await peerwatch.serve(hold, max_handshakes=4)
+    storm = 24
+    spacing = 0.1  # a lagging client host: peer i says HELLO i x 0.1 s after connecting
+    late: list[socket.socket] = []
+
+    def say_hello_slowly(socks: list[socket.socket]) -> None:
+        started = time.monotonic()
+        for index, sock in enumerate(socks):
+            time.sleep(max(0.0, started + index * spacing - time.monotonic()))
+            sock.sendall(hello())
+
+    try:
+        socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(storm)]
+        with closing(socks):
+            speaker = threading.Thread(target=say_hello_slowly, args=(socks,))
+            speaker.start()
+            # one more peer while the last 9 have not spoken yet: accepting it, the
+            # server looks for handshakes to drop (those waiting past the grace)
+            arrival = threading.Timer(1.45, lambda: late.append(saying_hello(srv.port)))
+            arrival.start()
+            try:
+                for _ in range(120):  # bounded: 6 s
+                    if len(srv.connections) == storm + 1:
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                speaker.join(10)
+                arrival.join(5)
+            assert srv.dropped_handshakes == 0
+            assert len(srv.connections) == storm + 1
+            assert srv.grace > 2 * (storm - 10) * spacing  # learned from the slow HELLOs
+    finally:
+        for sock in late:
+            sock.close()
+        await srv.shutdown()

@@ -5,8 +5,11 @@ the defaults):
 
 - ``max_connections`` counts connections that completed their HELLO. Sockets
   that never say HELLO have an allowance of their own (``max_handshakes``):
-  past it, the one that has waited longest (at least ``HANDSHAKE_GRACE``) is
-  dropped to make room, so silent sockets cannot lock real peers out.
+  past it, the one that has waited longest (at least the grace) is dropped to
+  make room, so silent sockets cannot lock real peers out. The grace is
+  ``HANDSHAKE_GRACE``, or longer while this server's real peers take longer
+  (``GRACE_FACTOR`` x the slowest recent HELLO: in a reconnect storm whole
+  client hosts lag), never past ``handshake_timeout``.
 - open sockets stay under a cap below RLIMIT_NOFILE; at the cap the server
   stops accepting (new peers wait in the listen backlog) until one closes.
 - when the allowance is full and the socket just accepted had its bytes waiting
@@ -48,6 +51,13 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = termios = None  # type: ignore[assignment]
 
 log = logging.getLogger("peerwatch")
+
+#: A handshake may stay silent this many times as long as a recent real peer's took
+#: before it counts as silent (at least HANDSHAKE_GRACE, at most handshake_timeout).
+GRACE_FACTOR = 2.0
+#: Each completed handshake lets the learned grace relax by this factor, so one slow
+#: peer does not keep it long: after a few hundred quick ones it is back to the floor.
+GRACE_RELAX = 0.99
 
 Handler = Callable[[Connection], Awaitable[None]]
 
@@ -93,6 +103,7 @@ class Server:
         self.handshaking: dict[Connection, float] = {}  # no HELLO yet -> accepted at (oldest first)
         self.refused = 0  # max_connections reached at their HELLO
         self.dropped_handshakes = 0  # made room for newer ones (handshake allowance full)
+        self.grace = HANDSHAKE_GRACE  # how long a handshake may be silent before it may go
         self.over_budget = 0  # ended because the server was over its memory budget
         self.budget = MemoryBudget(config.memory_budget, self._end_largest_holder)
         self.cap = connection_cap()
@@ -188,9 +199,9 @@ class Server:
     def _drop_stale_handshakes(self, now: float, room_for: int) -> None:
         """Make room for ``room_for`` more handshakes by ending the oldest silent ones.
 
-        Only those that waited ``HANDSHAKE_GRACE`` or more are dropped: a burst
-        of real peers all still in their first round trip is let in, and the
-        allowance is exceeded for that moment rather than refusing them.
+        Only those that waited the grace or more are dropped: a burst of real
+        peers all still in their first round trip is let in, and the allowance is
+        exceeded for that moment rather than refusing them.
         """
         excess = len(self.handshaking) + room_for - self.config.max_handshakes
         if excess <= 0:
@@ -199,9 +210,9 @@ class Server:
         # A copy of the oldest entries, as before. A lazy walk would save the copy (6% of a
         # 10,000-peer storm) but, measured, lets the acceptor take peers from the kernel's
         # backlog faster than their HELLOs are read, and more were dropped; see the Scale
-        # analysis in docs/BENCHMARKS.md before changing it.
+        # analysis in docs/BENCHMARKS.md (Reconnect storm) before changing it.
         for conn, since in list(itertools.islice(self.handshaking.items(), 4 * excess + 16)):
-            if dropped >= excess or now - since < HANDSHAKE_GRACE:
+            if dropped >= excess or now - since < self.grace:
                 break
             if conn.transport is None or conn.peer_hello is not None or conn.verdict is not None:
                 # its TLS handshake is still running (bounded by its own timeout), or its
@@ -225,13 +236,14 @@ class Server:
             )
 
     def _handshake_done(self, conn: Connection, ready: asyncio.Future[None]) -> None:
-        popped = self.handshaking.pop(conn, None)
+        accepted_at = self.handshaking.pop(conn, None)
         if self._behind is not None:
             self._check_behind()
-        if popped is None:
+        if accepted_at is None:
             return  # dropped, or the server shut down
         if ready.cancelled() or ready.exception() is not None:
             return
+        self._learn_grace(accepted_at)
         if self.max_connections is not None and len(self.connections) >= self.max_connections:
             self.refused += 1
             _refuse(conn)
@@ -243,6 +255,20 @@ class Server:
         task = asyncio.get_running_loop().create_task(self._run(conn))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _learn_grace(self, accepted_at: float) -> None:
+        """A real peer said HELLO after ``now - accepted_at`` s: the grace follows its kind.
+
+        Only completed handshakes teach it, so silent sockets cannot stretch it;
+        a peer that answers slowly on purpose stretches it to ``handshake_timeout``
+        at most, which bounds every handshake anyway.
+        """
+        assert self._loop is not None
+        took = self._loop.time() - accepted_at
+        self.grace = min(
+            self.config.handshake_timeout,
+            max(HANDSHAKE_GRACE, GRACE_FACTOR * took, self.grace * GRACE_RELAX),
+        )
 
     # ------------------------------------------------------- behind in a storm
 
@@ -310,7 +336,7 @@ class Server:
             if self._cap_timer is None and self.handshaking:
                 oldest = next(iter(self.handshaking.values()))
                 self._cap_timer = loop.call_at(
-                    max(now, oldest + HANDSHAKE_GRACE) + 0.05, self._cap_timer_fired
+                    max(now, oldest + self.grace) + 0.05, self._cap_timer_fired
                 )
         elif self._at_cap.since is not None and open_now <= cap - cap // 8:
             # resumed only well below the cap: at the cap itself, every close would let
