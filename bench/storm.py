@@ -32,6 +32,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.accept import start_server, stop_tree
@@ -56,6 +57,7 @@ BARE = StormSetup("bare asyncio HELLO exchange", "hello")
 ONE = StormSetup("peerwatch.serve", "peerwatch")
 SETUPS = [BARE, ONE, StormSetup("peerwatch serve --workers 2", "cli", 2)]
 SETUPS.append(StormSetup("peerwatch serve --workers 4", "cli", 4))
+ANALYSIS = Path(__file__).resolve().parent / "storm_analysis.md"
 
 
 def start(setup: StormSetup, count: int) -> tuple[Child, int]:
@@ -218,4 +220,6 @@ def storm_section(result: dict[str, Any]) -> list[str]:
     for label, reason in result.get("failed", {}).items():
         last = (reason.strip().splitlines() or ["?"])[-1][:300]
         lines += ["", f"> **{label}: not measured.** `{last}`"]
+    if ANALYSIS.exists():
+        lines += ["", "### Reconnect storm: analysis", "", ANALYSIS.read_text().strip()]
     return lines

@@ -11,8 +11,8 @@ generators was counted, and the report renders every setup with its spread.
 from __future__ import annotations
 
 import pytest
-from bench import targets
 from bench.storm import run_storm, storm_section
+from bench.targets import storm_checks
 
 pytestmark = pytest.mark.slow
 
@@ -31,5 +31,5 @@ def test_small_storm_lets_every_peer_in_and_reports_the_spread() -> None:
         assert ratio["rate"]["min"] <= ratio["rate"]["median"] <= ratio["rate"]["max"]
     text = "\n".join(storm_section(result))
     assert all(f"| {label} |" in text for label in result["runs"])
-    checks = {check.what: check for check in targets.storm_checks(result)}
+    checks = {check.what: check for check in storm_checks(result)}
     assert checks["reconnect storm: real peers dropped by peerwatch.serve"].status == "met"
