@@ -34,6 +34,7 @@ class HandshakeCounter(asyncio.Protocol):
 
     pings: ClassVar[int] = 0
     transport: asyncio.Transport
+    goodbye = ""  # the server's GOODBYE (code byte and reason), if it sent one
 
     def __init__(self) -> None:
         self.buffer = bytearray()
@@ -44,7 +45,8 @@ class HandshakeCounter(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.ready.done():
-            self.ready.set_exception(ConnectionError("closed during handshake"))
+            why = self.goodbye or (type(exc).__name__ if exc is not None else "EOF")
+            self.ready.set_exception(ConnectionError(f"closed during handshake: {why}"))
 
 
 class RawWebSocketClient(HandshakeCounter):
@@ -184,6 +186,10 @@ class RawPeerwatchClient(HandshakeCounter):
                 if not buffer[offset + 13] & 1:  # last chunk of a message: acknowledge it
                     self.transport.write(PW_HEADER.pack(8, PW_ACK) + bytes(seq))
             elif kind == PW_GOODBYE:
+                # why the server hung up, for a peer lost before its handshake completed
+                code = int.from_bytes(buffer[offset + 5 : offset + 7], "big")
+                reason = bytes(buffer[offset + 7 : end]).decode(errors="replace")
+                self.goodbye = f"GOODBYE {code}: {reason}"
                 self.transport.close()
             offset = end
         del buffer[:offset]

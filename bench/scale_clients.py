@@ -40,6 +40,7 @@ HOST = "127.0.0.1"
 async def main(options: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     sources = itertools.cycle(options.sources.split(","))
+    lost: dict[str, int] = {}  # peers that never got in, by why
     port = options.port
     one: Callable[[], Any]
     if options.kind == "floor":
@@ -56,12 +57,14 @@ async def main(options: argparse.Namespace) -> None:
 
         async def one() -> Any:
             protocol: RawPeerwatchClient
-            _, protocol = await loop.create_connection(
-                RawPeerwatchClient, HOST, port, local_addr=(next(sources), 0)
-            )
             try:
+                _, protocol = await loop.create_connection(
+                    RawPeerwatchClient, HOST, port, local_addr=(next(sources), 0)
+                )
                 await protocol.ready
-            except ConnectionError:  # the server dropped it: counted, not raised
+            except OSError as exc:  # the server dropped it (or never took it): counted
+                why = str(exc).split(": ", 1)[-1] if isinstance(exc, ConnectionError) else exc
+                lost[str(why)[:80]] = lost.get(str(why)[:80], 0) + 1
                 return None
             return protocol
 
@@ -76,7 +79,14 @@ async def main(options: argparse.Namespace) -> None:
     started = time.monotonic()
     held = [conn for conn in await open_all(options.count, one) if conn is not None]
     done = time.monotonic()
-    emit("ready", connections=len(held), seconds=done - started, started=started, at=done)
+    emit(
+        "ready",
+        connections=len(held),
+        seconds=done - started,
+        started=started,
+        at=done,
+        lost=lost,
+    )
     if options.kind == "peerwatch":
         keep_pinging(held, options.interval)
     async for command in commands:

@@ -107,11 +107,16 @@ def storm_once(setup: StormSetup, count: int, run: int) -> dict[str, Any]:
         stop_tree(server)
     seconds = max(r["at"] for r in ready) - min(r["started"] for r in ready)
     held = sum(int(r["connections"]) for r in ready)
+    why: dict[str, int] = {}
+    for report in ready:
+        for reason, n in report.get("lost", {}).items():
+            why[reason] = why.get(reason, 0) + n
     servers = len(tree)
     return {
         "connections_per_s": count / seconds,
         "seconds": seconds,
         "lost": count - held,
+        "lost_why": why,
         "server_us_per_conn": sum(window.used[:servers]) / count * 1e6,
         "load_us_per_conn": sum(window.used[servers:]) / count * 1e6,
         "server_waited_s": sum(window.waited[:servers]),
@@ -212,6 +217,15 @@ def storm_section(result: dict[str, Any]) -> list[str]:
             f" {fmt([r['server_waited_s'] for r in ok], '{:.1f} s')} |"
             f" {fmt([r['other_cpu'] for r in ok], '{:.2f}')} |"
         )
+    for label, runs in result["runs"].items():
+        why: dict[str, int] = {}
+        for run in runs:
+            for reason, n in (run or {}).get("lost_why", {}).items():
+                why[reason] = why.get(reason, 0) + n
+        if why:
+            ranked = sorted(why.items(), key=lambda item: -item[1])
+            told = "; ".join(f"{n} `{reason}`" for reason, n in ranked)
+            lines += ["", f"Peers lost by {label}, as the load generators saw it: {told}."]
     every = [
         f"{label}: " + ", ".join("-" if r is None else f"{r['connections_per_s']:,.0f}" for r in rs)
         for label, rs in result["runs"].items()
