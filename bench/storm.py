@@ -14,8 +14,8 @@ each) send HELLO and a PING in one write and count a peer in at the server's
 PONG: it proves the server *read* the peer's HELLO (a peerwatch server says its
 own HELLO as it accepts, before reading the peer's), and it is the same proof
 for every setup. A peer the server drops (GOODBYE before the PONG) is counted
-as lost. Each run uses source addresses of its own (127.0.R.S), so no run finds
-ports still in TIME_WAIT from the one before.
+as lost. Each storm uses source addresses of its own (127.N.P.S), so none finds
+ports still in TIME_WAIT from the one before (``sources``).
 
 Same conditions: the one-process servers run pinned to CPU 0 and the load
 generators to CPU 1 in every run; workers are not pinned (they are meant to use
@@ -74,12 +74,18 @@ def start(setup: StormSetup, count: int) -> tuple[Child, int]:
         raise
 
 
-def sources(run: int, process: int) -> list[str]:
-    """Loopback addresses no earlier run used: 127.<run+1>.<process>.<10...>."""
-    return [f"127.{run % 250 + 1}.{process}.{10 + i}" for i in range(SOURCES_PER_PROCESS)]
+def sources(storm: int, process: int) -> list[str]:
+    """Loopback addresses no earlier storm used: 127.<storm+1>.<process>.<10...>.
+
+    Measured: storms that reused the addresses of the storm before made the load
+    generators' own CPU per connection 10-30x (the kernel's search for a free port
+    in ``bind(addr, 0)`` walks past the last storm's ports, still in TIME_WAIT), so
+    their HELLOs lagged, the rate fell tenfold and peerwatch dropped peers as silent.
+    """
+    return [f"127.{storm % 250 + 1}.{process}.{10 + i}" for i in range(SOURCES_PER_PROCESS)]
 
 
-def storm_once(setup: StormSetup, count: int, run: int) -> dict[str, Any]:
+def storm_once(setup: StormSetup, count: int, storm: int) -> dict[str, Any]:
     """One storm against a fresh server: rate, CPU per connection, peers lost."""
     import psutil
 
@@ -89,7 +95,7 @@ def storm_once(setup: StormSetup, count: int, run: int) -> dict[str, Any]:
         shares = [count // LOAD_PROCESSES + (i < count % LOAD_PROCESSES) for i in range(2)]
         for index, share in enumerate(shares):
             args = ["peerwatch", str(port), str(share), "--go", "--confirm"]
-            args += ["--sources", ",".join(sources(run, index)), "--max-seconds", "600"]
+            args += ["--sources", ",".join(sources(storm, index)), "--max-seconds", "600"]
             args += ["--interval", str(INTERVAL), "--timeout", str(TIMEOUT)]
             kids.append(Child("bench.scale_clients", args, cpu=1))
         for kid in kids:
@@ -135,9 +141,9 @@ def run_storm(quick: bool = False, log: Any = print) -> dict[str, Any]:
     failed: dict[str, str] = {}
     for run in range(runs):
         order = setups[run % len(setups) :] + setups[: run % len(setups)]
-        for setup in order:
+        for position, setup in enumerate(order):
             try:
-                sample = storm_once(setup, count, run)
+                sample = storm_once(setup, count, run * len(setups) + position)
             except ChildFailed as exc:
                 failed[f"{setup.label}, run {run + 1}"] = str(exc)[-600:]
                 log(f"  storm {setup.label}: FAILED {str(exc)[-300:]}")
