@@ -207,10 +207,10 @@ class Server:
         if excess <= 0:
             return
         dropped = 0
-        # A copy of the oldest entries, as before. A lazy walk would save the copy (6% of a
-        # 10,000-peer storm) but, measured, lets the acceptor take peers from the kernel's
-        # backlog faster than their HELLOs are read, and more were dropped; see the Scale
-        # analysis in docs/BENCHMARKS.md (Reconnect storm) before changing it.
+        # A copy of the oldest entries. A lazy walk was measured to make storms worse (it
+        # let the acceptor take peers faster than their HELLOs were read, and more were
+        # dropped); since the server stops accepting while behind (_fall_behind), there
+        # is an excess to walk only when sockets that never spoke fill the allowance.
         for conn, since in list(itertools.islice(self.handshaking.items(), 4 * excess + 16)):
             if dropped >= excess or now - since < self.grace:
                 break
