@@ -1,4 +1,4 @@
-"""``python -m bench [idle|throughput|detection|accept|scale ...] [--quick] [--out DIR]``.
+"""``python -m bench [idle|throughput|detection|accept|scale|storm ...] [--quick] [--out DIR]``.
 
 A full run saves each benchmark's results as ``bench/results/<name>.json`` and
 rewrites ``docs/BENCHMARKS.md`` and ``docs/benchmarks.png`` from every saved
@@ -36,6 +36,7 @@ def runners() -> dict[str, Callable[..., dict[str, Any]]]:
     from bench.inspect_table import run_inspect
     from bench.protect_cost import run_protect
     from bench.scale import run_scale
+    from bench.storm import run_storm
     from bench.throughput import run_throughput
 
     return {
@@ -47,6 +48,7 @@ def runners() -> dict[str, Callable[..., dict[str, Any]]]:
         "protect": run_protect,
         "inspect": run_inspect,
         "scale": run_scale,
+        "storm": run_storm,
     }
 
 

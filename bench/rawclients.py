@@ -34,6 +34,7 @@ class HandshakeCounter(asyncio.Protocol):
 
     pings: ClassVar[int] = 0
     transport: asyncio.Transport
+    goodbye = ""  # the server's GOODBYE (code byte and reason), if it sent one
 
     def __init__(self) -> None:
         self.buffer = bytearray()
@@ -44,7 +45,8 @@ class HandshakeCounter(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.ready.done():
-            self.ready.set_exception(ConnectionError("closed during handshake"))
+            why = self.goodbye or (type(exc).__name__ if exc is not None else "EOF")
+            self.ready.set_exception(ConnectionError(f"closed during handshake: {why}"))
 
 
 class RawWebSocketClient(HandshakeCounter):
@@ -129,8 +131,15 @@ def peerwatch_hello(interval: float, timeout: float) -> bytes:
 PW_PING_FRAME = struct.Struct("!IBIQ")  # length 12 | kind | seq u32 | stamp u64
 
 
+#: Sent right behind HELLO in ``confirm`` mode; the server's PONG proves it read our HELLO.
+PW_CONFIRM_PING = PW_PING_FRAME.pack(12, PW_PING, 0, 0)
+
+
 class RawPeerwatchClient(HandshakeCounter):
     hello = b""  # set once per process by the caller (peerwatch_hello)
+    # ready at the PONG to a PING sent with HELLO, not at the server's HELLO: a
+    # peerwatch server says HELLO as it accepts, before it has read the peer's
+    confirm: ClassVar[bool] = False
     next_seq = 1
     ping_seq = 0
 
@@ -147,7 +156,7 @@ class RawPeerwatchClient(HandshakeCounter):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.transport.write(self.hello)
+        self.transport.write(self.hello + PW_CONFIRM_PING if self.confirm else self.hello)
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer
@@ -167,14 +176,20 @@ class RawPeerwatchClient(HandshakeCounter):
                 HandshakeCounter.pings += 1
             elif kind == PW_PONG:
                 HandshakeCounter.pings += 1
+                if self.confirm and not self.ready.done():
+                    self.ready.set_result(None)
             elif kind == PW_HELLO:
-                if not self.ready.done():
+                if not self.confirm and not self.ready.done():
                     self.ready.set_result(None)
             elif kind == PW_DATA:
                 seq = buffer[offset + 5 : offset + 13]
                 if not buffer[offset + 13] & 1:  # last chunk of a message: acknowledge it
                     self.transport.write(PW_HEADER.pack(8, PW_ACK) + bytes(seq))
             elif kind == PW_GOODBYE:
+                # why the server hung up, for a peer lost before its handshake completed
+                code = int.from_bytes(buffer[offset + 5 : offset + 7], "big")
+                reason = bytes(buffer[offset + 7 : end]).decode(errors="replace")
+                self.goodbye = f"GOODBYE {code}: {reason}"
                 self.transport.close()
             offset = end
         del buffer[:offset]

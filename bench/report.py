@@ -14,6 +14,7 @@ from bench import targets
 from bench.exporter import exporter_section
 from bench.protect_cost import protect_checks, protect_section
 from bench.scale_report import scale_checks, scale_section
+from bench.storm import storm_section
 from bench.targets import Check
 
 TITLES = {
@@ -25,6 +26,7 @@ TITLES = {
     "protect": "Zero-code protection and pool check",
     "inspect": "Inspect at scale",
     "scale": "Scale",
+    "storm": "Reconnect storm",
 }
 
 
@@ -255,6 +257,7 @@ SECTIONS = {
     "protect": protect_section,
     "inspect": inspect_section,
     "scale": scale_section,
+    "storm": storm_section,
 }
 
 
@@ -267,6 +270,7 @@ CHECKS = {
     "protect": protect_checks,
     "inspect": targets.inspect_checks,
     "scale": scale_checks,
+    "storm": targets.storm_checks,
 }
 
 ANALYSIS = Path(__file__).resolve().parent / "analysis.md"

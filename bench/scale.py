@@ -63,14 +63,10 @@ class Plan:
     windows: int
     victims: int  # frozen, and as many again killed, in the largest peerwatch run
     uvloop: bool
-    storm: int  # connections in each reconnect storm
-    storm_runs: int
 
 
-FULL = Plan(
-    [1000, 5000, 10_000, 15_000, 50_000, 100_000], 10.0, 30.0, 5.0, 10.0, 3, 1000, True, 10_000, 3
-)
-QUICK = Plan([2000], 1.0, 3.0, 0.5, 1.0, 2, 100, False, 500, 1)
+FULL = Plan([1000, 5000, 10_000, 15_000, 50_000, 100_000], 10.0, 30.0, 5.0, 10.0, 3, 1000, True)
+QUICK = Plan([2000], 1.0, 3.0, 0.5, 1.0, 2, 100, False)
 
 
 def fits(count: int) -> int | None:
@@ -153,7 +149,7 @@ def measure(setup: ScaleSetup, count: int, plan: Plan, detect: bool, log: Any) -
     # A gateway that expects N peers back at once sizes its handshake allowance for
     # them; with the default (64, 1 s grace) a load generator that lags on this
     # shared machine gets some of its peers dropped as silent, and N is not held.
-    # The reconnect storm below measures the default.
+    # The reconnect storm (bench/storm.py) measures the default.
     server_args += ["--max-handshakes", str(count)]
     if setup.uvloop:
         server_args.append("--uvloop")
@@ -270,53 +266,6 @@ def detect_at_scale(
     return result
 
 
-STORM_SETUPS = [
-    ScaleSetup("bare asyncio HELLO exchange", "hello"),
-    ScaleSetup("peerwatch.serve", "peerwatch"),
-]
-
-
-def storm_once(setup: ScaleSetup, count: int, plan: Plan) -> dict[str, float]:
-    """Every peer connects at once (a restarted server): accept rate and server CPU/conn."""
-    args = [setup.kind, "--connections", str(count), "--max-seconds", "600"]
-    server = Child("bench.scale_server", args, cpu=0)
-    with children(server):
-        port = server.read_event(30, "ready")["port"]
-        flock = ScaleFlock(client_kind(setup.kind), port, plan, load_shares(count))
-        try:
-            cpu = CpuWindow(server.pid)
-            seconds = flock.open(60 + count / 200)
-            held = wait_held(server, count, 30)
-            (server_cpu,) = cpu.stop()
-        finally:
-            flock.stop()
-    return {
-        "connections_per_s": count / seconds,
-        "server_us_per_conn": server_cpu * cpu.wall / count * 1e6,
-        "held": held,
-    }
-
-
-def run_storm(count: int, runs: int, plan: Plan, log: Any) -> dict[str, Any]:
-    """``runs`` storms per setup, interleaved so both see the same machine."""
-    samples: dict[str, list[dict[str, float]]] = {s.label: [] for s in STORM_SETUPS}
-    for _ in range(runs):
-        for setup in STORM_SETUPS:
-            sample = storm_once(setup, count, plan)
-            samples[setup.label].append(sample)
-            log(
-                f"  storm {setup.label:30s} {count} conns: {sample['connections_per_s']:.0f}/s"
-                f" server {sample['server_us_per_conn']:.0f} us/conn held {sample['held']}"
-            )
-    pairs = list(zip(*(samples[s.label] for s in STORM_SETUPS), strict=True))
-    return {
-        "connections": count,
-        "runs": samples,
-        "rate_ratio": spread([m["connections_per_s"] / b["connections_per_s"] for b, m in pairs]),
-        "cpu_ratio": spread([m["server_us_per_conn"] / b["server_us_per_conn"] for b, m in pairs]),
-    }
-
-
 def spread(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
@@ -369,13 +318,7 @@ def run_scale(quick: bool = False, log: Any = print) -> dict[str, Any]:
                 f" {row['pings_per_conn_s']:.3f} other {row['other_cpu']:.2f}"
             )
     add_ratios(rows)
-    storm: dict[str, Any] | None = None
-    try:
-        storm = run_storm(plan.storm, plan.storm_runs, plan, log)
-    except ChildFailed as exc:
-        failed["reconnect storm"] = str(exc)[-600:]
     return {
-        "storm": storm,
         "interval_s": plan.interval,
         "timeout_s": plan.timeout,
         "window_s": plan.window,

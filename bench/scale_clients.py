@@ -40,6 +40,7 @@ HOST = "127.0.0.1"
 async def main(options: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     sources = itertools.cycle(options.sources.split(","))
+    lost: dict[str, int] = {}  # peers that never got in, by why
     port = options.port
     one: Callable[[], Any]
     if options.kind == "floor":
@@ -52,13 +53,19 @@ async def main(options: argparse.Namespace) -> None:
         pings = lambda: EchoProtocol.pings  # noqa: E731
     else:
         RawPeerwatchClient.hello = peerwatch_hello(options.interval, options.timeout)
+        RawPeerwatchClient.confirm = options.confirm
 
         async def one() -> Any:
             protocol: RawPeerwatchClient
-            _, protocol = await loop.create_connection(
-                RawPeerwatchClient, HOST, port, local_addr=(next(sources), 0)
-            )
-            await protocol.ready
+            try:
+                _, protocol = await loop.create_connection(
+                    RawPeerwatchClient, HOST, port, local_addr=(next(sources), 0)
+                )
+                await protocol.ready
+            except OSError as exc:  # the server dropped it (or never took it): counted
+                why = str(exc).split(": ", 1)[-1] if isinstance(exc, ConnectionError) else exc
+                lost[str(why)[:80]] = lost.get(str(why)[:80], 0) + 1
+                return None
             return protocol
 
         pings = lambda: HandshakeCounter.pings  # noqa: E731
@@ -70,9 +77,16 @@ async def main(options: argparse.Namespace) -> None:
             if command == "go":
                 break
     started = time.monotonic()
-    held = await open_all(options.count, one)
+    held = [conn for conn in await open_all(options.count, one) if conn is not None]
     done = time.monotonic()
-    emit("ready", connections=len(held), seconds=done - started, started=started, at=done)
+    emit(
+        "ready",
+        connections=len(held),
+        seconds=done - started,
+        started=started,
+        at=done,
+        lost=lost,
+    )
     if options.kind == "peerwatch":
         keep_pinging(held, options.interval)
     async for command in commands:
@@ -95,6 +109,9 @@ if __name__ == "__main__":
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--go", action="store_true", help="open only after a 'go' on stdin")
+    parser.add_argument(
+        "--confirm", action="store_true", help="ready at the PONG to a PING sent with HELLO"
+    )
     parser.add_argument("--max-seconds", type=float, default=900)
     options = parser.parse_args()
     child_setup(options.max_seconds)

@@ -17,7 +17,6 @@ ANALYSIS = Path(__file__).resolve().parent / "scale_analysis.md"
 TARGET_CPU = 1.2  # x the floor with the same loop
 TARGET_RSS_KIB = 4.0  # per connection above the empty process
 TARGET_LATE_MS = 50.0  # verdict after timeout + last evidence (frozen) or after the kill
-TARGET_STORM = 0.5  # x the bare asyncio HELLO exchange
 
 
 def row_for(result: dict[str, Any], setup: str, count: int) -> dict[str, Any] | None:
@@ -83,15 +82,6 @@ def scale_checks(result: dict[str, Any]) -> list[Check]:
             "",
         )
     )
-    storm = result.get("storm")
-    checks.append(
-        Check(
-            "reconnect storm: peerwatch.serve accept rate / bare HELLO exchange, worst run",
-            storm["rate_ratio"]["min"] if storm else None,
-            TARGET_STORM,
-            True,
-        )
-    )
     return checks
 
 
@@ -150,24 +140,6 @@ def scale_section(result: dict[str, Any]) -> list[str]:
             f" still held afterwards: {found['others_still_held']:,}; verdicts with an"
             f" unexpected cause: {len(found['wrong_cause'])}.",
         ]
-    storm = result.get("storm")
-    if storm:
-        lines += [
-            "",
-            f"**Reconnect storm**: {storm['connections']:,} peers connect at once to a fresh"
-            " server in one process and exchange HELLO (peerwatch's raw client side, 256"
-            " handshakes in flight per load process); runs interleaved. Ratio peerwatch /"
-            f" bare, median (min-max) of {len(next(iter(storm['runs'].values())))} runs:"
-            f" accept rate {fmt_spread(storm['rate_ratio'])}, server CPU per connection"
-            f" {fmt_spread(storm['cpu_ratio'])}.",
-            "",
-            "| setup | connections/s (runs) | server µs/conn (runs) |",
-            "|---|---|---|",
-        ]
-        for label, runs in storm["runs"].items():
-            rates = ", ".join(f"{r['connections_per_s']:,.0f}" for r in runs)
-            costs = ", ".join(f"{r['server_us_per_conn']:.0f}" for r in runs)
-            lines.append(f"| {label} | {rates} | {costs} |")
     for label, reason in result.get("failed", {}).items():
         last = (reason.strip().splitlines() or ["?"])[-1][:300]
         lines += ["", f"> **{label}: not measured.** `{last}`"]

@@ -28,7 +28,7 @@ from bench.aiohelpers import loop_name, run, stdin_lines
 from bench.floor import PingFloor
 from bench.idle_server import server_port
 from bench.procs import child_setup, emit, raise_nofile
-from bench.rawclients import peerwatch_hello
+from bench.rawclients import PW_PONG, peerwatch_hello
 
 BACKLOG = 4096
 #: Verdicts are collected for this long, then printed in one line.
@@ -99,7 +99,8 @@ async def serve_peerwatch(options: argparse.Namespace) -> tuple[Any, Callable[[]
 
 
 class HelloFloor(asyncio.Protocol):
-    """The least a peerwatch handshake costs: read the peer's HELLO frame, write ours.
+    """The least a peerwatch handshake costs: read the peer's HELLO frame, write ours,
+    and answer the PING a confirming peer sends behind it (``bench/storm.py``).
 
     No options, no heartbeat, no task: the reconnect-storm benchmark's bare
     asyncio server, exchanging the same bytes as ``peerwatch.serve``.
@@ -111,6 +112,7 @@ class HelloFloor(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.buffer: bytes | None = b""
+        self.reply_sent = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -118,11 +120,19 @@ class HelloFloor(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.buffer is None:
-            return  # past the handshake: the peer's pings are not answered
+            return  # past the handshake: later pings are not answered
         buffer = self.buffer = self.buffer + data
-        if len(buffer) >= 5 and len(buffer) >= 5 + int.from_bytes(buffer[:4], "big"):
+        if self.reply_sent:
+            if len(buffer) >= 17:  # the confirming PING (u32 12, kind, seq, stamp): PONG
+                self.transport.write(buffer[:4] + bytes((PW_PONG,)) + buffer[5:17])
+                self.buffer = None
+            return
+        if len(buffer) >= 5 and len(buffer) >= (end := 5 + int.from_bytes(buffer[:4], "big")):
             self.transport.write(self.reply)
-            self.buffer = None
+            self.reply_sent = True
+            self.buffer = b""
+            if len(buffer) > end:
+                self.data_received(buffer[end:])
 
     def connection_lost(self, exc: Exception | None) -> None:
         HelloFloor.held -= 1

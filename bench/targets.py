@@ -164,6 +164,36 @@ def accept_checks(result: dict[str, Any]) -> list[Check]:
     return checks
 
 
+#: peerwatch.serve in one process against a bare asyncio server exchanging the same bytes.
+TARGET_STORM = 0.5
+
+
+def storm_checks(result: dict[str, Any]) -> list[Check]:
+    one = result["ratios"].get("peerwatch.serve")
+    runs = [r for r in result["runs"].get("peerwatch.serve", []) if r is not None]
+    return [
+        Check(
+            "reconnect storm: peerwatch.serve accept rate / bare HELLO exchange, median run",
+            one["rate"]["median"] if one else None,
+            TARGET_STORM,
+            True,
+        ),
+        Check(
+            "reconnect storm: the same, worst run",
+            one["rate"]["min"] if one else None,
+            TARGET_STORM,
+            True,
+        ),
+        Check(
+            "reconnect storm: real peers dropped by peerwatch.serve",
+            float(sum(r["lost"] for r in runs)) if runs else None,
+            0,
+            False,
+            "",
+        ),
+    ]
+
+
 def exporter_checks(result: dict[str, Any]) -> list[Check]:
     return [
         Check(

@@ -5,10 +5,17 @@ the defaults):
 
 - ``max_connections`` counts connections that completed their HELLO. Sockets
   that never say HELLO have an allowance of their own (``max_handshakes``):
-  past it, the one that has waited longest (at least ``HANDSHAKE_GRACE``) is
-  dropped to make room, so silent sockets cannot lock real peers out.
+  past it, the one that has waited longest (at least the grace) is dropped to
+  make room, so silent sockets cannot lock real peers out. The grace is
+  ``HANDSHAKE_GRACE``, or longer while this server's real peers take longer
+  (``GRACE_FACTOR`` x the slowest recent HELLO: in a reconnect storm whole
+  client hosts lag), never past ``handshake_timeout``.
 - open sockets stay under a cap below RLIMIT_NOFILE; at the cap the server
   stops accepting (new peers wait in the listen backlog) until one closes.
+- when the allowance is full and the socket just accepted had its bytes waiting
+  already, this process is behind (a reconnect storm): it stops accepting until
+  the handshakes it holds are read, so the next peers wait in the listen
+  backlog, where their wait is not counted as silence (``_check_behind``).
 - ``memory_budget``: the bytes all connections hold for their peers; past it
   the largest holder gets GOODBYE(OVERLOADED) and the others are untouched.
 """
@@ -26,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from peerwatch.aio.accept import Acceptor, Episodes
+from peerwatch.aio.accept import Acceptor, Episodes, start_transport
 from peerwatch.aio.connection import Connection
 from peerwatch.aio.handles import Opening
 from peerwatch.aio.sockets import listening_socket, tune
@@ -44,6 +51,13 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = termios = None  # type: ignore[assignment]
 
 log = logging.getLogger("peerwatch")
+
+#: A handshake may stay silent this many times as long as a recent real peer's took
+#: before it counts as silent (at least HANDSHAKE_GRACE, at most handshake_timeout).
+GRACE_FACTOR = 2.0
+#: Each completed handshake lets the learned grace relax by this factor, so one slow
+#: peer does not keep it long: after a few hundred quick ones it is back to the floor.
+GRACE_RELAX = 0.99
 
 Handler = Callable[[Connection], Awaitable[None]]
 
@@ -89,12 +103,14 @@ class Server:
         self.handshaking: dict[Connection, float] = {}  # no HELLO yet -> accepted at (oldest first)
         self.refused = 0  # max_connections reached at their HELLO
         self.dropped_handshakes = 0  # made room for newer ones (handshake allowance full)
+        self.grace = HANDSHAKE_GRACE  # how long a handshake may be silent before it may go
         self.over_budget = 0  # ended because the server was over its memory budget
         self.budget = MemoryBudget(config.memory_budget, self._end_largest_holder)
         self.cap = connection_cap()
         self._open: set[Connection] = set()  # connections whose socket is open
         self._at_cap = Episodes()
         self._cap_timer: asyncio.TimerHandle | None = None
+        self._behind: asyncio.TimerHandle | None = None  # paused until handshakes are read
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._acceptor: Acceptor | None = None
@@ -118,7 +134,7 @@ class Server:
 
     # ----------------------------------------------------------------- accepting
 
-    def _on_socket(self, sock: socket.socket) -> None:
+    def _on_socket(self, sock: socket.socket, peer: Any) -> None:
         """A socket just accepted: make its connection, then its transport."""
         loop = self._loop
         assert loop is not None
@@ -126,14 +142,36 @@ class Server:
         conn = self._make_protocol()
         self._open.add(conn)
         conn.closed.add_done_callback(lambda _: self._socket_closed(conn))
-        kwargs: dict[str, Any] = {}
-        if self._ssl is not None:
-            kwargs["ssl"] = self._ssl
-            kwargs["ssl_handshake_timeout"] = self.config.handshake_timeout
-        task = loop.create_task(loop.connect_accepted_socket(lambda: conn, sock, **kwargs))
-        self._tasks.add(task)
-        task.add_done_callback(lambda t: self._transport_made(conn, sock, t))
+        if self._ssl is not None or not self._started(loop, sock, conn, peer):
+            kwargs: dict[str, Any] = {}
+            if self._ssl is not None:
+                kwargs["ssl"] = self._ssl
+                kwargs["ssl_handshake_timeout"] = self.config.handshake_timeout
+            task = loop.create_task(loop.connect_accepted_socket(lambda: conn, sock, **kwargs))
+            self._tasks.add(task)
+            task.add_done_callback(lambda t: self._transport_made(conn, sock, t))
         self._check_cap()
+        if len(self.handshaking) >= self.config.max_handshakes and _unread(sock):
+            self._fall_behind(loop)
+
+    def _started(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, conn: Connection, peer: Any
+    ) -> bool:
+        """The transport made at once (``start_transport``); False: make it with a task."""
+        try:
+            return start_transport(loop, sock, conn, peer)
+        except OSError as exc:  # e.g. the loop could not watch the descriptor
+            log.debug("no transport for an accepted socket: %r", exc)
+            self._never_started(conn, sock)
+            return True
+
+    def _never_started(self, conn: Connection, sock: socket.socket) -> None:
+        """The connection's transport was never made: its socket is ours to close."""
+        sock.close()
+        self.handshaking.pop(conn, None)
+        self._socket_closed(conn)
+        if self._behind is not None:
+            self._check_behind()
 
     def _transport_made(
         self, conn: Connection, sock: socket.socket, task: asyncio.Task[Any]
@@ -143,9 +181,7 @@ class Server:
             # e.g. a failed TLS handshake: the connection never started, its socket is ours
             if not task.cancelled():
                 log.debug("connection from an accepted socket failed: %r", task.exception())
-            sock.close()
-            self.handshaking.pop(conn, None)
-            self._socket_closed(conn)
+            self._never_started(conn, sock)
 
     def _make_protocol(self) -> Connection:
         assert self._loop is not None
@@ -163,26 +199,26 @@ class Server:
     def _drop_stale_handshakes(self, now: float, room_for: int) -> None:
         """Make room for ``room_for`` more handshakes by ending the oldest silent ones.
 
-        Only those that waited ``HANDSHAKE_GRACE`` or more are dropped: a burst
-        of real peers all still in their first round trip is let in, and the
-        allowance is exceeded for that moment rather than refusing them.
+        Only those that waited the grace or more are dropped: a burst of real
+        peers all still in their first round trip is let in, and the allowance is
+        exceeded for that moment rather than refusing them.
         """
         excess = len(self.handshaking) + room_for - self.config.max_handshakes
         if excess <= 0:
             return
         dropped = 0
-        # A copy of the oldest entries, as before. A lazy walk would save the copy (6% of a
-        # 10,000-peer storm) but, measured, lets the acceptor take peers from the kernel's
-        # backlog faster than their HELLOs are read, and more were dropped; see the Scale
-        # analysis in docs/BENCHMARKS.md before changing it.
+        # A copy of the oldest entries. A lazy walk was measured to make storms worse (it
+        # let the acceptor take peers faster than their HELLOs were read, and more were
+        # dropped); since the server stops accepting while behind (_fall_behind), there
+        # is an excess to walk only when sockets that never spoke fill the allowance.
         for conn, since in list(itertools.islice(self.handshaking.items(), 4 * excess + 16)):
-            if dropped >= excess or now - since < HANDSHAKE_GRACE:
+            if dropped >= excess or now - since < self.grace:
                 break
             if conn.transport is None or conn.peer_hello is not None or conn.verdict is not None:
                 # its TLS handshake is still running (bounded by its own timeout), or its
                 # HELLO or verdict just came and the server has not heard yet
                 continue
-            if _unread_bytes(conn.transport):
+            if _unread(conn.transport.get_extra_info("socket")):
                 # its bytes (the HELLO) wait in our own receive queue: the peer is not
                 # silent, this process is behind (a reconnect storm), and the younger
                 # ones are in the same case. Drop none now (one ioctl per accept, not
@@ -200,10 +236,14 @@ class Server:
             )
 
     def _handshake_done(self, conn: Connection, ready: asyncio.Future[None]) -> None:
-        if self.handshaking.pop(conn, None) is None:
+        accepted_at = self.handshaking.pop(conn, None)
+        if self._behind is not None:
+            self._check_behind()
+        if accepted_at is None:
             return  # dropped, or the server shut down
         if ready.cancelled() or ready.exception() is not None:
             return
+        self._learn_grace(accepted_at)
         if self.max_connections is not None and len(self.connections) >= self.max_connections:
             self.refused += 1
             _refuse(conn)
@@ -215,6 +255,59 @@ class Server:
         task = asyncio.get_running_loop().create_task(self._run(conn))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _learn_grace(self, accepted_at: float) -> None:
+        """A real peer said HELLO after ``now - accepted_at`` s: the grace follows its kind.
+
+        Only completed handshakes teach it, so silent sockets cannot stretch it;
+        a peer that answers slowly on purpose stretches it to ``handshake_timeout``
+        at most, which bounds every handshake anyway.
+        """
+        assert self._loop is not None
+        took = self._loop.time() - accepted_at
+        self.grace = min(
+            self.config.handshake_timeout,
+            max(HANDSHAKE_GRACE, GRACE_FACTOR * took, self.grace * GRACE_RELAX),
+        )
+
+    # ------------------------------------------------------- behind in a storm
+
+    def _fall_behind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Stop accepting: the allowance is full of peers that already spoke, unread.
+
+        Accepting more would only start their clocks: a peer accepted now waits
+        behind the others to be read, and its wait would count as silence.
+        Peers that have not spoken do not pause accepting (a slowloris must not
+        hold real peers in the backlog); whatever happens, accepting resumes
+        after ``HANDSHAKE_GRACE`` (a handshake that never ends, e.g. TLS, is
+        bounded by its own timeout and the allowance's drops).
+        """
+        if self._behind is None:
+            self._behind = loop.call_later(HANDSHAKE_GRACE, self._caught_up)
+            self._update_accepting()
+
+    def _check_behind(self) -> None:
+        """Resume well below the allowance (not at every handshake: one accept per
+        handshake read would pause and resume the listener for each peer)."""
+        allowance = self.config.max_handshakes
+        if len(self.handshaking) <= allowance - max(1, allowance // 4):
+            self._caught_up()
+
+    def _caught_up(self) -> None:
+        if self._behind is not None:
+            self._behind.cancel()
+            self._behind = None
+            self._update_accepting()
+
+    def _update_accepting(self) -> None:
+        """Accept unless at the fd cap or behind: either makes new peers wait in the backlog."""
+        acceptor = self._acceptor
+        if acceptor is None or acceptor.closed:
+            return
+        if self._at_cap.since is not None or self._behind is not None:
+            acceptor.pause()
+        else:
+            acceptor.resume()
 
     # ------------------------------------------------------------ the fd cap
 
@@ -232,24 +325,24 @@ class Server:
         open_now = len(self._open)
         if open_now >= cap:
             if self._at_cap.since is None:
-                acceptor.pause()
                 self._at_cap.start(
                     now,
                     f"{open_now} connections open, the cap below the file descriptor limit:"
                     " new connections wait in the listen backlog until some close",
                 )
+                self._update_accepting()
             # silent handshakes yield their sockets to peers waiting in the backlog
             self._drop_stale_handshakes(now, room_for=self.config.max_handshakes)
             if self._cap_timer is None and self.handshaking:
                 oldest = next(iter(self.handshaking.values()))
                 self._cap_timer = loop.call_at(
-                    max(now, oldest + HANDSHAKE_GRACE) + 0.05, self._cap_timer_fired
+                    max(now, oldest + self.grace) + 0.05, self._cap_timer_fired
                 )
         elif self._at_cap.since is not None and open_now <= cap - cap // 8:
             # resumed only well below the cap: at the cap itself, every close would let
             # exactly one accept through and pause again
             self._at_cap.end(now, f"accepting connections again ({open_now} open)")
-            acceptor.resume()
+            self._update_accepting()
 
     def _cap_timer_fired(self) -> None:
         self._cap_timer = None
@@ -318,6 +411,9 @@ class Server:
         if self._cap_timer is not None:
             self._cap_timer.cancel()
             self._cap_timer = None
+        if self._behind is not None:
+            self._behind.cancel()
+            self._behind = None
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)
 
@@ -344,12 +440,11 @@ class Server:
         await self.wait_closed()
 
 
-def _unread_bytes(transport: asyncio.BaseTransport) -> int:
-    """Bytes the kernel holds for us on this connection and we have not read (FIONREAD).
+def _unread(sock: socket.socket | None) -> int:
+    """Bytes the kernel holds for us on this socket and we have not read (FIONREAD).
 
     0 where the platform cannot tell: the allowance then works as if none waited.
     """
-    sock = transport.get_extra_info("socket")
     request = getattr(termios, "FIONREAD", None) if termios is not None else None
     if sock is None or request is None or fcntl is None:
         return 0
