@@ -31,6 +31,7 @@ class Stores:
     limits: SessionLimits
     redis: Server | None = None
     _clients: list[Any] = field(default_factory=list)
+    _stores: list[Any] = field(default_factory=list)
     _memory: MemoryStore | None = None
 
     @property
@@ -49,7 +50,9 @@ class Stores:
         assert self.redis is not None
         client = connect(self.url, timeout=REDIS_TIMEOUT)
         self._clients.append(client)
-        return RedisStore(client, self.limits, **options)
+        store = RedisStore(client, self.limits, **options)
+        self._stores.append(store)
+        return store
 
     @property
     def url(self) -> str:
@@ -66,6 +69,8 @@ class Stores:
         os.kill(self.redis.proc.pid, signal.SIGCONT)
 
     async def close(self) -> None:
+        for store in self._stores:
+            await store.aclose()
         for client in self._clients:
             await client.aclose()
 

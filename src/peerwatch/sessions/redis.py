@@ -22,12 +22,12 @@ Lua script that first checks the writer's epoch, so a worker that lost the
 session to another (the client reconnected elsewhere before this one noticed)
 is fenced off with ``Fenced`` instead of writing over the new owner's books.
 
-Expiry: keys carry a TTL of ``window`` seconds plus a grace. An attached session's TTL is
-renewed every third of a window (``expire`` does it when ``next_deadline``
-says so, so the adapter's one timer drives it), a detached one's is left to
-run: the sessions of a SIGKILLed owner vanish one window after its last sign
-of life, and the client learns it at its next resume (SESSION_UNKNOWN, then
-SESSION_LOST with its exact tail). The owner that parked a session also keeps
+Expiry: keys carry a TTL of ``window`` seconds plus a grace. An attached
+session's TTL is renewed every third of a window by one task per store (one
+pipeline for all of them), a detached one's is left to run: the sessions of a
+SIGKILLed owner vanish one window after its last sign of life, and the client
+learns it at its next resume (SESSION_UNKNOWN, then SESSION_LOST with its exact
+tail). The owner that parked a session also keeps
 its deadline locally and, when it passes, ends the session and tells its
 handler, unless another worker took it over meanwhile.
 
@@ -43,6 +43,7 @@ Redis restart loses every session.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import heapq
@@ -170,7 +171,8 @@ class RedisStore:
         self._deadlines: list[tuple[float, bytes]] = []
         self._ttl_ms = round(ttl_seconds(limits.window) * 1000)
         self._renew_every = limits.window / RENEWALS_PER_WINDOW
-        self._next_renewal: float | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        self._closed = False
         self._sent = client.register_script(_SENT)
         self._acked = client.register_script(_ACKED)
         self._consumed = client.register_script(_CONSUMED)
@@ -269,8 +271,19 @@ class RedisStore:
 
     def _own(self, session: Session, epoch: bytes) -> None:
         self._owned[session.session_id] = (session, epoch)
-        if self._next_renewal is None:
-            self._next_renewal = session.detached_since + self._renew_every
+        if (self._renewer is None or self._renewer.done()) and not self._closed:
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
+
+    async def aclose(self) -> None:
+        """Stop renewing (the sessions' TTLs then run out unless another worker renews them)."""
+        self._closed = True  # redis-py may turn our cancel into its own timeout: say it twice
+        renewer, self._renewer = self._renewer, None
+        if renewer is None:
+            return
+        renewer.cancel()
+        if renewer.get_loop() is asyncio.get_running_loop():  # else its loop is gone already
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
 
     # ------------------------------------------------------------ write-through
 
@@ -329,22 +342,16 @@ class RedisStore:
             heapq.heappush(self._deadlines, (timer, session.session_id))
 
     def next_deadline(self) -> float | None:
-        """When ``expire`` may next have work: a detached deadline, or a TTL renewal."""
-        due = [self._next_renewal] if self._next_renewal is not None and self._owned else []
-        if self._deadlines:
-            due.append(self._deadlines[0][0])
-        return min(due, default=None)
+        """When ``expire`` may next have work (possibly early, never late)."""
+        return self._deadlines[0][0] if self._deadlines else None
 
     async def expire(self, now: float, limit: int = 256) -> list[tuple[bytes, SessionLost]]:
-        """Renew attached sessions' TTL when due; end at most ``limit`` due detached ones.
+        """End at most ``limit`` due detached sessions; never raises (a lost one is reported).
 
         A due session another worker took over is dropped here without a word
         (its new owner serves it); one whose books Redis lost is ended with the
         window's verdict all the same: it cannot resume anywhere.
         """
-        if self._next_renewal is not None and now >= self._next_renewal:
-            self._next_renewal = now + self._renew_every
-            await self._renew()
         ended: list[tuple[bytes, SessionLost]] = []
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now and len(ended) < limit:
@@ -373,6 +380,12 @@ class RedisStore:
                 ended.append((session_id, session.lost))
         return ended
 
+    async def _renew_forever(self) -> None:
+        """Renew attached sessions' TTLs every third of a window while this store owns any."""
+        while self._owned and not self._closed:
+            await asyncio.sleep(self._renew_every)
+            await self._renew()
+
     async def _renew(self) -> None:
         """One pipeline renewing the TTL of every attached session this process owns."""
         attached = [(s, e) for s, e in self._owned.values() if s.state is not State.DETACHED]
@@ -394,8 +407,11 @@ class RedisStore:
         owned = self._owned.pop(session_id, None)
         if owned is None:
             return  # not ours (any more): the new owner's books are not ours to delete
-        with self._reaching("forgetting a session"):
+        try:
             await self._end(keys=self._keys(session_id), args=[owned[1]])
+        except RedisError as exc:  # nobody waits for this: its TTL removes it one window later
+            log.warning("%s: forgetting session %s failed: %s", describe(self.client),
+                        session_id.hex(), exc)  # fmt: skip
 
 
 # ---------------------------------------------------------------- connecting
