@@ -14,6 +14,8 @@ the reconnect can land.
 - With the in-process store the other worker does not know the session: the
   client ends it with SESSION_LOST, and every message it sent is either
   acknowledged or handed back, none both.
+- With the Redis store stopped mid-session: SESSION_LOST naming the store, and
+  every message handed back (none could be recorded as taken).
 """
 
 from __future__ import annotations
@@ -181,4 +183,33 @@ async def test_in_process_store_session_lost_every_message_acknowledged_or_hande
         assert reader_ended and reader_ended[0].verdict.cause is Cause.SESSION_LOST
     finally:
         reader.cancel()
+        await conn.close()
+
+
+async def test_a_store_outage_ends_the_session_with_a_verdict_and_hands_every_message_back(
+    serve: Callable[..., Served], redis: Server, tmp_path: Path
+) -> None:
+    served = start(serve, tmp_path, "--session-store", f"redis://127.0.0.1:{redis.port}/0")
+    conn = await peerwatch.connect("127.0.0.1", served.port, resume=True, resume_timeout=20, **FAST)
+    try:
+        for i in range(5):
+            await conn.send(b"before %d" % i)
+            assert await asyncio.wait_for(conn.recv(), 10) == b"echo before %d" % i
+        redis.stop()  # the store is gone mid-session
+        sent: list[bytes] = []
+        deliveries: list[peerwatch.Delivery] = []
+        with pytest.raises(PeerDead) as raised:
+            for i in range(200):
+                message = b"after %d" % i
+                deliveries.append(await conn.enqueue(message))
+                sent.append(message)
+                await asyncio.sleep(0.01)
+            await asyncio.wait_for(conn.drain(), 20)
+        verdict = raised.value.verdict
+        assert verdict.cause is Cause.SESSION_LOST
+        assert "session store" in verdict.detail, verdict.detail
+        acknowledged = [m for m, d in zip(sent, deliveries, strict=True) if d.acknowledged]
+        assert not acknowledged  # the server could not record a single take
+        assert list(verdict.undelivered) == sent  # every one handed back, in order
+    finally:
         await conn.close()
