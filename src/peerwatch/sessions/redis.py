@@ -453,18 +453,19 @@ def connect(url: str, *, timeout: float) -> Any:
     """A ``redis.asyncio.Redis`` for ``url`` that cannot hang a worker on a dead Redis.
 
     redis-py waits forever by default; here each command and each connect is
-    bounded by ``timeout`` (the server's liveness timeout), and the socket gets
+    bounded by ``timeout`` (the server's liveness timeout), and a TCP socket gets
     peerwatch's keepalive and TCP_USER_TIMEOUT from the same budget.
     """
     import redis.asyncio
 
     from peerwatch.integrations.redis import connection_options
 
+    tcp = not check_url(url).startswith("unix://")  # a Unix socket takes no TCP options
     return redis.asyncio.Redis.from_url(
-        check_url(url),
+        url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
-        **connection_options(timeout),
+        **(connection_options(timeout) if tcp else {}),
     )
 
 
