@@ -308,7 +308,7 @@ class RedisStore:
         raise Fenced("another worker took the session over")
 
     async def sent(self, session: Session, seq: int, payload: bytes) -> None:
-        """Keep message ``seq`` (numbered by ``session.send``) before its DATA is written.
+        """Keep message ``seq`` (``session.next_seq``) before the session numbers it.
 
         Calls for one session must not overlap: the list must grow in seq order.
         """
@@ -320,12 +320,14 @@ class RedisStore:
         through = session.acked_through
         await self._run(self._acked, session, f"applying ACK {through}", through)
 
-    async def consumed(self, session: Session) -> None:
-        """Record a take (``session.take()``) before the application gets the message.
+    async def consumed(self, session: Session, through: int | None = None) -> None:
+        """Record the take of message ``through`` before the session takes it.
 
         If this raises, the application must not get it: the next owner replays it.
+        ``through`` defaults to ``session.consumed_through`` (a take already made).
         """
-        through = session.consumed_through
+        if through is None:
+            through = session.consumed_through
         await self._run(self._consumed, session, f"recording take {through}", through)
 
     # ---------------------------------------------------------------- time
