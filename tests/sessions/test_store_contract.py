@@ -319,3 +319,12 @@ async def test_books_that_vanished_from_redis_are_a_store_failure_not_a_take_ove
     await probe.client.flushall()  # what a Redis restart without persistence leaves
     with pytest.raises(StoreFailed, match="lost the session"):
         await send(store, server, b"two")
+
+
+async def test_a_session_that_ended_cannot_be_resumed_even_before_it_is_forgotten(
+    backend: Stores,
+) -> None:
+    store = backend.worker()
+    server, _ = await opened(store)
+    server.on_peer_lost("the peer gave up", now())  # ended; the adapter forgets it a moment later
+    assert await store.resume(server.session_id, server.token, now()) is None

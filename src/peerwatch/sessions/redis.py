@@ -243,6 +243,8 @@ class RedisStore:
             return None
         epoch, next_seq, acked_through, consumed_through, entries = found
         mine = self._owned.get(session_id)
+        if mine is not None and mine[0].ended:
+            return None  # closed or lost here, its forget() not done yet: as the memory store
         took_over = mine is not None and mine[0].state is not State.DETACHED
         if mine is not None:
             mine[0].detach(now)  # our own old connection, if we have not noticed it died
