@@ -13,7 +13,9 @@
    machine hits both sides of a ratio alike; min, median and max of the rounds.
    Beside msg/s, the CPU both ends spent per message (``cpu_ratio``: plain's
    over resumable's, the throughput share when CPU-bound), which other load on
-   the machine barely moves.
+   the machine barely moves. And the same pair with server and client in one
+   process and loop, alternating (``resume_client oneloop``): no scheduling
+   between processes, only what each message costs.
 
 2. Resume cost, in the lab (two network namespaces and a switch,
    ``peerwatch.lab.hosts``), without and with netem delay on the switch ports:
@@ -68,7 +70,8 @@ def one_run(server: Child, kind: str, port: int, size: int, seconds: float) -> d
     with Child("bench.resume_client", args, cpu=1) as client:
         client.read_event(30, "start")
         window = CpuWindow(server.pid, client.pid)
-        result = client.read_event(seconds * 20 + 60, "result")
+        # a stalled run must not hold the whole benchmark for long
+        result = client.read_event(seconds * 5 + 20, "result")
         server_cpu, client_cpu = window.stop()
     if result["consumed"] != result["sent"]:
         raise ChildFailed(f"{kind}: sent {result['sent']} but consumed {result['consumed']}")
@@ -139,6 +142,9 @@ def run_throughput_part(quick: bool, log: Any) -> dict[str, Any]:
                         f" {run['messages_per_s']:>9.0f} msg/s  cpu server {run['server_cpu']:.2f}"
                         f" client {run['client_cpu']:.2f} other {run['other_cpu']:.2f}"
                     )
+    one_loop = run_one_loop(quick, log)
+    if "error" in one_loop:
+        errors["one process"] = one_loop["error"]
     rows = []
     for (label, size), by_round in runs.items():
         measured = list(by_round.values())
@@ -162,8 +168,39 @@ def run_throughput_part(quick: bool, log: Any) -> dict[str, Any]:
         "seconds_per_run": seconds,
         "rounds": rounds,
         "rows": rows,
+        "one_loop": one_loop,
         "failed": failed,
         "run_errors": errors,
+    }
+
+
+def run_one_loop(quick: bool, log: Any) -> dict[str, Any]:
+    """Plain and resumable in one process and loop, alternating (``resume_client oneloop``)."""
+    messages, rounds = (2000, 1) if quick else (20000, 5)
+    args = ["oneloop", "--size", "100", "--messages", str(messages), "--rounds", str(rounds)]
+    pairs = []
+    try:
+        with Child("bench.resume_client", args, cpu=1) as child:
+            for round_ in range(rounds):
+                pair = child.read_event(120, "round")
+                pairs.append(pair)
+                log(
+                    f"  resume one process round {round_ + 1}: plain {pair['plain']:.0f} msg/s,"
+                    f" resumable {pair['resumable']:.0f} msg/s"
+                )
+    except ChildFailed as exc:
+        log(f"  resume one process: FAILED {str(exc)[-300:]}")
+        return {"error": str(exc)[-600:], "rounds": pairs}
+    if not pairs:
+        return {"error": "no round", "rounds": pairs}
+    return {
+        "size": 100,
+        "messages": messages,
+        "rounds": pairs,
+        "ratio": spread([p["resumable"] / p["plain"] for p in pairs]),
+        "cpu_ratio": spread([p["plain_cpu_us"] / p["resumable_cpu_us"] for p in pairs]),
+        "plain": spread([p["plain"] for p in pairs]),
+        "resumable": spread([p["resumable"] for p in pairs]),
     }
 
 

@@ -4,6 +4,11 @@
     pipelines messages for S seconds, at most ``--window`` unacknowledged, then
     ``END``; the clock stops when the server application reports the count.
 
+``python -m bench.resume_client oneloop --size B --messages N --rounds K``
+    a plain and a resumable server and client sharing this one process and
+    loop, alternating: what a message costs in CPU with no other process
+    involved (reports one ``round`` per pair).
+
 ``python -m bench.resume_client cost HOST PORT --size B --replays R``
     first the baseline: a new session that enqueues R messages of B bytes at
     once, and reports (``fresh``) what the server measured. Then it connects
@@ -118,9 +123,49 @@ async def resume_cost(options: argparse.Namespace) -> None:
     await conn.close()
 
 
+async def one_loop_run(resume: bool, size: int, messages: int) -> tuple[float, float]:
+    """Server and client on this one loop: msg/s and CPU µs per message, no other process."""
+    import peerwatch
+
+    async def sink(conn: Any) -> None:
+        async for _ in conn:
+            pass
+
+    sessions: dict[str, Any] = {"resume_window": 30.0} if resume else {}
+    server = await peerwatch.serve(sink, "127.0.0.1", 0, **SETTINGS, **sessions)
+    conn = await peerwatch.connect(
+        "127.0.0.1", server.port, **SETTINGS, **({"resume": True} if resume else {})
+    )
+    payload = b"x" * size
+    outstanding: collections.deque[Any] = collections.deque()
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(messages):
+        outstanding.append(await conn.enqueue(payload))
+        if len(outstanding) > 1024:
+            await outstanding.popleft()
+    while outstanding:
+        await outstanding.popleft()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    await conn.close()
+    server.close()
+    return messages / wall, cpu / messages * 1e6
+
+
+async def one_loop(options: argparse.Namespace) -> None:
+    """Plain and resumable side by side, alternating, each in one process: CPU-bound rates."""
+    for _ in range(options.rounds):
+        plain = await one_loop_run(False, options.size, options.messages)
+        resumable = await one_loop_run(True, options.size, options.messages)
+        emit("round", plain=plain[0], plain_cpu_us=plain[1], resumable=resumable[0],
+             resumable_cpu_us=resumable[1])  # fmt: skip
+    emit("done")
+
+
 async def main(options: argparse.Namespace) -> None:
     if options.mode == "tp":
         await throughput(options)
+    elif options.mode == "oneloop":
+        await one_loop(options)
     else:
         await resume_cost(options)
 
@@ -141,7 +186,11 @@ if __name__ == "__main__":
     cost.add_argument("--size", type=int, default=1024)
     cost.add_argument("--replays", type=int, default=100)
     cost.add_argument("--probes", type=int, default=20)
-    for each in (tp, cost):
+    oneloop = sub.add_parser("oneloop")
+    oneloop.add_argument("--size", type=int, default=100)
+    oneloop.add_argument("--messages", type=int, default=20000)
+    oneloop.add_argument("--rounds", type=int, default=5)
+    for each in (tp, cost, oneloop):
         each.add_argument("--uvloop", action="store_true")
         each.add_argument("--max-seconds", type=float, default=300)
     options = parser.parse_args()

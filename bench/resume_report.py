@@ -33,6 +33,16 @@ def resume_checks(result: dict[str, Any]) -> list[Check]:
                     higher_is_better=True,
                 )
             )
+    one = result["throughput"].get("one_loop", {})
+    if "ratio" in one:
+        checks.append(
+            Check(
+                "resumable / plain acknowledged, 100 B, server and client in one process (median)",
+                one["ratio"]["median"],
+                THROUGHPUT_TARGET,
+                higher_is_better=True,
+            )
+        )
     for row in result["cost"]["rows"]:
         checks.append(
             Check(
@@ -74,6 +84,17 @@ def resume_section(result: dict[str, Any]) -> list[str]:
             f" {ratio} | {row['cpu_us_per_message']['median']:,.1f} | {cpu_ratio} |"
             f" {row['other_cpu']:.2f} |"
         )
+    one = tp.get("one_loop", {})
+    if "ratio" in one:
+        lines += [
+            "",
+            f"The same pair, {one['size']} B, with server and client sharing one process and"
+            f" event loop, alternating, {len(one['rounds'])} rounds of {one['messages']:,}"
+            " messages (no scheduling between processes, so only what a message costs):"
+            f" plain {_triple(one['plain'])} msg/s, resumable {_triple(one['resumable'])}"
+            f" msg/s; ratio {_triple(one['ratio'], '{:.2f}')}, CPU ratio"
+            f" {_triple(one['cpu_ratio'], '{:.2f}')} (min / median / max).",
+        ]
     for what, error in tp.get("run_errors", {}).items():
         last = (error.strip().splitlines() or ["?"])[-1][:300]
         lines += ["", f"> **{what}: run failed, left out (its round has no ratio).** `{last}`"]

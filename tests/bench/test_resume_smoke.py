@@ -37,6 +37,8 @@ def test_quick_resume_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert setups == {"plain", "resumable, in-process store", "resumable, Redis store"}
     for row in result["throughput"]["rows"]:
         assert all(measured["messages"] > 0 for measured in row["runs"])
+    one_loop = result["throughput"]["one_loop"]
+    assert len(one_loop["rounds"]) == 1 and one_loop["ratio"]["median"] > 0
     for row in result["cost"]["rows"]:
         for measured in row["runs"]:
             assert measured["replayed"] == measured["taken"] == row["replays"]
