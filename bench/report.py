@@ -13,6 +13,7 @@ from typing import Any
 from bench import targets
 from bench.exporter import exporter_section
 from bench.protect_cost import protect_checks, protect_section
+from bench.resume_report import resume_checks, resume_section
 from bench.scale_report import scale_checks, scale_section
 from bench.storm import storm_section
 from bench.targets import Check
@@ -27,6 +28,7 @@ TITLES = {
     "inspect": "Inspect at scale",
     "scale": "Scale",
     "storm": "Reconnect storm",
+    "resume": "Resumable sessions",
 }
 
 
@@ -258,6 +260,7 @@ SECTIONS = {
     "inspect": inspect_section,
     "scale": scale_section,
     "storm": storm_section,
+    "resume": resume_section,
 }
 
 
@@ -271,6 +274,7 @@ CHECKS = {
     "inspect": targets.inspect_checks,
     "scale": scale_checks,
     "storm": targets.storm_checks,
+    "resume": resume_checks,
 }
 
 ANALYSIS = Path(__file__).resolve().parent / "analysis.md"
