@@ -59,7 +59,13 @@ from peerwatch.core.protocol import (
     Role,
     _no_kernel,
 )
-from peerwatch.core.session import Session, SessionLost, State
+from peerwatch.core.session import (
+    NOT_A_SESSION_CLIENT,
+    NOT_A_SESSION_SERVER,
+    Session,
+    SessionLost,
+    State,
+)
 from peerwatch.core.verdicts import Cause
 from peerwatch.errors import RemoteProtocolError
 
@@ -255,9 +261,7 @@ class SessionProtocol(Protocol):
                 # the plain client reads a HELLO first, so it gets the reason by name
                 self._control.append(self._hello(0, b"", b""))
                 self.peer_hello = hello
-                self._violation(
-                    "this server serves resumable sessions only (HELLO without the SESSION flag)"
-                )
+                self._violation(NOT_A_SESSION_CLIENT)
                 return
             super()._handshake(hello, now)
             self._looking_up = True
@@ -265,7 +269,7 @@ class SessionProtocol(Protocol):
             return
         super()._handshake(hello, now)
         if not session_hello:
-            self._violation("peer does not support sessions (plain HELLO)")
+            self._violation(NOT_A_SESSION_SERVER)
         elif hello.session_id == NO_SESSION_ID:
             self._refused = True  # its GOODBYE says why
         else:
