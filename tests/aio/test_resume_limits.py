@@ -229,7 +229,12 @@ async def test_churning_greedy_sessions_leaves_server_rss_bounded_and_a_neighbou
             for i in range(20):  # warm: the baseline includes a running session
                 await echo_round(neighbour, numbered(i, 1024))
             baseline = status(pid, "VmRSS")
-            churning = asyncio.gather(*[greedy_session(port, replay) for _ in range(churn)])
+
+            async def churn_sessions() -> None:  # one after another: each left holding
+                for _ in range(churn):
+                    await greedy_session(port, replay)
+
+            churning = asyncio.ensure_future(churn_sessions())
             rounds = 20
             while not churning.done() or rounds < 60:  # in lockstep: a loss or a dup shows
                 await echo_round(neighbour, numbered(rounds, 1024))
@@ -244,7 +249,8 @@ async def test_churning_greedy_sessions_leaves_server_rss_bounded_and_a_neighbou
         assert len(overloaded) >= churn - budget // replay
         assert all(int(line.split()[2].split("=")[1]) > 0 for line in overloaded), overloaded
         print(f"server peak RSS growth {peak_growth / 2**20:.1f} MiB, {len(overloaded)} ended")
-        assert peak_growth < 3 * budget, f"{peak_growth / 2**20:.1f} MiB"
+        # measured: 9.6 MiB here, 69 MiB before sessions counted against the budget
+        assert peak_growth < 2 * budget, f"{peak_growth / 2**20:.1f} MiB"
     finally:
         server.kill()
 

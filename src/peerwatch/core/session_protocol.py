@@ -190,6 +190,12 @@ class SessionProtocol(Protocol):
         self._control.insert(0, self._hello(FLAG_SESSION, NO_SESSION_ID, NO_TOKEN))
         self.leave(code, reason, detail, now)
 
+    def let_go(self) -> None:
+        """The verdict is in: forget the session. A dead connection may stay referenced a
+        while (a stale timer entry), and a lost session holds every message it hands back."""
+        if self.verdict is not None:
+            self.session = self._session_inbound.session = None
+
     def data_to_send(self, budget: int = FLUSH_BUDGET, frames: int = FLUSH_FRAMES) -> list[bytes]:
         """As ``Protocol.data_to_send``; data comes from the session (its replay first).
 
