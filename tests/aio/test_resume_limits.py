@@ -279,6 +279,7 @@ async def test_a_full_store_refuses_new_sessions_and_evicts_none() -> None:
         with pytest.raises(PeerDead) as caught:
             await peerwatch.connect("127.0.0.1", server.port, resume=True, **FAST)
         assert "too many sessions" in caught.value.verdict.detail
+        assert "try again later" in caught.value.verdict.detail
         assert server.refused_sessions == 51 and len(store) == 2
         # both sessions of the others are untouched: the detached one resumes
         back = await raw_exchange(

@@ -218,9 +218,10 @@ class ResumableServer(Server):
                 session = await store.open(now)
                 if session is None:
                     self.refused_sessions += 1
+                    # no session is evicted for a newcomer: a full store says no, at once
                     link.refuse(
                         GoodbyeCode.OVERLOADED,
-                        "too many sessions",
+                        "too many sessions (the server's session store is full): try again later",
                         "refused: the session store is full",
                     )
                     return
