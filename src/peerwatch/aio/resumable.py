@@ -303,7 +303,8 @@ class ResumableConnection:
             )
         )
         if link is not None and link.verdict is None:
-            link.leave(GoodbyeCode.SESSION_LOST, lost.detail, f"session lost: {lost.detail}")
+            said = f"{lost.cause}: {lost.detail}"  # as the core says it (PROTOCOL.md 8.6)
+            link.leave(GoodbyeCode.SESSION_LOST, said, f"session lost: {said}")
 
     def _finish(self, verdict: Verdict) -> None:
         if self.verdict is not None:

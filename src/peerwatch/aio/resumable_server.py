@@ -22,6 +22,7 @@ raises SESSION_LOST with the exact unacknowledged tail).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import socket
 import time
@@ -29,10 +30,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from peerwatch.aio.connection import Connection
+from peerwatch.aio.handles import Delivery
 from peerwatch.aio.resumable import ResumableConnection
 from peerwatch.aio.server import Server
 from peerwatch.aio.session_link import SessionLink
 from peerwatch.aio.sockets import listening_socket, tune
+from peerwatch.core.budget import Share
 from peerwatch.core.config import Config
 from peerwatch.core.frames import NO_SESSION_ID, GoodbyeCode
 from peerwatch.core.session import Session, SessionLimits
@@ -48,14 +51,74 @@ SessionHandler = Callable[[ResumableConnection], Awaitable[None]]
 
 
 class ServerSession(ResumableConnection):
-    """A session as a resumable server's handler sees it."""
+    """A session as a resumable server's handler sees it.
+
+    Its bytes count against the server's ``memory_budget`` like a connection's:
+    without that, a client opening session after session, never acknowledging
+    and going away would leave ``max_replay_bytes`` behind in each for
+    ``resume_window`` seconds, the budget none the wiser. The attached link
+    counts what it received and the application has not taken; the session
+    counts the rest (``held_bytes``), so no byte is counted twice.
+    """
 
     def __init__(self, server: ResumableServer, session: Session) -> None:
         super().__init__(server.config, session, store=server.store)
         self.server = server
+        self._share = Share(server.budget)
+        self._carried_bytes = 0  # inbox bytes received on an earlier link (no link counts them)
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes the session holds beyond its link's count: the replay buffer, and the inbox
+        messages no live link counts (all of them while detached)."""
+        session = self.session
+        inbox = session.inbox_bytes if self.link is None else self._carried_bytes
+        return session.replay_bytes + inbox
+
+    def overloaded(self, detail: str) -> None:
+        """The server is over its memory budget and this session holds the most: it ends
+        as SESSION_LOST, handing its messages back to the handler, and the client is told
+        GOODBYE(SESSION_LOST) (OVERLOADED would only detach it: the client would resume
+        and the bytes would stay)."""
+        self.session.on_overloaded(detail, self._loop.time())
+        lost = self.session.lost
+        assert lost is not None
+        self._end_lost(lost)
+
+    async def enqueue(self, payload: bytes | bytearray | memoryview) -> Delivery:
+        delivery = await super().enqueue(payload)
+        # grown by exactly the message: one addition, not a recount (measured on top of the
+        # base's 1.2 us per enqueue: 0.5 us this way, 0.65 us with a recount)
+        share = self._share
+        if share.budget is not None:
+            size = len(payload) if type(payload) is bytes else memoryview(payload).nbytes
+            share.grow(size)  # may end sessions, this one included
+            if self.verdict is not None:  # ended: the message is in the verdict
+                self._raise_if_over()
+        return delivery
+
+    def link_attached(self, link: SessionLink, replayed: int) -> None:
+        super().link_attached(link, replayed)
+        self._carried_bytes = self.session.inbox_bytes
+        self._settle()
+
+    def link_acked(self, link: SessionLink, through: int) -> None:
+        super().link_acked(link, through)
+        self._settle()
+
+    def _taken(self, size: int) -> None:
+        if self._carried:
+            self._carried_bytes -= size
+        super()._taken(size)
+        self._settle()
+
+    def _settle(self) -> None:
+        if self.verdict is None:
+            self._share.settle(self.held_bytes)  # may end sessions, this one included
 
     def _detached(self) -> None:
         self.server.park(self.session)
+        self._settle()  # the inbox its link counted is the session's to count now
 
     def _attempt_failed(self, link: SessionLink, verdict: Verdict) -> None:
         since = self.session.detached_since
@@ -63,8 +126,10 @@ class ServerSession(ResumableConnection):
         if self.history:  # a failed resume attempt does not restart the window
             self.session.detached_since = since
         self.server.park(self.session)
+        self._settle()
 
     def _finished(self) -> None:
+        self._share.refund()
         self.server.forget(self)
 
 
@@ -159,9 +224,10 @@ class ResumableServer(Server):
                 session = await store.open(now)
                 if session is None:
                     self.refused_sessions += 1
+                    # no session is evicted for a newcomer: a full store says no, at once
                     link.refuse(
                         GoodbyeCode.OVERLOADED,
-                        "too many sessions",
+                        "too many sessions (the server's session store is full): try again later",
                         "refused: the session store is full",
                     )
                     return
@@ -236,6 +302,43 @@ class ResumableServer(Server):
 
     def link_lost(self, link: SessionLink, verdict: Verdict) -> None:
         """A connection ended before (or while) its session was looked up: nothing to do."""
+
+    # ---------------------------------------------------------- memory budget
+
+    def _end_largest_holder(self) -> bool:
+        """Over the memory budget: end whoever holds the most, a session (attached or
+        detached, its link's bytes included) or a connection whose session is not yet found."""
+        victim: ServerSession | Connection | None = None
+        most = 0
+        for owner in self.sessions.values():
+            if owner.verdict is None:
+                link = owner.link
+                held = owner.held_bytes + (link.held_bytes if link is not None else 0)
+                if held > most:
+                    victim, most = owner, held
+        for conn in itertools.chain(self.connections, self.handshaking):
+            held = conn.held_bytes
+            if held > most and conn.verdict is None and not _carries_its_session(conn):
+                victim, most = conn, held
+        if victim is None:
+            return False
+        if isinstance(victim, Connection):
+            self._overload(victim)
+            return True
+        used, limit = self.budget.used, self.budget.limit
+        self.over_budget += 1
+        log.warning(
+            "server memory budget exceeded (%d of %d bytes): ending session %s, which held %d",
+            used,
+            limit,
+            victim,
+            most,
+        )
+        victim.overloaded(
+            f"server memory budget exceeded ({used} of {limit} bytes):"
+            f" this session held the most, {most} bytes"
+        )
+        return True
 
     # ------------------------------------------------------------------ expiry
 
@@ -313,6 +416,12 @@ class ResumableServer(Server):
                     detected_wall=time.time(),
                 )
             )
+
+
+def _carries_its_session(conn: Connection) -> bool:
+    """True for the link a session is attached to: the session counts its bytes with its own."""
+    owner = conn.owner if isinstance(conn, SessionLink) else None
+    return isinstance(owner, ServerSession) and owner.link is conn
 
 
 async def _no_plain_handler(conn: Connection) -> None:  # pragma: no cover - never called

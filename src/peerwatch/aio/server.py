@@ -358,6 +358,11 @@ class Server:
         )
         if victim is None or victim.held_bytes == 0:
             return False
+        self._overload(victim)
+        return True
+
+    def _overload(self, victim: Connection) -> None:
+        """End ``victim``, chosen as the largest holder, with GOODBYE(OVERLOADED)."""
         held, used = victim.held_bytes, self.budget.used
         self.over_budget += 1
         self.handshaking.pop(victim, None)
@@ -374,7 +379,6 @@ class Server:
             f"over the server's memory budget ({used} of {self.budget.limit} bytes):"
             f" this connection held the most, {held} bytes",
         )
-        return True
 
     # ------------------------------------------------------------ running
 

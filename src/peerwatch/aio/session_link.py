@@ -98,6 +98,14 @@ class SessionLink(Connection):
             self._tell_taken()
             self._follow_reading()
 
+    def _let_go(self) -> None:
+        """The verdict is told: hold on to neither the session nor its owner. The event loop's
+        timer may keep this dead link for up to ``timeout`` seconds, and a session ended as
+        lost keeps every message it hands back: held through here, a client churning
+        sessions would pin them all (measured: 60 MiB for 15 sessions of 4 MiB)."""
+        self.owner = _NOBODY
+        self.session_protocol.let_go()
+
     def _pump(self) -> None:
         """Write control frames, then hand each event to the owner, in order."""
         transport = self._transport
@@ -130,5 +138,22 @@ class SessionLink(Connection):
                 verdict = cast(Verdict, event)
                 self._on_verdict(verdict)
                 owner.link_lost(self, verdict)
+                self._let_go()
         if got_message:
             self._follow_reading()
+
+
+class _Nobody:
+    """The owner of a link whose verdict is told: whatever still arrives is dropped."""
+
+    def link_request(self, link: SessionLink, request: SessionRequest) -> None:
+        link.refuse(GoodbyeCode.GOING_AWAY, "connection over", "connection over")
+
+    def link_attached(self, link: SessionLink, replayed: int) -> None: ...
+    def link_received(self, link: SessionLink, count: int) -> None: ...
+    def link_acked(self, link: SessionLink, through: int) -> None: ...
+    def link_ended(self, link: SessionLink, lost: SessionLost | None) -> None: ...
+    def link_lost(self, link: SessionLink, verdict: Verdict) -> None: ...
+
+
+_NOBODY = _Nobody()

@@ -53,7 +53,10 @@ class Waiters:
         """Wait until ``acked_through(seq)`` or ``fail`` is called."""
         fut: asyncio.Future[None] = self._loop.create_future()
         heapq.heappush(self._acked, (seq, id(fut), fut))
-        await fut
+        try:
+            await fut
+        finally:
+            del fut  # as in ``space``: no cycle through the verdict's error
 
     async def space(self) -> None:
         """Wait until ``free(room)`` hands this waiter a slot (or ``fail``)."""
@@ -64,6 +67,10 @@ class Waiters:
         except asyncio.CancelledError:
             self._give_up_space(waiter)
             raise
+        finally:
+            # the verdict's error is raised from this frame and kept by the future: the cycle
+            # would pin the verdict (and the messages it hands back) until a full gc
+            del waiter
 
     def acked_through(self, acked: int, room: int) -> None:
         """Messages up to ``acked`` are acknowledged; ``room`` send slots are free."""

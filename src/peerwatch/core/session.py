@@ -44,6 +44,17 @@ from peerwatch.core.frames import (
 )
 from peerwatch.errors import ConfigError, LocalProtocolError, RemoteProtocolError
 
+#: Why a session client and a plain server (or the reverse) part at their HELLO, and what
+#: to change: each side's user reads it once, as the first connection fails.
+NOT_A_SESSION_CLIENT = (
+    "this server serves resumable sessions only (HELLO without the SESSION flag):"
+    " connect with resume=True"
+)
+NOT_A_SESSION_SERVER = (
+    "peer does not support sessions (plain HELLO):"
+    " connect without resume=True, or serve with resume_window"
+)
+
 
 class State(enum.Enum):
     DETACHED = "detached"  # no connection; kept until the window or a bound runs out
@@ -63,6 +74,7 @@ class LostCause(str, enum.Enum):
     INCONSISTENT = "INCONSISTENT"  # the peer's RESUME contradicts what we know
     PEER_LOST = "PEER_LOST"  # the peer said GOODBYE(SESSION_LOST)
     STORE = "STORE"  # the store that keeps the session's books failed (e.g. Redis unreachable)
+    OVERLOADED = "OVERLOADED"  # the server's memory budget was exceeded and this held the most
 
     def __str__(self) -> str:
         return self.value
@@ -114,6 +126,7 @@ class Session:
         "consumed_through",
         "detached_since",
         "duplicates_dropped",
+        "inbox_bytes",
         "limits",
         "lost",
         "next_seq",
@@ -141,6 +154,7 @@ class Session:
         self._sent_through = 0  # highest seq handed to the current connection
         # inbound
         self._inbox: deque[bytes] = deque()
+        self.inbox_bytes = 0  # payload bytes in the inbox (a server's memory budget counts them)
         self.received_through = 0
         self.consumed_through = 0
         self._ack_sent = 0
@@ -188,6 +202,11 @@ class Session:
     # ------------------------------------------------------------------ state
 
     @property
+    def held_bytes(self) -> int:
+        """Payload bytes this session holds for its peer: the replay buffer and the inbox."""
+        return self.replay_bytes + self.inbox_bytes
+
+    @property
     def ended(self) -> bool:
         return self.state is State.LOST or self.state is State.CLOSED
 
@@ -202,7 +221,7 @@ class Session:
     def on_peer_hello(self, hello: Hello) -> None:
         """Client side: check the server's HELLO names this session; adopt a new one's id."""
         if not hello.flags & FLAG_SESSION:
-            raise RemoteProtocolError("peer does not support sessions (plain HELLO)")
+            raise RemoteProtocolError(NOT_A_SESSION_SERVER)
         if self.session_id == NO_SESSION_ID:
             if hello.session_id == NO_SESSION_ID or len(hello.token) != TOKEN_SIZE:
                 raise RemoteProtocolError("server opened a session without an id or token")
@@ -252,6 +271,7 @@ class Session:
         if not self.ended:
             self.state = State.CLOSED
             self._inbox.clear()
+            self.inbox_bytes = 0
 
     def on_peer_lost(self, reason: str, now: float) -> None:
         """The peer said GOODBYE(SESSION_LOST): it will not resume, so neither can we."""
@@ -260,6 +280,11 @@ class Session:
     def on_store_failed(self, reason: str, now: float) -> None:
         """The store keeping this session's books failed: going on would break exactly-once."""
         self._lose(LostCause.STORE, f"the session store failed: {reason}", now)
+
+    def on_overloaded(self, detail: str, now: float) -> None:
+        """The server is over its memory budget and this session holds the most: it ends here,
+        handing its messages back, rather than every session of the server risking more."""
+        self._lose(LostCause.OVERLOADED, detail, now)
 
     def on_unknown(self, now: float) -> None:
         """The server answered GOODBYE(SESSION_UNKNOWN): it no longer has the session."""
@@ -356,6 +381,7 @@ class Session:
             )
         self.received_through = seq
         self._inbox.append(payload)
+        self.inbox_bytes += len(payload)
         return True
 
     @property
@@ -368,7 +394,9 @@ class Session:
         if not self._inbox:
             return None
         self.consumed_through += 1
-        return self._inbox.popleft()
+        message = self._inbox.popleft()
+        self.inbox_bytes -= len(message)
+        return message
 
     def ack_due(self) -> int | None:
         """The cumulative ACK to send now, if the application took something since the last."""
@@ -425,3 +453,4 @@ class Session:
         replay.clear()
         self.replay_bytes = 0
         self._inbox.clear()
+        self.inbox_bytes = 0

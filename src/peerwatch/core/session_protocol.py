@@ -59,7 +59,13 @@ from peerwatch.core.protocol import (
     Role,
     _no_kernel,
 )
-from peerwatch.core.session import Session, SessionLost, State
+from peerwatch.core.session import (
+    NOT_A_SESSION_CLIENT,
+    NOT_A_SESSION_SERVER,
+    Session,
+    SessionLost,
+    State,
+)
 from peerwatch.core.verdicts import Cause
 from peerwatch.errors import RemoteProtocolError
 
@@ -184,6 +190,12 @@ class SessionProtocol(Protocol):
         self._control.insert(0, self._hello(FLAG_SESSION, NO_SESSION_ID, NO_TOKEN))
         self.leave(code, reason, detail, now)
 
+    def let_go(self) -> None:
+        """The verdict is in: forget the session. A dead connection may stay referenced a
+        while (a stale timer entry), and a lost session holds every message it hands back."""
+        if self.verdict is not None:
+            self.session = self._session_inbound.session = None
+
     def data_to_send(self, budget: int = FLUSH_BUDGET, frames: int = FLUSH_FRAMES) -> list[bytes]:
         """As ``Protocol.data_to_send``; data comes from the session (its replay first).
 
@@ -255,9 +267,7 @@ class SessionProtocol(Protocol):
                 # the plain client reads a HELLO first, so it gets the reason by name
                 self._control.append(self._hello(0, b"", b""))
                 self.peer_hello = hello
-                self._violation(
-                    "this server serves resumable sessions only (HELLO without the SESSION flag)"
-                )
+                self._violation(NOT_A_SESSION_CLIENT)
                 return
             super()._handshake(hello, now)
             self._looking_up = True
@@ -265,7 +275,7 @@ class SessionProtocol(Protocol):
             return
         super()._handshake(hello, now)
         if not session_hello:
-            self._violation("peer does not support sessions (plain HELLO)")
+            self._violation(NOT_A_SESSION_SERVER)
         elif hello.session_id == NO_SESSION_ID:
             self._refused = True  # its GOODBYE says why
         else:
