@@ -32,6 +32,8 @@ class Cause(str, enum.Enum):
     HUNG = "HUNG"  # the peer's kernel still acknowledges, its application does not answer
     PROTOCOL = "PROTOCOL"  # the peer broke the wire protocol, or the TLS handshake failed
     LOCAL = "LOCAL"  # this side closed the connection
+    #: a resumable session could not go on (detail starts with the core's LostCause)
+    SESSION_LOST = "SESSION_LOST"
 
     def __str__(self) -> str:
         return self.value

@@ -1,13 +1,12 @@
 """Where a server keeps its sessions between connections (issue 12).
 
+One interface, ``store.SessionStore`` (coroutines, so an in-process store and a
+shared one are driven alike; its docstring gives the order of the calls).
+
 ``memory.MemoryStore`` keeps them in this process: fast, nothing to run, and
 gone when the process goes (a restart ends every session with SESSION_LOST,
-handing the unacknowledged messages back to the clients). It offers the
-synchronous ``store.SessionStore`` interface.
+handing the unacknowledged messages back to the clients).
 
 ``redis.RedisStore`` keeps them in Redis, written through, so a session resumes
-on any worker or host that reaches the same Redis. Its calls are coroutines
-(``open``, ``load``, and the write-through hooks ``sent``, ``acked``,
-``consumed``, ``touch``); expiry is Redis's TTL. The asyncio adapter that drives
-either store is not written yet (docs/PROTOCOL.md section 8.9).
+on any worker or host that reaches the same Redis; expiry is Redis's TTL.
 """

@@ -32,6 +32,11 @@ EXPIRE_BATCH = 256
 
 
 class MemoryStore:
+    """Sessions in a dict of this process (``store.SessionStore``; its coroutines never wait)."""
+
+    #: the session objects are the books: nothing to write through
+    write_through = False
+
     def __init__(self, limits: SessionLimits, max_sessions: int = 10_000) -> None:
         if max_sessions < 1:
             raise ConfigError(f"max_sessions must be at least 1, got {max_sessions}")
@@ -46,7 +51,7 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def open(self, now: float) -> Session | None:
+    async def open(self, now: float) -> Session | None:
         if len(self._sessions) >= self.max_sessions:
             return None
         session_id = secrets.token_bytes(SESSION_ID_SIZE)
@@ -54,10 +59,10 @@ class MemoryStore:
             session_id = secrets.token_bytes(SESSION_ID_SIZE)
         session = Session(session_id, secrets.token_bytes(TOKEN_SIZE), self.limits, now)
         self._sessions[session_id] = session
-        self.park(session)  # detached until its first connection attaches it
+        self._park(session)  # detached until its first connection attaches it
         return session
 
-    def resume(self, session_id: bytes, token: bytes, now: float) -> Resumed | None:
+    async def resume(self, session_id: bytes, token: bytes, now: float) -> Resumed | None:
         session = self._sessions.get(session_id)
         if session is None or session.ended:
             return None
@@ -66,11 +71,23 @@ class MemoryStore:
             return None
         took_over = session.state is not State.DETACHED
         session.detach(now)  # the old connection, if the server has not noticed it died yet
-        self.park(session)
+        self._park(session)
         return Resumed(session, took_over)
 
-    def park(self, session: Session) -> None:
+    async def sent(self, session: Session, seq: int, payload: bytes) -> None:
+        """Nothing to keep: the session object is the book (``write_through`` is False)."""
+
+    async def consumed(self, session: Session) -> None:
+        """Nothing to keep: the session object is the book."""
+
+    async def acked(self, session: Session) -> None:
+        """Nothing to keep: the session object is the book."""
+
+    async def park(self, session: Session) -> None:
         """The session lost its connection (the adapter called ``detach``): start its clock."""
+        self._park(session)
+
+    def _park(self, session: Session) -> None:
         timer = session.get_timer()
         if session.state is State.DETACHED and timer is not None:
             heapq.heappush(self._deadlines, (timer, session.session_id))
@@ -79,7 +96,9 @@ class MemoryStore:
         """When ``expire`` may next have work (possibly early, never late)."""
         return self._deadlines[0][0] if self._deadlines else None
 
-    def expire(self, now: float, limit: int = EXPIRE_BATCH) -> list[tuple[bytes, SessionLost]]:
+    async def expire(
+        self, now: float, limit: int = EXPIRE_BATCH
+    ) -> list[tuple[bytes, SessionLost]]:
         """End at most ``limit`` due sessions; ``next_deadline() <= now`` says there are more."""
         ended: list[tuple[bytes, SessionLost]] = []
         deadlines = self._deadlines
@@ -98,5 +117,5 @@ class MemoryStore:
                 del self._sessions[session_id]
         return ended
 
-    def forget(self, session_id: bytes) -> None:
+    async def forget(self, session_id: bytes) -> None:
         self._sessions.pop(session_id, None)

@@ -1,10 +1,44 @@
-"""The interface a session store offers the server, and the outcome of a resume attempt."""
+"""The one interface a session store offers the asyncio adapter, and what a resume returns.
+
+Every call that may touch the network is a coroutine, so an in-process store and
+a shared one (Redis) are driven the same way; the in-process one simply never
+suspends. Every call that cares about time takes ``now`` from the adapter's clock
+(``loop.time()``).
+
+How the server adapter (``aio/resumable_server.py``) drives a store:
+
+1. A client HELLO with the all-zero id: ``open(now)``; None means full
+   (GOODBYE(OVERLOADED)).
+2. A client HELLO with an id and token: ``resume(id, token, now)``; None means
+   unknown, ended, or the wrong token (GOODBYE(SESSION_UNKNOWN) in every case;
+   a wrong token also adds one to ``hijack_attempts``). A session the store
+   returns is DETACHED and ready to ``attach``; ``took_over`` says the store
+   detached it from a connection that still looked alive (the adapter closes
+   that connection).
+3. While the session is attached, when ``write_through`` is True, the adapter
+   awaits ``sent`` before a message's DATA is first written, ``consumed`` before
+   the application gets a message, and ``acked`` after an ACK released messages.
+   When it is False (the in-process store) it never calls them: the session
+   object is the store's copy, and a plain message pays nothing for the store.
+4. When the connection ends without ending the session: ``session.detach(now)``
+   then ``park(session)``; the store keeps the window's time from there.
+5. ``expire(now)`` whenever ``next_deadline()`` has passed: the sessions whose
+   window or replay bound ran out, ended (their ``SessionLost``), at most
+   ``limit`` per call. The adapter tells each one's handler.
+6. A session that ended (closed or lost): ``forget(id)``.
+
+A store that can no longer keep a session's books raises ``StoreFailed`` (or
+any exception) from a hook: the adapter ends that session with SESSION_LOST
+rather than go on with books nobody keeps. ``Fenced`` means another worker took
+the session over: the adapter drops its connection and does not end the session.
+"""
 
 from __future__ import annotations
 
 from typing import NamedTuple, Protocol
 
 from peerwatch.core.session import Session, SessionLost
+from peerwatch.errors import PeerwatchError
 
 
 class Resumed(NamedTuple):
@@ -12,29 +46,56 @@ class Resumed(NamedTuple):
     took_over: bool  # it was still attached: the adapter must close the old connection
 
 
-class SessionStore(Protocol):
-    """Sessions by id. Every call takes ``now`` from the adapter's clock."""
+class Fenced(PeerwatchError):
+    """Another worker took this session over: stop serving it here, do not end it."""
 
-    #: attempts that named a live session with the wrong token (counted, then refused
-    #: exactly as an unknown id is, so a prober cannot tell which ids exist)
+
+class StoreFailed(PeerwatchError):
+    """The store cannot keep this session's books any more (e.g. it is unreachable)."""
+
+
+class SessionStore(Protocol):
+    """Sessions by id, for the asyncio adapter; see the module docstring for the call order."""
+
+    #: True: ``sent``, ``consumed`` and ``acked`` must be awaited (the store keeps copies)
+    write_through: bool
+
+    #: attempts this process saw that named a live session with the wrong token (counted,
+    #: then refused exactly as an unknown id is, so a prober cannot tell which ids exist)
     hijack_attempts: int
 
-    def open(self, now: float) -> Session | None:
+    async def open(self, now: float) -> Session | None:
         """A new session with a fresh id and token; None when the store is full."""
         ...
 
-    def resume(self, session_id: bytes, token: bytes, now: float) -> Resumed | None:
+    async def resume(self, session_id: bytes, token: bytes, now: float) -> Resumed | None:
         """The session with this id *and* token, detached and ready to attach, or None."""
         ...
 
-    def park(self, session: Session) -> None:
+    async def sent(self, session: Session, seq: int, payload: bytes) -> None:
+        """Keep message ``seq`` before its DATA is first written (write-through stores)."""
+        ...
+
+    async def consumed(self, session: Session) -> None:
+        """Keep ``session.consumed_through`` before the application gets the message."""
+        ...
+
+    async def acked(self, session: Session) -> None:
+        """Drop what the peer acknowledged (``session.acked_through``)."""
+        ...
+
+    async def park(self, session: Session) -> None:
         """The adapter detached ``session`` from its dead connection: the store keeps time."""
         ...
 
-    def expire(self, now: float, limit: int = ...) -> list[tuple[bytes, SessionLost]]:
+    def next_deadline(self) -> float | None:
+        """When ``expire`` may next have work (possibly early, never late); None: never."""
+        ...
+
+    async def expire(self, now: float, limit: int = ...) -> list[tuple[bytes, SessionLost]]:
         """End detached sessions whose window or replay bound ran out (at most ``limit``)."""
         ...
 
-    def forget(self, session_id: bytes) -> None:
+    async def forget(self, session_id: bytes) -> None:
         """Drop a session that ended (closed or lost)."""
         ...
