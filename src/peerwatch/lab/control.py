@@ -91,6 +91,7 @@ def server_spec(read_mode: str, strategies: Sequence[Strategy], s: LabSettings) 
             "interval": s.interval,
             "timeout": s.timeout,
             "close_timeout": s.websockets_close_timeout,
+            "resume_window": s.resume_timeout,
             "listeners": [
                 {
                     "kind": st.kind,
