@@ -42,6 +42,11 @@ _EXPORTS: dict[str, str] = {
     "apply_knobs": "peerwatch.kernel.knobs",
     "Connection": "peerwatch.aio.connection",
     "Delivery": "peerwatch.aio.handles",
+    "ResumableConnection": "peerwatch.aio.resumable",
+    "Outage": "peerwatch.aio.outages",
+    "Lost": "peerwatch.aio.outages",
+    "Resumed": "peerwatch.aio.outages",
+    "SessionEvent": "peerwatch.aio.outages",
     "connect": "peerwatch.aio.client",
     "serve": "peerwatch.aio.server",
     "Server": "peerwatch.aio.server",
@@ -77,12 +82,17 @@ __all__ = [
     "HandshakeFailed",
     "KernelKnobs",
     "LocalProtocolError",
+    "Lost",
+    "Outage",
     "PeerDead",
     "PeerwatchError",
     "ProtectSettings",
     "ProtocolError",
     "RemoteProtocolError",
+    "ResumableConnection",
+    "Resumed",
     "Server",
+    "SessionEvent",
     "SocketFacts",
     "Status",
     "TcpInfo",
@@ -108,6 +118,8 @@ if TYPE_CHECKING:
     from peerwatch.aio.client import connect
     from peerwatch.aio.connection import Connection
     from peerwatch.aio.handles import Delivery
+    from peerwatch.aio.outages import Lost, Outage, Resumed, SessionEvent
+    from peerwatch.aio.resumable import ResumableConnection
     from peerwatch.aio.server import Server, serve
     from peerwatch.assessment.checking import Checked, check
     from peerwatch.assessment.live import assess, socket_facts

@@ -6,12 +6,13 @@ import asyncio
 import socket
 import ssl as ssl_module
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 from peerwatch.aio.connection import Connection
 from peerwatch.aio.handles import Opening
 from peerwatch.aio.sockets import tune
 from peerwatch.core.config import Config, Settings
+from peerwatch.core.session import DEFAULT_LIMITS, SessionLimits
 from peerwatch.core.verdicts import (
     Verdict,
     connect_failure,
@@ -24,12 +25,45 @@ from peerwatch.kernel.tcpinfo import tcp_info
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from peerwatch.aio.resumable import ResumableConnection
+
 #: (host, port) -> the incarnation that server announced when we last connected.
 _last_incarnation: dict[tuple[str, int], int] = {}
 
 
 #: The one way keyword settings become a Config (kept under this name for server/workers.py).
 make_config = Config.from_overrides
+
+
+@overload
+def connect(
+    host: str,
+    port: int,
+    *,
+    config: Config | None = None,
+    ssl: ssl_module.SSLContext | None = None,
+    server_hostname: str | None = None,
+    local_addr: tuple[str, int] | None = None,
+    resume: Literal[False] = False,
+    **settings: Unpack[Settings],
+) -> Opening[Connection]: ...
+
+
+@overload
+def connect(
+    host: str,
+    port: int,
+    *,
+    config: Config | None = None,
+    ssl: ssl_module.SSLContext | None = None,
+    server_hostname: str | None = None,
+    local_addr: tuple[str, int] | None = None,
+    resume: Literal[True],
+    resume_timeout: float = 60.0,
+    max_replay_bytes: int = DEFAULT_LIMITS.max_replay_bytes,
+    max_replay_age: float = DEFAULT_LIMITS.max_replay_age,
+    **settings: Unpack[Settings],
+) -> Opening[ResumableConnection]: ...
 
 
 def connect(
@@ -40,20 +74,38 @@ def connect(
     ssl: ssl_module.SSLContext | None = None,
     server_hostname: str | None = None,
     local_addr: tuple[str, int] | None = None,
+    resume: bool = False,
+    resume_timeout: float = 60.0,
+    max_replay_bytes: int = DEFAULT_LIMITS.max_replay_bytes,
+    max_replay_age: float = DEFAULT_LIMITS.max_replay_age,
     **settings: Unpack[Settings],
-) -> Opening[Connection]:
+) -> Opening[Connection] | Opening[ResumableConnection]:
     """Connect to a peerwatch server: ``conn = await connect(...)``, or
     ``async with connect(...) as conn:`` to have it closed with GOODBYE on the way out.
 
     Keyword settings are ``Config`` fields (``interval``, ``timeout``, ``policy``...),
     typed (``Settings``); they are checked at once, before any connection is tried.
-    See ``open_connection`` for the rest.
+    See ``open_connection`` for the rest. ``resume=True`` opens a resumable session
+    (README, "Resumable sessions"): it reconnects for at most ``resume_timeout`` s.
     """
     cfg = Config.from_overrides(config, settings)
+    if resume:
+        from peerwatch.aio.resumable_client import connect_resumable
+
+        limits = SessionLimits(max_replay_bytes, max_replay_age, resume_timeout)
+        resuming = connect_resumable(
+            host, port, cfg, limits, ssl=ssl, server_hostname=server_hostname, local_addr=local_addr
+        )
+        return Opening(resuming, _close_resumable)
     opening = open_connection(
         host, port, cfg, ssl=ssl, server_hostname=server_hostname, local_addr=local_addr
     )
     return Opening(opening, _close)
+
+
+async def _close_resumable(conn: ResumableConnection) -> None:
+    if conn.verdict is None:
+        await conn.close("context exited")
 
 
 async def _close(conn: Connection) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
     from peerwatch.aio.connection import Connection
@@ -14,12 +14,21 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+class AckSource(Protocol):
+    """What a Delivery asks of its connection (a plain or a resumable one)."""
+
+    @property
+    def acked_through(self) -> int: ...
+
+    async def wait_acked(self, seq: int) -> None: ...
+
+
 class Delivery:
     """Handle for one enqueued message: ``await delivery`` returns once the peer has it."""
 
     __slots__ = ("_conn", "seq")
 
-    def __init__(self, conn: Connection, seq: int) -> None:
+    def __init__(self, conn: AckSource, seq: int) -> None:
         self._conn = conn
         self.seq = seq
 

@@ -96,6 +96,10 @@ class SessionLimits:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
 
 
+#: The bounds a session gets when the caller names none.
+DEFAULT_LIMITS = SessionLimits()
+
+
 class Session:
     """One side of a session. The adapter owns the connections; this owns the messages."""
 

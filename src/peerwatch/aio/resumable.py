@@ -1,0 +1,363 @@
+"""``ResumableConnection``: the application's side of a session, whatever connection carries it.
+
+It owns the session (``core.session.Session``: numbers, replay buffer, inbox)
+and the waiters; the TCP connection under it (a ``SessionLink``) comes and goes.
+``send``, ``enqueue``, ``recv`` and ``async for`` work the same attached or not:
+a message enqueued while detached waits in the replay buffer (bounded: senders
+wait for room) and goes out after the next resume; ``recv`` returns what the
+session's inbox holds and waits for more. The client (``resumable_client``)
+reconnects when its link dies, the server (``resumable_server``) waits for the
+client to come back; both end the same way: one final verdict, SESSION_LOST
+handing back exactly what the peer application did not take, or the agreed end
+(``close()`` on either side, GOODBYE NORMAL inside the session).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from peerwatch.aio.handles import Delivery
+from peerwatch.aio.outages import Lost, Outage, Resumed, SessionEvent, Subscriber
+from peerwatch.aio.session_link import SessionLink
+from peerwatch.aio.waiters import Waiters, error_for
+from peerwatch.core.config import Config
+from peerwatch.core.frames import NO_SESSION_ID, GoodbyeCode
+from peerwatch.core.session import Session, SessionLost
+from peerwatch.core.session_protocol import SessionRequest
+from peerwatch.core.verdicts import QUIET_END, Cause, Verdict
+from peerwatch.errors import ConnectionClosed, LocalProtocolError, PeerDead, PeerwatchError
+from peerwatch.sessions.store import Fenced, SessionStore
+
+log = logging.getLogger("peerwatch")
+
+
+class ResumableConnection:
+    """A session's messages, exactly once and in order, across any number of connections."""
+
+    def __init__(
+        self,
+        config: Config,
+        session: Session,
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        store: SessionStore | None = None,
+    ) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        self.config = config
+        self.session = session
+        self.link: SessionLink | None = None  # the attached connection, if any
+        self.history: list[Outage] = []
+        self.lost: SessionLost | None = None
+        self.verdict: Verdict | None = None  # the session's final verdict
+        self._store = store if store is not None and store.write_through else None
+        self._write_lock = asyncio.Lock()  # write-through calls for one session in seq order
+        self._waiters = Waiters(self._loop)
+        self._subscribers: list[Subscriber] = []
+        self._carried = 0  # inbox messages received on an earlier link (no window to free)
+        self._peer_max_message: int | None = None
+        self._peer_closing = False  # the peer said GOODBYE(NORMAL): its verdict ends us
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def session_id(self) -> bytes | None:
+        """The session's 16-byte id; None before the first HELLO exchange."""
+        session_id = self.session.session_id
+        return None if session_id == NO_SESSION_ID else session_id
+
+    @property
+    def acked_through(self) -> int:
+        return self.session.acked_through
+
+    @property
+    def in_flight(self) -> int:
+        """Messages enqueued and not yet acknowledged by the peer application."""
+        return self.session.next_seq - 1 - self.session.acked_through
+
+    @property
+    def connected(self) -> bool:
+        return self.link is not None
+
+    @property
+    def ready(self) -> asyncio.Future[None]:
+        """Done once the first connection carries the session."""
+        return self._waiters.ready
+
+    def subscribe(self, callback: Subscriber) -> None:
+        """Call ``callback(event)`` for every ``Lost`` and ``Resumed``, on the event loop."""
+        self._subscribers.append(callback)
+
+    # ------------------------------------------------------ the application's side
+
+    async def enqueue(self, payload: bytes | bytearray | memoryview) -> Delivery:
+        """Queue a message for the session; waits only while the replay buffer is full."""
+        self._raise_if_over()
+        data = payload if type(payload) is bytes else bytes(payload)
+        limit = self._peer_max_message
+        if limit is not None and len(data) > limit:
+            raise LocalProtocolError(
+                f"message of {len(data)} bytes exceeds the peer's max_message ({limit})"
+            )
+        session = self.session
+        while not session.room(len(data)) or self.in_flight >= self.config.send_queue:
+            await self._waiters.space()
+            self._raise_if_over()
+        if self._store is None:
+            seq = session.send(data, self._loop.time())
+        else:
+            async with self._write_lock:  # the store keeps it before its DATA is written
+                seq = session.send(data, self._loop.time())
+                await self._store_call(self._store.sent(session, seq, data))
+        if self.link is not None:
+            self.link.poke()
+        return Delivery(self, seq)
+
+    async def send(self, payload: bytes | bytearray | memoryview) -> None:
+        """Send a message and return once the peer application took it (across reconnects)."""
+        delivery = await self.enqueue(payload)
+        await self.wait_acked(delivery.seq)
+
+    async def drain(self) -> None:
+        """Wait until every message enqueued so far is acknowledged."""
+        await self.wait_acked(self.session.next_seq - 1)
+
+    async def wait_acked(self, seq: int) -> None:
+        if self.session.acked_through >= seq:
+            return
+        self._raise_if_over()
+        await self._waiters.acked(seq)
+
+    async def recv(self) -> bytes:
+        """The next message of the session; waits across reconnects."""
+        session = self.session
+        while True:
+            if session.inbox:
+                message = session.take()
+                assert message is not None
+                if self._store is not None:
+                    async with self._write_lock:  # kept before the application sees it
+                        await self._store_call(self._store.consumed(session))
+                self._taken(len(message))
+                return message
+            self._raise_if_over()
+            await self._waiters.message()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                yield await self.recv()
+            except (PeerDead, ConnectionClosed) as exc:
+                if exc.verdict.cause in QUIET_END:
+                    return
+                raise
+
+    async def close(self, reason: str = "") -> Verdict:
+        """End the session on both sides: wait (``close_timeout``) for what was enqueued to
+        be acknowledged, then GOODBYE(NORMAL). What is still unacknowledged then is handed
+        back in the verdict (cause LOCAL) and the peer is told GOODBYE(SESSION_LOST)."""
+        if self.verdict is not None:
+            return self.verdict
+        with contextlib.suppress(asyncio.TimeoutError, PeerwatchError):
+            await asyncio.wait_for(self.drain(), self.config.close_timeout)
+        if self.verdict is not None:
+            return self.verdict
+        session = self.session
+        unacknowledged = session.unacknowledged()
+        link = self.link
+        now = self._loop.time()
+        if unacknowledged:
+            detail = f"closed by this side with {len(unacknowledged)} message(s) unacknowledged"
+            if link is not None:
+                link.leave(GoodbyeCode.SESSION_LOST, detail, detail)
+        else:
+            detail = f"session closed by this side: {reason or 'no reason given'}"
+        session.close()
+        self._finish(
+            Verdict(
+                cause=Cause.LOCAL,
+                detail=detail,
+                detected_at=now,
+                silent_for=0.0,
+                undelivered=unacknowledged,
+                detected_wall=time.time(),
+            )
+        )
+        if link is not None and not unacknowledged:
+            await link.close(reason)
+        assert self.verdict is not None
+        return self.verdict
+
+    async def wait_closed(self) -> Verdict:
+        """Wait for the session's final verdict."""
+        return await asyncio.shield(self._waiters.closed)
+
+    def __repr__(self) -> str:
+        state = self.verdict.cause.value if self.verdict else self.session.state.value
+        sid = self.session_id.hex()[:8] if self.session_id else "-"
+        return f"<peerwatch.ResumableConnection session={sid} {state}>"
+
+    # ------------------------------------------------------------- from the links
+
+    def link_request(self, link: SessionLink, request: SessionRequest) -> None:
+        raise LocalProtocolError("only a server looks sessions up")  # pragma: no cover
+
+    def link_attached(self, link: SessionLink, replayed: int) -> None:
+        now = self._loop.time()
+        self.link = link
+        self._carried = self.session.inbox
+        hello = link.peer_hello
+        if hello is not None:
+            self._peer_max_message = hello.max_message
+        if not self._waiters.ready.done():
+            self._waiters.ready.set_result(None)
+        if self.history and self.history[-1].resumed_at is None:
+            outage = self.history[-1]
+            outage.resumed_at = now
+            outage.replayed = replayed
+            self._tell(Resumed(now - outage.lost_at, replayed, now))
+        self._waiters.free(self.config.send_queue - self.in_flight)
+        link.poke()  # the replay, and an ACK of what was taken meanwhile
+
+    def link_received(self, link: SessionLink, count: int) -> None:
+        self._waiters.message_arrived()
+
+    def link_acked(self, link: SessionLink, through: int) -> None:
+        self._waiters.acked_through(through, self.config.send_queue - self.in_flight)
+        if self._store is not None:
+            self._loop.create_task(self._store_acked())
+
+    def link_ended(self, link: SessionLink, lost: SessionLost | None) -> None:
+        if lost is not None:
+            self._end_lost(lost)
+        else:
+            self._peer_closing = True  # the link's GOODBYE verdict follows and ends us
+
+    def link_lost(self, link: SessionLink, verdict: Verdict) -> None:
+        if self.verdict is not None:
+            return
+        if self._peer_closing:
+            self._finish(verdict)
+            return
+        if link is not self.link:
+            self._attempt_failed(link, verdict)
+            return
+        now = self._loop.time()
+        self.link = None
+        self.session.detach(now)
+        self.history.append(Outage(verdict, now))
+        log.info("session %s detached: %s", self, verdict.describe())
+        self._tell(Lost(verdict, now))
+        self._detached()
+
+    # ------------------------------------------------------- for the subclasses
+
+    def _detached(self) -> None:
+        """The link died and the session waits for another (client: reconnect)."""
+
+    def _attempt_failed(self, link: SessionLink, verdict: Verdict) -> None:
+        """A link that never carried the session ended (a failed resume attempt)."""
+
+    def _finished(self) -> None:
+        """The session's final verdict is in (release what the subclass holds)."""
+
+    def _end_lost(self, lost: SessionLost) -> None:
+        """The session is over without agreement: hand back its unacknowledged messages."""
+        if self.verdict is not None:
+            return
+        self.lost = lost
+        link = self.link
+        self._finish(
+            Verdict(
+                cause=Cause.SESSION_LOST,
+                detail=f"{lost.cause}: {lost.detail}",
+                detected_at=lost.at,
+                silent_for=0.0 if link is not None else lost.at - self.session.detached_since,
+                undelivered=lost.unacknowledged,
+                detected_wall=time.time() - (self._loop.time() - lost.at),
+            )
+        )
+        if link is not None and link.verdict is None:
+            link.leave(GoodbyeCode.SESSION_LOST, lost.detail, f"session lost: {lost.detail}")
+
+    def _finish(self, verdict: Verdict) -> None:
+        if self.verdict is not None:
+            return
+        self.verdict = verdict
+        self._waiters.fail(error_for(verdict, in_handshake=False), verdict)
+        if not self._waiters.closed.done():
+            self._waiters.closed.set_result(verdict)
+        if verdict.cause is not Cause.LOCAL:
+            log.info("session %s ended: %s", self, verdict.describe())
+        self._finished()
+
+    # ---------------------------------------------------------------- internals
+
+    def _taken(self, size: int) -> None:
+        link = self.link
+        if self._carried:
+            self._carried -= 1  # it came on an earlier link: only its ACK is due
+            if link is not None:
+                link.poke()
+        elif link is not None:
+            link.taken(size)
+
+    def _raise_if_over(self) -> None:
+        if (verdict := self.verdict) is not None:
+            raise error_for(verdict, in_handshake=False)
+
+    def _tell(self, event: SessionEvent) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:
+                log.exception("session subscriber %r failed", callback)
+
+    async def _store_call(self, call: object) -> None:
+        """Await a write-through call; a store that fails ends the session (or drops the link)."""
+        try:
+            await call  # type: ignore[misc]
+        except Fenced as exc:
+            self._fenced(str(exc))
+            raise PeerDead(self.verdict) from exc  # type: ignore[arg-type]
+        except Exception as exc:
+            self._store_failed(exc)
+            raise error_for(self.verdict, in_handshake=False) from exc  # type: ignore[arg-type]
+
+    async def _store_acked(self) -> None:
+        if self._store is None or self.verdict is not None:
+            return
+        try:
+            async with self._write_lock:
+                await self._store_call(self._store.acked(self.session))
+        except PeerwatchError:
+            pass  # the verdict is set, every waiter was told
+
+    def _fenced(self, why: str) -> None:
+        """Another worker took the session over: this one lets go without ending it."""
+        link = self.link
+        self.link = None
+        if link is not None and link.verdict is None:
+            link.leave(GoodbyeCode.GOING_AWAY, "session moved", f"session fenced off: {why}")
+        self._finish(
+            Verdict(
+                cause=Cause.LOCAL,
+                detail=f"session taken over by another worker: {why}",
+                detected_at=self._loop.time(),
+                silent_for=0.0,
+                detected_wall=time.time(),
+            )
+        )
+
+    def _store_failed(self, exc: BaseException) -> None:
+        now = self._loop.time()
+        self.session.on_peer_lost(f"the session store failed: {exc!r}", now)
+        lost = self.session.lost
+        assert lost is not None
+        self._end_lost(lost)
