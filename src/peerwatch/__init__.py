@@ -48,7 +48,7 @@ _EXPORTS: dict[str, str] = {
     "Resumed": "peerwatch.aio.outages",
     "SessionEvent": "peerwatch.aio.outages",
     "connect": "peerwatch.aio.client",
-    "serve": "peerwatch.aio.server",
+    "serve": "peerwatch.aio.serving",
     "Server": "peerwatch.aio.server",
     "guard": "peerwatch.kernel.guarding",
     "GuardResult": "peerwatch.kernel.guarding",
@@ -120,7 +120,8 @@ if TYPE_CHECKING:
     from peerwatch.aio.handles import Delivery
     from peerwatch.aio.outages import Lost, Outage, Resumed, SessionEvent
     from peerwatch.aio.resumable import ResumableConnection
-    from peerwatch.aio.server import Server, serve
+    from peerwatch.aio.server import Server
+    from peerwatch.aio.serving import serve
     from peerwatch.assessment.checking import Checked, check
     from peerwatch.assessment.live import assess, socket_facts
     from peerwatch.assessment.model import Assessment, AssessPolicy, Finding, SocketFacts, Status

@@ -14,6 +14,17 @@ import contextlib
 import socket
 import struct
 
+from peerwatch.core.decoder import Decoder
+from peerwatch.core.frames import (
+    FLAG_SESSION,
+    NO_SESSION_ID,
+    NO_TOKEN,
+    PROTOCOL_VERSION,
+    Frame,
+    Hello,
+    encode_hello,
+)
+
 LINGER_RST = struct.pack("ii", 1, 0)
 
 
@@ -28,6 +39,7 @@ class Cutter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self.refusing = False  # True: every new connection is reset at once (peer unreachable)
 
     async def __aenter__(self) -> Cutter:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -67,6 +79,12 @@ class Cutter:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        if self.refusing:
+            sock = writer.get_extra_info("socket")
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
+            writer.transport.abort()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
@@ -88,3 +106,39 @@ class Cutter:
                 sink.write(data)
                 await sink.drain()
         sink.transport.abort()
+
+
+async def raw_exchange(
+    port: int, data: bytes, wait: float = 3.0, *, then: bytes = b""
+) -> list[Frame]:
+    """Write ``data`` to a peerwatch server as a hand-written peer (and ``then`` 0.2 s
+    later, once it answered); every frame it answers until it closes the connection
+    (at most ``wait`` seconds)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    decoder = Decoder(1 << 20, sessions=True)
+    frames: list[Frame] = []
+    try:
+        writer.write(data)
+        if then:
+            await asyncio.sleep(0.2)
+            writer.write(then)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while loop.time() < deadline:
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), deadline - loop.time())
+            except (asyncio.TimeoutError, OSError):
+                break
+            if not chunk:
+                break
+            frames.extend(decoder.feed(chunk))
+    finally:
+        writer.transport.abort()
+    return frames
+
+
+def session_hello(session_id: bytes = NO_SESSION_ID, token: bytes = NO_TOKEN) -> bytes:
+    """A client's session HELLO (all zeros: asks for a new session)."""
+    return encode_hello(
+        Hello(PROTOCOL_VERSION, 7, 0.2, 1.0, 1 << 20, 1 << 20, FLAG_SESSION, session_id, token)
+    )

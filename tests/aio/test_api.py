@@ -76,5 +76,8 @@ def test_mypy_catches_a_misspelt_setting_and_a_string_for_a_number(tmp_path: Pat
     )
     errors = [line for line in out.splitlines() if ": error:" in line]
     assert status == 1
-    assert [line.split(":")[1] for line in errors] == ["9", "10", "11", "13"], out
+    # one line may get two errors: connect is overloaded (resume=True returns another type)
+    assert list(dict.fromkeys(line.split(":")[1] for line in errors)) == ["9", "10", "11", "13"], (
+        out
+    )
     assert '"intervall"' in errors[0]

@@ -61,7 +61,8 @@ async def test_connections_cut_mid_stream_lose_and_repeat_nothing_in_either_dire
         )
         events: list[object] = []
         conn.subscribe(events.append)
-        sent = [b"%d" % i + b"x" * (i % 700) for i in range(count)]
+        # every 300th message spans three 64 KiB chunks: a cut may fall inside one
+        sent = [b"%d" % i + b"x" * (150_000 if i % 300 == 7 else i % 700) for i in range(count)]
 
         async def produce() -> None:
             for message in sent:
@@ -69,7 +70,7 @@ async def test_connections_cut_mid_stream_lose_and_repeat_nothing_in_either_dire
 
         async def cut_repeatedly() -> None:
             for _ in range(8):
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.03)
                 while not conn.connected:  # cut each new connection once it carries the session
                     await asyncio.sleep(0.005)
                 cutter.cut()
@@ -89,5 +90,39 @@ async def test_connections_cut_mid_stream_lose_and_repeat_nothing_in_either_dire
         assert len(conn.history) == 8 and cutter.cuts == 8
         assert all(o.verdict.cause is Cause.RESET for o in conn.history), conn.history
         assert all(o.outage is not None and o.outage < 5.0 for o in conn.history)
+        assert sum(o.replayed for o in conn.history) > 0  # cuts fell mid-stream: a tail was resent
         assert [type(e).__name__ for e in events] == ["Lost", "Resumed"] * 8
+        await conn.close()
+
+
+async def test_a_partition_past_the_timeout_ends_the_connection_then_resumes_exactly_once() -> None:
+    got: list[bytes] = []
+
+    async def collect(session: ResumableConnection) -> None:
+        async for message in session:
+            got.append(message)
+            await session.enqueue(message)
+
+    settings = {**FAST, "handshake_timeout": 1.0}
+    async with (
+        peerwatch.serve(collect, "127.0.0.1", 0, resume_window=10.0, **settings) as server,
+        Cutter(server.port) as cutter,
+    ):
+        conn = await peerwatch.connect(
+            "127.0.0.1", cutter.port, resume=True, resume_timeout=10.0, **settings
+        )
+        sent = [b"p%d" % i for i in range(200)]
+        for message in sent[:100]:
+            await conn.enqueue(message)
+        cutter.hold()  # the cable is pulled: nothing passes, nothing is closed
+        for message in sent[100:]:
+            await conn.enqueue(message)
+        await asyncio.sleep(2.0)  # twice the heartbeat timeout
+        assert not conn.connected
+        cutter.release()
+        echoes = [await conn.recv() for _ in range(200)]
+        assert got == sent and echoes == sent
+        # the middlebox's kernel still acknowledges what it holds: HUNG, not SILENT
+        assert conn.history[0].verdict.cause in (Cause.HUNG, Cause.SILENT)
+        assert conn.history[0].replayed > 0
         await conn.close()

@@ -35,6 +35,10 @@ FRAMES: dict[str, Frame] = {
         PROTOCOL_VERSION, 0x1112131415161718, 1.0, 5.0, 1 << 20, 1 << 24,
         FLAG_SESSION, SESSION_ID, TOKEN,
     ),
+    "refusing server HELLO": Hello(
+        PROTOCOL_VERSION, 0x1112131415161718, 1.0, 5.0, 1 << 20, 1 << 24,
+        FLAG_SESSION, NO_SESSION_ID, NO_TOKEN,
+    ),
     "RESUME": Resume(0, 0),
     "DATA": Data(1, False, b"hi"),
     "ACK": Ack(1),

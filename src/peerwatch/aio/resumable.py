@@ -94,16 +94,21 @@ class ResumableConnection:
     # ------------------------------------------------------ the application's side
 
     async def enqueue(self, payload: bytes | bytearray | memoryview) -> Delivery:
-        """Queue a message for the session; waits only while the replay buffer is full."""
-        self._raise_if_over()
+        """Queue a message for the session; waits only while the replay buffer is full
+        (``max_replay_bytes``) or ``send_queue`` messages are unacknowledged."""
+        if self.verdict is not None:
+            self._raise_if_over()
         data = payload if type(payload) is bytes else bytes(payload)
+        size = len(data)
         limit = self._peer_max_message
-        if limit is not None and len(data) > limit:
+        if limit is not None and size > limit:
             raise LocalProtocolError(
-                f"message of {len(data)} bytes exceeds the peer's max_message ({limit})"
+                f"message of {size} bytes exceeds the peer's max_message ({limit})"
             )
         session = self.session
-        while not session.room(len(data)) or self.in_flight >= self.config.send_queue:
+        window = self.config.send_queue
+        # the in-line test is the hot path's; the loop waits and re-checks after the verdict
+        while not (session.next_seq - 1 - session.acked_through < window and session.room(size)):
             await self._waiters.space()
             self._raise_if_over()
         if self._store is None:
@@ -112,8 +117,9 @@ class ResumableConnection:
             async with self._write_lock:  # the store keeps it before its DATA is written
                 seq = session.send(data, self._loop.time())
                 await self._store_call(self._store.sent(session, seq, data))
-        if self.link is not None:
-            self.link.poke()
+        link = self.link
+        if link is not None and not link._flush_scheduled:
+            link.poke()
         return Delivery(self, seq)
 
     async def send(self, payload: bytes | bytearray | memoryview) -> None:
@@ -170,27 +176,33 @@ class ResumableConnection:
             return self.verdict
         session = self.session
         unacknowledged = session.unacknowledged()
+        untaken = session.inbox
         link = self.link
-        now = self._loop.time()
-        if unacknowledged:
-            detail = f"closed by this side with {len(unacknowledged)} message(s) unacknowledged"
-            if link is not None:
-                link.leave(GoodbyeCode.SESSION_LOST, detail, detail)
+        if unacknowledged or untaken:
+            # an agreed end would lose these silently: both sides hand them back instead
+            detail = (
+                f"closed by this side with {len(unacknowledged)} message(s) unacknowledged"
+                f" and {untaken} received but not taken"
+            )
         else:
             detail = f"session closed by this side: {reason or 'no reason given'}"
-        session.close()
+        # the verdict first: the link's own end below is then no outage to recover from
         self._finish(
             Verdict(
                 cause=Cause.LOCAL,
                 detail=detail,
-                detected_at=now,
+                detected_at=self._loop.time(),
                 silent_for=0.0,
                 undelivered=unacknowledged,
                 detected_wall=time.time(),
             )
         )
-        if link is not None and not unacknowledged:
-            await link.close(reason)
+        if link is not None:
+            if unacknowledged or untaken:
+                link.leave(GoodbyeCode.SESSION_LOST, detail, detail)
+            else:
+                await link.close(reason)  # its last ACK, then GOODBYE(NORMAL)
+        session.close()
         assert self.verdict is not None
         return self.verdict
 

@@ -24,7 +24,7 @@ import ssl as ssl_module
 import sys
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from peerwatch.aio.accept import Acceptor, Episodes
 from peerwatch.aio.connection import Connection
@@ -33,14 +33,10 @@ from peerwatch.aio.sockets import listening_socket, tune
 from peerwatch.core.budget import MemoryBudget
 from peerwatch.core.config import DEFAULT_HOST, FD_RESERVE, HANDSHAKE_GRACE, Config, Settings
 from peerwatch.core.frames import GoodbyeCode
-from peerwatch.core.session import DEFAULT_LIMITS, SessionLimits
 from peerwatch.errors import PeerwatchError
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
-
-    from peerwatch.aio.resumable_server import SessionHandler
-    from peerwatch.sessions.store import SessionStore
 try:  # Unix: how many received bytes wait unread (FIONREAD)
     import fcntl
     import termios
@@ -369,7 +365,7 @@ def _refuse(conn: Connection) -> None:
 
 
 def serve(
-    handler: Handler | SessionHandler,
+    handler: Handler,
     host: str | None = DEFAULT_HOST,
     port: int = 0,
     *,
@@ -382,10 +378,6 @@ def serve(
     on_connection: Callable[[Connection], None] | None = None,
     on_accept: Callable[[Connection], None] | None = None,
     incarnation: int | None = None,
-    resume_window: float | None = None,
-    session_store: SessionStore | None = None,
-    max_replay_bytes: int = DEFAULT_LIMITS.max_replay_bytes,
-    max_replay_age: float = DEFAULT_LIMITS.max_replay_age,
     **settings: Unpack[Settings],
 ) -> Opening[Server]:
     """Listen on ``host:port`` and run ``await handler(conn)`` for every peer after its HELLO:
@@ -403,37 +395,10 @@ def serve(
     past their HELLO; the limits that protect the server from its peers are in
     ``Config`` (``max_handshakes``, ``memory_budget``, ...; see docs/SECURITY.md).
     Keyword settings are ``Config`` fields, typed (``Settings``), checked at once.
-
-    ``resume_window`` (or a ``session_store``) makes it a resumable server: the
-    handler gets a ``ResumableConnection`` once per session, a detached session
-    is kept ``resume_window`` seconds (README, "Resumable sessions").
     """
     cfg = Config.from_overrides(config, settings)
-    if resume_window is not None or session_store is not None:
-        from peerwatch.aio.resumable_server import start_resumable_server  # it imports us
-
-        limits = SessionLimits(
-            max_replay_bytes, max_replay_age, resume_window or DEFAULT_LIMITS.window
-        )
-        resumable = start_resumable_server(
-            cast("SessionHandler", handler),
-            host,
-            port,
-            cfg,
-            limits=limits,
-            store=session_store,
-            reuse_port=reuse_port,
-            ssl=ssl,
-            sock=sock,
-            backlog=backlog,
-            max_connections=max_connections,
-            on_connection=on_connection,
-            on_accept=on_accept,
-            incarnation=incarnation,
-        )
-        return Opening(resumable, _shut_down)
     starting = start_server(
-        cast(Handler, handler),
+        handler,
         host,
         port,
         cfg,

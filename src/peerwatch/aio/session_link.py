@@ -92,7 +92,8 @@ class SessionLink(Connection):
         """The application took a message this link received: its receive window frees."""
         self._taken += 1
         self._taken_bytes += size
-        self.poke()
+        if not self._flush_scheduled:
+            self.poke()
         if self._reading_paused:
             self._tell_taken()
             self._follow_reading()

@@ -111,7 +111,14 @@ class SessionInbound(Inbound):
 class SessionProtocol(Protocol):
     """A ``Protocol`` whose messages belong to a session; see the module docstring."""
 
-    __slots__ = ("_peer_resume", "_refused", "_session_inbound", "replayed", "session")
+    __slots__ = (
+        "_looking_up",
+        "_peer_resume",
+        "_refused",
+        "_session_inbound",
+        "replayed",
+        "session",
+    )
 
     def __init__(
         self,
@@ -133,6 +140,7 @@ class SessionProtocol(Protocol):
         self.session: Session | None = None
         self._peer_resume: Resume | None = None  # server: arrived before the lookup ended
         self._refused = False  # client: the server's HELLO said a refusal follows
+        self._looking_up = False  # server: nothing may go out before our HELLO
         self.replayed = 0
         if session is not None:
             self._use(session)
@@ -158,8 +166,12 @@ class SessionProtocol(Protocol):
         if self.verdict is not None:
             return
         self._use(session)
-        self._control.append(self._hello(FLAG_SESSION, session.session_id, session.token))
-        self._control.append(encode_resume(*session.attach(now)))
+        self._looking_up = False
+        # first on the wire, before any PONG queued during the lookup
+        self._control[:0] = [
+            self._hello(FLAG_SESSION, session.session_id, session.token),
+            encode_resume(*session.attach(now)),
+        ]
         if self._peer_resume is not None:
             self._apply_resume(self._peer_resume, now)
 
@@ -168,11 +180,18 @@ class SessionProtocol(Protocol):
         self._now = now
         if self.verdict is not None:
             return
-        self._control.append(self._hello(FLAG_SESSION, NO_SESSION_ID, NO_TOKEN))
+        self._looking_up = False
+        self._control.insert(0, self._hello(FLAG_SESSION, NO_SESSION_ID, NO_TOKEN))
         self.leave(code, reason, detail, now)
 
     def data_to_send(self, budget: int = FLUSH_BUDGET, frames: int = FLUSH_FRAMES) -> list[bytes]:
-        """As ``Protocol.data_to_send``; data comes from the session (its replay first)."""
+        """As ``Protocol.data_to_send``; data comes from the session (its replay first).
+
+        A server looking its session up says nothing yet (a PONG would reach the
+        client before our HELLO): what it has waits behind the HELLO.
+        """
+        if self._looking_up and self.verdict is None:
+            return []
         session = self.session
         if session is not None and self.verdict is None:
             self._write_ack()
@@ -241,6 +260,7 @@ class SessionProtocol(Protocol):
                 )
                 return
             super()._handshake(hello, now)
+            self._looking_up = True
             self._tell(SessionRequest(hello.session_id, hello.token))
             return
         super()._handshake(hello, now)
@@ -301,6 +321,14 @@ class SessionProtocol(Protocol):
             return
         code = goodbye.code
         if code == GoodbyeCode.NORMAL:
+            waiting = len(session.unacknowledged())
+            if waiting:  # the peer ended while ours were on the way: they come back
+                session.on_peer_lost(
+                    f"the peer closed the session with {waiting} of our messages unacknowledged",
+                    now,
+                )
+                self._tell(SessionEnded(session.lost))
+                return
             session.close()
             self._tell(SessionEnded(None))
         elif code == GoodbyeCode.SESSION_LOST:
