@@ -1,6 +1,7 @@
 """``peerwatch serve``: a peerwatch server on N worker processes sharing one port.
 
     peerwatch serve --host 0.0.0.0 --port 9870 --workers 4 --handler echo --metrics-port 9100
+    peerwatch serve --workers 4 --resume-window 30 --session-store redis://127.0.0.1:6379/0
 
 Prints one line when every worker listens, logs worker deaths and restarts to
 stderr, and on SIGTERM/SIGINT says GOODBYE to every peer and exits 0. With
@@ -13,10 +14,20 @@ import argparse
 import sys
 from typing import Any
 
-from peerwatch.cli.args import count, non_negative, port, positive, require_extras, resolvable_host
+from peerwatch.cli.args import (
+    count,
+    missing_extras,
+    non_negative,
+    port,
+    positive,
+    require_extras,
+    resolvable_host,
+)
 from peerwatch.core.config import DEFAULT_HOST
 
 DEFAULT_PORT = 9870
+#: Seconds a detached session is kept when only ``--session-store`` is given (the library's).
+DEFAULT_RESUME_WINDOW = 30.0
 
 
 def register(subparsers: Any) -> None:
@@ -64,9 +75,37 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--no-restart", action="store_true", help="do not restart a worker that died"
     )
+    parser.add_argument(
+        "--resume-window",
+        type=positive,
+        help="serve resumable sessions (peerwatch.connect(..., resume=True)), each kept s"
+        " seconds after its connection dies (default 30 when --session-store is given)",
+    )
+    parser.add_argument(
+        "--session-store",
+        type=session_store,
+        help="where sessions are kept: memory (this worker only; the default) or"
+        " redis://HOST:PORT/DB, rediss://..., unix:///path/redis.sock?db=N (any worker or host"
+        " reaching that Redis resumes them; needs peerwatch[sessions])",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log connections too")
     parser.add_argument("--json", action="store_true", help="JSON lines on stdout (docs/JSON.md)")
     parser.set_defaults(func=run)
+
+
+def session_store(text: str) -> str:
+    """``memory`` or a Redis URL that redis-py can use; a typo is refused at parse time."""
+    if text == "memory":
+        return text
+    if missing_extras(["redis"]):
+        return text  # run() says which extra to install, the same way every command does
+    from peerwatch.errors import ConfigError
+    from peerwatch.sessions.redis import check_url
+
+    try:
+        return check_url(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,6 +119,12 @@ def run(args: argparse.Namespace) -> int:
         return missing
     if args.uvloop and (missing := require_extras("serve", "uvloop", ["uvloop"])):
         return missing
+    shared = args.session_store not in (None, "memory")
+    if shared and (missing := require_extras("serve", "sessions", ["redis"])):
+        return missing
+    resume_window = args.resume_window
+    if resume_window is None and args.session_store is not None:
+        resume_window = DEFAULT_RESUME_WINDOW
 
     level = logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(
@@ -105,13 +150,15 @@ def run(args: argparse.Namespace) -> int:
                 interval=args.interval,
                 timeout=args.timeout,
                 metrics=metrics,
+                sessions=ready.sessions,
             )
             return
         pids = " ".join(str(pid) for pid in ready.pids)
         print(
             f"peerwatch serve: listening on {_hostport(ready.host, ready.port)}, {len(ready.pids)}"
             f" worker(s) (pids {pids}) on {ready.loop}, handler {args.handler},"
-            f" interval {args.interval} s, timeout {args.timeout} s",
+            f" interval {args.interval} s, timeout {args.timeout} s"
+            + (f", {ready.sessions}" if ready.sessions is not None else ""),
             flush=True,
         )
         if ready.metrics_port is not None:
@@ -142,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
             max_frame=args.max_frame,
             send_queue=args.send_queue,
             max_pings_per_interval=args.max_pings_per_interval,
+            resume_window=resume_window,
+            session_store=args.session_store if shared else None,
         )
     except ConfigError as exc:
         print(f"peerwatch serve: {exc}", file=sys.stderr)

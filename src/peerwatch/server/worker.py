@@ -25,6 +25,7 @@ from typing import Any
 
 from peerwatch.childproc import die_with_parent
 from peerwatch.core.config import Config
+from peerwatch.server.sessions import SessionSettings
 
 log = logging.getLogger("peerwatch.server")
 
@@ -45,6 +46,7 @@ class WorkerSpec:
     sweep_interval: float = 1.0
     log_level: int = logging.WARNING
     incarnation: int | None = None  # announced in HELLO by every worker of one run
+    sessions: SessionSettings | None = None  # serve resumable sessions (None: plain)
 
 
 def worker_main(spec: WorkerSpec, index: int, pipe: Pipe) -> None:
@@ -91,6 +93,13 @@ async def _serve(spec: WorkerSpec, index: int, handler: Any, pipe: Pipe, parent:
         from peerwatch.server.metrics import WorkerMetrics
 
         metrics = WorkerMetrics()
+    sessions: dict[str, Any] = {}
+    close_store = None
+    if spec.sessions is not None:
+        from peerwatch.server.sessions import open_store
+
+        store, close_store = await open_store(spec.sessions)
+        sessions = {"resume_window": spec.sessions.limits.window, "session_store": store}
     server = await serve(
         handler,
         spec.host,
@@ -104,6 +113,7 @@ async def _serve(spec: WorkerSpec, index: int, handler: Any, pipe: Pipe, parent:
         # one incarnation for the whole run, not one per worker: a client that reconnects
         # and lands on another worker must not conclude that the server restarted
         incarnation=spec.incarnation,
+        **sessions,
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -121,6 +131,8 @@ async def _serve(spec: WorkerSpec, index: int, handler: Any, pipe: Pipe, parent:
     open_connections = len(server.connections)
     await server.shutdown("server shutting down", drain=spec.drain)
     await server.wait_closed()
+    if close_store is not None:
+        await close_store()
     if metrics is not None:
         metrics.sweep(server)
     log.info("worker %d stopped (%d connections told GOODBYE)", index, open_connections)

@@ -52,7 +52,9 @@ from peerwatch.aio.client import make_config
 from peerwatch.core.config import Config
 from peerwatch.errors import ConfigError, PeerwatchError
 from peerwatch.server.leftovers import claim, release, remove_abandoned
+from peerwatch.server.sessions import check_store, session_settings
 from peerwatch.server.worker import WorkerSpec, worker_main
+from peerwatch.sessions.store import StoreFailed
 
 log = logging.getLogger("peerwatch.server")
 
@@ -91,6 +93,7 @@ class Ready:
     pids: tuple[int, ...]
     loop: str
     metrics_port: int | None
+    sessions: str | None = None  # where resumable sessions are kept, None: a plain server
 
 
 @dataclass
@@ -115,6 +118,8 @@ def run_workers(
     on_ready: Callable[[Ready], None] | None = None,
     stop: threading.Event | None = None,
     log_level: int = logging.WARNING,
+    resume_window: float | None = None,
+    session_store: str | None = None,
     **overrides: Any,
 ) -> int:
     """Serve ``handler`` on ``host:port`` from ``workers`` processes until SIGTERM/SIGINT.
@@ -126,17 +131,28 @@ def run_workers(
     all workers listen. Setting ``stop`` (from another thread) shuts down like
     SIGTERM. Returns 0 after a graceful shutdown; raises ``StartError`` when the
     workers cannot start, ``ConfigError`` for bad settings.
+
+    ``resume_window`` serves resumable sessions (``peerwatch.serve(...,
+    resume_window=)``), each worker keeping its own in-process sessions unless
+    ``session_store`` names a Redis (``redis://HOST:PORT/DB``): then a session
+    resumes on whichever worker the reconnect lands on (``server/sessions.py``).
     """
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
     if drain < 0:
         raise ConfigError(f"drain must be >= 0 seconds, got {drain}")
     cfg = make_config(config, overrides)
+    sessions = session_settings(resume_window, session_store, cfg)
     payload = _handler_payload(handler)
     if uvloop:
         from peerwatch.server.loop import loop_factory
 
         loop_factory(True)  # ConfigError here, not one per worker, when uvloop is missing
+    if sessions is not None:
+        try:
+            check_store(sessions)
+        except StoreFailed as exc:
+            raise StartError(str(exc)) from exc
     holder = reserve_port(host, port)
     bound_host, bound_port = holder.getsockname()[:2]
     endpoint = None
@@ -172,6 +188,7 @@ def run_workers(
             metrics_dir=endpoint.directory if endpoint is not None else None,
             log_level=log_level,
             incarnation=int.from_bytes(os.urandom(8), "big"),
+            sessions=sessions,
         )
         context = multiprocessing.get_context("spawn")
         for slot in slots:
@@ -190,6 +207,7 @@ def run_workers(
             pids=tuple(slot.pid or 0 for slot in slots),
             loop=",".join(sorted(loops)),
             metrics_port=metrics_bound,
+            sessions=sessions.describe() if sessions is not None else None,
         )
         log.debug("listening on %s:%d with %d workers", ready.host, ready.port, workers)
         if on_ready is not None:
