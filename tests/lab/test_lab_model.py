@@ -132,7 +132,12 @@ def test_saw_text_collapses_repeated_writes() -> None:
 def test_the_resumable_session_runs_only_where_the_peer_comes_back() -> None:
     resumable = BY_NAME["peerwatch-resume"]
     returning = [s.name for s in SCENARIOS if s.runs(resumable)]
-    assert returning == ["cable-out-2x", "partition-heals", "power-cycle-restart"]
+    assert returning == [
+        "cable-out-2x",
+        "partition-heals",
+        "power-cycle-restart",
+        "power-cycle-shared",
+    ]
     for scenario in SCENARIOS:
         if scenario.peer_returns:
             # the outage outlasts every bound: a heartbeat must call it

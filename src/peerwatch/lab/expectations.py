@@ -265,7 +265,14 @@ def expectation(scenario: str, strategy: Strategy, s: LabSettings) -> Expectatio
             session_lost_accounted("UNKNOWN"),
         )
 
-    if scenario in ("power-cycle", "power-cycle-restart"):
+    if scenario == "power-cycle-shared" and kind == "resumable":
+        return Expectation(
+            f"RESET within {_fmt(bound)}; resumed on the restarted server from the shared"
+            " store (Redis); every echo once, in order",
+            resumed_in_order({"RESET", "SILENT", "TIMEOUT"}, bound),
+        )
+
+    if scenario in ("power-cycle", "power-cycle-restart", "power-cycle-shared"):
         write_at = 1.0
         if heartbeat:
             return Expectation(

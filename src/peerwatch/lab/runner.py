@@ -33,9 +33,11 @@ from peerwatch.lab.hosts import KANG, KODOS, Lab
 from peerwatch.lab.netns import LabError, Registry, terminate_as_interrupt
 from peerwatch.lab.observations import Observation, Record
 from peerwatch.lab.scenarios import CLIENT_COMMANDS, Scenario, Step
+from peerwatch.lab.sessionstore import STORE_URL, start_store
 from peerwatch.lab.settings import LabSettings
 from peerwatch.lab.states import GONE, StateWatcher, Timeline
 from peerwatch.lab.strategies import Strategy, port_of
+from peerwatch.testing.servers import Server
 
 #: Rough seconds of set-up per scenario, for the progress bar only.
 SETUP_ESTIMATE = 3.0
@@ -78,11 +80,16 @@ def run_scenario(
     strategies = [st for st in strategies if scenario.runs(st)]
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
     agents: list[Agent] = []
+    store: Server | None = None
     try:
         with Lab(tag, settings.timers, Registry()) as lab:
             if on_lab is not None:
                 on_lab(lab)
-            server_argv = ["server", server_spec(scenario.read_mode, strategies, settings)]
+            store_url = None
+            if scenario.session_store == "redis":
+                store, store_url = start_store(lab), STORE_URL
+            spec = server_spec(scenario.read_mode, strategies, settings, store_url)
+            server_argv = ["server", spec]
             server = start_agent(lab, KODOS, "server", server_argv, events)
             agents.append(server)
             failures = wait_ready(events, {"server"}, time.monotonic() + START_TIMEOUT)
@@ -119,6 +126,8 @@ def run_scenario(
     finally:
         for agent in agents:
             agent.stderr.close()
+        if store is not None:
+            store.stop()
 
 
 def _drive(run: ScenarioRun, tick: Tick | None) -> None:

@@ -72,12 +72,21 @@ class Scenario:
     duration: Callable[[LabSettings], float]
     read_mode: Literal["echo", "slow"] = "echo"
     peer_returns: bool = False  # the peer comes back after the outage (see the docstring)
+    #: where the resumable server keeps its sessions: its own memory, or the lab's Redis
+    #: (``sessionstore``), which outlives kodos
+    session_store: Literal["memory", "redis"] = "memory"
 
     def runs(self, strategy: Strategy) -> bool:
         """Whether ``strategy`` is measured in this scenario."""
         if self.peer_returns:
             return strategy.name in RETURN_STRATEGIES
         return strategy.kind != "resumable"
+
+
+def _shared_check(s: LabSettings) -> float:
+    """When the echo check runs after the reboot: the restarted server (an interpreter
+    start-up on a busy machine) and the client's reconnect backoff had their time."""
+    return 1.0 + s.bound + 3.0
 
 
 def _return_check(s: LabSettings) -> float:
@@ -226,6 +235,21 @@ RETURN_SCENARIOS: tuple[Scenario, ...] = (
         ],
         duration=lambda s: s.resume_timeout + 2.0,
         peer_returns=True,
+    ),
+    Scenario(
+        "power-cycle-shared",
+        "the same reboot and restart, but the server keeps its sessions in a Redis that"
+        " outlives kodos; the client writes 1 s later, then checks the echoes",
+        peer_dead=True,
+        timeline=lambda s: [
+            Step(0.0, "power-cycle"),
+            Step(0.1, "restart-server"),
+            Step(1.0, "write"),
+            Step(_shared_check(s), "check"),
+        ],
+        duration=lambda s: _shared_check(s) + CHECK_WAIT,
+        peer_returns=True,
+        session_store="redis",
     ),
 )
 

@@ -173,10 +173,13 @@ class LabServer:
     async def start_resumable(self, strategy: str, port: int) -> None:
         """A resumable server (issue 12): echoes each session's messages across reconnects.
 
-        Its sessions live in this process (the in-process store): a restarted
-        server knows none of them.
+        Its sessions live in this process (the in-process store: a restarted
+        server knows none of them) or, with ``session_store``, in Redis, opened
+        as ``serve --session-store`` opens it (so a restarted server finds them).
         """
         import peerwatch
+
+        store = await self.open_store()
 
         async def handler(session: Any) -> None:
             key = id(session)
@@ -201,10 +204,29 @@ class LabServer:
             self.spec["host"],
             port,
             resume_window=self.spec["resume_window"],
+            session_store=store,
             interval=self.spec["interval"],
             timeout=self.spec["timeout"],
         )
         self.listeners.append(server.close)
+
+    async def open_store(self) -> Any:
+        """The Redis store named in the spec, once it answers (None: the in-process store)."""
+        url = self.spec.get("session_store")
+        if not url:
+            return None
+        from peerwatch.core.session import SessionLimits
+        from peerwatch.server.sessions import SessionSettings, open_store
+
+        limits = SessionLimits(window=self.spec["resume_window"])
+        store, _ = await open_store(SessionSettings(limits, url, self.spec["timeout"]))
+        for _ in range(100):  # the lab starts Redis and this agent at once
+            try:
+                await store.client.ping()
+                return store
+            except Exception:
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"the session store {url} does not answer")
 
     # --------------------------------------------------------------- control
 
