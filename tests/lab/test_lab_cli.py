@@ -51,3 +51,13 @@ def test_refuses_without_its_extras(
     )
     assert main(["lab", "--quick"]) == 2
     assert "peerwatch[lab]" in capsys.readouterr().err
+
+
+def test_a_choice_that_measures_nothing_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from peerwatch.cli import main
+
+    # the resumable session runs only where the peer comes back; crash is not such a scenario
+    assert main(["lab", "--scenario", "crash", "--strategy", "peerwatch-resume"]) == 2
+    err = capsys.readouterr().err
+    assert "peerwatch-resume runs only where the peer comes back" in err
+    assert len(err.strip().splitlines()) == 1
