@@ -4,7 +4,9 @@
 connection to the target; ``cut()`` aborts both halves of every pair with
 SO_LINGER 0, so each end's kernel sees RST (a middlebox reset, a NAT that lost
 the mapping). ``hold()`` stops forwarding without closing anything (a
-partition); ``release()`` lets bytes flow again.
+partition); ``release()`` lets bytes flow again. ``cut_client_side()`` resets
+only the client's half and leaves the server's open and silent (the server
+cannot know yet that its client went away).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Cutter:
         self.cuts = 0
         self._server: asyncio.AbstractServer | None = None
         self._pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
+        self._kept: list[asyncio.StreamWriter] = []  # server halves left open on purpose
         self._tasks: set[asyncio.Task[None]] = set()
         self._flowing = asyncio.Event()
         self._flowing.set()
@@ -51,6 +54,8 @@ class Cutter:
         self._server.close()
         self._flowing.set()
         self.cut()
+        for writer in self._kept:
+            writer.transport.abort()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -68,6 +73,19 @@ class Cutter:
                     with contextlib.suppress(OSError):
                         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
                 writer.transport.abort()
+        self.cuts += len(pairs)
+        return len(pairs)
+
+    def cut_client_side(self) -> int:
+        """RST the client's half of every connection; the server's half stays open, silent."""
+        pairs, self._pairs = self._pairs, []
+        for client_half, server_half in pairs:
+            self._kept.append(server_half)
+            sock = client_half.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
+            client_half.transport.abort()
         self.cuts += len(pairs)
         return len(pairs)
 
@@ -105,7 +123,8 @@ class Cutter:
                 await self._flowing.wait()
                 sink.write(data)
                 await sink.drain()
-        sink.transport.abort()
+        if sink not in self._kept:
+            sink.transport.abort()
 
 
 async def raw_exchange(

@@ -126,3 +126,35 @@ async def test_a_partition_past_the_timeout_ends_the_connection_then_resumes_exa
         assert conn.history[0].verdict.cause in (Cause.HUNG, Cause.SILENT)
         assert conn.history[0].replayed > 0
         await conn.close()
+
+
+async def test_a_client_back_before_the_server_saw_it_go_takes_its_session_over() -> None:
+    sessions: list[ResumableConnection] = []
+    got: list[bytes] = []
+
+    async def collect(session: ResumableConnection) -> None:
+        sessions.append(session)
+        async for message in session:
+            got.append(message)
+            await session.enqueue(message)
+
+    # the server would wait 20 s before judging the old connection; the client judges in 1 s
+    async with (
+        peerwatch.serve(
+            collect, "127.0.0.1", 0, resume_window=30.0, interval=0.5, timeout=20.0
+        ) as server,
+        Cutter(server.port) as cutter,
+    ):
+        conn = await peerwatch.connect(
+            "127.0.0.1", cutter.port, resume=True, handshake_timeout=1.0, **FAST
+        )
+        await conn.send(b"one")
+        assert await conn.recv() == b"one"
+        await conn.enqueue(b"two")
+        cutter.cut_client_side()
+        assert await conn.recv() == b"two"
+        assert got == [b"one", b"two"] and len(sessions) == 1
+        (outage,) = sessions[0].history
+        assert outage.verdict.cause is Cause.LOCAL
+        assert "resumed the session on a new connection" in outage.verdict.detail
+        await conn.close()
