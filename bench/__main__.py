@@ -1,4 +1,4 @@
-"""``python -m bench [idle|throughput|detection|accept|scale ...] [--quick] [--out DIR]``.
+"""``python -m bench [idle|throughput|detection|accept|scale|resume ...] [--quick] [--out DIR]``.
 
 A full run saves each benchmark's results as ``bench/results/<name>.json`` and
 rewrites ``docs/BENCHMARKS.md`` and ``docs/benchmarks.png`` from every saved
@@ -35,6 +35,7 @@ def runners() -> dict[str, Callable[..., dict[str, Any]]]:
     from bench.idle import run_idle
     from bench.inspect_table import run_inspect
     from bench.protect_cost import run_protect
+    from bench.resume import run_resume
     from bench.scale import run_scale
     from bench.throughput import run_throughput
 
@@ -47,6 +48,7 @@ def runners() -> dict[str, Callable[..., dict[str, Any]]]:
         "protect": run_protect,
         "inspect": run_inspect,
         "scale": run_scale,
+        "resume": run_resume,
     }
 
 

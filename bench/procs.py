@@ -80,8 +80,16 @@ class Child:
     (a blocked observer would make its verdicts late, and the benchmark wrong).
     """
 
-    def __init__(self, module: str, args: Sequence[str], *, cpu: int | None = None) -> None:
-        self.argv = [sys.executable, "-m", module, *args]
+    def __init__(
+        self,
+        module: str,
+        args: Sequence[str],
+        *,
+        cpu: int | None = None,
+        prefix: Sequence[str] = (),
+    ) -> None:
+        """``prefix`` goes before the interpreter (``ip netns exec NS``: a lab host; it execs)."""
+        self.argv = [*prefix, sys.executable, "-m", module, *args]
         self.label = " ".join([module, *args])
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(

@@ -13,6 +13,7 @@ from typing import Any
 from bench import targets
 from bench.exporter import exporter_section
 from bench.protect_cost import protect_checks, protect_section
+from bench.resume_report import resume_checks, resume_section
 from bench.scale_report import scale_checks, scale_section
 from bench.targets import Check
 
@@ -25,6 +26,7 @@ TITLES = {
     "protect": "Zero-code protection and pool check",
     "inspect": "Inspect at scale",
     "scale": "Scale",
+    "resume": "Resumable sessions",
 }
 
 
@@ -255,6 +257,7 @@ SECTIONS = {
     "protect": protect_section,
     "inspect": inspect_section,
     "scale": scale_section,
+    "resume": resume_section,
 }
 
 
@@ -267,6 +270,7 @@ CHECKS = {
     "protect": protect_checks,
     "inspect": targets.inspect_checks,
     "scale": scale_checks,
+    "resume": resume_checks,
 }
 
 ANALYSIS = Path(__file__).resolve().parent / "analysis.md"

@@ -1,0 +1,184 @@
+"""``serve --workers 2 --resume-window S``: the worker holding a session is SIGKILLed.
+
+Real processes on loopback: the supervisor, two workers, a real redis-server,
+and a resumable client in this process. The worker holding the session is
+found by the kernel's view of its sockets (``/proc`` through psutil: which
+worker has an ESTABLISHED connection on the port), then SIGKILLed in the middle
+of a paced stream. ``--no-restart`` leaves the other worker as the only place
+the reconnect can land.
+
+- With the Redis store the session resumes there: every message reaches the
+  workers' applications exactly once and in order (client -> server, counted
+  in the workers' own logs), and every echo the applications produced reaches
+  the client exactly once and in order (server -> client).
+- With the in-process store the other worker does not know the session: the
+  client ends it with SESSION_LOST, and every message it sent is either
+  acknowledged or handed back, none both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from serveproc import Served, established_by_pid
+from sessionapp import LOG_DIR, read_logs
+
+import peerwatch
+from peerwatch import Cause, PeerDead
+from peerwatch.testing.servers import Server, start_redis
+
+pytestmark = pytest.mark.timeout(90)
+
+FAST = {"interval": 0.2, "timeout": 1.0}
+COUNT = 120  # messages from the client, one every PACE seconds
+PACE = 0.01
+KILL_AT = 50  # SIGKILL the holder once this many were enqueued
+
+
+@pytest.fixture
+def redis() -> Iterator[Server]:
+    server = start_redis()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def start(serve: Callable[..., Served], tmp_path: Path, *store: str) -> Served:
+    here = str(Path(__file__).parent)
+    env = {**os.environ, LOG_DIR: str(tmp_path)}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+    return serve(
+        "--workers", "2", "--no-restart", "--handler", "sessionapp:logged_echo",
+        "--resume-window", "10", "--interval", "0.2", "--timeout", "1", *store, env=env,
+    )  # fmt: skip
+
+
+def holder(served: Served) -> int:
+    """The worker with the session's connection (the kernel's view of its sockets)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        holding = [pid for pid in served.pids if established_by_pid(pid, served.port) > 0]
+        if len(holding) == 1:
+            return holding[0]
+        time.sleep(0.02)
+    raise AssertionError(f"no single worker holds the connection: {served.pids}")
+
+
+async def stream(
+    conn: peerwatch.ResumableConnection, served: Served
+) -> tuple[list[bytes], list[peerwatch.Delivery], int, PeerDead | None]:
+    """Send COUNT paced messages, SIGKILL the holder after KILL_AT; what went out, and who died."""
+    sent: list[bytes] = []
+    deliveries: list[peerwatch.Delivery] = []
+    victim = 0
+    try:
+        for i in range(COUNT):
+            message = b"c%03d" % i
+            deliveries.append(await conn.enqueue(message))
+            sent.append(message)
+            if i == KILL_AT:
+                victim = holder(served)
+                os.kill(victim, signal.SIGKILL)
+            await asyncio.sleep(PACE)
+        await asyncio.wait_for(conn.drain(), 30)
+    except PeerDead as dead:
+        return sent, deliveries, victim, dead
+    return sent, deliveries, victim, None
+
+
+async def test_redis_store_the_session_resumes_on_the_other_worker_exactly_once(
+    serve: Callable[..., Served], redis: Server, tmp_path: Path
+) -> None:
+    served = start(serve, tmp_path, "--session-store", f"redis://127.0.0.1:{redis.port}/0")
+    assert "sessions redis://" in served.out[0]
+    conn = await peerwatch.connect("127.0.0.1", served.port, resume=True, resume_timeout=20, **FAST)
+    echoes: list[bytes] = []
+
+    async def read() -> None:
+        async for message in conn:
+            echoes.append(message)
+
+    reader = asyncio.ensure_future(read())
+    try:
+        sent, _, victim, dead = await stream(conn, served)
+        assert dead is None, dead.verdict if dead else None
+        survivor = next(pid for pid in served.pids if pid != victim)
+        logs: dict[int, list[tuple[str, bytes]]] = {}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the last echoes may still be on their way
+            logs = read_logs(str(tmp_path), served.pids)
+            echoed = [
+                m for pid in (victim, survivor) for w, m in logs.get(pid, []) if w == "echoed"
+            ]
+            if len(echoes) >= len(echoed) and echoed:
+                break
+            await asyncio.sleep(0.05)
+        assert set(logs) == {victim, survivor}, "both workers' applications served the session"
+        took = [m for pid in (victim, survivor) for what, m in logs[pid] if what == "took"]
+        echoed = [m for pid in (victim, survivor) for what, m in logs[pid] if what == "echoed"]
+        # client -> server: every message taken by an application exactly once, in order
+        assert took == sent
+        # server -> client: every echo kept by a worker arrives exactly once, in order; the
+        # SIGKILL may fall between keeping an echo and logging it (then it arrives unlogged),
+        # or between taking a message and keeping its echo (then there is no echo to send)
+        received = [m.removeprefix(b"echo ") for m in echoes]
+        assert len(received) == len(set(received)), "an echo arrived twice"
+        assert received == [m for m in took if m in set(received)], "echoes out of order"
+        assert set(echoed) <= set(received)
+        assert len(set(took) - set(received)) <= 1 and len(set(received) - set(echoed)) <= 1
+        # one outage, resumed on the survivor
+        assert len(conn.history) == 1 and conn.history[0].outage is not None
+        assert established_by_pid(survivor, served.port) == 1
+        assert any(f"(pid {victim}) was killed by SIGKILL" in line for line in served.err)
+    finally:
+        reader.cancel()
+        await conn.close()
+
+
+async def test_in_process_store_session_lost_every_message_acknowledged_or_handed_back(
+    serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    served = start(serve, tmp_path)
+    conn = await peerwatch.connect("127.0.0.1", served.port, resume=True, resume_timeout=20, **FAST)
+    reader_ended: list[BaseException] = []
+
+    async def read() -> None:
+        try:
+            async for _ in conn:
+                pass
+        except PeerDead as exc:
+            reader_ended.append(exc)
+
+    reader = asyncio.ensure_future(read())
+    try:
+        sent, deliveries, victim, dead = await stream(conn, served)
+        if dead is None:  # everything was acknowledged before the client learnt: ask again
+            with pytest.raises(PeerDead) as raised:
+                await asyncio.wait_for(conn.recv(), 20)
+            dead = raised.value
+        verdict = dead.verdict
+        assert verdict.cause is Cause.SESSION_LOST
+        assert verdict.detail.startswith("UNKNOWN"), verdict.detail
+        acknowledged = [m for m, d in zip(sent, deliveries, strict=True) if d.acknowledged]
+        handed_back = list(verdict.undelivered)
+        assert not set(acknowledged) & set(handed_back), (
+            "a message both acknowledged and handed back"
+        )
+        assert acknowledged + handed_back == sent  # every one, in order
+        assert len(acknowledged) > KILL_AT // 2  # the session did carry messages before
+        logs = read_logs(str(tmp_path), served.pids)
+        took = [m for what, m in logs[victim] if what == "took"]
+        assert set(acknowledged) <= set(took)  # acknowledged means the application took it
+        assert took == sent[: len(took)]
+        await asyncio.sleep(0.2)
+        assert reader_ended and reader_ended[0].verdict.cause is Cause.SESSION_LOST
+    finally:
+        reader.cancel()
+        await conn.close()
