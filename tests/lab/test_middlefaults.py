@@ -78,6 +78,7 @@ def echo(lab: LabPath) -> Iterator[EchoServer]:
             lab.server.run(server.server.shutdown(), timeout=10)
 
 
+@pytest.mark.slow  # the cable and the partition wait out the heartbeat timeout and more
 @pytest.mark.parametrize("kind", FAULT_KINDS)
 def test_fault_gives_a_plain_client_its_verdict_and_the_path_heals(
     lab: LabPath, echo: EchoServer, kind: FaultKind

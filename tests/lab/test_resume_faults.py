@@ -75,6 +75,7 @@ class Exchange:
     to_client: list[bytes]
     received: list[bytes] = field(default_factory=list)
     sessions: int = 0
+    session: peerwatch.ResumableConnection | None = None  # the server's side of it
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -99,6 +100,7 @@ class SessionServer:
         exchange = self.current
         assert exchange is not None
         exchange.sessions += 1
+        exchange.session = session
 
         async def speak() -> None:
             for payload in exchange.to_client:
@@ -210,6 +212,8 @@ def test_resumable_session_loses_and_repeats_nothing_through_any_fault(
     ):
         time.sleep(0.05)
     history = list(conn.history)
+    assert exchange.session is not None
+    server_history = list(exchange.session.history)
     lab.client.run(conn.close(), timeout=10)
     assert exchange.done.wait(timeout=10), "the server's session did not end with close()"
 
@@ -222,6 +226,11 @@ def test_resumable_session_loses_and_repeats_nothing_through_any_fault(
     for outage in history:
         assert outage.resumed_at is not None and outage.outage is not None, outage
         assert 0 <= outage.outage <= FAULT_LENGTH[kind] + SETTLE, outage
+    # the server may not see every outage (a client back before the server noticed takes
+    # the session over), but what it saw ended resumed, with a cause
+    for outage in server_history:
+        assert outage.resumed_at is not None, ("server side", outage)
+        assert outage.verdict.cause is not Cause.SESSION_LOST, ("server side", outage)
 
 
 def _resumed(conn: peerwatch.ResumableConnection) -> bool:
