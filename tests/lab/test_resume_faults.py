@@ -281,3 +281,43 @@ def test_send_returns_when_the_resume_acknowledges_it(lab: LabPath, server: Sess
         assert [o.resumed_at is not None for o in conn.history] == [True]
     finally:
         lab.client.run(conn.close(), timeout=10)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="adapter: close() while the session is detached (between connections) ends it"
+    " here only; the server's session waits out its whole resume_window, its handler too",
+)
+def test_close_during_an_outage_ends_the_session_on_both_sides(
+    lab: LabPath, server: SessionServer
+) -> None:
+    """README: close() ends the session on both sides. Closed while the cable is out, the
+    server can only learn it once the network is back; it must then, not a window later."""
+    exchange = Exchange([])
+    server.current = exchange
+
+    async def open_session() -> peerwatch.ResumableConnection:
+        conn = await peerwatch.connect(
+            lab.path.server_address,
+            PORT,
+            resume=True,
+            resume_timeout=60.0,
+            interval=INTERVAL,
+            timeout=TIMEOUT,
+        )
+        await conn.send(b"before")
+        return conn
+
+    conn = lab.client.run(open_session(), timeout=10)
+    lab.path.start("cable-pull")
+    try:
+        deadline = time.monotonic() + 2 * TIMEOUT
+        while not conn.history and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert conn.history, "the outage was not noticed"
+        verdict = lab.client.run(conn.close(), timeout=10)
+    finally:
+        lab.path.stop("cable-pull")
+    assert verdict.cause is Cause.LOCAL and not verdict.undelivered, verdict.describe()
+    assert exchange.received == [b"before"]
+    assert exchange.done.wait(timeout=SETTLE), "the server's session outlived close()"
