@@ -110,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     scenarios = [s for s in SCENARIOS if not wanted_scenarios or s.name in wanted_scenarios]
     strategies = [s for s in STRATEGIES if not wanted_strategies or s.name in wanted_strategies]
+    scenarios, refused = _without_missing_store(scenarios, bool(wanted_scenarios))
+    if refused:
+        return refused
     if not any(sc.runs(st) for sc in scenarios for st in strategies):
         # e.g. the resumable session in a scenario where the peer never comes back
         print(
@@ -126,6 +129,22 @@ def run(args: argparse.Namespace) -> int:
     if refusal is not None:
         return refusal
     return _run_lab(args, scenarios, strategies)
+
+
+def _without_missing_store(scenarios: list[Any], chosen: bool) -> tuple[list[Any], int]:
+    """Leave out the shared-store scenario where Redis cannot run (a note), or refuse (exit 2)
+    when it was asked for by name."""
+    from peerwatch.lab.sessionstore import store_missing
+
+    shared = [s.name for s in scenarios if s.session_store == "redis"]
+    why = store_missing() if shared else None
+    if why is None:
+        return scenarios, 0
+    if chosen:
+        print(f"peerwatch lab: {', '.join(shared)} needs Redis: {why}", file=sys.stderr)
+        return scenarios, 2
+    print(f"peerwatch lab: leaving out {', '.join(shared)}: {why}")
+    return [s for s in scenarios if s.session_store != "redis"], 0
 
 
 def _where_to_run(args: argparse.Namespace) -> int | None:

@@ -25,6 +25,17 @@ STORE_PORT = 6379
 STORE_URL = f"redis://{STORE}:{STORE_PORT}/0"
 
 
+def store_missing() -> str | None:
+    """Why the shared-store scenario cannot run here (None: it can)."""
+    import importlib.util
+
+    if shutil.which("redis-server") is None:
+        return "redis-server is not installed (tools/system-deps.sh installs it)"
+    if importlib.util.find_spec("redis") is None:
+        return "redis-py is missing: pip install 'peerwatch[sessions]'"
+    return None
+
+
 def start_store(lab: Lab) -> real.Server:
     """Start redis-server in the switch's namespace at ``STORE``.
 
