@@ -214,12 +214,16 @@ def test_resumable_session_loses_and_repeats_nothing_through_any_fault(
     history = list(conn.history)
     assert exchange.session is not None
     server_history = list(exchange.session.history)
+    # where the server sees the client now: after a NAT rebinding, its new address
+    link = exchange.session.link  # the connection currently carrying the session
+    seen_from = link.peer[0] if link is not None and link.peer is not None else None
     lab.client.run(conn.close(), timeout=10)
     assert exchange.done.wait(timeout=10), "the server's session did not end with close()"
 
     assert received == to_client, _mismatch("kodos -> kang", to_client, received)
     assert exchange.received == to_server, _mismatch("kang -> kodos", to_server, exchange.received)
     assert exchange.sessions == 1, "the handler must see one session, not one per connection"
+    assert seen_from == lab.path.nat_source, f"{kind}: server sees the client at {seen_from}"
     assert history, f"{kind}: no outage recorded"
     first = history[0].verdict
     assert first.cause in CAUSES[kind], f"{kind}: first outage {first.describe()}"
