@@ -42,6 +42,8 @@ class Cutter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self._replies_flowing = asyncio.Event()  # server -> client only
+        self._replies_flowing.set()
         self.refusing = False  # True: every new connection is reset at once (peer unreachable)
 
     async def __aenter__(self) -> Cutter:
@@ -94,6 +96,11 @@ class Cutter:
 
     def release(self) -> None:
         self._flowing.set()
+        self._replies_flowing.set()
+
+    def hold_replies(self) -> None:
+        """Hold what the server sends (its ACKs too); the client's bytes still pass."""
+        self._replies_flowing.clear()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
@@ -109,18 +116,24 @@ class Cutter:
             writer.transport.abort()
             return
         self._pairs.append((writer, up_writer))
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.ensure_future(self._pipe(source, sink))
+        for source, sink, gate in (
+            (reader, up_writer, self._flowing),
+            (up_reader, writer, self._replies_flowing),
+        ):
+            task = asyncio.ensure_future(self._pipe(source, sink, gate))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, gate: asyncio.Event
+    ) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while True:
                 data = await source.read(65536)
                 if not data:
                     break
                 await self._flowing.wait()
+                await gate.wait()
                 sink.write(data)
                 await sink.drain()
         if sink not in self._kept:

@@ -158,3 +158,28 @@ async def test_a_client_back_before_the_server_saw_it_go_takes_its_session_over(
         assert outage.verdict.cause is Cause.LOCAL
         assert "resumed the session on a new connection" in outage.verdict.detail
         await conn.close()
+
+
+async def test_a_send_whose_ack_was_lost_returns_when_the_peers_resume_acknowledges_it() -> None:
+    got: list[bytes] = []
+
+    async def take(session: ResumableConnection) -> None:
+        async for message in session:
+            got.append(message)
+
+    async with (
+        peerwatch.serve(take, "127.0.0.1", 0, resume_window=10.0, **FAST) as server,
+        Cutter(server.port) as cutter,
+    ):
+        conn = await peerwatch.connect("127.0.0.1", cutter.port, resume=True, **FAST)
+        cutter.hold_replies()  # the server's ACK will never reach this connection
+        sending = asyncio.ensure_future(conn.send(b"taken, ACK lost"))
+        while not got:
+            await asyncio.sleep(0.01)
+        cutter.cut()
+        cutter.release()
+        # the server's RESUME says it took message 1: that is the acknowledgement
+        await asyncio.wait_for(sending, 5.0)
+        assert got == [b"taken, ACK lost"] and conn.acked_through == 1
+        assert conn.history[0].replayed == 0
+        await conn.close()

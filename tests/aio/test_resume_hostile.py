@@ -156,3 +156,24 @@ async def test_a_flood_of_bogus_resumes_is_refused_one_by_one_and_serving_goes_o
         assert handler.sessions == 1
         await conn.send(b"after the flood")
         assert await conn.recv() == b"after the flood"
+
+
+async def test_a_resumable_client_against_a_plain_server_fails_at_once_by_name() -> None:
+    async def plain(conn: peerwatch.Connection) -> None:
+        async for message in conn:
+            await conn.send(message)
+
+    async with peerwatch.serve(plain, "127.0.0.1", 0, **FAST) as server:
+        with pytest.raises(PeerDead) as caught:
+            await peerwatch.connect("127.0.0.1", server.port, resume=True, **FAST)
+    verdict = caught.value.verdict
+    assert verdict.cause is Cause.PROTOCOL
+    assert "peer does not support sessions (plain HELLO)" in verdict.detail
+
+
+async def test_a_plain_client_against_a_resumable_server_is_told_why() -> None:
+    async with peerwatch.serve(Recorder(), "127.0.0.1", 0, resume_window=5.0, **FAST) as server:
+        with pytest.raises(PeerDead) as caught:
+            conn = await peerwatch.connect("127.0.0.1", server.port, **FAST)
+            await conn.recv()
+    assert "serves resumable sessions only" in caught.value.verdict.detail

@@ -60,6 +60,7 @@ class ResumableConnection:
         self._carried = 0  # inbox messages received on an earlier link (no window to free)
         self._peer_max_message: int | None = None
         self._peer_closing = False  # the peer said GOODBYE(NORMAL): its verdict ends us
+        self.fenced = False  # another worker took the session over: it is not ours to end
 
     # ------------------------------------------------------------------ queries
 
@@ -114,9 +115,11 @@ class ResumableConnection:
         if self._store is None:
             seq = session.send(data, self._loop.time())
         else:
-            async with self._write_lock:  # the store keeps it before its DATA is written
+            async with self._write_lock:
+                # kept first, numbered after: a flush pass may write it as soon as it is
+                # in the session, and a message must never be written before it is kept
+                await self._store_call(self._store.sent(session, session.next_seq, data))
                 seq = session.send(data, self._loop.time())
-                await self._store_call(self._store.sent(session, seq, data))
         link = self.link
         if link is not None and not link._flush_scheduled:
             link.poke()
@@ -142,11 +145,13 @@ class ResumableConnection:
         session = self.session
         while True:
             if session.inbox:
-                message = session.take()
-                assert message is not None
                 if self._store is not None:
-                    async with self._write_lock:  # kept before the application sees it
-                        await self._store_call(self._store.consumed(session))
+                    message = await self._take_kept()
+                    if message is None:
+                        continue
+                else:
+                    message = session.take()
+                    assert message is not None
                 self._taken(len(message))
                 return message
             self._raise_if_over()
@@ -234,7 +239,9 @@ class ResumableConnection:
             outage.resumed_at = now
             outage.replayed = replayed
             self._tell(Resumed(now - outage.lost_at, replayed, now))
-        self._waiters.free(self.config.send_queue - self.in_flight)
+        # the peer's RESUME acknowledged what its application took, ACKs lost in the cut
+        # included: the senders waiting for those return now
+        self.link_acked(link, self.session.acked_through)
         link.poke()  # the replay, and an ACK of what was taken meanwhile
 
     def link_received(self, link: SessionLink, count: int) -> None:
@@ -342,6 +349,17 @@ class ResumableConnection:
             self._store_failed(exc)
             raise error_for(self.verdict, in_handshake=False) from exc  # type: ignore[arg-type]
 
+    async def _take_kept(self) -> bytes | None:
+        """Take the next message once the store kept the take: the take makes its ACK due,
+        and an ACK must never cover a message the application may still not get."""
+        assert self._store is not None
+        session = self.session
+        async with self._write_lock:
+            if not session.inbox:
+                return None  # another receiver took it meanwhile, or the session ended
+            await self._store_call(self._store.consumed(session, session.consumed_through + 1))
+            return session.take()
+
     async def _store_acked(self) -> None:
         if self._store is None or self.verdict is not None:
             return
@@ -353,6 +371,7 @@ class ResumableConnection:
 
     def _fenced(self, why: str) -> None:
         """Another worker took the session over: this one lets go without ending it."""
+        self.fenced = True
         link = self.link
         self.link = None
         if link is not None and link.verdict is None:
@@ -369,7 +388,7 @@ class ResumableConnection:
 
     def _store_failed(self, exc: BaseException) -> None:
         now = self._loop.time()
-        self.session.on_peer_lost(f"the session store failed: {exc!r}", now)
+        self.session.on_store_failed(repr(exc), now)
         lost = self.session.lost
         assert lost is not None
         self._end_lost(lost)

@@ -2,8 +2,8 @@
 
 ``connect_resumable`` makes the first connection (a failure raises at once, as a
 plain ``connect`` does: a typo should not wait ``resume_timeout``). After that,
-whenever the connection under the session dies, a task reconnects with
-exponential backoff and equal jitter (``core/backoff.py``) for at most
+whenever the connection under the session dies, a task reconnects at once,
+then with exponential backoff and equal jitter (``core/backoff.py``) for at most
 ``resume_timeout`` seconds from the loss; each attempt sends HELLO and RESUME
 at once, so a resume costs one round trip plus the replayed bytes. The session
 ends with SESSION_LOST when the budget is spent (WINDOW), when the server no
@@ -13,6 +13,8 @@ longer knows it (UNKNOWN), or on any bound the session core enforces.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 import random
 import ssl as ssl_module
 import time
@@ -26,6 +28,8 @@ from peerwatch.core.frames import NO_SESSION_ID, NO_TOKEN, GoodbyeCode
 from peerwatch.core.session import Session, SessionLimits
 from peerwatch.core.verdicts import Verdict, connect_failure, errno_name
 from peerwatch.errors import PeerDead, PeerwatchError
+
+log = logging.getLogger("peerwatch")
 
 
 class ResumableClient(ResumableConnection):
@@ -125,7 +129,10 @@ class ResumableClient(ResumableConnection):
         loop = self._loop
         session = self.session
         deadline = self._outage_since + self.resume_timeout
-        for delay in self.backoff.delays(self.resume_timeout, random.random):
+        # the first attempt at once: a cut by a middlebox or a NAT costs one round trip;
+        # a server that is down refuses it and the backoff (with jitter) spreads the rest
+        delays = itertools.chain([0.0], self.backoff.delays(self.resume_timeout, random.random))
+        for delay in delays:
             await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
             if self.verdict is not None or self.link is not None:
                 return
@@ -139,6 +146,8 @@ class ResumableClient(ResumableConnection):
             except PeerwatchError:
                 if self.verdict is not None:
                     return
+            except Exception as exc:  # never let the reconnect loop die unseen
+                log.warning("reconnect attempt to %s:%d failed: %r", self.host, self.port, exc)
         if self.verdict is None and self.link is None:
             session.handle_timer(max(loop.time(), deadline))
             if session.lost is not None:

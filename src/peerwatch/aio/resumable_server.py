@@ -25,7 +25,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from peerwatch.aio.connection import Connection
@@ -241,20 +241,30 @@ class ResumableServer(Server):
 
     def park(self, session: Session) -> None:
         """A session lost its connection: the store keeps its window from now."""
-        assert self._loop is not None
-        task = self._loop.create_task(self.store.park(session))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self.store.park(session), "park")
         self._expiry_wake.set()
+
+    def _spawn(self, call: Coroutine[Any, Any, None], what: str) -> None:
+        """Run a store call in the background; a failure is logged, never lost silently."""
+        assert self._loop is not None
+        task = self._loop.create_task(call)
+        self._tasks.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("session store %s failed: %r", what, task.exception())
+
+        task.add_done_callback(done)
 
     def forget(self, owner: ServerSession) -> None:
         session_id = owner.session.session_id
         if self.sessions.get(session_id) is owner:
             del self.sessions[session_id]
+        if owner.fenced:
+            return  # its books belong to the worker that took it over now
         if self._loop is not None and not self._loop.is_closed():
-            task = self._loop.create_task(self.store.forget(session_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self.store.forget(session_id), "forget")
 
     async def _expire_forever(self) -> None:
         """End detached sessions whose window (or replay bound) ran out, as they fall due."""
@@ -265,7 +275,13 @@ class ResumableServer(Server):
             deadline = self.store.next_deadline()
             now = loop.time()
             if deadline is not None and deadline <= now:
-                for session_id, lost in await self.store.expire(now):
+                try:
+                    expired = await self.store.expire(now)
+                except Exception as exc:  # a store outage must not stop expiry for good
+                    log.warning("session store expire failed: %r", exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                for session_id, lost in expired:
                     owner = self.sessions.get(session_id)
                     if owner is not None:
                         owner._end_lost(lost)

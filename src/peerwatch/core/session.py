@@ -62,6 +62,7 @@ class LostCause(str, enum.Enum):
     REPLAY_EXPIRED = "REPLAY_EXPIRED"  # a message unacknowledged for max_replay_age
     INCONSISTENT = "INCONSISTENT"  # the peer's RESUME contradicts what we know
     PEER_LOST = "PEER_LOST"  # the peer said GOODBYE(SESSION_LOST)
+    STORE = "STORE"  # the store that keeps the session's books failed (e.g. Redis unreachable)
 
     def __str__(self) -> str:
         return self.value
@@ -255,6 +256,10 @@ class Session:
     def on_peer_lost(self, reason: str, now: float) -> None:
         """The peer said GOODBYE(SESSION_LOST): it will not resume, so neither can we."""
         self._lose(LostCause.PEER_LOST, f"the peer lost the session: {reason or 'no reason'}", now)
+
+    def on_store_failed(self, reason: str, now: float) -> None:
+        """The store keeping this session's books failed: going on would break exactly-once."""
+        self._lose(LostCause.STORE, f"the session store failed: {reason}", now)
 
     def on_unknown(self, now: float) -> None:
         """The server answered GOODBYE(SESSION_UNKNOWN): it no longer has the session."""

@@ -77,7 +77,7 @@ class MemoryStore:
     async def sent(self, session: Session, seq: int, payload: bytes) -> None:
         """Nothing to keep: the session object is the book (``write_through`` is False)."""
 
-    async def consumed(self, session: Session) -> None:
+    async def consumed(self, session: Session, through: int | None = None) -> None:
         """Nothing to keep: the session object is the book."""
 
     async def acked(self, session: Session) -> None:

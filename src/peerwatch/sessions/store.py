@@ -15,9 +15,14 @@ How the server adapter (``aio/resumable_server.py``) drives a store:
    returns is DETACHED and ready to ``attach``; ``took_over`` says the store
    detached it from a connection that still looked alive (the adapter closes
    that connection).
-3. While the session is attached, when ``write_through`` is True, the adapter
-   awaits ``sent`` before a message's DATA is first written, ``consumed`` before
-   the application gets a message, and ``acked`` after an ACK released messages.
+3. When ``write_through`` is True, the adapter awaits ``sent(session, seq,
+   payload)`` *before* the message enters the session (``seq`` is
+   ``session.next_seq``, the number it is about to get), so no DATA frame can
+   carry a message the store does not have; ``consumed(session, through)``
+   *before* taking message ``through`` from the inbox, so no ACK can cover a
+   message whose take was not kept (a failure there hands it back); and
+   ``acked(session)`` after an ACK released messages (``session.acked_through``).
+   Calls for one session never overlap and come in seq order.
    When it is False (the in-process store) it never calls them: the session
    object is the store's copy, and a plain message pays nothing for the store.
 4. When the connection ends without ending the session: ``session.detach(now)``
@@ -73,11 +78,11 @@ class SessionStore(Protocol):
         ...
 
     async def sent(self, session: Session, seq: int, payload: bytes) -> None:
-        """Keep message ``seq`` before its DATA is first written (write-through stores)."""
+        """Keep message ``seq`` (``session.next_seq``) before the session numbers it."""
         ...
 
-    async def consumed(self, session: Session) -> None:
-        """Keep ``session.consumed_through`` before the application gets the message."""
+    async def consumed(self, session: Session, through: int) -> None:
+        """Keep the take of message ``through`` before the session takes it."""
         ...
 
     async def acked(self, session: Session) -> None:
