@@ -11,6 +11,9 @@
    Rounds are interleaved (plain, memory, redis, plain, ...), and the ratio
    resumable / plain is taken within each round, so a drift of the shared
    machine hits both sides of a ratio alike; min, median and max of the rounds.
+   Beside msg/s, the CPU both ends spent per message (``cpu_ratio``: plain's
+   over resumable's, the throughput share when CPU-bound), which other load on
+   the machine barely moves.
 
 2. Resume cost, in the lab (two network namespaces and a switch,
    ``peerwatch.lab.hosts``), without and with netem delay on the switch ports:
@@ -75,6 +78,8 @@ def one_run(server: Child, kind: str, port: int, size: int, seconds: float) -> d
         "client_cpu": client_cpu,
         "other_cpu": window.other,
         "messages": result["consumed"],
+        # CPU per message of both ends: what other load on the machine barely moves
+        "cpu_us_per_message": sum(window.used) / result["consumed"] * 1e6,
     }
 
 
@@ -114,52 +119,59 @@ def run_throughput_part(quick: bool, log: Any) -> dict[str, Any]:
     seconds = 0.3 if quick else 2.0
     rounds = 1 if quick else 5
     sizes = [100] if quick else [100, 1024 * 1024]
-    runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    # (label, size) -> round -> run; a run that failed is missing from its round
+    runs: dict[tuple[str, int], dict[int, dict[str, Any]]] = {}
+    errors: dict[str, str] = {}
     with throughput_servers(log) as (servers, failed):
         for round_ in range(rounds):
             for size in sizes:
                 for label, (server, port) in servers.items():
-                    if label in failed:
-                        continue
                     kind = "plain" if label == "plain" else "resumable"
                     try:
                         run = one_run(server, kind, port, size, seconds)
-                    except ChildFailed as exc:
-                        failed[label] = str(exc)[-600:]
+                    except ChildFailed as exc:  # one disturbed run must not void the setup
+                        errors[f"{label}, {size} B, round {round_ + 1}"] = str(exc)[-600:]
                         log(f"  resume {label}: FAILED {str(exc)[-300:]}")
                         continue
-                    runs.setdefault((label, size), []).append(run)
+                    runs.setdefault((label, size), {})[round_] = run
                     log(
                         f"  resume tp {label:30s} {size:>8d} B  round {round_ + 1}:"
                         f" {run['messages_per_s']:>9.0f} msg/s  cpu server {run['server_cpu']:.2f}"
                         f" client {run['client_cpu']:.2f} other {run['other_cpu']:.2f}"
                     )
     rows = []
-    for (label, size), measured in runs.items():
+    for (label, size), by_round in runs.items():
+        measured = list(by_round.values())
         row: dict[str, Any] = {
             "setup": label,
             "size": size,
             "messages_per_s": spread([r["messages_per_s"] for r in measured]),
             "other_cpu": statistics.median(r["other_cpu"] for r in measured),
+            "cpu_us_per_message": spread([r["cpu_us_per_message"] for r in measured]),
             "runs": measured,
         }
-        plain = runs.get(("plain", size))
-        if label != "plain" and plain is not None and len(plain) == len(measured):
-            row["ratio"] = spread(
-                [
-                    r["messages_per_s"] / p["messages_per_s"]
-                    for r, p in zip(measured, plain, strict=True)
-                ]
+        plain = runs.get(("plain", size), {})
+        pairs = [(run, plain[n]) for n, run in by_round.items() if n in plain]
+        if label != "plain" and pairs:  # within a round only: side by side
+            row["ratio"] = spread([r["messages_per_s"] / p["messages_per_s"] for r, p in pairs])
+            row["cpu_ratio"] = spread(
+                [p["cpu_us_per_message"] / r["cpu_us_per_message"] for r, p in pairs]
             )
         rows.append(row)
-    return {"seconds_per_run": seconds, "rounds": rounds, "rows": rows, "failed": failed}
+    return {
+        "seconds_per_run": seconds,
+        "rounds": rounds,
+        "rows": rows,
+        "failed": failed,
+        "run_errors": errors,
+    }
 
 
 # ------------------------------------------------------------------ resume cost
 
 
 def one_resume(case: CostCase) -> dict[str, Any]:
-    server = Child("bench.resume_server", ["memory"], cpu=0)
+    server = Child("bench.resume_server", ["memory", "--fast"], cpu=0)
     with children(server):
         port = str(server.read_event(30, "ready")["port"])
         relay = Child("bench.resume_relay", [port, "--delay-ms", str(case.delay_ms)])

@@ -31,7 +31,7 @@ from typing import Any
 from bench.aiohelpers import loop_name, run, stdin_lines
 from bench.floor import END
 from bench.procs import child_setup, emit
-from bench.resume_server import INTERVAL, MAX_MESSAGE, REPLAY, REPORT, TIMEOUT
+from bench.resume_server import FAST, REPLAY, REPORT, SETTINGS
 
 
 def parse_count(reply: bytes) -> int:
@@ -39,10 +39,10 @@ def parse_count(reply: bytes) -> int:
     return int(reply.split()[1])
 
 
-async def connect(kind: str, host: str, port: int) -> Any:
+async def connect(kind: str, host: str, port: int, fast: bool = False) -> Any:
     import peerwatch
 
-    settings: dict[str, Any] = {"interval": INTERVAL, "timeout": TIMEOUT, "max_frame": MAX_MESSAGE}
+    settings: dict[str, Any] = dict(FAST if fast else SETTINGS)
     if kind == "resumable":
         settings.update(resume=True, resume_timeout=60.0)
     return await peerwatch.connect(host, port, **settings)
@@ -83,7 +83,7 @@ async def report(conn: Any) -> dict[str, Any]:
 
 async def fresh_session(options: argparse.Namespace, payload: bytes) -> None:
     """The baseline: a new session whose client enqueues the R messages at once."""
-    conn = await connect("resumable", options.host, options.port)
+    conn = await connect("resumable", options.host, options.port, fast=True)
     deliveries = [await conn.enqueue(payload) for _ in range(options.replays)]
     for delivery in deliveries:
         await delivery
@@ -95,7 +95,7 @@ async def resume_cost(options: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     payload = REPLAY + b"r" * max(0, options.size - len(REPLAY))
     await fresh_session(options, payload)
-    conn = await connect("resumable", options.host, options.port)
+    conn = await connect("resumable", options.host, options.port, fast=True)
     events: asyncio.Queue[Any] = asyncio.Queue()
     conn.subscribe(events.put_nowait)
     round_trips = []

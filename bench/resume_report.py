@@ -56,18 +56,27 @@ def resume_section(result: dict[str, Any]) -> list[str]:
         " 1,024 unacknowledged (every message acknowledged by the server application, as"
         f" *peerwatch acknowledged* above), {tp['rounds']} rounds, setups interleaved within"
         " each round. *ratio* is resumable / plain within the same round; min / median / max"
-        " over the rounds. The Redis store writes every message and every take through to a"
+        " over the rounds. *CPU µs/msg*: CPU time of the server and client processes per"
+        " message; *CPU ratio*: plain's over resumable's within a round (the share of a plain"
+        " connection's rate a resumable one keeps when CPU-bound), which other load on the"
+        " machine barely moves. The Redis store writes every message and every take through to a"
         " redis-server on loopback before it has an effect (`docs/SESSIONS.md`).",
         "",
-        "| setup | size | msg/s (min / median / max) | ratio to plain | other CPU |",
-        "|---|---:|---:|---:|---:|",
+        "| setup | size | msg/s (min / median / max) | ratio to plain | CPU µs/msg (median)"
+        " | CPU ratio to plain | other CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in sorted(tp["rows"], key=lambda r: (r["size"], r["setup"] != "plain", r["setup"])):
         ratio = _triple(row["ratio"], "{:.2f}") if "ratio" in row else "1"
+        cpu_ratio = _triple(row["cpu_ratio"], "{:.2f}") if "cpu_ratio" in row else "1"
         lines.append(
             f"| {row['setup']} | {_size(row['size'])} | {_triple(row['messages_per_s'])} |"
-            f" {ratio} | {row['other_cpu']:.2f} |"
+            f" {ratio} | {row['cpu_us_per_message']['median']:,.1f} | {cpu_ratio} |"
+            f" {row['other_cpu']:.2f} |"
         )
+    for what, error in tp.get("run_errors", {}).items():
+        last = (error.strip().splitlines() or ["?"])[-1][:300]
+        lines += ["", f"> **{what}: run failed, left out (its round has no ratio).** `{last}`"]
     cost = result["cost"]
     lines += [
         "",

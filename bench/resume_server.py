@@ -27,8 +27,11 @@ from bench.procs import child_setup, emit
 MAX_MESSAGE = 2 * 1024 * 1024
 REPLAY = b"REPLAY"
 REPORT = b"REPORT"
-#: Liveness settings of both sides: the benchmark's outages are meant to be noticed quickly.
-INTERVAL, TIMEOUT = 0.2, 1.0
+#: Liveness settings of both sides (``--fast``: the resume-cost runs, whose outage must be
+#: noticed quickly; the throughput runs keep bench.throughput's, which a loaded 2-core
+#: machine cannot mistake for a dead peer).
+SETTINGS = {"interval": 1.0, "timeout": 5.0, "max_frame": MAX_MESSAGE}
+FAST = {**SETTINGS, "interval": 0.2, "timeout": 1.0}
 
 
 async def handle(conn: Any) -> None:
@@ -65,11 +68,11 @@ async def handle(conn: Any) -> None:
         pass
 
 
-async def start(kind: str, host: str, redis_url: str | None) -> tuple[Any, Any]:
+async def start(kind: str, host: str, redis_url: str | None, fast: bool) -> tuple[Any, Any]:
     """The server, and what to close after it (the Redis client)."""
     import peerwatch
 
-    settings: dict[str, Any] = {"interval": INTERVAL, "timeout": TIMEOUT, "max_frame": MAX_MESSAGE}
+    settings: dict[str, Any] = FAST if fast else SETTINGS
     if kind == "plain":
         return await peerwatch.serve(handle, host, 0, **settings), None
     store = client = None
@@ -78,7 +81,7 @@ async def start(kind: str, host: str, redis_url: str | None) -> tuple[Any, Any]:
         from peerwatch.sessions.redis import RedisStore, connect
 
         assert redis_url is not None
-        client = connect(redis_url, timeout=TIMEOUT)
+        client = connect(redis_url, timeout=settings["timeout"])
         store = RedisStore(client, SessionLimits(window=30.0))
     server = await peerwatch.serve(
         handle, host, 0, resume_window=30.0, session_store=store, **settings
@@ -87,7 +90,7 @@ async def start(kind: str, host: str, redis_url: str | None) -> tuple[Any, Any]:
 
 
 async def main(options: argparse.Namespace) -> None:
-    server, client = await start(options.kind, options.host, options.redis)
+    server, client = await start(options.kind, options.host, options.redis, options.fast)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -103,6 +106,7 @@ if __name__ == "__main__":
     parser.add_argument("kind", choices=["plain", "memory", "redis"])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--redis", help="redis://... for the redis kind")
+    parser.add_argument("--fast", action="store_true", help="interval 0.2 s, timeout 1 s")
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--max-seconds", type=float, default=600)
     options = parser.parse_args()

@@ -14,6 +14,8 @@ the reconnect can land.
 - With the in-process store the other worker does not know the session: the
   client ends it with SESSION_LOST, and every message it sent is either
   acknowledged or handed back, none both.
+- With the Redis store stopped mid-session: SESSION_LOST naming the store, and
+  every message handed back (none could be recorded as taken).
 """
 
 from __future__ import annotations
@@ -182,3 +184,89 @@ async def test_in_process_store_session_lost_every_message_acknowledged_or_hande
     finally:
         reader.cancel()
         await conn.close()
+
+
+async def test_a_store_outage_ends_the_session_with_a_verdict_and_hands_every_message_back(
+    serve: Callable[..., Served], redis: Server, tmp_path: Path
+) -> None:
+    served = start(serve, tmp_path, "--session-store", f"redis://127.0.0.1:{redis.port}/0")
+    conn = await peerwatch.connect("127.0.0.1", served.port, resume=True, resume_timeout=20, **FAST)
+    try:
+        for i in range(5):
+            await conn.send(b"before %d" % i)
+            assert await asyncio.wait_for(conn.recv(), 10) == b"echo before %d" % i
+        redis.stop()  # the store is gone mid-session
+        sent: list[bytes] = []
+        deliveries: list[peerwatch.Delivery] = []
+        with pytest.raises(PeerDead) as raised:
+            for i in range(200):
+                message = b"after %d" % i
+                deliveries.append(await conn.enqueue(message))
+                sent.append(message)
+                await asyncio.sleep(0.01)
+            await asyncio.wait_for(conn.drain(), 20)
+        verdict = raised.value.verdict
+        assert verdict.cause is Cause.SESSION_LOST
+        assert "session store" in verdict.detail, verdict.detail
+        acknowledged = [m for m, d in zip(sent, deliveries, strict=True) if d.acknowledged]
+        assert not acknowledged  # the server could not record a single take
+        assert list(verdict.undelivered) == sent  # every one handed back, in order
+    finally:
+        await conn.close()
+
+
+async def raw_session_hello(port: int, session_id: bytes, token: bytes) -> bytes:
+    """A hand-written client's session HELLO and RESUME; whatever the server answers."""
+    from peerwatch.core.frames import (
+        FLAG_SESSION,
+        PROTOCOL_VERSION,
+        Hello,
+        encode_hello,
+        encode_resume,
+    )
+
+    hello = Hello(PROTOCOL_VERSION, 7, 0.2, 1.0, 1 << 20, 1 << 20, FLAG_SESSION, session_id, token)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(encode_hello(hello) + encode_resume(1, 1))
+        answer = b""
+        while chunk := await asyncio.wait_for(reader.read(65536), 5):
+            answer += chunk
+        return answer
+    finally:
+        writer.close()
+
+
+async def test_metrics_count_sessions_and_hijack_attempts_across_workers(
+    serve: Callable[..., Served], redis: Server, tmp_path: Path
+) -> None:
+    served = start(serve, tmp_path, "--session-store", f"redis://127.0.0.1:{redis.port}/0",
+                   "--metrics-port", "0")  # fmt: skip
+    conns = [
+        await peerwatch.connect("127.0.0.1", served.port, resume=True, **FAST) for _ in range(3)
+    ]
+    try:
+        for conn in conns:
+            await conn.send(b"hello")
+        session_id = conns[0].session_id
+        assert session_id is not None
+        for _ in range(4):  # the right id with a wrong token, wherever the kernel sends it
+            answer = await raw_session_hello(served.port, session_id, os.urandom(32))
+            assert answer  # refused with GOODBYE(SESSION_UNKNOWN), then closed
+        await raw_session_hello(served.port, os.urandom(16), os.urandom(32))  # unknown id
+        deadline = time.monotonic() + 10
+        while True:
+            metrics = served.scrape()
+            done = metrics.get("peerwatch_session_hijack_attempts_total") == 4
+            if (done and metrics.get("peerwatch_sessions") == 3) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert metrics["peerwatch_sessions"] == 3
+        assert metrics["peerwatch_session_hijack_attempts_total"] == 4
+        assert metrics["peerwatch_sessions_refused_total"] == 5
+        for conn in conns:  # nobody's session was touched
+            await conn.send(b"still mine")
+            assert conn.history == []
+    finally:
+        for conn in conns:
+            await conn.close()

@@ -6,7 +6,12 @@ the same real redis-server on loopback (``storekit``).
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import subprocess
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from storekit import Stores, stores
@@ -106,3 +111,35 @@ def test_a_mistyped_store_url_is_refused_with_the_reason(url: str, reason: str) 
 )
 def test_good_store_urls_pass(url: str) -> None:
     assert check_url(url) == url
+
+
+async def test_a_unix_socket_store_url_works(tmp_path: Path) -> None:
+    """TCP keepalive options on a Unix socket made redis-py refuse every call."""
+    from peerwatch.sessions.redis import connect
+
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed (tools/system-deps.sh installs it)")
+    sock = tmp_path / "redis.sock"
+    proc = subprocess.Popen(
+        [server, "--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            await asyncio.sleep(0.01)
+        client = connect(f"unix://{sock}?db=1", timeout=2.0)
+        store = RedisStore(client, LIMITS)
+        try:
+            session = await store.open(0.0)
+            assert session is not None
+            assert await store.resume(session.session_id, session.token, 1.0) is not None
+        finally:
+            await store.aclose()
+            await client.aclose()
+    finally:
+        proc.kill()
+        proc.wait()

@@ -57,19 +57,18 @@ async def opened(store: SessionStore) -> tuple[Session, Session]:
 
 
 async def send(store: SessionStore, session: Session, *payloads: bytes) -> None:
-    """The application sends: numbered, kept by the store before its DATA is written."""
+    """The application sends: kept by the store before the session numbers it."""
     for payload in payloads:
-        seq = session.send(payload, now())
         if store.write_through:
-            await store.sent(session, seq, payload)
+            await store.sent(session, session.next_seq, payload)
+        session.send(payload, now())
 
 
 async def take(store: SessionStore, session: Session) -> bytes | None:
-    """The application takes the next message: recorded before it gets it."""
-    message = session.take()
-    if message is not None and store.write_through:
-        await store.consumed(session)
-    return message
+    """The application takes the next message: recorded before the session takes it."""
+    if session.inbox and store.write_through:
+        await store.consumed(session, session.consumed_through + 1)
+    return session.take()
 
 
 async def ack(store: SessionStore, session: Session, through: int) -> None:
@@ -289,8 +288,8 @@ async def test_a_stopped_redis_is_a_precise_error_on_every_call(shared: Stores) 
         message = str(failed.value)
         assert message.startswith(f"session store redis 127.0.0.1:{shared.redis.port}/0")
         assert "unavailable while" in message and "\n" not in message
-    # the message that could not be kept stays in the session's own books: handed back
-    assert server.unacknowledged() == (b"kept", b"lost?")
+    # the message that could not be kept never entered the session: the caller still has it
+    assert server.unacknowledged() == (b"kept",)
 
 
 async def test_a_hung_redis_fails_the_call_within_the_timeout(shared: Stores) -> None:
@@ -320,3 +319,12 @@ async def test_books_that_vanished_from_redis_are_a_store_failure_not_a_take_ove
     await probe.client.flushall()  # what a Redis restart without persistence leaves
     with pytest.raises(StoreFailed, match="lost the session"):
         await send(store, server, b"two")
+
+
+async def test_a_session_that_ended_cannot_be_resumed_even_before_it_is_forgotten(
+    backend: Stores,
+) -> None:
+    store = backend.worker()
+    server, _ = await opened(store)
+    server.on_peer_lost("the peer gave up", now())  # ended; the adapter forgets it a moment later
+    assert await store.resume(server.session_id, server.token, now()) is None

@@ -35,6 +35,15 @@ What is exported (all names start with ``peerwatch_``):
 ``local_stalls``            event-loop stalls of the worker itself, forgiven to peers
 ``workers``, ``worker_restarts`` (from the supervisor)
 
+With ``--resume-window`` (a resumable server), per sweep:
+
+``sessions``                sessions the workers serve, attached or waiting for their
+                            client to come back (gauge, summed over live workers)
+``session_hijack_attempts`` resumes that named a live session with the wrong token
+                            (counter; each is refused exactly like an unknown id)
+``sessions_refused``        session HELLOs refused: unknown id, wrong token, store
+                            full or unavailable (counter)
+
 Per-connection counters (bytes, pings) are brought up to date by a periodic
 sweep (every second in a worker): each counter follows the sum over open
 connections plus the totals of ended ones, so it is at most one sweep behind.
@@ -134,6 +143,18 @@ class WorkerMetrics:
             ("cause",),
         )
         self.stalls = counter("local_stalls", "Stalls of this process's event loop (forgiven).")
+        self.sessions = Gauge(
+            "peerwatch_sessions",
+            "Resumable sessions served, attached or waiting for their client.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.hijacks = counter(
+            "session_hijack_attempts", "Resumes naming a live session with the wrong token."
+        )
+        self.sessions_refused = counter(
+            "sessions_refused", "Session HELLOs refused (unknown, wrong token, store full)."
+        )
         # in the order of _COUNTED
         self._counters = (
             self.pings_sent,
@@ -147,6 +168,8 @@ class WorkerMetrics:
         self._reported = [0] * len(_COUNTED)  # what the counters already hold
         self._rtt_pings: dict[Connection, int] = {}  # pings_sent when its RTT was last sampled
         self._refused_seen = 0
+        self._hijacks_seen = 0
+        self._sessions_refused_seen = 0
         self._sweeps = 0
         # pre-create the label values operators alert on, so they read 0 rather than absent
         for cause in Cause:
@@ -210,6 +233,19 @@ class WorkerMetrics:
         if server is not None and server.refused > self._refused_seen:
             self.refused.inc(server.refused - self._refused_seen)
             self._refused_seen = server.refused
+        sessions = getattr(server, "sessions", None)  # a resumable server's
+        if sessions is not None:
+            self._sweep_sessions(server, len(sessions))
+
+    def _sweep_sessions(self, server: Any, live: int) -> None:
+        self.sessions.set(live)
+        hijacks, refused = server.hijack_attempts, server.refused_sessions
+        if hijacks > self._hijacks_seen:
+            self.hijacks.inc(hijacks - self._hijacks_seen)
+            self._hijacks_seen = hijacks
+        if refused > self._sessions_refused_seen:
+            self.sessions_refused.inc(refused - self._sessions_refused_seen)
+            self._sessions_refused_seen = refused
 
     def _observe_tcp_rtt(self, conn: Connection) -> None:
         """One short TCP_INFO read for ``tcpi_rtt`` only (see ``tcp_rtt_us``)."""

@@ -85,7 +85,7 @@ def load_handler(handler: str | bytes) -> Any:
 
 
 async def _serve(spec: WorkerSpec, index: int, handler: Any, pipe: Pipe, parent: int) -> int:
-    from peerwatch.aio.server import serve
+    from peerwatch.aio.serving import serve
     from peerwatch.server.loop import loop_name
 
     metrics = None

@@ -243,6 +243,8 @@ class RedisStore:
             return None
         epoch, next_seq, acked_through, consumed_through, entries = found
         mine = self._owned.get(session_id)
+        if mine is not None and mine[0].ended:
+            return None  # closed or lost here, its forget() not done yet: as the memory store
         took_over = mine is not None and mine[0].state is not State.DETACHED
         if mine is not None:
             mine[0].detach(now)  # our own old connection, if we have not noticed it died
@@ -308,7 +310,7 @@ class RedisStore:
         raise Fenced("another worker took the session over")
 
     async def sent(self, session: Session, seq: int, payload: bytes) -> None:
-        """Keep message ``seq`` (numbered by ``session.send``) before its DATA is written.
+        """Keep message ``seq`` (``session.next_seq``) before the session numbers it.
 
         Calls for one session must not overlap: the list must grow in seq order.
         """
@@ -320,12 +322,14 @@ class RedisStore:
         through = session.acked_through
         await self._run(self._acked, session, f"applying ACK {through}", through)
 
-    async def consumed(self, session: Session) -> None:
-        """Record a take (``session.take()``) before the application gets the message.
+    async def consumed(self, session: Session, through: int | None = None) -> None:
+        """Record the take of message ``through`` before the session takes it.
 
         If this raises, the application must not get it: the next owner replays it.
+        ``through`` defaults to ``session.consumed_through`` (a take already made).
         """
-        through = session.consumed_through
+        if through is None:
+            through = session.consumed_through
         await self._run(self._consumed, session, f"recording take {through}", through)
 
     # ---------------------------------------------------------------- time
@@ -453,18 +457,19 @@ def connect(url: str, *, timeout: float) -> Any:
     """A ``redis.asyncio.Redis`` for ``url`` that cannot hang a worker on a dead Redis.
 
     redis-py waits forever by default; here each command and each connect is
-    bounded by ``timeout`` (the server's liveness timeout), and the socket gets
+    bounded by ``timeout`` (the server's liveness timeout), and a TCP socket gets
     peerwatch's keepalive and TCP_USER_TIMEOUT from the same budget.
     """
     import redis.asyncio
 
     from peerwatch.integrations.redis import connection_options
 
+    tcp = not check_url(url).startswith("unix://")  # a Unix socket takes no TCP options
     return redis.asyncio.Redis.from_url(
-        check_url(url),
+        url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
-        **connection_options(timeout),
+        **(connection_options(timeout) if tcp else {}),
     )
 
 
