@@ -142,12 +142,10 @@ async def client_side(
     received: list[bytes] = []
 
     async def speak() -> None:
-        # enqueue, not send: a send() whose acknowledgement only a RESUME carries never
-        # returns (test_send_returns_when_the_resume_acknowledges_it); the property here is
-        # what arrives, checked on the server's side
         for payload in to_server:
             await conn.enqueue(payload)
             await asyncio.sleep(SPACING)
+        await conn.drain()  # returns once the server application took every one
 
     async def listen() -> None:
         while len(received) < expected:
@@ -250,15 +248,12 @@ def _mismatch(direction: str, sent: list[bytes], got: list[bytes]) -> str:
     return f"{direction}: sent {heads(sent)}, received {heads(got)}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adapter bug (aio/resumable.py link_attached): messages the peer's RESUME reports"
-    " delivered are acknowledged in the session's books, but send()/drain()/Delivery waiters"
-    " are not woken; with nothing else to acknowledge they wait forever",
-)
 def test_send_returns_when_the_resume_acknowledges_it(lab: LabPath, server: SessionServer) -> None:
     """The message reaches the server application; only its acknowledgement is cut (one-way
-    partition). After the heal, the RESUME says the server has it, so send() returns."""
+    partition). After the heal, the RESUME says the server has it, so send() returns.
+
+    Found by this harness: the adapter acknowledged it in its books but woke no waiter, so
+    send() hung (fixed on resume-adapter in 2514a71; this test timed out before it)."""
     exchange = Exchange([])
     server.current = exchange
 
@@ -281,7 +276,7 @@ def test_send_returns_when_the_resume_acknowledges_it(lab: LabPath, server: Sess
         finally:
             lab.path.stop("partition")
         assert exchange.received == [b"once"]  # it got there during the partition
-        sending.result(timeout=SETTLE)  # fails here: the acknowledgement never wakes it
+        sending.result(timeout=SETTLE)
         assert [o.resumed_at is not None for o in conn.history] == [True]
     finally:
         lab.client.run(conn.close(), timeout=10)
