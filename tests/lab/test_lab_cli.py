@@ -51,3 +51,38 @@ def test_refuses_without_its_extras(
     )
     assert main(["lab", "--quick"]) == 2
     assert "peerwatch[lab]" in capsys.readouterr().err
+
+
+def test_a_choice_that_measures_nothing_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from peerwatch.cli import main
+
+    # the resumable session runs only where the peer comes back; crash is not such a scenario
+    assert main(["lab", "--scenario", "crash", "--strategy", "peerwatch-resume"]) == 2
+    err = capsys.readouterr().err
+    assert "peerwatch-resume runs only where the peer comes back" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_without_redis_the_shared_store_scenario_is_refused_or_left_out(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from peerwatch.cli import main
+    from peerwatch.cli.lab import _without_missing_store
+    from peerwatch.lab import sessionstore
+    from peerwatch.lab.scenarios import SCENARIOS
+
+    real_which = shutil.which
+
+    def which(name: str) -> str | None:
+        return None if name == "redis-server" else real_which(name)
+
+    monkeypatch.setattr(sessionstore.shutil, "which", which)
+    assert main(["lab", "--scenario", "power-cycle-shared"]) == 2
+    err = capsys.readouterr().err
+    assert "needs Redis: redis-server is not installed" in err
+    assert len(err.strip().splitlines()) == 1
+    # not asked for by name: the run goes on without it, and says so
+    kept, refused = _without_missing_store(list(SCENARIOS), chosen=False)
+    assert refused == 0
+    assert [s.name for s in SCENARIOS if s not in kept] == ["power-cycle-shared"]
+    assert "leaving out power-cycle-shared" in capsys.readouterr().out

@@ -15,7 +15,7 @@ from peerwatch.lab.settings import (
     retransmission_deadline,
     retries_timeout,
 )
-from peerwatch.lab.strategies import BY_NAME, STRATEGIES
+from peerwatch.lab.strategies import BY_NAME, RETURN_STRATEGIES, STRATEGIES
 
 
 def test_untuned_retransmission_timeout_is_the_kernels_924_6_seconds() -> None:
@@ -127,3 +127,62 @@ def test_saw_text_collapses_repeated_writes() -> None:
         (5.0, {"ev": "read", "saw": "ECONNRESET"}),
     )
     assert obs.saw_text() == "write ok 1.0 s ×4 · ECONNRESET"
+
+
+def test_the_resumable_session_runs_only_where_the_peer_comes_back() -> None:
+    resumable = BY_NAME["peerwatch-resume"]
+    returning = [s.name for s in SCENARIOS if s.runs(resumable)]
+    assert returning == [
+        "cable-out-2x",
+        "partition-heals",
+        "power-cycle-restart",
+        "power-cycle-shared",
+    ]
+    for scenario in SCENARIOS:
+        if scenario.peer_returns:
+            # the outage outlasts every bound: a heartbeat must call it
+            assert scenario.peer_dead
+            assert [s.name for s in STRATEGIES if scenario.runs(s)] == list(RETURN_STRATEGIES)
+        else:
+            assert [s.name for s in STRATEGIES if scenario.runs(s)] == [
+                s.name for s in STRATEGIES if s is not resumable
+            ]
+
+
+def _resumable(*events: tuple[float, dict[str, object]]) -> Observation:
+    return _observation("peerwatch-resume", *events)
+
+
+def test_resumed_means_the_outage_was_seen_resumed_and_every_echo_came_once() -> None:
+    exp = expectation("cable-out-2x", BY_NAME["peerwatch-resume"], QUICK)
+    assert exp.judge is not None
+    lost = (2.0, {"ev": "lost", "saw": "SILENT", "at": 102.0})
+    resumed = (4.1, {"ev": "resumed", "at": 104.1, "outage": 2.1, "replayed": 3})
+    checked = (6.5, {"ev": "check", "ok": True, "echoed": 30})
+    good = _resumable(lost, resumed, checked)
+    assert exp.judge(good) is None
+    assert good.over_at() is None  # a lost connection does not end the session
+    assert good.saw_text() == (
+        "SILENT · resumed 4.1 s (2.1 s out, 3 replayed) · 30 echoes once, in order"
+    )
+    assert exp.judge(_resumable(lost, checked)) == "never resumed"
+    wrong_echoes = (6.5, {"ev": "check", "ok": False, "echoed": 29, "why": "gap"})
+    assert "once, in order" in (exp.judge(_resumable(lost, resumed, wrong_echoes)) or "")
+    ended = (3.0, {"ev": "verdict", "saw": "SESSION_LOST WINDOW", "at": 103.0})
+    assert "ended" in (exp.judge(_resumable(lost, ended, resumed, checked)) or "")
+    late = (3.0, {"ev": "lost", "saw": "SILENT", "at": 103.0})
+    assert exp.judge(_resumable(late, resumed, checked)) is not None  # past the bound
+
+
+def test_a_lost_session_must_account_for_every_message() -> None:
+    exp = expectation("power-cycle-restart", BY_NAME["peerwatch-resume"], QUICK)
+    assert exp.judge is not None
+
+    def ended(saw: str, accounted: bool) -> Observation:
+        record = {"ev": "verdict", "saw": saw, "at": 101.5, "acked": 6, "undelivered": 3}
+        return _resumable((1.5, {**record, "accounted": accounted}))
+
+    assert exp.judge(ended("SESSION_LOST UNKNOWN", True)) is None
+    assert exp.judge(ended("SESSION_LOST UNKNOWN", False)) is not None
+    assert exp.judge(ended("SESSION_LOST WINDOW", True)) is not None
+    assert exp.judge(_resumable()) == "the session did not end"

@@ -92,12 +92,13 @@ def run(args: argparse.Namespace) -> int:
     from peerwatch.lab.strategies import STRATEGIES
 
     if args.list:
+        width = max(len(name) for name in (*SCENARIOS_BY_NAME, *STRATEGIES_BY_NAME))
         print("scenarios:")
         for scenario in SCENARIOS:
-            print(f"  {scenario.name:18} {scenario.summary}")
+            print(f"  {scenario.name:{width}} {scenario.summary}")
         print("strategies:")
         for strategy in STRATEGIES:
-            print(f"  {strategy.name:18} {strategy.summary}")
+            print(f"  {strategy.name:{width}} {strategy.summary}")
         return 0
     wanted_scenarios = _names(args.scenario)
     wanted_strategies = _names(args.strategy)
@@ -109,6 +110,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     scenarios = [s for s in SCENARIOS if not wanted_scenarios or s.name in wanted_scenarios]
     strategies = [s for s in STRATEGIES if not wanted_strategies or s.name in wanted_strategies]
+    scenarios, refused = _without_missing_store(scenarios, bool(wanted_scenarios))
+    if refused:
+        return refused
+    if not any(sc.runs(st) for sc in scenarios for st in strategies):
+        # e.g. the resumable session in a scenario where the peer never comes back
+        print(
+            "peerwatch lab: none of these strategies runs in these scenarios"
+            " (peerwatch-resume runs only where the peer comes back); see --list",
+            file=sys.stderr,
+        )
+        return 2
 
     wanted = ["rich", "pyroute2", "websockets"] + (["matplotlib"] if args.plot else [])
     if missing := require_extras("lab", "lab", wanted):
@@ -117,6 +129,22 @@ def run(args: argparse.Namespace) -> int:
     if refusal is not None:
         return refusal
     return _run_lab(args, scenarios, strategies)
+
+
+def _without_missing_store(scenarios: list[Any], chosen: bool) -> tuple[list[Any], int]:
+    """Leave out the shared-store scenario where Redis cannot run (a note), or refuse (exit 2)
+    when it was asked for by name."""
+    from peerwatch.lab.sessionstore import store_missing
+
+    shared = [s.name for s in scenarios if s.session_store == "redis"]
+    why = store_missing() if shared else None
+    if why is None:
+        return scenarios, 0
+    if chosen:
+        print(f"peerwatch lab: {', '.join(shared)} needs Redis: {why}", file=sys.stderr)
+        return scenarios, 2
+    print(f"peerwatch lab: leaving out {', '.join(shared)}: {why}")
+    return [s for s in scenarios if s.session_store != "redis"], 0
 
 
 def _where_to_run(args: argparse.Namespace) -> int | None:

@@ -80,7 +80,13 @@ def start_agent(
     return Agent(name, proc, sink, stderr)
 
 
-def server_spec(read_mode: str, strategies: Sequence[Strategy], s: LabSettings) -> str:
+def server_spec(
+    read_mode: str,
+    strategies: Sequence[Strategy],
+    s: LabSettings,
+    session_store: str | None = None,
+) -> str:
+    """``session_store``: a Redis URL for the resumable server's sessions (None: its memory)."""
     return json.dumps(
         {
             "parent": os.getpid(),
@@ -91,6 +97,8 @@ def server_spec(read_mode: str, strategies: Sequence[Strategy], s: LabSettings) 
             "interval": s.interval,
             "timeout": s.timeout,
             "close_timeout": s.websockets_close_timeout,
+            "resume_window": s.resume_timeout,
+            "session_store": session_store,
             "listeners": [
                 {
                     "kind": st.kind,

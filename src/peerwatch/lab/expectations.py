@@ -180,6 +180,44 @@ def with_data_in_flight(then: Judge) -> Judge:
     return judge
 
 
+def resumed_in_order(causes: set[str], within: float) -> Judge:
+    """A resumable session: the outage seen (one of ``causes``) within ``within`` s, then
+    resumed, the session never ended, and every echo came back once and in order."""
+
+    def judge(obs: Observation) -> str | None:
+        problem = first_is(causes, within)(obs)
+        if problem is not None:
+            return problem
+        ended = [e for e in obs.signals() if e.kind != "lost"]
+        if ended:
+            return f"the session ended: {ended[0].saw} at {_fmt(ended[0].t)}"
+        if not obs.resumed():
+            return "never resumed"
+        if obs.check_ok is not True:
+            return "the echoes after the resume were not each message once, in order"
+        return None
+
+    return judge
+
+
+def session_lost_accounted(reason: str) -> Judge:
+    """The session ended with SESSION_LOST for ``reason``, and every message the client sent
+    was either acknowledged or handed back, in order, none both."""
+
+    def judge(obs: Observation) -> str | None:
+        ends = [e for e in obs.signals() if e.kind == "verdict"]
+        if not ends:
+            return "the session did not end"
+        saw = ends[0].saw.split(" ")
+        if saw[:2] != ["SESSION_LOST", reason]:
+            return f"ended with {ends[0].saw}, expected SESSION_LOST {reason}"
+        if ends[0].fields.get("accounted") is not True:
+            return "acknowledged + handed back is not exactly what was sent"
+        return None
+
+    return judge
+
+
 # ----------------------------------------------------------- the table
 
 
@@ -203,7 +241,38 @@ def expectation(scenario: str, strategy: Strategy, s: LabSettings) -> Expectatio
             return Expectation(f"{text} at once", verdict(causes, AT_ONCE))
         return Expectation("closed at once", detected_within(AT_ONCE))
 
-    if scenario == "power-cycle":
+    if scenario in ("cable-out-2x", "partition-heals"):
+        if kind == "resumable":
+            return Expectation(
+                f"outage seen (SILENT) within {_fmt(bound)}; resumed; every echo once, in order",
+                resumed_in_order({"SILENT", "TIMEOUT"}, bound),
+            )
+        if heartbeat:
+            return Expectation(
+                f"SILENT within {_fmt(bound)}: the outage outlasts the bound; the application"
+                " must reconnect and sort out what was lost itself",
+                verdict({"SILENT", "TIMEOUT"}, bound),
+            )
+        return Expectation(
+            "blind, and survives: nothing was in flight; the connection still carries data",
+            never_and_check(),
+        )
+
+    if scenario == "power-cycle-restart" and kind == "resumable":
+        return Expectation(
+            "SESSION_LOST UNKNOWN: the restarted server has no memory of the session"
+            " (in-process store); every message acknowledged or handed back, none both",
+            session_lost_accounted("UNKNOWN"),
+        )
+
+    if scenario == "power-cycle-shared" and kind == "resumable":
+        return Expectation(
+            f"RESET within {_fmt(bound)}; resumed on the restarted server from the shared"
+            " store (Redis); every echo once, in order",
+            resumed_in_order({"RESET", "SILENT", "TIMEOUT"}, bound),
+        )
+
+    if scenario in ("power-cycle", "power-cycle-restart", "power-cycle-shared"):
         write_at = 1.0
         if heartbeat:
             return Expectation(

@@ -5,6 +5,10 @@ Agents report raw events (``read``, ``write``, ``timeout``, ``closed``,
 scenario's time axis (0 = the fault) and reduced to the questions the report
 answers: did the application learn that the connection is over, when, and
 what exactly did it see.
+
+A resumable session (issue 12) adds ``lost`` (an underlying connection died:
+the application was told, so it counts as a detection, but the session goes
+on) and ``resumed``; only its ``verdict`` (SESSION_LOST) ends it.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ class Observation:
     def add(self, t: float, record: dict[str, Any]) -> None:
         kind = str(record.get("ev", "?"))
         fields = {k: v for k, v in record.items() if k not in ("t", "ev")}
-        if kind == "verdict" and isinstance(record.get("at"), (int, float)):
+        if kind in ("verdict", "lost", "resumed") and isinstance(record.get("at"), (int, float)):
             # peerwatch's own decision time, on the same clock as ``t``
             t = t + float(record["at"]) - float(record["t"])
         self.events.append(Event(t, kind, fields))
@@ -57,7 +61,7 @@ class Observation:
             elif event.kind == "write" and event.fields.get("ok") is False:
                 if event.saw not in ("already dead", "EAGAIN"):
                     out.append(event)
-            elif event.kind in ("timeout", "closed", "verdict"):
+            elif event.kind in ("timeout", "closed", "verdict", "lost"):
                 out.append(event)
         return out
 
@@ -83,9 +87,13 @@ class Observation:
     def over_at(self) -> float | None:
         """When the connection was finished for the application (an error, not just b'')."""
         for event in self.signals():
-            if event.saw != "b''":
+            if event.saw != "b''" and event.kind != "lost":
                 return event.t
         return None
+
+    def resumed(self) -> list[Event]:
+        """When a resumable session carried on after an outage (none for a plain client)."""
+        return [e for e in self.events if e.kind == "resumed" and e.t >= 0]
 
     def writes(self) -> list[Event]:
         return [e for e in self.events if e.kind == "write" and e.t >= 0]
@@ -109,6 +117,17 @@ class Observation:
                 continue
             if event.kind == "write" and event.fields.get("ok") is True:
                 parts.append(f"write ok {event.t:.1f} s")
+            elif event.kind == "resumed":
+                outage = float(event.fields.get("outage") or 0.0)
+                replayed = event.fields.get("replayed", 0)
+                parts.append(f"resumed {event.t:.1f} s ({outage:.1f} s out, {replayed} replayed)")
+            elif event.kind == "check" and "echoed" in event.fields:
+                ok = event.fields.get("ok") is True
+                echoed = event.fields.get("echoed")
+                parts.append(f"{echoed} echoes once, in order" if ok else "echoes wrong")
+            elif event.kind == "verdict" and "accounted" in event.fields:
+                acked, handed = event.fields.get("acked"), event.fields.get("undelivered")
+                parts.append(f"{event.saw}, {acked} acked + {handed} handed back")
             elif event in signals:
                 parts.append(event.saw or event.kind)
         if self.error:

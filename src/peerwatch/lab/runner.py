@@ -17,7 +17,7 @@ import queue
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from peerwatch.lab.control import (
@@ -33,9 +33,11 @@ from peerwatch.lab.hosts import KANG, KODOS, Lab
 from peerwatch.lab.netns import LabError, Registry, terminate_as_interrupt
 from peerwatch.lab.observations import Observation, Record
 from peerwatch.lab.scenarios import CLIENT_COMMANDS, Scenario, Step
+from peerwatch.lab.sessionstore import STORE_URL, start_store
 from peerwatch.lab.settings import LabSettings
 from peerwatch.lab.states import GONE, StateWatcher, Timeline
 from peerwatch.lab.strategies import Strategy, port_of
+from peerwatch.testing.servers import Server
 
 #: Rough seconds of set-up per scenario, for the progress bar only.
 SETUP_ESTIMATE = 3.0
@@ -57,6 +59,8 @@ class ScenarioRun:
     server_events: list[dict[str, Any]]
     events: queue.Queue[tuple[str, Any]]
     server_stderr: str = ""
+    server_argv: list[str] = field(default_factory=list)  # to start it again (restart-server)
+    agents: list[Agent] = field(default_factory=list)  # every agent started, for their stderr
 
 
 def run_scenario(
@@ -71,15 +75,22 @@ def run_scenario(
     """Run one scenario with every strategy at once and return one Record per strategy.
 
     The scenario's lab is torn down when this returns or raises (Ctrl-C included).
+    Strategies the scenario does not measure (``Scenario.runs``) are left out.
     """
+    strategies = [st for st in strategies if scenario.runs(st)]
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
     agents: list[Agent] = []
+    store: Server | None = None
     try:
         with Lab(tag, settings.timers, Registry()) as lab:
             if on_lab is not None:
                 on_lab(lab)
-            spec = server_spec(scenario.read_mode, strategies, settings)
-            server = start_agent(lab, KODOS, "server", ["server", spec], events)
+            store_url = None
+            if scenario.session_store == "redis":
+                store, store_url = start_store(lab), STORE_URL
+            spec = server_spec(scenario.read_mode, strategies, settings, store_url)
+            server_argv = ["server", spec]
+            server = start_agent(lab, KODOS, "server", server_argv, events)
             agents.append(server)
             failures = wait_ready(events, {"server"}, time.monotonic() + START_TIMEOUT)
             if failures:
@@ -94,17 +105,29 @@ def run_scenario(
             for name, why in failures.items():
                 observations[name].error = f"{why} {clients[name].stderr_tail()}".strip()
             run = ScenarioRun(
-                scenario, strategies, settings, lab, server, clients, observations, [], events
+                scenario,
+                strategies,
+                settings,
+                lab,
+                server,
+                clients,
+                observations,
+                [],
+                events,
+                server_argv=server_argv,
+                agents=agents,
             )
             ports = [port_of(st) for st in strategies]
             with StateWatcher(lab, ports) as watcher:
                 time.sleep(settings.warmup)
                 _drive(run, tick)
-            run.server_stderr = server.stderr_tail()
+            run.server_stderr = run.server.stderr_tail()
             return [_judge(run, st, watcher.for_port(port_of(st))) for st in strategies]
     finally:
         for agent in agents:
             agent.stderr.close()
+        if store is not None:
+            store.stop()
 
 
 def _drive(run: ScenarioRun, tick: Tick | None) -> None:
@@ -169,6 +192,10 @@ def _execute(run: ScenarioRun, step: Step) -> None:
         server.send({"cmd": "close-all"})
     elif action == "power-cycle":
         lab.power_cycle(KODOS)
+    elif action == "restart-server":
+        # the rebooted host starts its server again: same ports, no memory of any session
+        run.server = start_agent(lab, KODOS, "server", run.server_argv, run.events)
+        run.agents.append(run.server)
     elif action == "power-off":
         lab.power_off(KODOS)
     elif action == "unplug":
@@ -293,6 +320,8 @@ def run_all(
     done = 0.0
     with terminate_as_interrupt():
         for index, scenario in enumerate(scenarios):
+            if not any(scenario.runs(st) for st in strategies):
+                continue
             offset = done
 
             def scenario_tick(name: str, seconds: float, offset: float = offset) -> None:

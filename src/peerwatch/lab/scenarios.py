@@ -9,6 +9,12 @@ still carries data, ``stream`` to a slow reader).
 
 ``peer_dead`` says what a perfect detector would report: when it is false
 (cable-pull, loss, slow-reader) any detection is a false alarm.
+
+In the scenarios where the peer comes back (``peer_returns``: the cable back,
+the partition healed, the server restarted after a power cycle) the outage
+outlasts every bound, so a detector must call the connection dead; the
+question there is what the application has afterwards, and the resumable
+session runs beside the plain strategies (``RETURN_STRATEGIES``).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from peerwatch.lab.settings import LabSettings
+from peerwatch.lab.strategies import RETURN_STRATEGIES, Strategy
 
 #: Which clients a client command goes to: all, or only those of one strategy kind.
 Target = Literal["all", "raw", "peerwatch"]
@@ -47,6 +54,7 @@ FAULT_ACTIONS = frozenset(
         "drop-kodos-to-kang",
         "lose",
         "heal",
+        "restart-server",
     }
 )
 #: Commands sent to client agents.
@@ -63,6 +71,27 @@ class Scenario:
     #: every client has its final answer and no step is left).
     duration: Callable[[LabSettings], float]
     read_mode: Literal["echo", "slow"] = "echo"
+    peer_returns: bool = False  # the peer comes back after the outage (see the docstring)
+    #: where the resumable server keeps its sessions: its own memory, or the lab's Redis
+    #: (``sessionstore``), which outlives kodos
+    session_store: Literal["memory", "redis"] = "memory"
+
+    def runs(self, strategy: Strategy) -> bool:
+        """Whether ``strategy`` is measured in this scenario."""
+        if self.peer_returns:
+            return strategy.name in RETURN_STRATEGIES
+        return strategy.kind != "resumable"
+
+
+def _shared_check(s: LabSettings) -> float:
+    """When the echo check runs after the reboot: the restarted server (an interpreter
+    start-up on a busy machine) and the client's reconnect backoff had their time."""
+    return 1.0 + s.bound + 3.0
+
+
+def _return_check(s: LabSettings) -> float:
+    """When the echo check runs after the peer came back: time for a reconnect and a resume."""
+    return s.return_outage + 2.5
 
 
 def _loss_timeline(s: LabSettings) -> list[Step]:
@@ -78,7 +107,7 @@ def _hung_duration(s: LabSettings) -> float:
     return max(s.bound, s.tuned_knobs.keepalive_bound, s.timers.keepalive_bound) + 1.5
 
 
-SCENARIOS: tuple[Scenario, ...] = (
+ARTICLE_SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "graceful-close",
         "server process gets SIGINT and closes its sockets (article: the warm-up)",
@@ -169,4 +198,60 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
 )
 
+RETURN_SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        "cable-out-2x",
+        "kodos's cable is out for 2 x timeout, then back; the line was idle but for heartbeats",
+        peer_dead=True,
+        timeline=lambda s: [
+            Step(0.0, "unplug"),
+            Step(s.return_outage, "plug"),
+            Step(_return_check(s), "check"),
+        ],
+        duration=lambda s: _return_check(s) + CHECK_WAIT,
+        peer_returns=True,
+    ),
+    Scenario(
+        "partition-heals",
+        "frames from kodos to kang are dropped for 2 x timeout, then pass again",
+        peer_dead=True,
+        timeline=lambda s: [
+            Step(0.0, "drop-kodos-to-kang"),
+            Step(s.return_outage, "heal"),
+            Step(_return_check(s), "check"),
+        ],
+        duration=lambda s: _return_check(s) + CHECK_WAIT,
+        peer_returns=True,
+    ),
+    Scenario(
+        "power-cycle-restart",
+        "kodos reboots without a packet and its server starts again, with an empty"
+        " in-process session store; the client writes 1 s later",
+        peer_dead=True,
+        timeline=lambda s: [
+            Step(0.0, "power-cycle"),
+            Step(0.1, "restart-server"),
+            Step(1.0, "write"),
+        ],
+        duration=lambda s: s.resume_timeout + 2.0,
+        peer_returns=True,
+    ),
+    Scenario(
+        "power-cycle-shared",
+        "the same reboot and restart, but the server keeps its sessions in a Redis that"
+        " outlives kodos; the client writes 1 s later, then checks the echoes",
+        peer_dead=True,
+        timeline=lambda s: [
+            Step(0.0, "power-cycle"),
+            Step(0.1, "restart-server"),
+            Step(1.0, "write"),
+            Step(_shared_check(s), "check"),
+        ],
+        duration=lambda s: _shared_check(s) + CHECK_WAIT,
+        peer_returns=True,
+        session_store="redis",
+    ),
+)
+
+SCENARIOS = ARTICLE_SCENARIOS + RETURN_SCENARIOS
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}

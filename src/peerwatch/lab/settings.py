@@ -144,6 +144,19 @@ class LabSettings:
         return self.interval
 
     @property
+    def return_outage(self) -> float:
+        """How long the peer is away in the scenarios where it comes back: 2 x the timeout,
+        so every heartbeat must call the connection dead, and only a resumable session
+        carries on (issue 12's cable pull)."""
+        return 2 * self.timeout
+
+    @property
+    def resume_timeout(self) -> float:
+        """How long the resumable client keeps trying (and the server keeps its session):
+        the outage, the detection and a few reconnect attempts."""
+        return 2 * self.timeout + self.bound + 8.0
+
+    @property
     def idle_write_at(self) -> float:
         """When the idle client of power-off finally writes: after every keepalive gave up.
 

@@ -4,6 +4,8 @@ The five raw strategies run the same poll()-based client, the traced netcat
 (``dnc``) of the TCP puzzlers article: it reads when the socket is readable,
 writes when told to, and keeps a half-closed socket open. They differ only in
 the protection they add. The other three speak a protocol with heartbeats.
+The resumable session (issue 12) runs only where the peer comes back, beside
+``RETURN_STRATEGIES``: what it adds is what happens after the outage.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Literal
 
 from peerwatch.lab.settings import LabSettings
 
-Kind = Literal["raw", "websockets", "peerwatch"]
+Kind = Literal["raw", "websockets", "peerwatch", "resumable"]
 Keepalive = Literal["off", "default", "tuned"]
 
 #: Server ports: strategy i listens on BASE_PORT + i, so a socket's port names its strategy.
@@ -48,6 +50,7 @@ class Strategy:
             "read_timeout": settings.timeout if self.read_timeout else 0,
             "policy": self.policy,
             "close_timeout": settings.websockets_close_timeout,
+            "resume_timeout": settings.resume_timeout,
         }
 
 
@@ -75,10 +78,18 @@ STRATEGIES: tuple[Strategy, ...] = (
         policy="adaptive",
     ),
     Strategy("websockets", "websockets", "websockets keepalive: ping_interval, ping_timeout"),
+    Strategy(
+        "peerwatch-resume",
+        "resumable",
+        "peerwatch resumable session (resume=True): reconnects, replays, exactly once",
+    ),
 )
 
 BY_NAME = {strategy.name: strategy for strategy in STRATEGIES}
 RAW = tuple(s.name for s in STRATEGIES if s.kind == "raw")
+#: Who runs in the scenarios where the peer comes back: the resumable session beside a plain
+#: peerwatch connection and the two raw clients whose fate there is clear-cut.
+RETURN_STRATEGIES = ("blocking-read", "user-timeout", "peerwatch", "peerwatch-resume")
 
 
 def port_of(strategy: Strategy) -> int:

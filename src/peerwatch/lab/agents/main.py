@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         from peerwatch.lab.agents.rawclient import run_raw_client
 
         return run_raw_client(spec, report)
+    if spec["kind"] == "resumable":
+        from peerwatch.lab.agents.resumeclient import run_resumable_client
+
+        return run_resumable_client(spec, report)
     from peerwatch.lab.agents.asyncclients import run_async_client
 
     return run_async_client(spec, report)

@@ -168,6 +168,66 @@ class LabServer:
         )
         self.listeners.append(server.close)
 
+    # ------------------------------------------------------------- resumable
+
+    async def start_resumable(self, strategy: str, port: int) -> None:
+        """A resumable server (issue 12): echoes each session's messages across reconnects.
+
+        Its sessions live in this process (the in-process store: a restarted
+        server knows none of them) or, with ``session_store``, in Redis, opened
+        as ``serve --session-store`` opens it (so a restarted server finds them).
+        """
+        import peerwatch
+
+        store = await self.open_store()
+
+        async def handler(session: Any) -> None:
+            key = id(session)
+
+            async def close() -> None:
+                await session.close()
+
+            self.closers[key] = (strategy, close)
+            self.emit("accepted", strategy=strategy)
+            try:
+                async for message in session:
+                    await session.enqueue(message)
+            except peerwatch.PeerDead as dead:
+                self.emit("server-verdict", strategy=strategy, verdict=dead.verdict.describe())
+            except Exception as exc:
+                self.emit("server-conn-error", strategy=strategy, error=repr(exc))
+            finally:
+                self.closers.pop(key, None)
+
+        server = await peerwatch.serve(
+            handler,
+            self.spec["host"],
+            port,
+            resume_window=self.spec["resume_window"],
+            session_store=store,
+            interval=self.spec["interval"],
+            timeout=self.spec["timeout"],
+        )
+        self.listeners.append(server.close)
+
+    async def open_store(self) -> Any:
+        """The Redis store named in the spec, once it answers (None: the in-process store)."""
+        url = self.spec.get("session_store")
+        if not url:
+            return None
+        from peerwatch.core.session import SessionLimits
+        from peerwatch.server.sessions import SessionSettings, open_store
+
+        limits = SessionLimits(window=self.spec["resume_window"])
+        store, _ = await open_store(SessionSettings(limits, url, self.spec["timeout"]))
+        for _ in range(100):  # the lab starts Redis and this agent at once
+            try:
+                await store.client.ping()
+                return store
+            except Exception:
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"the session store {url} does not answer")
+
     # --------------------------------------------------------------- control
 
     async def close_all(self) -> None:
@@ -204,6 +264,8 @@ async def serve_all(spec: dict[str, Any], emit: Emit) -> None:
             await server.start_raw(strategy, port)
         elif kind == "websockets":
             await server.start_websockets(strategy, port)
+        elif kind == "resumable":
+            await server.start_resumable(strategy, port)
         else:
             await server.start_peerwatch(strategy, port, listener["policy"])
     loop.add_signal_handler(signal.SIGINT, lambda: server.spawn(server.shutdown()))
