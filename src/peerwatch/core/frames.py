@@ -47,6 +47,7 @@ HEADER_SIZE = HEADER.size  # 5
 HELLO_BODY = struct.Struct("!2sBBQIIII")
 DATA_HEADER = struct.Struct("!IBQB")  # full frame header of a DATA frame
 DATA_BODY_HEADER_SIZE = 9  # seq u64 + flags u8
+DATA_FRAME_OVERHEAD = DATA_HEADER.size  # 14 bytes before a DATA frame's payload
 ACK_FRAME = struct.Struct("!IBQ")
 PING_FRAME = struct.Struct("!IBIQ")
 SEQ = struct.Struct("!Q")
@@ -177,6 +178,20 @@ class Resume(NamedTuple):
 Frame = Hello | Data | Ack | Ping | Pong | Goodbye | Resume
 
 
+class DataRun(NamedTuple):
+    """Consecutive whole DATA frames (MORE clear) of one read, as the decoder batches them.
+
+    Not a wire frame: ``Decoder.feed_runs`` hands out one of these for each run of
+    whole messages instead of a ``Data`` per frame, so a read of many small messages
+    costs one object and one list, not one tuple per message (issue 13). The
+    sequence numbers are ``first_seq, first_seq + 1, ...``: a frame out of sequence
+    starts a new run, and the receiver's sequence check (``Inbound.on_run``) refuses it.
+    """
+
+    first_seq: int
+    payloads: list[bytes]
+
+
 def encode_hello(hello: Hello) -> bytes:
     body = HELLO_BODY.pack(
         MAGIC,
@@ -197,6 +212,17 @@ def encode_hello(hello: Hello) -> bytes:
 
 def encode_data(seq: int, payload: bytes, more: bool = False) -> bytes:
     return DATA_HEADER.pack(DATA_BODY_HEADER_SIZE + len(payload), Kind.DATA, seq, more) + payload
+
+
+def encode_data_run(first_seq: int, payloads: list[bytes]) -> bytes:
+    """Whole messages ``first_seq``, ``first_seq + 1``, ... as DATA frames in one buffer:
+    one join for the lot instead of a concatenation per frame (the batched send path)."""
+    pack = DATA_HEADER.pack
+    kind = int(Kind.DATA)
+    parts: list[bytes] = []
+    for seq, payload in enumerate(payloads, first_seq):
+        parts += (pack(DATA_BODY_HEADER_SIZE + len(payload), kind, seq, 0), payload)
+    return b"".join(parts)
 
 
 def encode_ack(seq: int) -> bytes:

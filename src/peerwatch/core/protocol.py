@@ -39,11 +39,13 @@ from peerwatch.core.config import Config
 from peerwatch.core.decoder import Decoder
 from peerwatch.core.delivery import UNUSED, Inbound, Outbound
 from peerwatch.core.frames import (
+    DATA_FRAME_OVERHEAD,
     PING_FRAME_SIZE,
     PING_HEAD,
     PROTOCOL_VERSION,
     Ack,
     Data,
+    DataRun,
     Goodbye,
     GoodbyeCode,
     Hello,
@@ -51,7 +53,7 @@ from peerwatch.core.frames import (
     Pong,
     encode_ack,
     encode_chunk,
-    encode_data,
+    encode_data_run,
     encode_goodbye,
     encode_hello,
     encode_ping,
@@ -175,9 +177,10 @@ class Protocol:
         self._wall_offset = wall_offset
         self._now = now  # the latest time the adapter told us: when a verdict is reached
         self._decoder = Decoder(config.max_frame)
-        self._inbound = Inbound(config.max_message)
+        self._inbound = Inbound(config.max_message, config.max_frame)
         self.outbound = Outbound()
-        self._outbox: deque[tuple[int, bytes]] = UNUSED  # a deque from the first send
+        # payloads not yet fully handed out, from seq outbound.sent_through + 1 on
+        self._outbox: deque[bytes] = UNUSED  # a deque from the first send
         self._partial_offset = 0
         self._control: list[bytes] = []  # frames to write before any data
         self._events: list[Event] = []
@@ -290,28 +293,34 @@ class Protocol:
         outbox = self._outbox
         outbound = self.outbound
         chunk = self._chunk
+        seq = outbound.sent_through  # the outbox holds seq + 1, seq + 2, ...
+        popleft = outbox.popleft
         while outbox and budget > 0 and frames > 0:
-            # frames grouped up to about one chunk: one write per chunk, not per frame
-            parts: list[bytes] = []
-            size = 0
-            while outbox and size < chunk and len(parts) < frames:
-                seq, payload = outbox[0]
-                offset = self._partial_offset
-                if offset == 0 and len(payload) <= chunk:
-                    frame = encode_data(seq, payload)
-                    outbox.popleft()
-                    outbound.sent_through = seq
-                else:
-                    frame, self._partial_offset = encode_chunk(seq, payload, offset, chunk)
-                    if not self._partial_offset:
-                        outbox.popleft()
-                        outbound.sent_through = seq
-                parts.append(frame)
-                size += len(frame)
-            out.append(parts[0] if len(parts) == 1 else b"".join(parts))
-            self.bytes_out += size
-            budget -= size
-            frames -= len(parts)
+            if self._partial_offset or len(outbox[0]) > chunk:  # a message in chunks
+                frame, self._partial_offset = encode_chunk(
+                    seq + 1, outbox[0], self._partial_offset, chunk
+                )
+                if not self._partial_offset:
+                    popleft()
+                    seq += 1
+                frames -= 1
+            else:
+                # whole messages up to about one chunk: one buffer, one write
+                batch: list[bytes] = []
+                size = 0
+                while outbox and size < chunk and len(batch) < frames:
+                    if len(outbox[0]) > chunk:
+                        break
+                    payload = popleft()
+                    batch.append(payload)
+                    size += DATA_FRAME_OVERHEAD + len(payload)
+                frame = encode_data_run(seq + 1, batch)
+                seq += len(batch)
+                frames -= len(batch)
+            out.append(frame)
+            self.bytes_out += len(frame)
+            budget -= len(frame)
+        outbound.sent_through = seq
 
     def _count_unread(self, size: int) -> None:
         self._unread_control += size
@@ -372,7 +381,7 @@ class Protocol:
             self.liveness.on_receive(now)
             return
         try:
-            frames = self._decoder.feed(data)
+            frames = self._decoder.feed_runs(data)
         except ProtocolError as exc:
             self._violation(str(exc))
             return
@@ -383,7 +392,8 @@ class Protocol:
                 return
             first = frames[0]
             if not isinstance(first, Hello):
-                self._violation(f"expected HELLO first, got {type(first).__name__.upper()}")
+                name = "DATA" if type(first) is DataRun else type(first).__name__.upper()
+                self._violation(f"expected HELLO first, got {name}")
                 return
             self._handshake(first, now)
             liveness = self.liveness
@@ -392,18 +402,22 @@ class Protocol:
         inbound = self._inbound
         events = self._events
         received: list[bytes] | None = None  # the messages of this read
-        size = 0
         try:
             for frame in frames:
-                if type(frame) is Data:
+                if type(frame) is DataRun:
+                    heard = True
+                    if received is None:  # the event goes before any verdict
+                        received = []
+                        events.append(Received(received))
+                    inbound.on_run(frame.first_seq, frame.payloads, received)
+                elif type(frame) is Data:
                     heard = True
                     message = inbound.on_data(frame)
                     if message is not None:
-                        if received is None:  # the event goes before any verdict
+                        if received is None:
                             received = []
                             events.append(Received(received))
                         received.append(message)
-                        size += len(message)
                 elif type(frame) is Pong:
                     liveness.on_pong(now, frame.seq, frame.stamp)
                 else:
@@ -414,9 +428,13 @@ class Protocol:
             self._violation(str(exc), GoodbyeCode.MESSAGE_TOO_BIG)
         except ProtocolError as exc:
             self._violation(str(exc))
-        count = len(received) if received is not None else 0
-        self.unconsumed += count  # handed out before the verdict: the application may take them
-        self.unconsumed_bytes += size
+        if received is not None:
+            # handed out before the verdict: the application may take them
+            count = len(received)
+            self.unconsumed += count
+            self.unconsumed_bytes += sum(map(len, received))
+        else:
+            count = 0
         if self.verdict is not None:
             return
         if heard:
@@ -486,7 +504,7 @@ class Protocol:
         outbox = self._outbox
         if outbox is UNUSED:
             outbox = self._outbox = deque()
-        outbox.append((seq, payload))
+        outbox.append(payload)
         return seq
 
     @property
