@@ -84,6 +84,7 @@ def one_run(server: Child, setup: Setup, port: int, size: int, seconds: float) -
         "client_cpu": client_cpu,
         "other_cpu": window.other,
         "server_us_per_message": window.used[0] / consumed * 1e6,
+        "client_us_per_message": window.used[1] / consumed * 1e6,
         "messages": consumed,
         "seconds": elapsed,
     }
@@ -157,6 +158,9 @@ def run_throughput(quick: bool = False, log: Any = print) -> dict[str, Any]:
                 "mib_per_s": best * size / 2**20,
                 "server_us_per_message": statistics.median(
                     r["server_us_per_message"] for r in measured
+                ),
+                "client_us_per_message": statistics.median(
+                    r["client_us_per_message"] for r in measured
                 ),
                 "server_cpu": statistics.median(r["server_cpu"] for r in measured),
                 "client_cpu": statistics.median(r["client_cpu"] for r in measured),

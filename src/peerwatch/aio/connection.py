@@ -24,7 +24,7 @@ from peerwatch.aio.timers import timer_queue
 from peerwatch.aio.waiters import Waiters, error_for
 from peerwatch.core.budget import MemoryBudget, Share
 from peerwatch.core.config import Config
-from peerwatch.core.delivery import UNUSED
+from peerwatch.core.empty import UNUSED
 from peerwatch.core.frames import GoodbyeCode, Hello
 from peerwatch.core.liveness import Liveness
 from peerwatch.core.protocol import (
@@ -48,7 +48,7 @@ INCARNATION = int.from_bytes(os.urandom(8), "big")
 #: Transport buffer above which data stops being written (control frames still go).
 WRITE_HIGH_WATER = 64 * 1024
 #: Messages waiting in the outbox that make ``enqueue`` write at once, not at the next pass.
-EAGER_FLUSH = 64
+EAGER_FLUSH = 256
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -127,22 +127,25 @@ class Connection(asyncio.BufferedProtocol):
     async def enqueue(self, payload: bytes | bytearray | memoryview) -> Delivery:
         """Queue a message; waits only while the send queue is full (backpressure): see
         ``Protocol.has_room`` (``send_queue`` messages or ``send_buffer`` bytes unACKed)."""
-        self._raise_if_over()
-        data = payload if type(payload) is bytes else bytes(payload)
         protocol = self._protocol
-        protocol.check_size(len(data))
-        while not protocol.has_room(len(data)):
+        if protocol.verdict is not None:
+            self._raise_if_over()
+        data = payload if type(payload) is bytes else bytes(payload)
+        seq = protocol.offer(data)
+        while not seq:
             await self._waiters.space()
             self._raise_if_over()
-        seq = protocol.send(data)
-        self._share.grow(len(data))  # held_bytes grew by exactly the payload
-        self._raise_if_over()  # over a server's budget: the message is in the verdict
-        if not self._protocol.writing_paused:
+            seq = protocol.offer(data)
+        share = self._share
+        if share.budget is not None:  # a server's connection: held_bytes grew by the payload
+            share.grow(len(data))
+            self._raise_if_over()  # over the budget: the message is in the verdict
+        if not protocol.writing_paused:
             if protocol.queued >= EAGER_FLUSH:
                 # a caller enqueueing in a loop may not yield before the send window is
                 # full: write now, so the peer reads and ACKs while we keep enqueueing
                 self._flush()
-            else:
+            elif not self._flush_scheduled:
                 self._schedule_flush()
         return Delivery(self, seq)
 

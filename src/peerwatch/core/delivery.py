@@ -9,29 +9,10 @@ a reassembled message by ``max_message``.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
 
+from peerwatch.core.empty import UNUSED
 from peerwatch.core.frames import DATA_BODY_HEADER_SIZE, MIN_CHUNK, Data, max_parts
 from peerwatch.errors import MessageTooBig, RemoteProtocolError
-
-
-class _Unused(deque):  # type: ignore[type-arg]
-    """The shared, empty stand-in for a queue nothing was ever put in.
-
-    An empty ``collections.deque`` allocates its first 64-slot block at once
-    (760 bytes); an idle connection would pay that for each of its queues. Reads
-    (``len``, truth, iteration) work on the stand-in; a write means a missing
-    ``is UNUSED`` check and fails loudly instead of sharing data between queues.
-    """
-
-    def append(self, item: object) -> None:
-        raise RuntimeError("write to the shared empty queue")
-
-    appendleft = extend = extendleft = insert = append  # type: ignore[assignment]
-
-
-#: See ``_Unused``.
-UNUSED: deque[Any] = _Unused()
 
 
 class Outbound:
@@ -97,13 +78,13 @@ class Inbound:
     ``max_parts(max_message)`` parts.
     """
 
-    __slots__ = ("_assembly", "_parts", "check_size", "expected_seq", "max_message", "max_parts")
+    __slots__ = ("_assembly", "_parts", "checks_size", "expected_seq", "max_message", "max_parts")
 
     def __init__(self, max_message: int, max_frame: int | None = None) -> None:
         """``max_frame``: the largest frame body the decoder lets through; when no
         single-frame message can then exceed ``max_message``, ``on_run`` skips the check."""
         self.max_message = max_message
-        self.check_size = max_frame is None or max_frame - DATA_BODY_HEADER_SIZE > max_message
+        self.checks_size = max_frame is None or max_frame - DATA_BODY_HEADER_SIZE > max_message
         self.max_parts = max_parts(max_message)
         self.expected_seq = 1
         self._assembly: bytearray | None = None  # the message so far, from its first chunk
@@ -169,7 +150,7 @@ class Inbound:
                 f"DATA with sequence {first_seq}, expected {self.expected_seq}"
                 " (sequences must be consecutive)"
             )
-        if self.check_size and max(map(len, payloads)) > self.max_message:
+        if self.checks_size and max(map(len, payloads)) > self.max_message:
             for seq, payload in enumerate(payloads, first_seq):
                 if len(payload) > self.max_message:
                     into += payloads[: seq - first_seq]  # the ones before it were fine

@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from peerwatch.core.config import Config
 from peerwatch.core.decoder import Decoder
-from peerwatch.core.delivery import UNUSED, Inbound, Outbound
+from peerwatch.core.delivery import Inbound, Outbound
+from peerwatch.core.empty import UNUSED
 from peerwatch.core.frames import (
     DATA_FRAME_OVERHEAD,
     PING_FRAME_SIZE,
@@ -242,8 +243,9 @@ class Protocol:
         """
         outbound = self.outbound
         config = self.config
-        return outbound.in_flight < config.send_queue and (
-            not outbound.in_flight or outbound.unacked_bytes + size <= config.send_buffer
+        in_flight = len(outbound.unacked)  # outbound.in_flight, read once (per-message path)
+        return in_flight < config.send_queue and (
+            not in_flight or outbound.unacked_bytes + size <= config.send_buffer
         )
 
     def get_timer(self) -> float | None:
@@ -500,6 +502,18 @@ class Protocol:
         if self.verdict is not None:
             raise LocalProtocolError("send() after the verdict")
         self.check_size(len(payload))
+        return self._queue(payload)
+
+    def offer(self, payload: bytes) -> int:
+        """``send`` if the message fits the send window (``has_room``), else 0, queueing
+        nothing: the whole per-message send path in one call (issue 13)."""
+        if self.verdict is not None:
+            raise LocalProtocolError("send() after the verdict")
+        size = len(payload)
+        self.check_size(size)
+        return self._queue(payload) if self.has_room(size) else 0
+
+    def _queue(self, payload: bytes) -> int:
         seq = self.outbound.assign(payload)
         outbox = self._outbox
         if outbox is UNUSED:
