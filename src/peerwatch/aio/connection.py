@@ -49,6 +49,10 @@ INCARNATION = int.from_bytes(os.urandom(8), "big")
 WRITE_HIGH_WATER = 64 * 1024
 #: Messages waiting in the outbox that make ``enqueue`` write at once, not at the next pass.
 EAGER_FLUSH = 256
+#: Messages taken by the application that make ``recv`` ACK at once, not at the next pass:
+#: a consumer working through a long read would otherwise ACK only at its end, and a peer
+#: with a full send window (1,024 messages by default) waits idle meanwhile.
+EAGER_ACK = 256
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -141,7 +145,7 @@ class Connection(asyncio.BufferedProtocol):
             share.grow(len(data))
             self._raise_if_over()  # over the budget: the message is in the verdict
         if not protocol.writing_paused:
-            if protocol.queued >= EAGER_FLUSH:
+            if seq - protocol.outbound.sent_through >= EAGER_FLUSH:  # queued, not yet written
                 # a caller enqueueing in a loop may not yield before the send window is
                 # full: write now, so the peer reads and ACKs while we keep enqueueing
                 self._flush()
@@ -170,7 +174,9 @@ class Connection(asyncio.BufferedProtocol):
         message = self._inbox.popleft()
         self._taken += 1
         self._taken_bytes += len(message)
-        if not self._flush_scheduled:  # one cumulative ACK per loop pass
+        if self._taken >= EAGER_ACK:
+            self._flush()  # tells the protocol, writes the ACK
+        elif not self._flush_scheduled:  # one cumulative ACK per loop pass
             self._schedule_flush()
         if self._reading_paused:  # the protocol says when reading resumes: tell it now
             self._tell_taken()

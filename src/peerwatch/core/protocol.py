@@ -499,21 +499,19 @@ class Protocol:
 
     def send(self, payload: bytes) -> int:
         """Queue one message; returns its sequence number (the caller checked ``has_room``)."""
-        if self.verdict is not None:
-            raise LocalProtocolError("send() after the verdict")
-        self.check_size(len(payload))
-        return self._queue(payload)
+        return self.offer(payload, room=False)
 
-    def offer(self, payload: bytes) -> int:
+    def offer(self, payload: bytes, room: bool = True) -> int:
         """``send`` if the message fits the send window (``has_room``), else 0, queueing
-        nothing: the whole per-message send path in one call (issue 13)."""
+        nothing: the whole per-message send path in one call (issue 13). ``room=False``
+        skips the window check (``send``). The message queued is the outbox's last: the
+        messages queued are ``seq - outbound.sent_through`` once it returns ``seq``."""
         if self.verdict is not None:
             raise LocalProtocolError("send() after the verdict")
         size = len(payload)
         self.check_size(size)
-        return self._queue(payload) if self.has_room(size) else 0
-
-    def _queue(self, payload: bytes) -> int:
+        if room and not self.has_room(size):
+            return 0
         seq = self.outbound.assign(payload)
         outbox = self._outbox
         if outbox is UNUSED:
