@@ -60,8 +60,8 @@ class Connection(asyncio.BufferedProtocol):
 
     __slots__ = (
         "_config", "_flush_scheduled", "_inbox", "_loop", "_protocol",
-        "_reading_paused", "_share", "_taken", "_taken_bytes", "_timer_at", "_timers",
-        "_transport", "_waiters", "peer", "peer_restarted", "role",
+        "_reading_paused", "_resume_after", "_share", "_taken", "_taken_bytes", "_timer_at",
+        "_timers", "_transport", "_waiters", "peer", "peer_restarted", "role",
     )  # fmt: skip
 
     def __init__(
@@ -90,6 +90,7 @@ class Connection(asyncio.BufferedProtocol):
         self._timer_at: float | None = None
         self._flush_scheduled = False
         self._reading_paused = False
+        self._resume_after = 0  # messages to take before reading may resume (while paused)
         self._inbox: deque[bytes] = UNUSED  # a deque from the first message received
         self._taken = self._taken_bytes = 0  # messages taken, not yet told to the protocol
         self._waiters = Waiters(loop)
@@ -178,7 +179,8 @@ class Connection(asyncio.BufferedProtocol):
             self._flush()  # tells the protocol, writes the ACK
         elif not self._flush_scheduled:  # one cumulative ACK per loop pass
             self._schedule_flush()
-        if self._reading_paused:  # the protocol says when reading resumes: tell it now
+        if self._reading_paused and self._taken >= self._resume_after:
+            # the protocol says when reading resumes: tell it now
             self._tell_taken()
             self._follow_reading()
         return message
@@ -192,6 +194,7 @@ class Connection(asyncio.BufferedProtocol):
             protocol.consumed(self._taken_bytes, now, self._taken)
             self._share.shrink(self._taken_bytes)  # held_bytes shrank by exactly that
             self._taken = self._taken_bytes = 0
+            self._resume_after = protocol.consumed_before_resume
 
     async def recv(self) -> bytes:
         """Next message from the peer. Messages already received are returned before a verdict."""

@@ -545,6 +545,17 @@ class Protocol:
             self.reading_paused = False
             self.liveness.resume(now)
 
+    @property
+    def consumed_before_resume(self) -> int:
+        """Messages the application must still consume before reading can resume: 0 while
+        reading is not paused, at least 1 while it is (the count rule of ``consumed``; the
+        bytes rule may want more). An adapter that would tell ``consumed`` of every message
+        taken while reading is paused may wait for this many (one call per message was
+        the cost of a consumer behind a full receive window, issue 13)."""
+        if not self.reading_paused:
+            return 0
+        return max(1, self.unconsumed - self.config.recv_queue // 2)
+
     def close(self, reason: str, now: float) -> None:
         """Say GOODBYE after an ACK of what was consumed; the verdict is LOCAL.
 
