@@ -16,12 +16,10 @@ from peerwatch.core.frames import (
     DATA_HEADER,
     FLAG_MORE,
     FLAG_SESSION,
-    GOODBYE_HEAD,
     HEADER,
     HEADER_SIZE,
     HELLO_BODY,
     MAGIC,
-    MAX_REASON,
     MIN_MAX_FRAME,
     PING_BODY,
     PROTOCOL_VERSION,
@@ -33,14 +31,12 @@ from peerwatch.core.frames import (
     Data,
     DataRun,
     Frame,
-    Goodbye,
-    GoodbyeCode,
     Hello,
     Kind,
     Ping,
     Pong,
     Resume,
-    printable,
+    decode_goodbye,
 )
 from peerwatch.errors import RemoteProtocolError
 
@@ -175,16 +171,7 @@ def _decode_control(kind: int, source: bytes | bytearray, at: int, length: int) 
     if kind == Kind.HELLO:
         return _decode_hello(source, at, length)
     if kind == Kind.GOODBYE:
-        if length < GOODBYE_HEAD.size:
-            raise RemoteProtocolError(f"GOODBYE frame body of {length} bytes is too short")
-        (code,) = GOODBYE_HEAD.unpack_from(source, at)
-        # the reason is peer text bound for verdicts and logs: cut at the documented
-        # length and escaped here, once, at the receive boundary
-        cut = min(length, GOODBYE_HEAD.size + MAX_REASON)
-        text = bytes(source[at + 2 : at + cut]).decode("utf-8", errors="replace")
-        if length > cut:
-            text += "\u2026"
-        return Goodbye(GoodbyeCode.of(code), printable(text))
+        return decode_goodbye(source, at, length)
     raise RemoteProtocolError(f"unknown frame kind {kind}")
 
 
