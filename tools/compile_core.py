@@ -22,7 +22,6 @@ import os
 import shutil
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,32 +41,38 @@ HOT = ("decoder", "delivery", "protocol", "liveness")
 COMPILE_REQUIRES = ["mypy==2.4.1", "setuptools>=65"]
 
 
+def note(text: str) -> None:
+    print(f"peerwatch: {text}", file=sys.stderr)
+
+
 def compile_core(root: Path, out: Path) -> dict[str, str] | None:
     """Compile ``HOT`` from ``root/src`` into ``out``; {built file: its path in a wheel}.
 
     None when this machine cannot compile (no mypyc, no setuptools, no C compiler, or
-    mypyc refuses the code): the caller keeps the pure modules. Output of the compiler
-    goes to stderr; the reason for a fallback is one warning line.
+    mypyc refuses the code): the caller keeps the pure modules. The compiler's output
+    goes to stdout and stderr; the reason for a fallback is one line on stderr.
     """
     try:
         from mypyc.build import mypycify
         from setuptools import Distribution
     except ImportError as exc:
-        warnings.warn(f"peerwatch: no compiled core ({exc}); pure Python", stacklevel=2)
+        note(f"no compiled core ({exc}): pure Python")
         return None
     sources = [f"src/peerwatch/core/{name}.py" for name in HOT]
     work = Path(tempfile.mkdtemp(prefix="peerwatch-mypyc-"))
     cwd = os.getcwd()
     try:
         os.chdir(root)  # mypyc names modules from the paths: src/peerwatch/... -> peerwatch...
-        extensions = mypycify(sources, opt_level="3", target_dir=str(work / "c"))
+        # mypy's cache and the C sources stay out of the checkout (CI builds as root)
+        options = ["--cache-dir", str(work / "mypy-cache"), *sources]
+        extensions = mypycify(options, opt_level="3", target_dir=str(work / "c"))
         dist = Distribution({"name": "peerwatch-core", "ext_modules": extensions})
         build = dist.get_command_obj("build_ext")
         build.build_lib = str(out)  # type: ignore[attr-defined]
         build.build_temp = str(work / "temp")  # type: ignore[attr-defined]
         dist.run_command("build_ext")
     except (Exception, SystemExit) as exc:  # distutils reports a compiler failure by exiting
-        warnings.warn(f"peerwatch: compiling the core failed ({exc!r}); pure Python", stacklevel=2)
+        note(f"compiling the core failed ({exc}): pure Python")
         return None
     finally:
         os.chdir(cwd)
