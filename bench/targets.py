@@ -113,6 +113,14 @@ def throughput_checks(result: dict[str, Any]) -> list[Check]:
             "100 B fire-and-forget, uvloop, vs uvloop floor", result, tp.PW_FF_UV, tp.FLOOR_UV, 0.6
         ),
         run_check(
+            "100 B fire-and-forget, compiled core, vs bare floor",
+            *(result, tp.PW_FF_COMPILED, floor, 1.0),
+        ),
+        run_check(
+            "100 B fire-and-forget, compiled core, vs websockets",
+            *(result, tp.PW_FF_COMPILED, ws, 5.0),
+        ),
+        run_check(
             "(cross-check) 100 B server CPU/msg: floor / peerwatch f&f",
             *(result, ff, floor, 1.0, server_cost),
         ),
