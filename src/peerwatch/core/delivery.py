@@ -58,10 +58,14 @@ class Outbound:
                 f"ACK went backwards: {seq} after {self.acked_through} (ACKs are cumulative)"
             )
         count = seq - self.acked_through
-        if count:
-            popleft = self.unacked.popleft
+        unacked = self.unacked
+        if count == len(unacked):  # everything: the common case of a sender kept waiting
+            self.unacked_bytes = 0
+            unacked.clear()
+        elif count:
+            popleft = unacked.popleft
             self.unacked_bytes -= sum(len(popleft()) for _ in range(count))
-            self.acked_through = seq
+        self.acked_through = seq
         return count
 
     def undelivered(self) -> tuple[bytes, ...]:

@@ -500,10 +500,20 @@ class Protocol:
         if self.verdict is not None:
             raise LocalProtocolError("send() after the verdict")
         size = len(payload)
-        self.check_size(size)
-        if room and not self.has_room(size):
-            return 0
-        seq = self.outbound.assign(payload)
+        peer = self.peer_hello
+        if peer is not None and size > peer.max_message:
+            self.check_size(size)  # raises
+        outbound = self.outbound
+        if room:
+            # has_room's rule, written out: the calls were 9 % of the instructions of
+            # sending one message (callgrind); test_protocol holds the two to one rule
+            in_flight = len(outbound.unacked)
+            config = self.config
+            if in_flight >= config.send_queue or (
+                in_flight and outbound.unacked_bytes + size > config.send_buffer
+            ):
+                return 0
+        seq = outbound.assign(payload)
         outbox = self._outbox
         if outbox is UNUSED:
             outbox = self._outbox = deque()
