@@ -239,7 +239,7 @@ class Protocol:
         """A message of ``size`` bytes fits the send window (``send_queue``, ``send_buffer``).
 
         A single message larger than ``send_buffer`` fits when nothing else is
-        unacknowledged, so every message can be sent.
+        unacknowledged, so every message can be sent. ``offer`` applies the same rule.
         """
         outbound = self.outbound
         config = self.config
@@ -506,7 +506,7 @@ class Protocol:
         outbound = self.outbound
         if room:
             # has_room's rule, written out: the calls were 9 % of the instructions of
-            # sending one message (callgrind); test_protocol holds the two to one rule
+            # sending one message (callgrind); tests/core/test_offer.py holds the two to one rule
             in_flight = len(outbound.unacked)
             config = self.config
             if in_flight >= config.send_queue or (
