@@ -14,7 +14,7 @@ SCRATCH = $${TMPDIR:-/tmp}/peerwatch-$$(id -u)
 AS_ROOT = $(SUDO) env PYTHONPYCACHEPREFIX=$(SCRATCH)/pycache \
 	HYPOTHESIS_STORAGE_DIRECTORY=$(SCRATCH)/hypothesis
 
-.PHONY: lab test check bench system-deps clean
+.PHONY: lab test check bench compiled bench-compiled system-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,17 @@ test: $(VENV)/.installed system-deps check
 
 bench: $(VENV)/.installed system-deps
 	$(PY) -m bench $(ARGS)
+
+# The optional mypyc-compiled core, as a copy of the package in build/compiled (the
+# installed package stays pure; `PEERWATCH_COMPILE=1 pip install .` installs it compiled),
+# and the per-message cost of the pure and the compiled core side by side. With
+# build/compiled present, `python -m bench throughput` also measures it.
+compiled: $(VENV)/.installed
+	$(PY) tools/compile_core.py build/compiled
+
+bench-compiled: compiled
+	$(PY) -m bench.tp_core
+	PYTHONPATH=build/compiled $(PY) -m bench.tp_core
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -80,13 +80,21 @@ class Child:
     (a blocked observer would make its verdicts late, and the benchmark wrong).
     """
 
-    def __init__(self, module: str, args: Sequence[str], *, cpu: int | None = None) -> None:
+    def __init__(
+        self,
+        module: str,
+        args: Sequence[str],
+        *,
+        cpu: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``env``: variables added to the child's environment (``PYTHONPATH`` of another build)."""
         self.argv = [sys.executable, "-m", module, *args]
         self.label = " ".join([module, *args])
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
             self.argv,
-            env={**os.environ, **CHILD_ENV, PARENT_ENV: str(os.getpid())},
+            env={**os.environ, **CHILD_ENV, PARENT_ENV: str(os.getpid()), **(env or {})},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,

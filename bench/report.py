@@ -59,19 +59,26 @@ def throughput_section(result: dict[str, Any]) -> list[str]:
         f" {result['repeats']} runs per setup interleaved round-robin. The clock stops when"
         " the server application reports it consumed every message. *msg/s* is the best run"
         " (interference from other work only lowers it), *median* the median run;"
-        " *server µs/msg* is the server process's CPU time per message (median), which other"
-        " load on the machine barely moves. CPU columns: share of one core (1.00 = saturated);"
-        " *other* is what the rest of the machine used meanwhile.",
+        " *server µs/msg* and *client µs/msg* are each process's CPU time per message"
+        " (median), which other load on the machine moves much less; with each process on"
+        " its own core, the busier of the two bounds msg/s. CPU columns: share of one core"
+        " (1.00 = saturated); *other* is what the rest of the machine used meanwhile.",
         "",
-        "| setup | size | msg/s | median msg/s | MiB/s | server µs/msg | server CPU |"
-        " client CPU | other CPU |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Every ratio below is taken run by run (run i of one setup against run i of the"
+        " other, measured in the same round seconds apart) and must hold in every run: the"
+        " measured value is the worst run, followed by the min / median / max of the runs.",
+        "",
+        "| setup | size | msg/s | median msg/s | MiB/s | server µs/msg | client µs/msg |"
+        " server CPU | client CPU | other CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in sorted(result["rows"], key=lambda r: (r["size"], order_of(r["setup"]))):
+        client_us = row.get("client_us_per_message")
         lines.append(
             f"| {row['setup']} | {fmt_size(row['size'])} | {row['messages_per_s']:,.0f} |"
             f" {row['median_messages_per_s']:,.0f} | {row['mib_per_s']:,.1f} |"
-            f" {row['server_us_per_message']:.2f} | {row['server_cpu']:.2f} |"
+            f" {row['server_us_per_message']:.2f} |"
+            f" {'-' if client_us is None else f'{client_us:.2f}'} | {row['server_cpu']:.2f} |"
             f" {row['client_cpu']:.2f} | {row['other_cpu']:.2f} |"
         )
     lines += failures(result)

@@ -17,9 +17,14 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.procs import Child, ChildFailed, CpuWindow, children
+
+#: ``make compiled`` puts the mypyc-compiled core here (tools/compile_core.py); when it is
+#: there, the compiled build is measured too, side by side with the pure one.
+COMPILED = Path(__file__).resolve().parent.parent / "build" / "compiled"
 
 
 @dataclass(frozen=True)
@@ -28,10 +33,15 @@ class Setup:
     kind: str  # floor | websockets | peerwatch
     uvloop: bool = False
     mode: str = "ff"  # ff | ack
+    compiled: bool = False  # peerwatch from COMPILED
 
     @property
-    def server_key(self) -> tuple[str, bool]:
-        return (self.kind, self.uvloop)
+    def server_key(self) -> tuple[str, bool, bool]:
+        return (self.kind, self.uvloop, self.compiled)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"PYTHONPATH": str(COMPILED)} if self.compiled else {}
 
 
 FLOOR = "bare floor"
@@ -42,6 +52,7 @@ FLOOR_UV = "bare floor + uvloop"
 WEBSOCKETS_UV = "websockets + uvloop"
 PW_FF_UV = "peerwatch fire-and-forget + uvloop"
 PW_ACK_UV = "peerwatch acknowledged + uvloop"
+PW_FF_COMPILED = "peerwatch fire-and-forget, compiled core"
 
 SETUPS = [
     Setup(FLOOR, "floor"),
@@ -52,8 +63,13 @@ SETUPS = [
     Setup(WEBSOCKETS_UV, "websockets", uvloop=True),
     Setup(PW_FF_UV, "peerwatch", uvloop=True),
     Setup(PW_ACK_UV, "peerwatch", uvloop=True, mode="ack"),
+    Setup(PW_FF_COMPILED, "peerwatch", compiled=True),
 ]
 SIZES = [100, 1024 * 1024]
+
+
+def compiled_available() -> bool:
+    return any(COMPILED.glob("peerwatch/core/*.so"))
 
 
 def peerwatch_available() -> bool:
@@ -69,11 +85,13 @@ def one_run(server: Child, setup: Setup, port: int, size: int, seconds: float) -
     args += ["--mode", setup.mode, "--max-seconds", str(seconds * 20 + 60)]
     if setup.uvloop:
         args.append("--uvloop")
-    with Child("bench.tp_client", args, cpu=1) as client:
+    with Child("bench.tp_client", args, cpu=1, env=setup.env) as client:
         client.read_event(30, "start")
         window = CpuWindow(server.pid, client.pid)
         result = client.read_event(seconds * 20 + 60, "result")
         server_cpu, client_cpu = window.stop()
+    if bool(result.get("compiled")) != setup.compiled:  # PYTHONPATH picked the wrong build
+        raise ChildFailed(f"{setup.label}: the client ran compiled={result.get('compiled')}")
     consumed = int(result["consumed"])
     if consumed != result["sent"]:
         raise ChildFailed(f"{setup.label}: sent {result['sent']} but consumed {consumed}")
@@ -84,22 +102,29 @@ def one_run(server: Child, setup: Setup, port: int, size: int, seconds: float) -
         "client_cpu": client_cpu,
         "other_cpu": window.other,
         "server_us_per_message": window.used[0] / consumed * 1e6,
+        "client_us_per_message": window.used[1] / consumed * 1e6,
         "messages": consumed,
         "seconds": elapsed,
     }
 
 
+ServerKey = tuple[str, bool, bool]
+
+
 def start_servers(
     setups: list[Setup],
-) -> tuple[dict[tuple[str, bool], tuple[Child, int]], dict[tuple[str, bool], str]]:
-    servers: dict[tuple[str, bool], tuple[Child, int]] = {}
-    failures: dict[tuple[str, bool], str] = {}
+) -> tuple[dict[ServerKey, tuple[Child, int]], dict[ServerKey, str]]:
+    servers: dict[ServerKey, tuple[Child, int]] = {}
+    failures: dict[ServerKey, str] = {}
     for setup in setups:
         key = setup.server_key
         if key in servers or key in failures:
             continue
         child = Child(
-            "bench.tp_server", [setup.kind] + (["--uvloop"] if setup.uvloop else []), cpu=0
+            "bench.tp_server",
+            [setup.kind] + (["--uvloop"] if setup.uvloop else []),
+            cpu=0,
+            env=setup.env,
         )
         try:
             servers[key] = (child, int(child.read_event(30, "ready")["port"]))
@@ -113,6 +138,7 @@ def run_throughput(quick: bool = False, log: Any = print) -> dict[str, Any]:
     seconds = 0.3 if quick else 2.0
     repeats = 1 if quick else 5
     setups = [s for s in SETUPS if s.kind != "peerwatch" or peerwatch_available()]
+    setups = [s for s in setups if not s.compiled or compiled_available()]
     if quick:
         setups = [s for s in setups if not s.uvloop]
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
@@ -157,6 +183,9 @@ def run_throughput(quick: bool = False, log: Any = print) -> dict[str, Any]:
                 "mib_per_s": best * size / 2**20,
                 "server_us_per_message": statistics.median(
                     r["server_us_per_message"] for r in measured
+                ),
+                "client_us_per_message": statistics.median(
+                    r["client_us_per_message"] for r in measured
                 ),
                 "server_cpu": statistics.median(r["server_cpu"] for r in measured),
                 "client_cpu": statistics.median(r["client_cpu"] for r in measured),

@@ -21,6 +21,7 @@ from typing import Any
 from bench.aiohelpers import loop_name, run
 from bench.floor import END, FramedSender
 from bench.procs import child_setup, emit
+from bench.tp_core import compiled as core_compiled
 
 
 def batch_for(size: int) -> int:
@@ -131,7 +132,10 @@ async def main(options: argparse.Namespace) -> None:
             options.port, payload, options.seconds, options.mode, options.window, options.send_queue
         )
     sent, consumed, elapsed = result
-    emit("result", sent=sent, consumed=consumed, seconds=elapsed, loop=loop_name())
+    compiled = options.kind == "peerwatch" and core_compiled()
+    emit(
+        "result", sent=sent, consumed=consumed, seconds=elapsed, loop=loop_name(), compiled=compiled
+    )
 
 
 if __name__ == "__main__":

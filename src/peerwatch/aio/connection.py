@@ -24,7 +24,7 @@ from peerwatch.aio.timers import timer_queue
 from peerwatch.aio.waiters import Waiters, error_for
 from peerwatch.core.budget import MemoryBudget, Share
 from peerwatch.core.config import Config
-from peerwatch.core.delivery import UNUSED
+from peerwatch.core.empty import UNUSED
 from peerwatch.core.frames import GoodbyeCode, Hello
 from peerwatch.core.liveness import Liveness
 from peerwatch.core.protocol import (
@@ -48,7 +48,11 @@ INCARNATION = int.from_bytes(os.urandom(8), "big")
 #: Transport buffer above which data stops being written (control frames still go).
 WRITE_HIGH_WATER = 64 * 1024
 #: Messages waiting in the outbox that make ``enqueue`` write at once, not at the next pass.
-EAGER_FLUSH = 64
+EAGER_FLUSH = 256
+#: Messages taken by the application that make ``recv`` ACK at once, not at the next pass:
+#: a consumer working through a long read would otherwise ACK only at its end, and a peer
+#: with a full send window (1,024 messages by default) waits idle meanwhile.
+EAGER_ACK = 256
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -56,8 +60,8 @@ class Connection(asyncio.BufferedProtocol):
 
     __slots__ = (
         "_config", "_flush_scheduled", "_inbox", "_loop", "_protocol",
-        "_reading_paused", "_share", "_taken", "_taken_bytes", "_timer_at", "_timers",
-        "_transport", "_waiters", "peer", "peer_restarted", "role",
+        "_reading_paused", "_resume_after", "_share", "_taken", "_taken_bytes", "_timer_at",
+        "_timers", "_transport", "_waiters", "peer", "peer_restarted", "role",
     )  # fmt: skip
 
     def __init__(
@@ -86,6 +90,7 @@ class Connection(asyncio.BufferedProtocol):
         self._timer_at: float | None = None
         self._flush_scheduled = False
         self._reading_paused = False
+        self._resume_after = 0  # messages to take before reading may resume (while paused)
         self._inbox: deque[bytes] = UNUSED  # a deque from the first message received
         self._taken = self._taken_bytes = 0  # messages taken, not yet told to the protocol
         self._waiters = Waiters(loop)
@@ -127,22 +132,25 @@ class Connection(asyncio.BufferedProtocol):
     async def enqueue(self, payload: bytes | bytearray | memoryview) -> Delivery:
         """Queue a message; waits only while the send queue is full (backpressure): see
         ``Protocol.has_room`` (``send_queue`` messages or ``send_buffer`` bytes unACKed)."""
-        self._raise_if_over()
-        data = payload if type(payload) is bytes else bytes(payload)
         protocol = self._protocol
-        protocol.check_size(len(data))
-        while not protocol.has_room(len(data)):
+        if protocol.verdict is not None:
+            self._raise_if_over()
+        data = payload if type(payload) is bytes else bytes(payload)
+        seq = protocol.offer(data)
+        while not seq:
             await self._waiters.space()
             self._raise_if_over()
-        seq = protocol.send(data)
-        self._share.grow(len(data))  # held_bytes grew by exactly the payload
-        self._raise_if_over()  # over a server's budget: the message is in the verdict
-        if not self._protocol.writing_paused:
-            if protocol.queued >= EAGER_FLUSH:
+            seq = protocol.offer(data)
+        share = self._share
+        if share.budget is not None:  # a server's connection: held_bytes grew by the payload
+            share.grow(len(data))
+            self._raise_if_over()  # over the budget: the message is in the verdict
+        if not protocol.writing_paused:
+            if seq - protocol.outbound.sent_through >= EAGER_FLUSH:  # queued, not yet written
                 # a caller enqueueing in a loop may not yield before the send window is
                 # full: write now, so the peer reads and ACKs while we keep enqueueing
                 self._flush()
-            else:
+            elif not self._flush_scheduled:
                 self._schedule_flush()
         return Delivery(self, seq)
 
@@ -167,9 +175,12 @@ class Connection(asyncio.BufferedProtocol):
         message = self._inbox.popleft()
         self._taken += 1
         self._taken_bytes += len(message)
-        if not self._flush_scheduled:  # one cumulative ACK per loop pass
+        if self._taken >= EAGER_ACK:
+            self._flush()  # tells the protocol, writes the ACK
+        elif not self._flush_scheduled:  # one cumulative ACK per loop pass
             self._schedule_flush()
-        if self._reading_paused:  # the protocol says when reading resumes: tell it now
+        if self._reading_paused and self._taken >= self._resume_after:
+            # the protocol says when reading resumes: tell it now
             self._tell_taken()
             self._follow_reading()
         return message
@@ -183,6 +194,7 @@ class Connection(asyncio.BufferedProtocol):
             protocol.consumed(self._taken_bytes, now, self._taken)
             self._share.shrink(self._taken_bytes)  # held_bytes shrank by exactly that
             self._taken = self._taken_bytes = 0
+            self._resume_after = protocol.consumed_before_resume
 
     async def recv(self) -> bytes:
         """Next message from the peer. Messages already received are returned before a verdict."""

@@ -13,14 +13,13 @@ import struct
 
 from peerwatch.core.frames import (
     DATA_BODY_HEADER_SIZE,
+    DATA_HEADER,
     FLAG_MORE,
     FLAG_SESSION,
-    GOODBYE_HEAD,
     HEADER,
     HEADER_SIZE,
     HELLO_BODY,
     MAGIC,
-    MAX_REASON,
     MIN_MAX_FRAME,
     PING_BODY,
     PROTOCOL_VERSION,
@@ -30,19 +29,20 @@ from peerwatch.core.frames import (
     TOKEN_SIZE,
     Ack,
     Data,
+    DataRun,
     Frame,
-    Goodbye,
-    GoodbyeCode,
     Hello,
     Kind,
     Ping,
     Pong,
     Resume,
-    printable,
+    decode_goodbye,
 )
 from peerwatch.errors import RemoteProtocolError
 
 _DATA_HEAD = struct.Struct("!QB")
+#: Bytes before a DATA frame's payload: length, kind, seq, flags.
+_DATA_FRAME_HEAD = DATA_HEADER.size
 _FIXED_SIZES = {Kind.ACK: 8, Kind.PING: 12, Kind.PONG: 12, Kind.RESUME: RESUME_BODY.size}
 #: HELLO body sizes: plain, and with the session id and token (FLAG_SESSION).
 _HELLO_SIZE = HELLO_BODY.size
@@ -67,16 +67,40 @@ class Decoder:
 
     def feed(self, data: bytes) -> list[Frame]:
         """Consume ``data`` and return every frame it completes, in order."""
+        frames: list[Frame] = []
+        for item in self.feed_runs(data):
+            if type(item) is DataRun:
+                seq = item.first_seq
+                frames += (Data(seq + i, False, p) for i, p in enumerate(item.payloads))
+            else:
+                frames.append(item)  # type: ignore[arg-type]
+        return frames
+
+    def feed_runs(self, data: bytes) -> list[Frame | DataRun]:
+        """``feed``, with each run of consecutive whole DATA frames as one ``DataRun``.
+
+        The receive path of ``Protocol``: the run's payload list becomes the list of
+        messages handed to the application, so a read of many small messages builds
+        no object per message but its payload (issue 13; ``bench/tp_core.py``).
+        """
         buf = self._buffer
+        if type(data) is not bytes:
+            data = bytes(data)
         if buf:
-            buf += data
-            source: bytes | bytearray = buf
+            if len(buf) >= HEADER_SIZE:  # its header was checked when it arrived
+                missing = HEADER_SIZE + HEADER.unpack_from(buf)[0] - len(buf)
+                if len(data) < missing:  # the frame is still not complete: keep it
+                    buf += data
+                    return []
+            source = b"".join((buf, data))  # one copy per completed split frame
+            buf.clear()
         else:
             source = data
-        frames: list[Frame] = []
+        frames: list[Frame | DataRun] = []
         pos = 0
         end = len(source)
         unpack_header = HEADER.unpack_from
+        unpack_data = DATA_HEADER.unpack_from
         max_frame = self.max_frame
         while end - pos >= HEADER_SIZE:
             length, kind = unpack_header(source, pos)
@@ -88,24 +112,46 @@ class Decoder:
             if stop > end:
                 break
             body_at = pos + HEADER_SIZE
-            if kind == Kind.DATA:  # the hot path, kept inline
+            if kind == Kind.DATA:
                 if length < DATA_BODY_HEADER_SIZE:
                     raise RemoteProtocolError(f"DATA frame body of {length} bytes is too short")
                 seq, flags = _DATA_HEAD.unpack_from(source, body_at)
                 if flags & ~FLAG_MORE:
                     raise RemoteProtocolError(f"DATA frame with unknown flags 0x{flags:02x}")
-                frames.append(Data(seq, bool(flags), bytes(source[body_at + 9 : stop])))
-            elif kind == Kind.RESUME and not self.sessions:
+                if flags:
+                    frames.append(Data(seq, True, source[body_at + 9 : stop]))
+                    pos = stop
+                    continue
+                # the hot path: whole messages in sequence, one header unpack each; any
+                # other frame leaves the run and is checked by the general path above
+                payloads = [source[body_at + 9 : stop]]
+                frames.append(DataRun(seq, payloads))
+                append = payloads.append
+                pos = stop
+                while end - pos >= _DATA_FRAME_HEAD:
+                    length, kind, next_seq, flags = unpack_data(source, pos)
+                    seq += 1
+                    stop = pos + HEADER_SIZE + length
+                    if (
+                        kind != Kind.DATA
+                        or flags
+                        or next_seq != seq
+                        or stop > end
+                        or length > max_frame
+                        or length < DATA_BODY_HEADER_SIZE
+                    ):
+                        break
+                    append(source[pos + _DATA_FRAME_HEAD : stop])
+                    pos = stop
+                continue
+            if kind == Kind.RESUME and not self.sessions:
                 # without it, a plain connection would ignore kind 7 where it used to
                 # refuse an unknown kind (docs/PROTOCOL.md 8.2)
                 raise RemoteProtocolError("RESUME outside a session (plain connection)")
-            else:
-                frames.append(_decode_control(kind, source, body_at, length))
+            frames.append(_decode_control(kind, source, body_at, length))
             pos = stop
-        if buf:
-            del buf[:pos]
-        elif pos < end:
-            buf += source[pos:]
+        if pos < end:
+            buf += memoryview(source)[pos:]
         return frames
 
 
@@ -125,16 +171,7 @@ def _decode_control(kind: int, source: bytes | bytearray, at: int, length: int) 
     if kind == Kind.HELLO:
         return _decode_hello(source, at, length)
     if kind == Kind.GOODBYE:
-        if length < GOODBYE_HEAD.size:
-            raise RemoteProtocolError(f"GOODBYE frame body of {length} bytes is too short")
-        (code,) = GOODBYE_HEAD.unpack_from(source, at)
-        # the reason is peer text bound for verdicts and logs: cut at the documented
-        # length and escaped here, once, at the receive boundary
-        cut = min(length, GOODBYE_HEAD.size + MAX_REASON)
-        text = bytes(source[at + 2 : at + cut]).decode("utf-8", errors="replace")
-        if length > cut:
-            text += "\u2026"
-        return Goodbye(GoodbyeCode.of(code), printable(text))
+        return decode_goodbye(source, at, length)
     raise RemoteProtocolError(f"unknown frame kind {kind}")
 
 

@@ -9,33 +9,18 @@ a reassembled message by ``max_message``.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
 
-from peerwatch.core.frames import MIN_CHUNK, Data, max_parts
+from peerwatch.core.empty import UNUSED
+from peerwatch.core.frames import DATA_BODY_HEADER_SIZE, MIN_CHUNK, Data, max_parts
 from peerwatch.errors import MessageTooBig, RemoteProtocolError
 
 
-class _Unused(deque):  # type: ignore[type-arg]
-    """The shared, empty stand-in for a queue nothing was ever put in.
-
-    An empty ``collections.deque`` allocates its first 64-slot block at once
-    (760 bytes); an idle connection would pay that for each of its queues. Reads
-    (``len``, truth, iteration) work on the stand-in; a write means a missing
-    ``is UNUSED`` check and fails loudly instead of sharing data between queues.
-    """
-
-    def append(self, item: object) -> None:
-        raise RuntimeError("write to the shared empty queue")
-
-    appendleft = extend = extendleft = insert = append  # type: ignore[assignment]
-
-
-#: See ``_Unused``.
-UNUSED: deque[Any] = _Unused()
-
-
 class Outbound:
-    """Messages handed to the connection and not yet acknowledged, in sequence order."""
+    """Messages handed to the connection and not yet acknowledged, in sequence order.
+
+    Only payloads are kept: sequences are consecutive, so the oldest unacknowledged
+    message is ``acked_through + 1`` (no (seq, payload) tuple per message, issue 13).
+    """
 
     __slots__ = ("acked_through", "next_seq", "sent_through", "unacked", "unacked_bytes")
 
@@ -44,7 +29,8 @@ class Outbound:
         self.next_seq = 1
         self.sent_through = 0  # highest seq whose last byte was handed to the transport
         self.acked_through = 0  # highest seq the peer acknowledged (cumulative)
-        self.unacked: deque[tuple[int, bytes]] = UNUSED  # made by the first assign()
+        # payloads of acked_through + 1, + 2, ...; made by the first assign()
+        self.unacked: deque[bytes] = UNUSED
 
     def assign(self, payload: bytes) -> int:
         seq = self.next_seq
@@ -52,7 +38,7 @@ class Outbound:
         unacked = self.unacked
         if unacked is UNUSED:
             unacked = self.unacked = deque()
-        unacked.append((seq, payload))
+        unacked.append(payload)
         self.unacked_bytes += len(payload)
         return seq
 
@@ -71,18 +57,19 @@ class Outbound:
             raise RemoteProtocolError(
                 f"ACK went backwards: {seq} after {self.acked_through} (ACKs are cumulative)"
             )
+        count = seq - self.acked_through
         unacked = self.unacked
-        count = 0
-        freed = 0
-        while unacked and unacked[0][0] <= seq:
-            freed += len(unacked.popleft()[1])
-            count += 1
-        self.unacked_bytes -= freed
+        if count == len(unacked):  # everything: the common case of a sender kept waiting
+            self.unacked_bytes = 0
+            unacked.clear()
+        elif count:
+            popleft = unacked.popleft
+            self.unacked_bytes -= sum(len(popleft()) for _ in range(count))
         self.acked_through = seq
         return count
 
     def undelivered(self) -> tuple[bytes, ...]:
-        return tuple(payload for _, payload in self.unacked)
+        return tuple(self.unacked)
 
 
 class Inbound:
@@ -95,10 +82,13 @@ class Inbound:
     ``max_parts(max_message)`` parts.
     """
 
-    __slots__ = ("_assembly", "_parts", "expected_seq", "max_message", "max_parts")
+    __slots__ = ("_assembly", "_parts", "checks_size", "expected_seq", "max_message", "max_parts")
 
-    def __init__(self, max_message: int) -> None:
+    def __init__(self, max_message: int, max_frame: int | None = None) -> None:
+        """``max_frame``: the largest frame body the decoder lets through; when no
+        single-frame message can then exceed ``max_message``, ``on_run`` skips the check."""
         self.max_message = max_message
+        self.checks_size = max_frame is None or max_frame - DATA_BODY_HEADER_SIZE > max_message
         self.max_parts = max_parts(max_message)
         self.expected_seq = 1
         self._assembly: bytearray | None = None  # the message so far, from its first chunk
@@ -147,6 +137,31 @@ class Inbound:
         self._assembly = None
         self._parts = 0
         return bytes(assembly)
+
+    def on_run(self, first_seq: int, payloads: list[bytes], into: list[bytes]) -> None:
+        """Take a ``DataRun`` (whole messages ``first_seq``, ``first_seq + 1``, ...): append
+        the messages it completes to ``into``, in order, and every one before a refused one."""
+        if self._assembly is not None:  # its first frame ends a message in parts
+            last = self.on_data(Data(first_seq, False, payloads[0]))
+            assert last is not None
+            into.append(last)
+            first_seq += 1
+            payloads = payloads[1:]
+            if not payloads:
+                return
+        if first_seq != self.expected_seq:
+            raise RemoteProtocolError(
+                f"DATA with sequence {first_seq}, expected {self.expected_seq}"
+                " (sequences must be consecutive)"
+            )
+        if self.checks_size and max(map(len, payloads)) > self.max_message:
+            for seq, payload in enumerate(payloads, first_seq):
+                if len(payload) > self.max_message:
+                    into += payloads[: seq - first_seq]  # the ones before it were fine
+                    self.expected_seq = seq
+                    raise self._too_big(seq)
+        into += payloads
+        self.expected_seq = first_seq + len(payloads)
 
     def _too_big(self, seq: int) -> MessageTooBig:
         return MessageTooBig(f"message {seq} exceeds max_message ({self.max_message} bytes)")
