@@ -32,7 +32,8 @@ from typing import NamedTuple
 
 from peerwatch.core.config import Config
 from peerwatch.core.decoder import Decoder
-from peerwatch.core.delivery import UNUSED, Inbound
+from peerwatch.core.delivery import Inbound
+from peerwatch.core.empty import UNUSED
 from peerwatch.core.frames import (
     FLAG_SESSION,
     NO_SESSION_ID,
@@ -67,7 +68,7 @@ from peerwatch.core.session import (
     State,
 )
 from peerwatch.core.verdicts import Cause
-from peerwatch.errors import RemoteProtocolError
+from peerwatch.errors import LocalProtocolError, RemoteProtocolError
 
 
 class SessionRequest(NamedTuple):
@@ -103,15 +104,33 @@ class SessionInbound(Inbound):
         super().__init__(max_message)
         self.session: Session | None = None
 
-    def on_data(self, frame: Data) -> bytes | None:
+    def _attached(self) -> Session:
         session = self.session
         if session is None or session.state is not State.ATTACHED:
             state = "not yet known" if session is None else session.state.value
             raise RemoteProtocolError(f"DATA while the session is {state} (RESUME comes first)")
+        return session
+
+    def on_data(self, frame: Data) -> bytes | None:
+        session = self._attached()
         message = super().on_data(frame)
         if message is not None:
             session.on_message(frame.seq, message)
         return message
+
+    def on_run(self, first_seq: int, payloads: list[bytes], into: list[bytes]) -> None:
+        """As ``Inbound.on_run`` (the batched path), each completed message into the session.
+
+        The messages it completes are ``into[start:]``, consecutive and ending at
+        ``expected_seq - 1``, also when it stops at a refused one."""
+        session = self._attached()
+        start = len(into)
+        try:
+            super().on_run(first_seq, payloads, into)
+        finally:
+            done = into[start:]
+            for seq, message in enumerate(done, self.expected_seq - len(done)):
+                session.on_message(seq, message)
 
 
 class SessionProtocol(Protocol):
@@ -210,10 +229,24 @@ class SessionProtocol(Protocol):
             if budget > 0:
                 fresh = session.outgoing()
                 if fresh:
-                    if self._outbox is UNUSED:
-                        self._outbox = deque()
-                    self._outbox.extend(fresh)
+                    self._queue_session_data(fresh)
         return super().data_to_send(budget, frames)
+
+    def _queue_session_data(self, fresh: list[tuple[int, bytes]]) -> None:
+        """Put the session's messages in the outbox, which holds payloads only: the one
+        at its head is seq ``outbound.sent_through + 1`` (``Protocol._cut_data``), so the
+        base is set from the session's numbers when the outbox is empty."""
+        outbox = self._outbox
+        if outbox is UNUSED:
+            outbox = self._outbox = deque()
+        if not outbox:
+            self.outbound.sent_through = fresh[0][0] - 1
+        elif fresh[0][0] != self.outbound.sent_through + len(outbox) + 1:
+            raise LocalProtocolError(
+                f"session seq {fresh[0][0]} does not follow the outbox"
+                f" (through {self.outbound.sent_through + len(outbox)})"
+            )
+        outbox.extend([payload for _, payload in fresh])
 
     def get_timer(self) -> float | None:
         """The connection's timer, or the session's replay-age bound if that comes first."""
