@@ -15,7 +15,7 @@ from typing import cast
 
 import pytest
 
-from peerwatch.aio.timers import COALESCE, TimerQueue
+from peerwatch.aio.timers import COALESCE, TimerClock, TimerQueue
 
 
 class FakeHandle:
@@ -67,6 +67,7 @@ class Target:
 
     def __init__(self, deadline: float | None) -> None:
         self._timer_at: float | None = None
+        self._timer_clock: TimerClock | None = None  # on_timer decides, every time
         self.deadline = deadline
         self.calls: list[float] = []
 
@@ -158,6 +159,7 @@ def test_a_target_asking_for_now_again_runs_in_the_next_pass(loop: FakeLoop) -> 
 
     class Eager:
         _timer_at: float | None = None
+        _timer_clock: TimerClock | None = None
 
         def on_timer(self, now: float) -> float | None:
             calls.append(now)

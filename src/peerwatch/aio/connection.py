@@ -25,7 +25,7 @@ from peerwatch.aio.waiters import Waiters, error_for
 from peerwatch.core.budget import MemoryBudget, Share
 from peerwatch.core.config import Config
 from peerwatch.core.delivery import UNUSED
-from peerwatch.core.frames import GoodbyeCode, Hello
+from peerwatch.core.frames import PING_FRAME_SIZE, GoodbyeCode, Hello
 from peerwatch.core.liveness import Liveness
 from peerwatch.core.protocol import (
     FLUSH_BUDGET,
@@ -56,7 +56,8 @@ class Connection(asyncio.BufferedProtocol):
 
     __slots__ = (
         "_config", "_flush_scheduled", "_inbox", "_loop", "_protocol",
-        "_reading_paused", "_share", "_taken", "_taken_bytes", "_timer_at", "_timers",
+        "_reading_paused", "_share", "_taken", "_taken_bytes", "_timer_at", "_timer_clock",
+        "_timers",
         "_transport", "_waiters", "peer", "peer_restarted", "role",
     )  # fmt: skip
 
@@ -84,6 +85,8 @@ class Connection(asyncio.BufferedProtocol):
         self._transport: asyncio.Transport | None = None
         self._timers = timer_queue(loop)
         self._timer_at: float | None = None
+        # the liveness machine's deadline, read by the queue, once the handshake is done
+        self._timer_clock: Liveness | None = None
         self._flush_scheduled = False
         self._reading_paused = False
         self._inbox: deque[bytes] = UNUSED  # a deque from the first message received
@@ -260,7 +263,13 @@ class Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self._tell_taken()  # the receive window counts only what is not taken
-        self._protocol.receive_data(bytes(recv_view()[:nbytes]), self._loop.time())
+        view = recv_view()
+        if nbytes == PING_FRAME_SIZE:  # an idle connection's commonest read: answer it now
+            pong = self._protocol.answer_ping(view[:nbytes], self._loop.time())
+            if pong is not None:
+                cast(asyncio.Transport, self._transport).write(pong)
+                return
+        self._protocol.receive_data(bytes(view[:nbytes]), self._loop.time())
         self._pump()
         if self._share.budget is not None:  # a read may change every part of held_bytes
             self._share.settle(self._protocol.held_bytes)
@@ -326,6 +335,7 @@ class Connection(asyncio.BufferedProtocol):
             elif type(event) is HandshakeDone:
                 if not self._waiters.ready.done():
                     self._waiters.ready.set_result(None)
+                self._timer_clock = protocol.liveness
                 self._arm()
             elif type(event) is HangUp:
                 self._hang_up(event.abort)
