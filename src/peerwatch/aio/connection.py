@@ -58,7 +58,7 @@ class Connection(asyncio.BufferedProtocol):
         "_config", "_flush_scheduled", "_inbox", "_loop", "_protocol",
         "_reading_paused", "_share", "_taken", "_taken_bytes", "_timer_at", "_timer_clock",
         "_timers",
-        "_transport", "_waiters", "peer", "peer_restarted", "role",
+        "_transport", "_view", "_waiters", "peer", "peer_restarted", "role",
     )  # fmt: skip
 
     def __init__(
@@ -92,6 +92,7 @@ class Connection(asyncio.BufferedProtocol):
         self._inbox: deque[bytes] = UNUSED  # a deque from the first message received
         self._taken = self._taken_bytes = 0  # messages taken, not yet told to the protocol
         self._waiters = Waiters(loop)
+        self._view = recv_view()  # the receive buffer shared by this thread's connections
         self.peer_restarted = False  # set by connect(): the server's incarnation changed
         self.peer: tuple[str, int] | None = None
 
@@ -238,7 +239,7 @@ class Connection(asyncio.BufferedProtocol):
 
     async def wait_closed(self) -> Verdict:
         """Wait for the verdict, whatever ends the connection."""
-        return await asyncio.shield(self._waiters.closed)
+        return await self._waiters.end()
 
     def __repr__(self) -> str:
         state = verdict.cause.value if (verdict := self._protocol.verdict) else "open"
@@ -259,11 +260,12 @@ class Connection(asyncio.BufferedProtocol):
         self._arm()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return recv_view()
+        return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._tell_taken()  # the receive window counts only what is not taken
-        view = recv_view()
+        if self._taken:  # the receive window counts only what is not taken
+            self._tell_taken()
+        view = self._view
         if nbytes == PING_FRAME_SIZE:  # an idle connection's commonest read: answer it now
             pong = self._protocol.answer_ping(view[:nbytes], self._loop.time())
             if pong is not None:
@@ -283,8 +285,7 @@ class Connection(asyncio.BufferedProtocol):
         self._protocol.connection_lost(exc, self._loop.time())
         self._pump()
         self._timers.cancel(self)
-        if not self._waiters.closed.done():
-            self._waiters.closed.set_result(self._protocol.verdict)  # type: ignore[arg-type]
+        self._waiters.transport_gone(self._protocol.verdict)  # type: ignore[arg-type]
 
     def pause_writing(self) -> None:
         self._protocol.pause_writing()

@@ -258,6 +258,14 @@ class Liveness:
         self._ping_count += 1
         return self._ping_count <= self.max_pings
 
+    def on_ping(self, now: float) -> bool:
+        """A read that was one PING alone: ``on_ping_received`` and, within the limit, the
+        life of ``on_receive``, in one call (the idle connection's commonest event)."""
+        if not self.on_ping_received(now):
+            return False
+        self.on_receive(now)
+        return True
+
     def pause(self) -> None:
         """Reading paused by us: the silence that follows is not the peer's."""
         self.paused = True
@@ -283,7 +291,12 @@ class Liveness:
     def _refresh(self) -> None:
         """Recompute ``due`` after an event moved one of its parts."""
         # while paused by us, silence is ours: only the ping cadence is due (rule 5)
-        ping_at = self.next_ping_at()
+        last_ping = self.last_ping  # next_ping_at(), inlined: this runs on every read
+        ping_at = (
+            last_ping + self.interval
+            if last_ping > self.last_traffic
+            else (self.last_traffic + self.quiet)
+        )
         dead_at = self.last_heard + self.effective_timeout
         self.due = ping_at if self.paused or ping_at < dead_at else dead_at
 

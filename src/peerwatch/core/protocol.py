@@ -121,6 +121,11 @@ def _no_kernel() -> TcpInfo | None:
     return None
 
 
+def _pong_echoing(ping: bytes | memoryview) -> bytes:
+    """The PONG for a whole PING frame: its kind byte changed, seq and stamp echoed."""
+    return b"".join((ping[:4], b"\x05", ping[5:]))
+
+
 class Protocol:
     """One peerwatch connection's protocol state; see the module docstring for the contract."""
 
@@ -357,8 +362,8 @@ class Protocol:
         if self.verdict is not None:
             return
         self.bytes_in += len(data)
-        if len(data) == PING_FRAME_SIZE and (pong := self._pong_for(data, now)) is not None:
-            self._control.append(pong)
+        if len(data) == PING_FRAME_SIZE and self._is_lone_ping(data, now):
+            self._control.append(_pong_echoing(data))
             return
         try:
             frames = self._decoder.feed(data)
@@ -423,31 +428,34 @@ class Protocol:
         control queue, ``data_to_send`` and ``events_received``: at 10,000 idle
         connections going through them cost a sixth of the server's CPU. Declined
         whenever the ordinary path has something to say first (a control frame or an
-        ACK waiting, writing paused, a verdict).
+        ACK waiting, writing paused, a verdict) and past the ping limit.
         """
-        if self.verdict is not None or self._control or self._ack_due or self.writing_paused:
+        if (
+            self._control
+            or self._ack_due
+            or self.writing_paused
+            or self.verdict is not None
+            or not self._is_lone_ping(data, now)
+        ):
             return None
-        pong = self._pong_for(data, now)
-        if pong is not None:
-            self._now = now
-            self.bytes_in += PING_FRAME_SIZE
-            self.bytes_out += PING_FRAME_SIZE
-        return pong
+        self._now = now
+        self.bytes_in += PING_FRAME_SIZE
+        self.bytes_out += PING_FRAME_SIZE
+        return _pong_echoing(data)
 
-    def _pong_for(self, data: bytes | memoryview, now: float) -> bytes | None:
-        """One PING read whole, within the ping limit: life, and its PONG (the PING with its
-        kind byte changed, seq and stamp echoed). None: the decoder's path decides."""
+    def _is_lone_ping(self, data: bytes | memoryview, now: float) -> bool:
+        """``data`` is one whole PING within the ping limit: counted, and life (rule 1).
+        False: the decoder's path decides (it also counts and judges the excess)."""
         if (
             len(data) == PING_FRAME_SIZE
             and data[:5] == PING_HEAD
             and self.peer_hello is not None
             and not self._decoder.buffered
-            and self.liveness.on_ping_received(now)
+            and self.liveness.on_ping(now)
         ):
             self.pings_received += 1
-            self.liveness.on_receive(now)
-            return b"".join((data[:4], b"\x05", data[5:]))
-        return None
+            return True
+        return False
 
     def receive_eof(self, now: float) -> None:
         """The peer's kernel sent FIN."""
