@@ -5,9 +5,13 @@ floor of ``bench/floor.py``, on asyncio and on uvloop; heartbeat interval 10 s,
 timeout 30 s) the server runs pinned to CPU 0 and load generators on CPU 1 open
 the connections from several loopback source addresses (``bench/scale_clients``).
 Then the server's CPU is read over ``windows`` windows of one heartbeat interval
-each and its RSS compared with the empty process. Each ratio to the floor is
-given per window pair (window *i* of peerwatch over window *i* of the floor) as
-min/median/max, so the reader sees the spread next to the number.
+each and its RSS compared with the empty process. At the counts in
+``Plan.stable`` every setup is measured in several consecutive runs (a fresh
+server each, the setups interleaved): the ratio to the floor is then one number
+per run (the median of its window pairs) and shown as min/median/max over the
+runs; elsewhere as min/median/max over the window pairs (window *i* of peerwatch
+over window *i* of the floor). Either way the reader sees the spread next to the
+number.
 
 Detection at scale rides on the largest peerwatch (asyncio) run: two extra load
 generators each hold ``victims`` of the connections from source addresses of
@@ -65,12 +69,23 @@ class Plan:
     uvloop: bool
     storm: int  # connections in each reconnect storm
     storm_runs: int
+    stable: dict[int, int]  # connection count -> consecutive runs of every setup there
 
 
 FULL = Plan(
-    [1000, 5000, 10_000, 15_000, 50_000, 100_000], 10.0, 30.0, 5.0, 10.0, 3, 1000, True, 10_000, 3
+    [1000, 5000, 10_000, 15_000, 50_000, 100_000],
+    10.0,
+    30.0,
+    3.0,
+    10.0,
+    2,
+    1000,
+    True,
+    10_000,
+    3,
+    {5000: 5, 10_000: 5},
 )
-QUICK = Plan([2000], 1.0, 3.0, 0.5, 1.0, 2, 100, False, 500, 1)
+QUICK = Plan([2000], 1.0, 3.0, 0.5, 1.0, 2, 100, False, 500, 1, {2000: 2})
 
 
 def fits(count: int) -> int | None:
@@ -321,15 +336,48 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
+def window_ratios(mine: dict[str, Any], floor: dict[str, Any]) -> list[float]:
+    """peerwatch's CPU over the floor's, window *i* against window *i* of the same run."""
+    pairs = zip(mine["server_cpu_windows"], floor["server_cpu_windows"], strict=False)
+    return [ours / theirs for ours, theirs in pairs if theirs > 0]
+
+
+def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table row from consecutive runs of one setup at one count: medians, and each
+    run's own numbers kept (``runs``) so the spread can be shown next to every ratio."""
+    row = dict(runs[-1])  # the detection, if any, rode on the last run
+    row["runs"] = [
+        {k: run[k] for k in ("server_cpu_windows", "server_cpu", "rss_per_conn_kib", "held")}
+        for run in runs
+    ]
+    row["server_cpu_windows"] = [c for run in runs for c in run["server_cpu_windows"]]
+    for key in ("server_cpu", "other_cpu", "pings_per_conn_s", "rss_per_conn_kib", "open_seconds"):
+        row[key] = statistics.median(run[key] for run in runs)
+    row["held"] = min(run["held"] for run in runs)
+    return row
+
+
 def add_ratios(rows: list[dict[str, Any]]) -> None:
-    """Each peerwatch row gets its CPU ratio to its floor, window by window."""
+    """Each peerwatch row gets its CPU ratio to its floor with the same loop: with several
+    runs, one ratio per run (the median of its windows) and their min/median/max; with one
+    run, the min/median/max of its windows."""
     floors = {(r["connections"], "uvloop" in r["setup"]): r for r in rows if "floor" in r["setup"]}
     for row in rows:
         floor = floors.get((row["connections"], "uvloop" in row["setup"]))
         if "floor" in row["setup"] or floor is None:
             continue
-        pairs = zip(row["server_cpu_windows"], floor["server_cpu_windows"], strict=False)
-        ratios = [mine / theirs for mine, theirs in pairs if theirs > 0]
+        mine, theirs = row.get("runs", [row]), floor.get("runs", [floor])
+        if len(mine) > 1 and len(theirs) > 1:
+            per_run = [
+                statistics.median(ratios)
+                for a, b in zip(mine, theirs, strict=False)
+                if (ratios := window_ratios(a, b))
+            ]
+            if per_run:
+                row["run_ratios"] = per_run
+                row["cpu_ratio"] = spread(per_run)
+            continue
+        ratios = window_ratios(row, floor)
         if ratios:
             row["cpu_ratio"] = spread(ratios)
 
@@ -352,23 +400,36 @@ def run_scale(quick: bool = False, log: Any = print) -> dict[str, Any]:
         log(f"  scale {count}: not measured, {failed[f'{count:,} connections']}")
     largest = max(counts)
     for count in counts:
-        for setup in setups:
-            detect = count == largest and setup.kind == "peerwatch" and not setup.uvloop
-            try:
-                row = measure(setup, count, plan, detect, log)
-            except ChildFailed as exc:
-                failed[f"{setup.label}, {count:,} connections"] = str(exc)[-600:]
-                log(f"  scale {setup.label} {count}: FAILED {str(exc)[-300:]}")
-                continue
-            rows.append(row)
-            log(
-                f"  scale {setup.label:34s} {count:>7d} conns: cpu {row['server_cpu']:.4f} s/s"
-                f" windows {[round(c, 4) for c in row['server_cpu_windows']]}"
-                f" rss +{row['rss_per_conn_kib']:.2f} KiB/conn held {row['held']}"
-                f" opened in {row['open_seconds']:.1f} s pings/conn/s"
-                f" {row['pings_per_conn_s']:.3f} other {row['other_cpu']:.2f}"
-            )
+        runs = plan.stable.get(count, 1)
+        measured: dict[str, list[dict[str, Any]]] = {setup.label: [] for setup in setups}
+        for run in range(runs):  # consecutive runs, the setups interleaved within each
+            for setup in setups:
+                detect = (
+                    run == runs - 1
+                    and count == largest
+                    and setup.kind == "peerwatch"
+                    and not setup.uvloop
+                )
+                try:
+                    row = measure(setup, count, plan, detect, log)
+                except ChildFailed as exc:
+                    failed[f"{setup.label}, {count:,} connections, run {run + 1}"] = str(exc)[-600:]
+                    log(f"  scale {setup.label} {count}: FAILED {str(exc)[-300:]}")
+                    continue
+                measured[setup.label].append(row)
+                log(
+                    f"  scale {setup.label:34s} {count:>7d} conns run {run + 1}/{runs}:"
+                    f" cpu {row['server_cpu']:.4f} s/s"
+                    f" windows {[round(c, 4) for c in row['server_cpu_windows']]}"
+                    f" rss +{row['rss_per_conn_kib']:.2f} KiB/conn held {row['held']}"
+                    f" opened in {row['open_seconds']:.1f} s pings/conn/s"
+                    f" {row['pings_per_conn_s']:.3f} other {row['other_cpu']:.2f}"
+                )
+        rows += [merge_runs(samples) for samples in measured.values() if samples]
     add_ratios(rows)
+    for row in rows:
+        if "cpu_ratio" in row:
+            log(f"  scale {row['setup']} {row['connections']}: ratio {row['cpu_ratio']}")
     storm: dict[str, Any] | None = None
     try:
         storm = run_storm(plan.storm, plan.storm_runs, plan, log)

@@ -15,7 +15,7 @@ from typing import cast
 
 import pytest
 
-from peerwatch.aio.timers import COALESCE, TimerClock, TimerQueue
+from peerwatch.aio.timers import COALESCE, SETTLE_AHEAD, TimerClock, TimerQueue
 from peerwatch.core.config import Config
 from peerwatch.core.liveness import Action, Liveness
 
@@ -222,18 +222,22 @@ def test_a_deadline_moved_later_is_re_armed_without_calling_the_target(loop: Fak
 
 
 def test_the_loop_is_not_armed_for_an_entry_whose_deadline_moved(loop: FakeLoop) -> None:
-    """After a pass the heap top is settled first: the loop wakes only for real deadlines."""
+    """After a pass the heap top is settled first: the loop wakes only for real deadlines,
+    and for stale entries at most once per SETTLE_AHEAD."""
     queue = queue_on(loop)
-    first, second = Clock(5.0), Clock(10.0)
-    due_first, moving = Clocked(first), Clocked(second)
-    queue.schedule(due_first, 5.0)
-    queue.schedule(moving, 10.0)
-    second.due = 50.0
+    first, soon, later = Clock(5.0), Clock(5.0 + SETTLE_AHEAD / 2), Clock(5.0 + 3 * SETTLE_AHEAD)
+    due_first, moving_soon, moving_later = Clocked(first), Clocked(soon), Clocked(later)
+    for target, clock in ((due_first, first), (moving_soon, soon), (moving_later, later)):
+        queue.schedule(target, clock.due)
+    soon.due, later.due = 50.0, 60.0
     loop.advance(5.0)
     assert due_first.calls == [5.0]
-    assert loop.armed == [50.0]  # not 10.0: no wake-up for the stale entry
-    loop.advance(60.0)
-    assert moving.calls == [50.0]
+    # the entry within SETTLE_AHEAD was re-pushed already; the one further away waits
+    assert loop.armed == [5.0 + 3 * SETTLE_AHEAD]
+    loop.advance(5.0 + 3 * SETTLE_AHEAD)
+    assert loop.armed == [50.0]  # woken once for it, no call: nothing is due before 50
+    loop.advance(100.0)
+    assert moving_soon.calls == [50.0] and moving_later.calls == [60.0]
 
 
 def test_a_stale_entry_surfacing_past_the_stall_threshold_still_calls_the_target(

@@ -9,8 +9,8 @@ it already has. The queue owns exactly one ``loop.call_at``.
 A target whose deadline lives in a plain attribute (``_timer_clock.due``, the
 sans-IO liveness machine's) is touched only when that deadline really passes:
 an entry whose target's ``due`` moved later is re-pushed at ``due`` by the queue
-itself, without calling ``on_timer``, and before the loop timer is armed, so the
-loop does not even wake for it. At 10,000 idle connections every ``on_timer``
+itself, without calling ``on_timer``, and (up to ``SETTLE_AHEAD`` early) before the
+loop timer is armed, so the loop rarely wakes for it. At 10,000 idle connections every ``on_timer``
 call used to be such a stale one (each PING received moves the deadline): a
 quarter of the server's CPU, and hundreds of wake-ups a second. An entry that
 surfaces later than its time by more than the clock's ``stall_threshold`` still
@@ -28,6 +28,10 @@ from typing import Protocol
 
 #: Entries due within this many seconds of the earliest are run in the same pass.
 COALESCE = 0.001
+#: Stale entries are re-pushed ahead of their time only this far ahead: the loop then
+#: wakes about once a second for them, each pass touching a second's worth of entries
+#: (settling them all at once held the loop for tens of ms every few seconds at 10,000).
+SETTLE_AHEAD = 1.0
 
 
 class TimerClock(Protocol):
@@ -111,11 +115,12 @@ class TimerQueue:
                 again.append((target, following))
         for target, following in again:  # next pass at the earliest: never spin in this one
             self.schedule(target, following)
-        self._settle()
+        self._settle(now + SETTLE_AHEAD)
 
-    def _settle(self) -> None:
-        """Re-push the entries at the top whose deadline moved later, then arm for the first
-        entry that is really due: the loop wakes only for work (see the module docstring)."""
+    def _settle(self, ahead: float) -> None:
+        """Re-push the entries at the top whose deadline moved later (those due before
+        ``ahead``), then arm for the top: the loop wakes for real deadlines and about once
+        per ``SETTLE_AHEAD`` for stale entries (see the module docstring)."""
         heap = self._heap
         while heap:
             when, _, target = heap[0]
@@ -123,7 +128,7 @@ class TimerQueue:
                 heapq.heappop(heap)  # stale or cancelled
                 continue
             clock = target._timer_clock
-            if clock is None or clock.due <= when:
+            if clock is None or clock.due <= when or when > ahead:
                 break
             # _push, inlined with one sift instead of two: this runs once per connection
             # per heartbeat
