@@ -141,11 +141,12 @@ def scale_section(result: dict[str, Any]) -> list[str]:
         lines += [
             "",
             f"**Detection at scale** ({detection['setup']}, {detection['connections']:,}"
-            f" connections): {found['victims']:,} peers frozen (a last PING on each, then"
-            f" SIGSTOP) and {found['victims']:,} killed (SIGKILL) at the same moment."
-            " Lateness in ms: frozen = verdict seen by the handler − last PING written −"
-            " timeout; *internal* = peerwatch's own `silent_for` − timeout; killed ="
-            " verdict − SIGKILL sent (and − the killed process reaped).",
+            f" connections): {found['victims']:,} peers frozen at once (a last PING on each,"
+            f" then SIGSTOP) and, a few seconds later, {found['victims']:,} killed at once"
+            " (SIGKILL). Lateness in ms: frozen = verdict seen by the handler − that"
+            " connection's last PING written − timeout; *internal* = peerwatch's own"
+            " `silent_for` − timeout; killed = verdict − SIGKILL sent (and − the killed"
+            " process reaped).",
             "",
             "| | n | p50 | p99 | max |",
             "|---|---:|---:|---:|---:|",

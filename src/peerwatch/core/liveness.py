@@ -43,7 +43,6 @@ quarter of the server's CPU). An adapter that re-arms so writes ``armed``.
 from __future__ import annotations
 
 import enum
-import functools
 import math
 from collections import deque
 from statistics import NormalDist
@@ -71,11 +70,18 @@ class Action(enum.Enum):
 NONE, PING, DEAD = Action.NONE, Action.PING, Action.DEAD
 
 
-@functools.lru_cache(maxsize=16)
+_QUANTILES: dict[float, float] = {}
+
+
 def phi_quantile(phi_threshold: float) -> float:
     """The normal quantile at which phi reaches ``phi_threshold``: once per setting, not per
     connection (``inv_cdf`` was a measured part of accepting one)."""
-    return NormalDist().inv_cdf(1.0 - 10.0 ** (-phi_threshold))
+    quantile = _QUANTILES.get(phi_threshold)
+    if quantile is None:
+        quantile = NormalDist().inv_cdf(1.0 - 10.0 ** (-phi_threshold))
+        if len(_QUANTILES) < 64:  # a handful of settings per process; never unbounded
+            _QUANTILES[phi_threshold] = quantile
+    return quantile
 
 
 class ArrivalWindow:
