@@ -242,7 +242,14 @@ def detect_at_scale(
     killed.proc.wait(10)
     exited_at = time.monotonic()  # reaped: the kernel has closed its sockets (FIN sent)
     expected_sources = {FROZEN_SOURCE: "frozen", KILLED_SOURCE: "killed"}
-    lateness: dict[str, list[float]] = {"frozen": [], "internal": [], "killed": [], "exited": []}
+    lateness: dict[str, list[float]] = {
+        "frozen": [],
+        "internal": [],
+        "read": [],
+        "handler": [],
+        "killed": [],
+        "exited": [],
+    }
     wrong_cause: list[str] = []
     false_verdicts: list[str] = []
     deadline = time.monotonic() + plan.timeout + 10
@@ -264,6 +271,11 @@ def detect_at_scale(
                 last_ping = written[int(event["port"])]  # this connection's last evidence
                 lateness["frozen"].append(event["callback_at"] - last_ping - plan.timeout)
                 lateness["internal"].append(event["silent_for"] - plan.timeout)
+                # where the rest goes: the last PING read by the server after it was written,
+                # and the verdict reaching the handler after it was decided
+                heard_at = event["detected_at"] - event["silent_for"]
+                lateness["read"].append(heard_at - last_ping)
+                lateness["handler"].append(event["callback_at"] - event["detected_at"])
             else:
                 lateness["killed"].append(event["callback_at"] - killed_at)
                 lateness["exited"].append(event["callback_at"] - exited_at)
@@ -280,6 +292,8 @@ def detect_at_scale(
         "others_still_held": others_held,
         "frozen_ms": summary_ms(lateness["frozen"]),
         "internal_ms": summary_ms(lateness["internal"]),
+        "read_ms": summary_ms(lateness["read"]),
+        "handler_ms": summary_ms(lateness["handler"]),
         "killed_ms": summary_ms(lateness["killed"]),
         "killed_after_exit_ms": summary_ms(lateness["exited"]),
         "wrong_cause": wrong_cause[:20],

@@ -154,6 +154,8 @@ def scale_section(result: dict[str, Any]) -> list[str]:
         for key, label in (
             ("frozen_ms", "frozen"),
             ("internal_ms", "frozen (internal)"),
+            ("read_ms", "frozen: last PING read after written"),
+            ("handler_ms", "frozen: handler woken after the verdict"),
             ("killed_ms", "killed"),
             ("killed_after_exit_ms", "killed, after exit"),
         ):

@@ -69,6 +69,7 @@ async def serve_peerwatch(options: argparse.Namespace) -> tuple[Any, Callable[[]
                     "port": peer[1] if peer else None,
                     "cause": verdict.cause.value,
                     "silent_for": verdict.silent_for,
+                    "detected_at": verdict.detected_at,  # loop.time(): CLOCK_MONOTONIC
                     "callback_at": time.monotonic(),
                 }
             )

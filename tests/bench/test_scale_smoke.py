@@ -55,6 +55,9 @@ def test_small_scale_run_holds_every_connection_and_detects_only_the_victims() -
     assert detection["false_verdicts"] == 0, detection["false_examples"]
     assert detection["wrong_cause"] == []
     assert detection["frozen_ms"]["n"] == detection["killed_ms"]["n"] == QUICK.victims
+    # the frozen lateness split by stage: read after written, handler after the verdict
+    assert detection["read_ms"]["n"] == detection["handler_ms"]["n"] == QUICK.victims
+    assert detection["handler_ms"]["min"] >= 0
     assert detection["others_still_held"] == detection["others"]
     # generous: a verdict a whole timeout late would mean the detection did not work
     assert detection["frozen_ms"]["p99"] < QUICK.timeout * 1000
