@@ -5,16 +5,21 @@ floor of ``bench/floor.py``, on asyncio and on uvloop; heartbeat interval 10 s,
 timeout 30 s) the server runs pinned to CPU 0 and load generators on CPU 1 open
 the connections from several loopback source addresses (``bench/scale_clients``).
 Then the server's CPU is read over ``windows`` windows of one heartbeat interval
-each and its RSS compared with the empty process. Each ratio to the floor is
-given per window pair (window *i* of peerwatch over window *i* of the floor) as
-min/median/max, so the reader sees the spread next to the number.
+each and its RSS compared with the empty process. At the counts in
+``Plan.stable`` every setup is measured in several consecutive runs (a fresh
+server each, the setups interleaved): the ratio to the floor is then one number
+per run (the median of its window pairs) and shown as min/median/max over the
+runs; elsewhere as min/median/max over the window pairs (window *i* of peerwatch
+over window *i* of the floor). Either way the reader sees the spread next to the
+number.
 
 Detection at scale rides on the largest peerwatch (asyncio) run: two extra load
 generators each hold ``victims`` of the connections from source addresses of
 their own; after the idle measurement one freezes itself (a last PING on every
-connection, then SIGSTOP) and the other is killed with SIGKILL at the same
-moment. Every verdict the server gives is classified by the peer's address: a
-verdict for any other connection is a false one.
+connection, then SIGSTOP) and the other is killed with SIGKILL a few seconds
+later (two bursts of 1,000, each at once, measured apart). Every verdict the
+server gives is classified by the peer's address: a verdict for any other
+connection is a false one.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ PER_SOURCE = 20_000
 PER_PROCESS = 15_000
 MIN_SOURCES = 3
 FROZEN_SOURCE = "127.0.0.250"
+#: Seconds between the freeze and the kill (at most half the timeout).
+KILL_AFTER_FREEZE = 5.0
 KILLED_SOURCE = "127.0.0.251"
 
 
@@ -63,10 +70,21 @@ class Plan:
     windows: int
     victims: int  # frozen, and as many again killed, in the largest peerwatch run
     uvloop: bool
+    stable: dict[int, int]  # connection count -> consecutive runs of every setup there
 
 
-FULL = Plan([1000, 5000, 10_000, 15_000, 50_000, 100_000], 10.0, 30.0, 5.0, 10.0, 3, 1000, True)
-QUICK = Plan([2000], 1.0, 3.0, 0.5, 1.0, 2, 100, False)
+FULL = Plan(
+    [1000, 5000, 10_000, 15_000, 50_000, 100_000],
+    10.0,
+    30.0,
+    3.0,
+    10.0,
+    2,
+    1000,
+    True,
+    {5000: 5, 10_000: 5},
+)
+QUICK = Plan([2000], 1.0, 3.0, 0.5, 1.0, 2, 100, False, {2000: 2})
 
 
 def fits(count: int) -> int | None:
@@ -209,13 +227,25 @@ def detect_at_scale(
     """Freeze one victim process and kill the other at once; collect every verdict."""
     server.ask("report-verdicts", "reporting")
     frozen.command("freeze")
+    freezing = frozen.read_event(10, "freezing")
+    written = {int(port): float(at) for port, at in freezing["written"].items()}
+    # the kill comes a little later: killed at the very moment of the freeze, the server
+    # reads the frozen peers' last PINGs behind 1,000 EOF verdicts, and the frozen
+    # lateness would measure the kill burst, not the detection
+    time.sleep(min(KILL_AFTER_FREEZE, plan.timeout / 2))
     killed_at = time.monotonic()
     killed.proc.kill()
     killed.proc.wait(10)
     exited_at = time.monotonic()  # reaped: the kernel has closed its sockets (FIN sent)
-    frozen_at = float(frozen.read_event(10, "freezing")["at"])
     expected_sources = {FROZEN_SOURCE: "frozen", KILLED_SOURCE: "killed"}
-    lateness: dict[str, list[float]] = {"frozen": [], "internal": [], "killed": [], "exited": []}
+    lateness: dict[str, list[float]] = {
+        "frozen": [],
+        "internal": [],
+        "read": [],
+        "handler": [],
+        "killed": [],
+        "exited": [],
+    }
     wrong_cause: list[str] = []
     false_verdicts: list[str] = []
     deadline = time.monotonic() + plan.timeout + 10
@@ -234,8 +264,14 @@ def detect_at_scale(
             if event["cause"] not in EXPECTED[group]:
                 wrong_cause.append(f"{group}: {event['cause']}")
             elif group == "frozen":
-                lateness["frozen"].append(event["callback_at"] - frozen_at - plan.timeout)
+                last_ping = written[int(event["port"])]  # this connection's last evidence
+                lateness["frozen"].append(event["callback_at"] - last_ping - plan.timeout)
                 lateness["internal"].append(event["silent_for"] - plan.timeout)
+                # where the rest goes: the last PING read by the server after it was written,
+                # and the verdict reaching the handler after it was decided
+                heard_at = event["detected_at"] - event["silent_for"]
+                lateness["read"].append(heard_at - last_ping)
+                lateness["handler"].append(event["callback_at"] - event["detected_at"])
             else:
                 lateness["killed"].append(event["callback_at"] - killed_at)
                 lateness["exited"].append(event["callback_at"] - exited_at)
@@ -252,6 +288,8 @@ def detect_at_scale(
         "others_still_held": others_held,
         "frozen_ms": summary_ms(lateness["frozen"]),
         "internal_ms": summary_ms(lateness["internal"]),
+        "read_ms": summary_ms(lateness["read"]),
+        "handler_ms": summary_ms(lateness["handler"]),
         "killed_ms": summary_ms(lateness["killed"]),
         "killed_after_exit_ms": summary_ms(lateness["exited"]),
         "wrong_cause": wrong_cause[:20],
@@ -270,15 +308,48 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
+def window_ratios(mine: dict[str, Any], floor: dict[str, Any]) -> list[float]:
+    """peerwatch's CPU over the floor's, window *i* against window *i* of the same run."""
+    pairs = zip(mine["server_cpu_windows"], floor["server_cpu_windows"], strict=False)
+    return [ours / theirs for ours, theirs in pairs if theirs > 0]
+
+
+def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table row from consecutive runs of one setup at one count: medians, and each
+    run's own numbers kept (``runs``) so the spread can be shown next to every ratio."""
+    row = dict(runs[-1])  # the detection, if any, rode on the last run
+    row["runs"] = [
+        {k: run[k] for k in ("server_cpu_windows", "server_cpu", "rss_per_conn_kib", "held")}
+        for run in runs
+    ]
+    row["server_cpu_windows"] = [c for run in runs for c in run["server_cpu_windows"]]
+    for key in ("server_cpu", "other_cpu", "pings_per_conn_s", "rss_per_conn_kib", "open_seconds"):
+        row[key] = statistics.median(run[key] for run in runs)
+    row["held"] = min(run["held"] for run in runs)
+    return row
+
+
 def add_ratios(rows: list[dict[str, Any]]) -> None:
-    """Each peerwatch row gets its CPU ratio to its floor, window by window."""
+    """Each peerwatch row gets its CPU ratio to its floor with the same loop: with several
+    runs, one ratio per run (the median of its windows) and their min/median/max; with one
+    run, the min/median/max of its windows."""
     floors = {(r["connections"], "uvloop" in r["setup"]): r for r in rows if "floor" in r["setup"]}
     for row in rows:
         floor = floors.get((row["connections"], "uvloop" in row["setup"]))
         if "floor" in row["setup"] or floor is None:
             continue
-        pairs = zip(row["server_cpu_windows"], floor["server_cpu_windows"], strict=False)
-        ratios = [mine / theirs for mine, theirs in pairs if theirs > 0]
+        mine, theirs = row.get("runs", [row]), floor.get("runs", [floor])
+        if len(mine) > 1 and len(theirs) > 1:
+            per_run = [
+                statistics.median(ratios)
+                for a, b in zip(mine, theirs, strict=False)
+                if (ratios := window_ratios(a, b))
+            ]
+            if per_run:
+                row["run_ratios"] = per_run
+                row["cpu_ratio"] = spread(per_run)
+            continue
+        ratios = window_ratios(row, floor)
         if ratios:
             row["cpu_ratio"] = spread(ratios)
 
@@ -301,23 +372,36 @@ def run_scale(quick: bool = False, log: Any = print) -> dict[str, Any]:
         log(f"  scale {count}: not measured, {failed[f'{count:,} connections']}")
     largest = max(counts)
     for count in counts:
-        for setup in setups:
-            detect = count == largest and setup.kind == "peerwatch" and not setup.uvloop
-            try:
-                row = measure(setup, count, plan, detect, log)
-            except ChildFailed as exc:
-                failed[f"{setup.label}, {count:,} connections"] = str(exc)[-600:]
-                log(f"  scale {setup.label} {count}: FAILED {str(exc)[-300:]}")
-                continue
-            rows.append(row)
-            log(
-                f"  scale {setup.label:34s} {count:>7d} conns: cpu {row['server_cpu']:.4f} s/s"
-                f" windows {[round(c, 4) for c in row['server_cpu_windows']]}"
-                f" rss +{row['rss_per_conn_kib']:.2f} KiB/conn held {row['held']}"
-                f" opened in {row['open_seconds']:.1f} s pings/conn/s"
-                f" {row['pings_per_conn_s']:.3f} other {row['other_cpu']:.2f}"
-            )
+        runs = plan.stable.get(count, 1)
+        measured: dict[str, list[dict[str, Any]]] = {setup.label: [] for setup in setups}
+        for run in range(runs):  # consecutive runs, the setups interleaved within each
+            for setup in setups:
+                detect = (
+                    run == runs - 1
+                    and count == largest
+                    and setup.kind == "peerwatch"
+                    and not setup.uvloop
+                )
+                try:
+                    row = measure(setup, count, plan, detect, log)
+                except ChildFailed as exc:
+                    failed[f"{setup.label}, {count:,} connections, run {run + 1}"] = str(exc)[-600:]
+                    log(f"  scale {setup.label} {count}: FAILED {str(exc)[-300:]}")
+                    continue
+                measured[setup.label].append(row)
+                log(
+                    f"  scale {setup.label:34s} {count:>7d} conns run {run + 1}/{runs}:"
+                    f" cpu {row['server_cpu']:.4f} s/s"
+                    f" windows {[round(c, 4) for c in row['server_cpu_windows']]}"
+                    f" rss +{row['rss_per_conn_kib']:.2f} KiB/conn held {row['held']}"
+                    f" opened in {row['open_seconds']:.1f} s pings/conn/s"
+                    f" {row['pings_per_conn_s']:.3f} other {row['other_cpu']:.2f}"
+                )
+        rows += [merge_runs(samples) for samples in measured.values() if samples]
     add_ratios(rows)
+    for row in rows:
+        if "cpu_ratio" in row:
+            log(f"  scale {row['setup']} {row['connections']}: ratio {row['cpu_ratio']}")
     return {
         "interval_s": plan.interval,
         "timeout_s": plan.timeout,

@@ -13,7 +13,8 @@ It keeps its side alive with the least CPU: for the floor it echoes pings
 (``EchoProtocol``); for peerwatch it is ``RawPeerwatchClient`` pinging once per
 interval from one shared timer. Commands on stdin: ``stats`` (pings so far) and
 ``freeze``: send one last PING on every connection, print ``freezing`` with the
-``time.monotonic()`` taken after the last write, then stop this process with
+``time.monotonic()`` taken after the last write and after each connection's
+(``written``, by local port), then stop this process with
 SIGSTOP (the parent's ``Child.stop`` still ends it: SIGKILL needs no cooperation).
 """
 
@@ -94,9 +95,11 @@ async def main(options: argparse.Namespace) -> None:
             emit("stats", pings=pings(), at=time.monotonic())
         elif command == "freeze" and options.kind == "peerwatch":
             stamp = time.monotonic_ns() // 1000
+            written: dict[int, float] = {}  # local port -> when its last PING was written
             for conn in held:
                 conn.ping(stamp)  # written to the kernel now: the socket's buffer is empty
-            emit("freezing", at=time.monotonic())
+                written[conn.transport.get_extra_info("sockname")[1]] = time.monotonic()
+            emit("freezing", at=time.monotonic(), written=written)
             os.kill(os.getpid(), signal.SIGSTOP)
 
 

@@ -6,7 +6,7 @@
 Lifts its own RLIMIT_NOFILE to fit ``N`` sockets, prints ``ready`` with its port;
 on the stdin command ``stats`` prints how many connections it holds. After the
 command ``report-verdicts`` (peerwatch only) it prints ``verdicts`` events: for
-each ended connection the peer's source address, the cause, ``silent_for`` and
+each ended connection the peer's source address and port, the cause, ``silent_for`` and
 the ``time.monotonic()`` at which the handler saw the verdict, for the
 detection-at-scale phase (not before: 100,000 verdicts at shutdown would only
 be noise).
@@ -29,6 +29,7 @@ from bench.floor import PingFloor
 from bench.idle_server import server_port
 from bench.procs import child_setup, emit, raise_nofile
 from bench.rawclients import PW_PONG, peerwatch_hello
+from peerwatch.core.frames import PING_FRAME_SIZE, PING_HEAD
 
 BACKLOG = 4096
 #: Verdicts are collected for this long, then printed in one line.
@@ -65,8 +66,10 @@ async def serve_peerwatch(options: argparse.Namespace) -> tuple[Any, Callable[[]
             pending.append(
                 {
                     "peer": peer[0] if peer else None,
+                    "port": peer[1] if peer else None,
                     "cause": verdict.cause.value,
                     "silent_for": verdict.silent_for,
+                    "detected_at": verdict.detected_at,  # loop.time(): CLOCK_MONOTONIC
                     "callback_at": time.monotonic(),
                 }
             )
@@ -138,6 +141,28 @@ class HelloFloor(asyncio.Protocol):
         HelloFloor.held -= 1
 
 
+class PongFloor(HelloFloor):
+    """The HELLO exchange, then each read that is one PING answered with its PONG: the
+    least Python that answers peerwatch's clients as they ping (spread over the
+    interval), without liveness, timers or verdicts. Not a floor for the targets (it
+    detects nothing); it shows how much of peerwatch's cost is the clients' wake-up
+    pattern rather than peerwatch's own work."""
+
+    def data_received(self, data: bytes) -> None:
+        if self.buffer is not None:
+            super().data_received(data)
+        elif len(data) == PING_FRAME_SIZE and data[:5] == PING_HEAD:
+            self.transport.write(b"".join((data[:4], b"\x05", data[5:])))
+
+
+async def serve_pong(options: argparse.Namespace) -> tuple[Any, Callable[[], int]]:
+    HelloFloor.reply = peerwatch_hello(options.interval, options.timeout)
+    server = await asyncio.get_running_loop().create_server(
+        PongFloor, "127.0.0.1", 0, backlog=BACKLOG
+    )
+    return server, lambda: HelloFloor.held
+
+
 async def serve_hello(options: argparse.Namespace) -> tuple[Any, Callable[[], int]]:
     HelloFloor.reply = peerwatch_hello(options.interval, options.timeout)
     server = await asyncio.get_running_loop().create_server(
@@ -147,7 +172,12 @@ async def serve_hello(options: argparse.Namespace) -> tuple[Any, Callable[[], in
 
 
 async def main(options: argparse.Namespace) -> None:
-    starters = {"floor": serve_floor, "peerwatch": serve_peerwatch, "hello": serve_hello}
+    starters = {
+        "floor": serve_floor,
+        "peerwatch": serve_peerwatch,
+        "hello": serve_hello,
+        "pong": serve_pong,
+    }
     profile = cProfile.Profile() if options.profile else None
     server, held = await starters[options.kind](options)
     gc.collect()
@@ -171,7 +201,7 @@ async def main(options: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["floor", "peerwatch", "hello"])
+    parser.add_argument("kind", choices=["floor", "peerwatch", "hello", "pong"])
     parser.add_argument("--connections", type=int, required=True)
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--timeout", type=float, default=30.0)

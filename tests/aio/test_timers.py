@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from peerwatch.aio.timers import COALESCE, TimerQueue, timer_queue
+from peerwatch.aio.timers import COALESCE, TimerClock, TimerQueue, timer_queue
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -16,6 +16,7 @@ class Target:
 
     def __init__(self, name: str, log: list[tuple[str, float]], then: list[float] | None = None):
         self._timer_at: float | None = None
+        self._timer_clock: TimerClock | None = None  # on_timer decides, every time
         self.name = name
         self.log = log
         self.then = list(then or [])

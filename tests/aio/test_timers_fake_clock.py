@@ -15,7 +15,9 @@ from typing import cast
 
 import pytest
 
-from peerwatch.aio.timers import COALESCE, TimerQueue
+from peerwatch.aio.timers import COALESCE, SETTLE_AHEAD, TimerClock, TimerQueue
+from peerwatch.core.config import Config
+from peerwatch.core.liveness import Action, Liveness
 
 
 class FakeHandle:
@@ -67,6 +69,7 @@ class Target:
 
     def __init__(self, deadline: float | None) -> None:
         self._timer_at: float | None = None
+        self._timer_clock: TimerClock | None = None  # on_timer decides, every time
         self.deadline = deadline
         self.calls: list[float] = []
 
@@ -158,6 +161,7 @@ def test_a_target_asking_for_now_again_runs_in_the_next_pass(loop: FakeLoop) -> 
 
     class Eager:
         _timer_at: float | None = None
+        _timer_clock: TimerClock | None = None
 
         def on_timer(self, now: float) -> float | None:
             calls.append(now)
@@ -177,3 +181,128 @@ def test_coalesced_entries_see_their_own_deadline(loop: FakeLoop) -> None:
     loop.advance(1.0)
     assert first.calls == [1.0]
     assert second.calls == [1.0 + COALESCE / 2]
+
+
+class Clock:
+    """A deadline kept in plain attributes, as ``Liveness`` keeps it."""
+
+    def __init__(self, due: float, stall_threshold: float = 1.0) -> None:
+        self.due = due
+        self.armed = due
+        self.stall_threshold = stall_threshold
+
+
+class Clocked(Target):
+    """A target whose deadline the queue may read without calling it."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock.due)
+        self._timer_clock: TimerClock | None = clock
+        self.clock = clock
+        self.armed_when_called: list[float] = []
+
+    def on_timer(self, now: float) -> float | None:
+        self.calls.append(now)
+        self.armed_when_called.append(self.clock.armed)
+        self.clock.due = now + 100.0  # did its work; next in 100 s
+        return self.clock.due
+
+
+def test_a_deadline_moved_later_is_re_armed_without_calling_the_target(loop: FakeLoop) -> None:
+    queue = queue_on(loop)
+    clock = Clock(10.0)
+    target = Clocked(clock)
+    queue.schedule(target, 10.0)
+    clock.due = 25.0  # the peer was heard: the deadline moved, the queue was not told
+    loop.advance(24.9)
+    assert target.calls == []  # the entry at 10 was re-pushed, the target not touched
+    assert loop.armed == [25.0] and clock.armed == 25.0
+    loop.advance(25.0)
+    assert target.calls == [25.0]
+
+
+def test_the_loop_is_not_armed_for_an_entry_whose_deadline_moved(loop: FakeLoop) -> None:
+    """After a pass the heap top is settled first: the loop wakes only for real deadlines,
+    and for stale entries at most once per SETTLE_AHEAD."""
+    queue = queue_on(loop)
+    first, soon, later = Clock(5.0), Clock(5.0 + SETTLE_AHEAD / 2), Clock(5.0 + 3 * SETTLE_AHEAD)
+    due_first, moving_soon, moving_later = Clocked(first), Clocked(soon), Clocked(later)
+    for target, clock in ((due_first, first), (moving_soon, soon), (moving_later, later)):
+        queue.schedule(target, clock.due)
+    soon.due, later.due = 50.0, 60.0
+    loop.advance(5.0)
+    assert due_first.calls == [5.0]
+    # the entry within SETTLE_AHEAD was re-pushed already; the one further away waits
+    assert loop.armed == [5.0 + 3 * SETTLE_AHEAD]
+    loop.advance(5.0 + 3 * SETTLE_AHEAD)
+    assert loop.armed == [50.0]  # woken once for it, no call: nothing is due before 50
+    loop.advance(100.0)
+    assert moving_soon.calls == [50.0] and moving_later.calls == [60.0]
+
+
+def test_a_stale_entry_surfacing_past_the_stall_threshold_still_calls_the_target(
+    loop: FakeLoop,
+) -> None:
+    """Our process stalled: the machine must hear of it even if the peer's bytes, read
+    first, moved its deadline meanwhile (liveness rule 4)."""
+    queue = queue_on(loop)
+    clock = Clock(10.0, stall_threshold=1.0)
+    target = Clocked(clock)
+    queue.schedule(target, 10.0)
+    loop.now = 13.0  # the loop was blocked from 10 to 13 s
+    clock.due = 20.0  # bytes read before the timer ran moved the deadline
+    loop.advance(13.0)
+    assert target.calls == [13.0]
+    assert target.armed_when_called == [10.0]  # so it sees it ran 3 s late
+
+
+def test_a_clocked_deadline_moved_earlier_is_scheduled_as_before(loop: FakeLoop) -> None:
+    queue = queue_on(loop)
+    clock = Clock(10.0)
+    target = Clocked(clock)
+    queue.schedule(target, 10.0)
+    clock.due = 4.0
+    queue.schedule(target, 4.0)
+    assert loop.armed == [4.0] and clock.armed == 4.0
+    loop.advance(4.0)
+    assert target.calls == [4.0]
+
+
+class Watched:
+    """What ``aio.Connection`` does on a timer, with a real liveness machine as its clock."""
+
+    def __init__(self, config: Config, now: float) -> None:
+        self._timer_at: float | None = None
+        self.live = Liveness(config, now)
+        self._timer_clock: TimerClock | None = self.live
+        self.calls: list[tuple[float, Action]] = []
+
+    def on_timer(self, now: float) -> float | None:
+        action = self.live.handle_timer(now)
+        self.calls.append((now, action))
+        if action is Action.DEAD:
+            return None
+        if action is Action.PING:
+            self.live.ping_sent(now)
+        return self.live.next_deadline()
+
+
+def test_a_connection_hearing_from_its_peer_is_never_touched_until_it_goes_silent(
+    loop: FakeLoop,
+) -> None:
+    """The idle server's case: the peer pings every interval; the timer never calls the
+    connection, and the verdict still comes exactly at the last evidence + timeout."""
+    queue = queue_on(loop)
+    conn = Watched(Config(interval=10.0, timeout=30.0), 0.0)
+    conn.live.start(0.0, answer_delay=5.0)  # the accepting side waits before pinging
+    queue.schedule(conn, conn.live.due)
+    for beat in range(1, 100):  # 990 s of a peer pinging every 10 s
+        loop.advance(beat * 10.0 - 0.001)
+        conn.live.on_receive(beat * 10.0)
+    assert conn.calls == []
+    assert len(queue) == 1  # one entry per connection, not one per heartbeat
+    loop.advance(10_000.0)
+    # the peer fell silent after 990 s: the server pings at 990 + 15 and every 10 s after,
+    # and the verdict comes at 990 + 30 to the millisecond
+    assert conn.calls == [(1005.0, Action.PING), (1015.0, Action.PING), (1020.0, Action.DEAD)]
+    assert conn.live.stalls == 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from peerwatch.core.config import Config
 from peerwatch.core.liveness import Action, Liveness, phi
@@ -216,3 +218,56 @@ def test_replies_count_only_pongs_that_answer_our_pings() -> None:
     live.on_pong(103.4, *live.ping_sent(103.0))
     assert live.pongs_received == 2 and live.rtt_sample == pytest.approx(0.4)
     assert live.rtt != live.rtt_sample  # the smoothed RTT is another figure
+
+
+def reference_deadline(live: Liveness) -> float:
+    """The deadline from its parts, as rule 5 states it (paused: only the ping cadence)."""
+    return live.next_ping_at() if live.paused else min(live.next_ping_at(), live.dead_at())
+
+
+EVENTS = st.lists(
+    st.tuples(
+        st.sampled_from(["receive", "pong", "ping_sent", "pause", "resume", "timer", "start"]),
+        st.floats(min_value=0.0, max_value=3.0),
+    ),
+    max_size=40,
+)
+
+
+@given(events=EVENTS, adaptive=st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_due_is_the_deadline_after_any_sequence_of_events(
+    events: list[tuple[str, float]], adaptive: bool
+) -> None:
+    """A timer structure reads ``due`` instead of calling ``deadline()``: it must never be stale."""
+    live, _ = machine(policy="adaptive" if adaptive else "fixed", min_timeout=2.0)
+    now = 100.0
+    for event, step in events:
+        now += step
+        if event == "receive":
+            live.on_receive(now)
+        elif event == "pong":
+            live.on_pong(now, live.ping_seq, 0)
+        elif event == "ping_sent":
+            live.ping_sent(now)
+        elif event == "pause":
+            live.pause()
+        elif event == "resume":
+            live.resume(now)
+        elif event == "timer":
+            live.handle_timer(now)
+        else:
+            live.start(now, answer_delay=0.5, peer_interval=0.5)
+        assert live.due == reference_deadline(live), event
+
+
+def test_a_stall_is_measured_from_the_time_the_timer_was_armed_for() -> None:
+    """A timer structure that re-arms lazily writes ``armed``; lateness is counted from it."""
+    live, _ = machine()
+    live.on_receive(103.0)  # deadline now 104.0
+    live.armed = 104.0  # re-armed there without a handle_timer call
+    assert live.handle_timer(104.5) is Action.PING  # 0.5 s late: no stall (threshold 1 s)
+    assert live.stalls == 0
+    live.armed = live.due
+    live.handle_timer(live.due + 3.0)
+    assert live.stalls == 1 and live.local_stall == pytest.approx(3.0)

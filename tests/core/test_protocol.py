@@ -208,6 +208,71 @@ def test_a_ping_alone_is_answered_by_its_pong_on_the_fast_path() -> None:
     assert server.pings_received == 1
 
 
+def test_answer_ping_hands_out_the_pong_at_once_and_counts_as_receive_data_would() -> None:
+    _client, fast = pair()
+    _client2, slow = pair()
+    ping = encode_ping(5, 123456)
+    pong = fast.answer_ping(memoryview(ping), START + TICK)
+    slow.receive_data(ping, START + TICK)
+    assert pong is not None and frames(bytes(pong)) == frames(sent(slow)) == [Pong(5, 123456)]
+    assert sent(fast) == b""  # written by the caller, not queued as well
+    assert fast.events_received() == slow.events_received() == []
+    for field in ("pings_received", "bytes_in", "bytes_out"):
+        assert getattr(fast, field) == getattr(slow, field), field
+    assert fast.liveness.last_heard == slow.liveness.last_heard == START + TICK
+    assert fast.get_timer() == slow.get_timer()
+
+
+@pytest.mark.parametrize(
+    "situation", ["before hello", "ack due", "control queued", "writing paused", "verdict"]
+)
+def test_answer_ping_declines_whenever_the_ordinary_path_has_something_first(
+    situation: str,
+) -> None:
+    if situation == "before hello":
+        p = proto("server")
+    else:
+        p, peer = pair()
+        if situation == "ack due":
+            peer.send(b"m")
+            p.receive_data(sent(peer), START + TICK)
+            p.events_received()
+            p.consumed(1, START + TICK)
+        elif situation == "control queued":
+            p.handle_timer(START + CFG.interval)  # a PING of ours waits in the queue
+        elif situation == "writing paused":
+            p.pause_writing()
+        else:
+            p.close("bye", START + TICK)
+    before = (p.pings_received, p.bytes_in, p.liveness.last_heard)
+    assert p.answer_ping(encode_ping(1, 2), START + 2 * TICK) is None
+    assert (p.pings_received, p.bytes_in, p.liveness.last_heard) == before  # nothing happened
+
+
+def test_answer_ping_leaves_a_ping_over_the_limit_to_the_ordinary_path() -> None:
+    _client, server = pair()
+    now = START
+    for seq in range(CFG.max_pings_per_interval):
+        now += TICK
+        assert server.answer_ping(encode_ping(seq, 0), now) is not None
+    assert server.answer_ping(encode_ping(99, 0), now + TICK) is None
+    server.receive_data(encode_ping(99, 0), now + TICK)
+    assert verdict_of(server).cause is Cause.PROTOCOL
+    assert goodbye_in(sent(server)).code is GoodbyeCode.TOO_MANY_PINGS
+
+
+def test_one_liveness_machine_per_connection_started_again_at_hello() -> None:
+    client = proto("client")
+    server = proto("server")
+    machines = client.liveness, server.liveness
+    pump(client, server, START + 0.5)
+    assert (client.liveness, server.liveness) == machines
+    # started on the handshake's terms: heard at HELLO, the accepting side answers later
+    assert client.liveness.last_heard == server.liveness.last_heard == START + 0.5
+    assert client.get_timer() == START + 0.5 + CFG.interval
+    assert server.get_timer() > START + 0.5 + CFG.interval
+
+
 def test_a_ping_among_other_frames_is_answered_too() -> None:
     _client, server = pair()
     server.receive_data(encode_ping(5, 1) + encode_ping(6, 2)[:3], START + TICK)

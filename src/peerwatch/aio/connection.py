@@ -25,7 +25,7 @@ from peerwatch.aio.waiters import Waiters, error_for
 from peerwatch.core.budget import MemoryBudget, Share
 from peerwatch.core.config import Config
 from peerwatch.core.empty import UNUSED
-from peerwatch.core.frames import GoodbyeCode, Hello
+from peerwatch.core.frames import PING_FRAME_SIZE, GoodbyeCode, Hello
 from peerwatch.core.liveness import Liveness
 from peerwatch.core.protocol import (
     FLUSH_BUDGET,
@@ -61,7 +61,8 @@ class Connection(asyncio.BufferedProtocol):
     __slots__ = (
         "_config", "_flush_scheduled", "_inbox", "_loop", "_protocol",
         "_reading_paused", "_resume_after", "_share", "_taken", "_taken_bytes", "_timer_at",
-        "_timers", "_transport", "_waiters", "peer", "peer_restarted", "role",
+        "_timer_clock", "_timers", "_transport", "_view", "_waiters", "peer", "peer_restarted",
+        "role",
     )  # fmt: skip
 
     def __init__(
@@ -88,12 +89,15 @@ class Connection(asyncio.BufferedProtocol):
         self._transport: asyncio.Transport | None = None
         self._timers = timer_queue(loop)
         self._timer_at: float | None = None
+        # the liveness machine's deadline, read by the queue, once the handshake is done
+        self._timer_clock: Liveness | None = None
         self._flush_scheduled = False
         self._reading_paused = False
         self._resume_after = 0  # messages to take before reading may resume (while paused)
         self._inbox: deque[bytes] = UNUSED  # a deque from the first message received
         self._taken = self._taken_bytes = 0  # messages taken, not yet told to the protocol
         self._waiters = Waiters(loop)
+        self._view = recv_view()  # the receive buffer shared by this thread's connections
         self.peer_restarted = False  # set by connect(): the server's incarnation changed
         self.peer: tuple[str, int] | None = None
 
@@ -247,7 +251,7 @@ class Connection(asyncio.BufferedProtocol):
 
     async def wait_closed(self) -> Verdict:
         """Wait for the verdict, whatever ends the connection."""
-        return await asyncio.shield(self._waiters.closed)
+        return await self._waiters.end()
 
     def __repr__(self) -> str:
         state = verdict.cause.value if (verdict := self._protocol.verdict) else "open"
@@ -268,11 +272,18 @@ class Connection(asyncio.BufferedProtocol):
         self._arm()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return recv_view()
+        return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._tell_taken()  # the receive window counts only what is not taken
-        self._protocol.receive_data(bytes(recv_view()[:nbytes]), self._loop.time())
+        if self._taken:  # the receive window counts only what is not taken
+            self._tell_taken()
+        view = self._view
+        if nbytes == PING_FRAME_SIZE:  # an idle connection's commonest read: answer it now
+            pong = self._protocol.answer_ping(view[:nbytes], self._loop.time())
+            if pong is not None:
+                cast(asyncio.Transport, self._transport).write(pong)
+                return
+        self._protocol.receive_data(bytes(view[:nbytes]), self._loop.time())
         self._pump()
         if self._share.budget is not None:  # a read may change every part of held_bytes
             self._share.settle(self._protocol.held_bytes)
@@ -286,8 +297,7 @@ class Connection(asyncio.BufferedProtocol):
         self._protocol.connection_lost(exc, self._loop.time())
         self._pump()
         self._timers.cancel(self)
-        if not self._waiters.closed.done():
-            self._waiters.closed.set_result(self._protocol.verdict)  # type: ignore[arg-type]
+        self._waiters.transport_gone(self._protocol.verdict)  # type: ignore[arg-type]
 
     def pause_writing(self) -> None:
         self._protocol.pause_writing()
@@ -338,6 +348,7 @@ class Connection(asyncio.BufferedProtocol):
             elif type(event) is HandshakeDone:
                 if not self._waiters.ready.done():
                     self._waiters.ready.set_result(None)
+                self._timer_clock = protocol.liveness
                 self._arm()
             elif type(event) is HangUp:
                 self._hang_up(event.abort)

@@ -4,8 +4,18 @@ A heap of ``(when, order, target)`` entries with lazy invalidation: a target's
 deadline usually moves *later* (every byte received pushes the death deadline
 out), and pushing a heap entry on every receive would cost more than it saves.
 So a target is only re-pushed when it asks for an *earlier* time than the entry
-it already has; a stale entry that fires early simply makes the target compute
-its real deadline and re-arm. The queue owns exactly one ``loop.call_at``.
+it already has. The queue owns exactly one ``loop.call_at``.
+
+A target whose deadline lives in a plain attribute (``_timer_clock.due``, the
+sans-IO liveness machine's) is touched only when that deadline really passes:
+an entry whose target's ``due`` moved later is re-pushed at ``due`` by the queue
+itself, without calling ``on_timer``, and (up to ``SETTLE_AHEAD`` early) before the
+loop timer is armed, so the loop rarely wakes for it. At 10,000 idle connections every ``on_timer``
+call used to be such a stale one (each PING received moves the deadline): a
+quarter of the server's CPU, and hundreds of wake-ups a second. An entry that
+surfaces later than its time by more than the clock's ``stall_threshold`` still
+calls ``on_timer``: our process stalled, and the machine must hear of it (liveness
+rule 4) even when the peer's bytes, read first, moved its deadline meanwhile.
 """
 
 from __future__ import annotations
@@ -18,10 +28,26 @@ from typing import Protocol
 
 #: Entries due within this many seconds of the earliest are run in the same pass.
 COALESCE = 0.001
+#: Stale entries are re-pushed ahead of their time only this far ahead: the loop then
+#: wakes about once a second for them, each pass touching a second's worth of entries
+#: (settling them all at once held the loop for tens of ms every few seconds at 10,000).
+SETTLE_AHEAD = 1.0
+
+
+class TimerClock(Protocol):
+    """A target's deadline kept as plain attributes (``core.liveness.Liveness`` is one)."""
+
+    due: float  # no work before this; it may move later without telling the queue
+    armed: float  # written by the queue: the time the target's entry is set for
+    stall_threshold: float  # an entry this late means our process stalled
 
 
 class TimerTarget(Protocol):
-    _timer_at: float | None
+    _timer_at: float | None  # the time of the target's live entry (the queue's)
+
+    @property
+    def _timer_clock(self) -> TimerClock | None:
+        """The target's deadline; None: every entry that falls due calls ``on_timer``."""
 
     def on_timer(self, now: float) -> float | None:
         """Run due work; return the next absolute deadline, or None for no more timers."""
@@ -45,14 +71,20 @@ class TimerQueue:
         current = target._timer_at
         if current is not None and current <= when:
             return  # an entry at or before `when` exists; it will re-arm as needed
-        target._timer_at = when
-        heapq.heappush(self._heap, (when, next(self._order), target))
+        self._push(target, when)
         if when < self._armed_at:
             self._arm(when)
 
     def cancel(self, target: TimerTarget) -> None:
         """Forget ``target``; its heap entries are dropped when they surface."""
         target._timer_at = None
+
+    def _push(self, target: TimerTarget, when: float) -> None:
+        target._timer_at = when
+        clock = target._timer_clock
+        if clock is not None:
+            clock.armed = when
+        heapq.heappush(self._heap, (when, next(self._order), target))
 
     def _arm(self, when: float) -> None:
         if self._handle is not None:
@@ -72,6 +104,10 @@ class TimerQueue:
             when, _, target = pop(heap)
             if target._timer_at != when:
                 continue  # stale or cancelled entry
+            clock = target._timer_clock
+            if clock is not None and clock.due > horizon and now - when <= clock.stall_threshold:
+                self._push(target, clock.due)  # moved later: nothing to do yet
+                continue
             target._timer_at = None
             # a coalesced entry fires up to COALESCE early: it sees its own deadline as now
             following = target.on_timer(max(now, when))
@@ -79,6 +115,25 @@ class TimerQueue:
                 again.append((target, following))
         for target, following in again:  # next pass at the earliest: never spin in this one
             self.schedule(target, following)
+        self._settle(now + SETTLE_AHEAD)
+
+    def _settle(self, ahead: float) -> None:
+        """Re-push the entries at the top whose deadline moved later (those due before
+        ``ahead``), then arm for the top: the loop wakes for real deadlines and about once
+        per ``SETTLE_AHEAD`` for stale entries (see the module docstring)."""
+        heap = self._heap
+        while heap:
+            when, _, target = heap[0]
+            if target._timer_at != when:
+                heapq.heappop(heap)  # stale or cancelled
+                continue
+            clock = target._timer_clock
+            if clock is None or clock.due <= when or when > ahead:
+                break
+            # _push, inlined with one sift instead of two: this runs once per connection
+            # per heartbeat
+            target._timer_at = clock.armed = due = clock.due
+            heapq.heapreplace(heap, (due, next(self._order), target))
         if heap and heap[0][0] < self._armed_at:
             self._arm(heap[0][0])
 

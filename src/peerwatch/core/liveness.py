@@ -14,8 +14,9 @@ Rules (each one is tested with a fake clock in tests/core/test_liveness.py):
    ``phi_threshold`` for the learned distribution of quiet gaps (Hayashibara
    et al. 2004, as in Akka and Cassandra), kept within [min_timeout, timeout].
 4. A stalled observer is not a dead peer (Cassandra's max_local_pause,
-   memberlist's Lifeguard): when ``handle_timer`` runs later than the deadline
-   it asked for by more than ``stall_threshold``, our own process was stalled.
+   memberlist's Lifeguard): when ``handle_timer`` runs later than the time its
+   timer was armed for (``armed``) by more than ``stall_threshold``, our own
+   process was stalled.
    The silence is not blamed on the peer: its clock restarts now, and the stall
    is recorded for the verdict.
 5. While reading is paused by us (our application's inbox is full), silence is
@@ -31,6 +32,12 @@ Rules (each one is tested with a fake clock in tests/core/test_liveness.py):
 
 The machine never reads a clock: every method takes ``now`` (seconds, any
 monotonic origin), so tests move time with arithmetic.
+
+Its next deadline is a plain attribute, ``due``, kept current by every event: a
+timer structure holding thousands of machines compares ``due`` with the time it
+armed and re-arms a deadline that moved later without calling in (every PING
+received moves it; at 10,000 idle connections these stale wake-ups were a
+quarter of the server's CPU). An adapter that re-arms so writes ``armed``.
 """
 
 from __future__ import annotations
@@ -57,6 +64,24 @@ class Action(enum.Enum):
     NONE = "none"
     PING = "ping"  # send a PING now
     DEAD = "dead"  # the deadline passed: decide the verdict now
+
+
+# module constants: ``Action.NONE`` looks the member up on the class at every use
+NONE, PING, DEAD = Action.NONE, Action.PING, Action.DEAD
+
+
+_QUANTILES: dict[float, float] = {}
+
+
+def phi_quantile(phi_threshold: float) -> float:
+    """The normal quantile at which phi reaches ``phi_threshold``: once per setting, not per
+    connection (``inv_cdf`` was a measured part of accepting one)."""
+    quantile = _QUANTILES.get(phi_threshold)
+    if quantile is None:
+        quantile = NormalDist().inv_cdf(1.0 - 10.0 ** (-phi_threshold))
+        if len(_QUANTILES) < 64:  # a handful of settings per process; never unbounded
+            _QUANTILES[phi_threshold] = quantile
+    return quantile
 
 
 class ArrivalWindow:
@@ -110,13 +135,14 @@ class Liveness:
     """Per-connection heartbeat machine. ``handle_timer(now)`` at ``next_deadline()``."""
 
     __slots__ = (
-        "_armed",
         "_gaps",
         "_ping_count",
         "_ping_window_start",
         "_z",
         "acceptable_pause",
         "adaptive",
+        "armed",
+        "due",
         "effective_timeout",
         "interval",
         "last_heard",
@@ -150,24 +176,16 @@ class Liveness:
         peer_interval: float | None = None,
     ) -> None:
         self.interval = config.interval
-        self.quiet = config.interval + answer_delay  # quiet time before the first ping
         self.timeout = config.timeout
         self.adaptive = config.policy == "adaptive"
         self.min_timeout = config.effective_min_timeout
         self.acceptable_pause = config.acceptable_pause
         self.stall_threshold = config.effective_stall_threshold
         self.max_pings = config.max_pings_per_interval
-        # a peer that announced a shorter interval may ping that often: judge it by its own
-        self.ping_window = config.interval
-        if peer_interval is not None:
-            self.ping_window = min(config.interval, max(peer_interval, MIN_PING_WINDOW))
         self.min_std = self.interval / 4  # Akka's min-std-deviation, scaled to the interval
         self.min_gap_sample = self.interval / 4  # shorter gaps say nothing about quiet periods
-        self._z = NormalDist().inv_cdf(1.0 - 10.0 ** (-config.phi_threshold))
+        self._z = phi_quantile(config.phi_threshold)
         self._gaps = ArrivalWindow()
-        self.effective_timeout = self.min_timeout if self.adaptive else self.timeout
-        self.last_heard = now  # last evidence of life of any kind
-        self.last_traffic = now  # last inbound other than PONG: anchors the ping grid
         self.last_ping = -math.inf
         self.ping_seq = 0
         self.pong_due: float | None = None  # when the PING awaiting its PONG was sent
@@ -178,9 +196,27 @@ class Liveness:
         self.paused = False
         self.local_stall = 0.0  # longest stall of our own process seen (s)
         self.stalls = 0
-        self._armed = now
-        self._ping_window_start = now
         self._ping_count = 0
+        self.start(now, answer_delay=answer_delay, peer_interval=peer_interval)
+
+    def start(
+        self, now: float, *, answer_delay: float = 0.0, peer_interval: float | None = None
+    ) -> None:
+        """(Re)start the clocks at ``now`` with the handshake's terms: the protocol makes
+        one machine per connection and starts it again when the peer's HELLO arrives."""
+        self.quiet = self.interval + answer_delay  # quiet time before the first ping
+        # a peer that announced a shorter interval may ping that often: judge it by its own
+        self.ping_window = self.interval
+        if peer_interval is not None:
+            self.ping_window = min(self.interval, max(peer_interval, MIN_PING_WINDOW))
+        self.last_heard = now  # last evidence of life of any kind
+        self.last_traffic = now  # last inbound other than PONG: anchors the ping grid
+        self._ping_window_start = now
+        if len(self._gaps):  # quiet gaps learned before the handshake are forgotten
+            self._gaps = ArrivalWindow()
+        self.effective_timeout = self.min_timeout if self.adaptive else self.timeout
+        self._refresh()
+        self.armed = self.due  # the time the adapter's timer is set for (rule 4)
 
     # --- events -------------------------------------------------------------
 
@@ -191,6 +227,7 @@ class Liveness:
             self._learn(gap)
         self.last_heard = now
         self.last_traffic = now
+        self._refresh()
 
     def on_pong(self, now: float, seq: int, stamp: int) -> float | None:
         """A PONG arrived; returns the RTT sample, or None when it answered no PING of ours.
@@ -203,6 +240,7 @@ class Liveness:
         if self.adaptive and gap >= self.min_gap_sample:
             self._learn(gap)
         self.last_heard = now
+        self._refresh()
         sent_at = self.pong_due
         if sent_at is None or seq != self.ping_seq or stamp != _stamp(sent_at):
             return None
@@ -226,14 +264,24 @@ class Liveness:
         self._ping_count += 1
         return self._ping_count <= self.max_pings
 
+    def on_ping(self, now: float) -> bool:
+        """A read that was one PING alone: ``on_ping_received`` and, within the limit, the
+        life of ``on_receive``, in one call (the idle connection's commonest event)."""
+        if not self.on_ping_received(now):
+            return False
+        self.on_receive(now)
+        return True
+
     def pause(self) -> None:
         """Reading paused by us: the silence that follows is not the peer's."""
         self.paused = True
+        self._refresh()
 
     def resume(self, now: float) -> None:
         self.paused = False
         self.last_heard = max(self.last_heard, now)
         self.last_traffic = max(self.last_traffic, now)
+        self._refresh()
 
     # --- timer --------------------------------------------------------------
 
@@ -246,20 +294,30 @@ class Liveness:
     def dead_at(self) -> float:
         return self.last_heard + self.effective_timeout
 
+    def _refresh(self) -> None:
+        """Recompute ``due`` after an event moved one of its parts."""
+        # while paused by us, silence is ours: only the ping cadence is due (rule 5)
+        last_ping = self.last_ping  # next_ping_at(), inlined: this runs on every read
+        ping_at = (
+            last_ping + self.interval
+            if last_ping > self.last_traffic
+            else (self.last_traffic + self.quiet)
+        )
+        dead_at = self.last_heard + self.effective_timeout
+        self.due = ping_at if self.paused or ping_at < dead_at else dead_at
+
     def deadline(self) -> float:
         """When ``handle_timer`` must run next (absolute, same clock as ``now``); no side effect."""
-        # while paused by us, silence is ours: only the ping cadence is due (rule 5)
-        ping_at = self.next_ping_at()
-        return ping_at if self.paused else min(ping_at, self.dead_at())
+        return self.due
 
     def next_deadline(self) -> float:
-        """``deadline()``, remembered as the time the timer is armed for (stall detection)."""
-        deadline = self._armed = self.deadline()
+        """``due``, remembered as the time the timer is armed for (stall detection)."""
+        deadline = self.armed = self.due
         return deadline
 
     def handle_timer(self, now: float) -> Action:
         """Decide what is due at ``now``: a death verdict, a ping, or nothing."""
-        late = now - self._armed
+        late = now - self.armed
         if late > self.stall_threshold:
             # Our own process did not run when it should have (rule 4).
             self.stalls += 1
@@ -267,15 +325,17 @@ class Liveness:
             self.last_heard = max(self.last_heard, now)
             self.last_ping = -math.inf  # ping at once: a fresh, fair chance
             self.last_traffic = min(self.last_traffic, now - self.quiet)
+            self._refresh()
         if not self.paused and now >= self.dead_at():
-            return Action.DEAD
+            return DEAD
         if now >= self.next_ping_at():
-            return Action.PING
-        return Action.NONE
+            return PING
+        return NONE
 
     def ping_sent(self, now: float) -> tuple[int, int]:
         """Record a PING sent at ``now``; returns (seq, stamp) to put in it."""
         self.last_ping = now
+        self._refresh()
         self.pong_due = now
         self.ping_seq = (self.ping_seq + 1) & 0xFFFFFFFF
         return self.ping_seq, _stamp(now)
@@ -291,3 +351,4 @@ class Liveness:
             std = max(self._gaps.std, self.min_std)
             learned = self._gaps.mean + self.acceptable_pause + self._z * std
             self.effective_timeout = min(self.timeout, max(self.min_timeout, learned))
+            self._refresh()
