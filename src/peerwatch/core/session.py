@@ -298,6 +298,11 @@ class Session:
             )
         return seq
 
+    @property
+    def unwritten(self) -> bool:
+        """True while ``outgoing()`` has messages: numbered, not yet on this connection."""
+        return self.state is State.ATTACHED and self._sent_through < self.next_seq - 1
+
     def outgoing(self) -> list[tuple[int, bytes]]:
         """Messages to write now on the attached connection, in order (the replay first)."""
         if self.state is not State.ATTACHED or self._sent_through >= self.next_seq - 1:

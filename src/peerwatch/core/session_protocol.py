@@ -203,6 +203,19 @@ class SessionProtocol(Protocol):
                     self._outbox.extend(fresh)
         return super().data_to_send(budget, frames)
 
+    @property
+    def data_pending(self) -> bool:
+        """The outbox, or messages the session numbered that no pass has pulled in yet.
+
+        The session numbers a message at once; only a pass with a data budget moves it
+        into the outbox. A message numbered while writing was paused must count here,
+        or ``resume_writing`` schedules no pass and it is never written (issue 12).
+        """
+        session = self.session
+        return bool(self._outbox) or (
+            session is not None and self.verdict is None and session.unwritten
+        )
+
     def get_timer(self) -> float | None:
         """The connection's timer, or the session's replay-age bound if that comes first."""
         timer = super().get_timer()
