@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
 import peerwatch
-from peerwatch import ResumableConnection
+from peerwatch import Cause, PeerDead, ResumableConnection
+from peerwatch.core.session import LostCause, Session, SessionLimits
+from peerwatch.sessions.memory import MemoryStore
+from peerwatch.sessions.store import StoreFailed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,3 +62,57 @@ async def test_a_message_numbered_while_writing_is_paused_and_the_outbox_empty_i
         finally:
             gate.set()
             await conn.close()
+
+
+class TakesFailAfter(MemoryStore):
+    """The real in-process store, written through, whose ``consumed`` fails from a take on."""
+
+    write_through = True
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__(SessionLimits(window=5.0))
+        self.fail_at = fail_at
+
+    async def sent(self, session: Session, seq: int, payload: bytes) -> None:
+        await asyncio.sleep(0)
+
+    async def consumed(self, session: Session, through: int) -> None:
+        await asyncio.sleep(0)
+        if through >= self.fail_at:
+            raise StoreFailed("the store went away")
+
+    async def acked(self, session: Session) -> None:
+        await asyncio.sleep(0)
+
+
+async def test_a_store_failure_on_the_server_reaches_the_client_as_store_said_once() -> None:
+    """Issue 12, defect 2: the client read PEER_LOST and the peer's words twice over."""
+
+    async def taker(session: ResumableConnection) -> None:
+        with contextlib.suppress(PeerDead):
+            while True:
+                await session.recv()
+
+    store = TakesFailAfter(fail_at=2)
+    async with peerwatch.serve(taker, "127.0.0.1", 0, session_store=store, **FAST) as server:
+        conn = await peerwatch.connect("127.0.0.1", server.port, resume=True, **FAST)
+        for i in range(3):
+            await conn.enqueue(b"m%d" % i)
+        with pytest.raises(PeerDead) as caught:
+            await asyncio.wait_for(conn.drain(), 10)
+    verdict = caught.value.verdict
+    assert verdict.cause is Cause.SESSION_LOST
+    assert conn.lost is not None and conn.lost.cause is LostCause.STORE
+    assert verdict.detail == (
+        "STORE: the peer lost the session: the session store failed:"
+        " StoreFailed('the store went away')"
+    )
+    assert verdict.undelivered == (b"m1", b"m2")
+
+
+def test_a_loss_relayed_by_the_peer_is_said_once_and_keeps_peer_lost() -> None:
+    """A peer that lost the session because we did relays our words back: said once."""
+    session = Session(b"s" * 16, b"t" * 32, SessionLimits(), 0.0)
+    session.on_peer_lost("PEER_LOST: the peer lost the session: the peer lost the session: x", 1.0)
+    assert session.lost is not None and session.lost.cause is LostCause.PEER_LOST
+    assert session.lost.detail == "the peer lost the session: x"

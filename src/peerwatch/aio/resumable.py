@@ -295,7 +295,7 @@ class ResumableConnection:
         self._finish(
             Verdict(
                 cause=Cause.SESSION_LOST,
-                detail=f"{lost.cause}: {lost.detail}",
+                detail=lost.reason,
                 detected_at=lost.at,
                 silent_for=0.0 if link is not None else lost.at - self.session.detached_since,
                 undelivered=lost.unacknowledged,
@@ -303,7 +303,7 @@ class ResumableConnection:
             )
         )
         if link is not None and link.verdict is None:
-            link.leave(GoodbyeCode.SESSION_LOST, lost.detail, f"session lost: {lost.detail}")
+            link.leave(GoodbyeCode.SESSION_LOST, lost.reason, f"session lost: {lost.reason}")
 
     def _finish(self, verdict: Verdict) -> None:
         if self.verdict is not None:

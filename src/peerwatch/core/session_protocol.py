@@ -354,8 +354,7 @@ class SessionProtocol(Protocol):
     def _session_lost_here(self, lost: SessionLost) -> None:
         """This side ended the session (a bound, an inconsistent RESUME): tell the peer."""
         self._tell(SessionEnded(lost))
-        detail = f"{lost.cause}: {lost.detail}"
-        self._leave(GoodbyeCode.SESSION_LOST, detail, Cause.SESSION_LOST, detail)
+        self._leave(GoodbyeCode.SESSION_LOST, lost.reason, Cause.SESSION_LOST, lost.reason)
 
     def _write_ack(self) -> None:
         """ACK, cumulatively, every message of the session the application took."""
