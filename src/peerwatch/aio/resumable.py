@@ -60,7 +60,9 @@ class ResumableConnection:
         self._carried = 0  # inbox messages received on an earlier link (no window to free)
         self._peer_max_message: int | None = None
         self._peer_closing = False  # the peer said GOODBYE(NORMAL): its verdict ends us
-        self.fenced = False  # another worker took the session over: it is not ours to end
+        # another worker took the session over, or this one let it go (shutting down with a
+        # shared store): its books are not ours to end
+        self.fenced = False
 
     # ------------------------------------------------------------------ queries
 
@@ -371,15 +373,26 @@ class ResumableConnection:
 
     def _fenced(self, why: str) -> None:
         """Another worker took the session over: this one lets go without ending it."""
+        self.let_go(f"session taken over by another worker: {why}")
+
+    def let_go(self, detail: str) -> None:
+        """This process stops serving the session without ending it: the peer resumes it
+        elsewhere from a shared store's books, which stay as they are (``fenced``).
+
+        Its connection ends with GOODBYE(GOING_AWAY), which only detaches the peer's
+        side; here the session ends LOCAL with nothing handed back (nothing is lost:
+        the next owner replays what is unacknowledged)."""
+        if self.verdict is not None:
+            return
         self.fenced = True
         link = self.link
         self.link = None
         if link is not None and link.verdict is None:
-            link.leave(GoodbyeCode.GOING_AWAY, "session moved", f"session fenced off: {why}")
+            link.leave(GoodbyeCode.GOING_AWAY, "session moved", f"session moved: {detail}")
         self._finish(
             Verdict(
                 cause=Cause.LOCAL,
-                detail=f"session taken over by another worker: {why}",
+                detail=detail,
                 detected_at=self._loop.time(),
                 silent_for=0.0,
                 detected_wall=time.time(),

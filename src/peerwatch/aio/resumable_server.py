@@ -296,9 +296,18 @@ class ResumableServer(Server):
     # ----------------------------------------------------------------- the end
 
     async def shutdown(self, reason: str = "server shutting down", drain: float = 1.0) -> None:
-        """As ``Server.shutdown``; the sessions this process kept end with it (LOCAL)."""
+        """As ``Server.shutdown``. With a shared store the sessions move away: each handler
+        ends LOCAL, the books stay in the store (parked: their window runs from now) and
+        the clients resume on another worker (a rolling restart loses nothing). With the
+        in-process store the sessions end with this process (LOCAL, handing back)."""
         if self._expiry is not None:
             self._expiry.cancel()
+        if self.store.shared:
+            self.close()  # no reconnect may land here while the sessions move away
+            await self._let_sessions_go(reason)
+            await super().shutdown(reason, drain)
+            await self._let_sessions_go(reason)  # one adopted by a lookup under way
+            return
         await super().shutdown(reason, drain)
         assert self._loop is not None
         now = self._loop.time()
@@ -313,6 +322,19 @@ class ResumableServer(Server):
                     detected_wall=time.time(),
                 )
             )
+
+    async def _let_sessions_go(self, reason: str) -> None:
+        """End every local session as moved away and park its books in the shared store."""
+        owners = list(self.sessions.values())
+        for owner in owners:
+            owner.let_go(f"session moved away: {reason}")  # detaches it (and parks it)
+        # awaited here, not only spawned: the store closes right after shutdown
+        parked = await asyncio.gather(
+            *(self.store.park(owner.session) for owner in owners), return_exceptions=True
+        )
+        for owner, result in zip(owners, parked, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("parking session %s at shutdown failed: %r", owner, result)
 
 
 async def _no_plain_handler(conn: Connection) -> None:  # pragma: no cover - never called

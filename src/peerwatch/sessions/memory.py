@@ -36,6 +36,7 @@ class MemoryStore:
 
     #: the session objects are the books: nothing to write through
     write_through = False
+    shared = False  # the books go when this process goes
 
     def __init__(self, limits: SessionLimits, max_sessions: int = 10_000) -> None:
         if max_sessions < 1:

@@ -148,6 +148,7 @@ class RedisStore:
     """
 
     write_through = True
+    shared = True
 
     def __init__(
         self,

@@ -65,6 +65,10 @@ class SessionStore(Protocol):
     #: True: ``sent``, ``consumed`` and ``acked`` must be awaited (the store keeps copies)
     write_through: bool
 
+    #: True: the books outlive this process (another worker or host can resume the
+    #: session), so a server shutting down lets its sessions go rather than ending them
+    shared: bool
+
     #: attempts this process saw that named a live session with the wrong token (counted,
     #: then refused exactly as an unknown id is, so a prober cannot tell which ids exist)
     hijack_attempts: int
