@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
+from resumekit import Cutter
 
 import peerwatch
 from peerwatch import Cause, PeerDead, ResumableConnection
 from peerwatch.core.session import LostCause, Session, SessionLimits
 from peerwatch.sessions.memory import MemoryStore
+from peerwatch.sessions.redis import RedisStore
+from peerwatch.sessions.redis import connect as connect_redis
 from peerwatch.sessions.store import StoreFailed
+from peerwatch.testing.servers import Server, start_redis
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -116,3 +121,75 @@ def test_a_loss_relayed_by_the_peer_is_said_once_and_keeps_peer_lost() -> None:
     session.on_peer_lost("PEER_LOST: the peer lost the session: the peer lost the session: x", 1.0)
     assert session.lost is not None and session.lost.cause is LostCause.PEER_LOST
     assert session.lost.detail == "the peer lost the session: x"
+
+
+@pytest.fixture
+def redis() -> Iterator[Server]:
+    server = start_redis()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_an_idle_session_taken_over_by_another_worker_ends_its_old_handler_as_moved(
+    redis: Server,
+) -> None:
+    """Issue 12, defect 4: the old worker's handler waited until that worker stopped.
+
+    Two servers in this process, each with its own Redis store on one real Redis
+    (two ``serve --workers``). The client's connection to A is cut on the client's
+    side only: A's connection stays open and silent (its liveness timeout is long),
+    so A has no write to be fenced on. The client resumes through B; A must notice
+    on its periodic renewal (every third of the window) and end its copy as moved.
+    """
+    limits = SessionLimits(window=1.5)
+    slow = {"interval": 0.5, "timeout": 30.0}
+    ended: dict[str, list[peerwatch.Verdict | None]] = {"a": [], "b": []}
+
+    def echo_as(name: str) -> Callable[[ResumableConnection], Awaitable[None]]:
+        async def handler(session: ResumableConnection) -> None:
+            try:
+                async for message in session:
+                    await session.enqueue(b"echo " + message)
+            finally:
+                ended[name].append(session.verdict)
+
+        return handler
+
+    clients = [connect_redis(f"redis://{redis.host}:{redis.port}/0", timeout=1.0) for _ in "ab"]
+    stores = [RedisStore(client, limits) for client in clients]
+    try:
+        async with (
+            peerwatch.serve(echo_as("a"), "127.0.0.1", 0, session_store=stores[0], **slow) as a,
+            peerwatch.serve(echo_as("b"), "127.0.0.1", 0, session_store=stores[1], **slow) as b,
+            Cutter(a.port) as cutter,
+        ):
+            conn = await peerwatch.connect(
+                "127.0.0.1", cutter.port, resume=True, resume_timeout=10, **slow
+            )
+            try:
+                await conn.send(b"one")
+                assert await asyncio.wait_for(conn.recv(), 5) == b"echo one"
+                cutter.target_port = b.port
+                assert cutter.cut_client_side() == 1
+                await asyncio.wait_for(conn.send(b"two"), 5)  # resumed on B
+                assert await asyncio.wait_for(conn.recv(), 5) == b"echo two"
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 5 * limits.window
+                while not ended["a"] and loop.time() < deadline:
+                    await asyncio.sleep(0.05)
+                assert ended["a"], "A's handler still waits for a session B serves"
+                verdict = ended["a"][0]
+                assert verdict is not None and verdict.cause is Cause.LOCAL
+                assert "taken over by another worker" in verdict.detail
+                assert not ended["b"]  # B serves it on
+                await asyncio.wait_for(conn.send(b"three"), 5)
+                assert await asyncio.wait_for(conn.recv(), 5) == b"echo three"
+            finally:
+                await conn.close()
+    finally:
+        for store in stores:
+            await store.aclose()
+        for client in clients:
+            await client.aclose()

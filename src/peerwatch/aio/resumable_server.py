@@ -91,6 +91,7 @@ class ResumableServer(Server):
             incarnation=incarnation,
         )
         self.store = store
+        store.on_taken_over = self._taken_over
         self.sessions: dict[bytes, ServerSession] = {}  # live sessions by id
         self.refused_sessions = 0  # unknown id, wrong token or full store
         self._session_handler = handler
@@ -256,6 +257,12 @@ class ResumableServer(Server):
                 log.warning("session store %s failed: %r", what, task.exception())
 
         task.add_done_callback(done)
+
+    def _taken_over(self, session_id: bytes) -> None:
+        """The store found another worker serving this session: the local copy lets go."""
+        owner = self.sessions.get(session_id)
+        if owner is not None:
+            owner.let_go("session taken over by another worker")
 
     def forget(self, owner: ServerSession) -> None:
         session_id = owner.session.session_id
