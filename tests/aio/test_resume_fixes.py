@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -10,7 +11,7 @@ import pytest
 from resumekit import Cutter
 
 import peerwatch
-from peerwatch import Cause, PeerDead, ResumableConnection
+from peerwatch import Cause, Delivery, PeerDead, ResumableConnection
 from peerwatch.core.session import LostCause, Session, SessionLimits
 from peerwatch.sessions.memory import MemoryStore
 from peerwatch.sessions.redis import RedisStore
@@ -67,6 +68,38 @@ async def test_a_message_numbered_while_writing_is_paused_and_the_outbox_empty_i
         finally:
             gate.set()
             await conn.close()
+
+
+async def stream(conn: ResumableConnection, payload: bytes, count: int, window: int) -> None:
+    """Enqueue ``count`` messages with at most ``window`` unacknowledged, then drain."""
+    outstanding: collections.deque[Delivery] = collections.deque()
+    for _ in range(count):
+        outstanding.append(await conn.enqueue(payload))
+        if len(outstanding) > window:
+            await outstanding.popleft()
+    await conn.drain()
+
+
+async def test_one_mib_messages_with_a_window_of_unacknowledged_never_stall() -> None:
+    """Issue 12, defect 1 as reported: 1 MiB messages, at most 1,024 unacknowledged.
+
+    The old code stalled in 6 of 8 such runs of 400 messages (the last 1-3 numbered,
+    never written); three runs of 150 here, each bounded by 15 s.
+    """
+
+    async def sink(session: ResumableConnection) -> None:
+        async for _ in session:
+            pass
+
+    payload = b"x" * (1024 * 1024)
+    for _ in range(3):
+        async with peerwatch.serve(sink, "127.0.0.1", 0, resume_window=30) as server:
+            conn = await peerwatch.connect("127.0.0.1", server.port, resume=True)
+            try:
+                await asyncio.wait_for(stream(conn, payload, 150, window=1024), 15)
+                assert conn.acked_through == 150
+            finally:
+                await conn.close()
 
 
 class TakesFailAfter(MemoryStore):
