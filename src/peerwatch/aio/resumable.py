@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+from peerwatch.aio.connection import EAGER_FLUSH
 from peerwatch.aio.handles import Delivery
 from peerwatch.aio.outages import Lost, Outage, Resumed, SessionEvent, Subscriber
 from peerwatch.aio.session_link import SessionLink
@@ -123,8 +124,13 @@ class ResumableConnection:
                 await self._store_call(self._store.sent(session, session.next_seq, data))
                 seq = session.send(data, self._loop.time())
         link = self.link
-        if link is not None and not link._flush_scheduled:
-            link.poke()
+        if link is not None:
+            if session.unwritten >= EAGER_FLUSH:
+                # a caller enqueueing in a loop may not yield before its window is full:
+                # the peer reads and ACKs while it goes on (as Connection.enqueue)
+                link.flush_now()
+            elif not link._flush_scheduled:
+                link.poke()
         return Delivery(self, seq)
 
     async def send(self, payload: bytes | bytearray | memoryview) -> None:
@@ -163,7 +169,16 @@ class ResumableConnection:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[bytes]:
+        session = self.session
         while True:
+            if session.inbox and self._store is None:
+                # no coroutine per message while messages wait (as ``Connection``); a
+                # write-through store must keep each take first (``recv``)
+                message = session.take()
+                assert message is not None
+                self._taken(len(message))
+                yield message
+                continue
             try:
                 yield await self.recv()
             except (PeerDead, ConnectionClosed) as exc:

@@ -322,9 +322,11 @@ class Session:
         return seq
 
     @property
-    def unwritten(self) -> bool:
-        """True while ``outgoing()`` has messages: numbered, not yet on this connection."""
-        return self.state is State.ATTACHED and self._sent_through < self.next_seq - 1
+    def unwritten(self) -> int:
+        """How many messages ``outgoing()`` has now: numbered, not yet on this connection."""
+        if self.state is not State.ATTACHED:
+            return 0
+        return self.next_seq - 1 - self._sent_through
 
     def outgoing(self) -> list[tuple[int, bytes]]:
         """Messages to write now on the attached connection, in order (the replay first)."""

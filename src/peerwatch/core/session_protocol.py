@@ -213,7 +213,7 @@ class SessionProtocol(Protocol):
         """
         session = self.session
         return bool(self._outbox) or (
-            session is not None and self.verdict is None and session.unwritten
+            session is not None and self.verdict is None and session.unwritten > 0
         )
 
     def get_timer(self) -> float | None:
