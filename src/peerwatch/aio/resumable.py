@@ -152,7 +152,8 @@ class ResumableConnection:
         """The next message of the session; waits across reconnects."""
         session = self.session
         while True:
-            if session.inbox:
+            # let go (``fenced``): what waits here untaken is replayed to the next owner
+            if session.inbox and not self.fenced:
                 if self._store is not None:
                     message = await self._take_kept()
                     if message is None:
@@ -171,7 +172,7 @@ class ResumableConnection:
     async def _iterate(self) -> AsyncIterator[bytes]:
         session = self.session
         while True:
-            if session.inbox and self._store is None:
+            if session.inbox and self._store is None and not self.fenced:
                 # no coroutine per message while messages wait (as ``Connection``); a
                 # write-through store must keep each take first (``recv``)
                 message = session.take()
@@ -372,7 +373,7 @@ class ResumableConnection:
         assert self._store is not None
         session = self.session
         async with self._write_lock:
-            if not session.inbox:
+            if not session.inbox or self.fenced:
                 return None  # another receiver took it meanwhile, or the session ended
             await self._store_call(self._store.consumed(session, session.consumed_through + 1))
             return session.take()
