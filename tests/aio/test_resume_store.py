@@ -98,7 +98,7 @@ async def test_a_store_that_fails_ends_the_session_and_the_client_gets_its_tail_
             await conn.drain()
     assert server_saw and server_saw[0].verdict.detail.startswith("STORE: ")
     verdict = caught.value.verdict
-    assert verdict.cause is Cause.SESSION_LOST and verdict.detail.startswith("PEER_LOST: ")
+    assert verdict.cause is Cause.SESSION_LOST and verdict.detail.startswith("STORE: ")
     # m0, m1 were taken (and kept); m2's take could not be kept: it comes back with the rest
     assert verdict.undelivered == tuple(sent[2:])
     assert conn.acked_through == 2

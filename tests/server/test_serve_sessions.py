@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from serveproc import Served, established_by_pid
+from serveproc import Served, established_by_pid, pid_gone
 from sessionapp import LOG_DIR, read_logs
 
 import peerwatch
@@ -74,9 +74,9 @@ def holder(served: Served) -> int:
 
 
 async def stream(
-    conn: peerwatch.ResumableConnection, served: Served
+    conn: peerwatch.ResumableConnection, served: Served, sig: int = signal.SIGKILL
 ) -> tuple[list[bytes], list[peerwatch.Delivery], int, PeerDead | None]:
-    """Send COUNT paced messages, SIGKILL the holder after KILL_AT; what went out, and who died."""
+    """Send COUNT paced messages, signal the holder after KILL_AT; what went out, and who died."""
     sent: list[bytes] = []
     deliveries: list[peerwatch.Delivery] = []
     victim = 0
@@ -87,7 +87,12 @@ async def stream(
             sent.append(message)
             if i == KILL_AT:
                 victim = holder(served)
-                os.kill(victim, signal.SIGKILL)
+                os.kill(victim, sig)
+                if sig == signal.SIGTERM:
+                    # block this loop until the worker is gone: the client reads its
+                    # GOODBYE and resumes only after the shutdown finished (a slow client,
+                    # or one whose first attempt failed), so nothing can race the books
+                    assert pid_gone(victim, 15), "the worker did not shut down"
             await asyncio.sleep(PACE)
         await asyncio.wait_for(conn.drain(), 30)
     except PeerDead as dead:
@@ -95,8 +100,18 @@ async def stream(
     return sent, deliveries, victim, None
 
 
+@pytest.mark.parametrize(
+    "sig",
+    [
+        signal.SIGKILL,
+        # a rolling restart: the worker shuts down gracefully and lets the session move
+        # away, its books left in Redis (issue 12: it used to end it and forget them)
+        signal.SIGTERM,
+    ],
+    ids=["SIGKILL", "SIGTERM"],
+)
 async def test_redis_store_the_session_resumes_on_the_other_worker_exactly_once(
-    serve: Callable[..., Served], redis: Server, tmp_path: Path
+    serve: Callable[..., Served], redis: Server, tmp_path: Path, sig: signal.Signals
 ) -> None:
     served = start(serve, tmp_path, "--session-store", f"redis://127.0.0.1:{redis.port}/0")
     assert "sessions redis://" in served.out[0]
@@ -109,7 +124,7 @@ async def test_redis_store_the_session_resumes_on_the_other_worker_exactly_once(
 
     reader = asyncio.ensure_future(read())
     try:
-        sent, _, victim, dead = await stream(conn, served)
+        sent, _, victim, dead = await stream(conn, served, sig)
         assert dead is None, dead.verdict if dead else None
         survivor = next(pid for pid in served.pids if pid != victim)
         logs: dict[int, list[tuple[str, bytes]]] = {}
@@ -138,7 +153,14 @@ async def test_redis_store_the_session_resumes_on_the_other_worker_exactly_once(
         # one outage, resumed on the survivor
         assert len(conn.history) == 1 and conn.history[0].outage is not None
         assert established_by_pid(survivor, served.port) == 1
-        assert any(f"(pid {victim}) was killed by SIGKILL" in line for line in served.err)
+        if sig == signal.SIGKILL:
+            assert any(f"(pid {victim}) was killed by SIGKILL" in line for line in served.err)
+        else:  # it shut down: the session was let go, not ended (GOODBYE GOING_AWAY)
+            moved = conn.history[0].verdict
+            assert moved.cause is Cause.GOODBYE and "session moved" in moved.detail, moved
+            # and it left the books alone: the old code tried to delete them (SESSION_UNKNOWN
+            # for the client when that won the race with closing the Redis client)
+            assert not [line for line in served.err if "forgetting session" in line]
     finally:
         reader.cancel()
         await conn.close()

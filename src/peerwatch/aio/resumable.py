@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+from peerwatch.aio.connection import EAGER_FLUSH
 from peerwatch.aio.handles import Delivery
 from peerwatch.aio.outages import Lost, Outage, Resumed, SessionEvent, Subscriber
 from peerwatch.aio.session_link import SessionLink
@@ -60,7 +61,9 @@ class ResumableConnection:
         self._carried = 0  # inbox messages received on an earlier link (no window to free)
         self._peer_max_message: int | None = None
         self._peer_closing = False  # the peer said GOODBYE(NORMAL): its verdict ends us
-        self.fenced = False  # another worker took the session over: it is not ours to end
+        # another worker took the session over, or this one let it go (shutting down with a
+        # shared store): its books are not ours to end
+        self.fenced = False
 
     # ------------------------------------------------------------------ queries
 
@@ -121,8 +124,13 @@ class ResumableConnection:
                 await self._store_call(self._store.sent(session, session.next_seq, data))
                 seq = session.send(data, self._loop.time())
         link = self.link
-        if link is not None and not link._flush_scheduled:
-            link.poke()
+        if link is not None:
+            if session.unwritten >= EAGER_FLUSH:
+                # a caller enqueueing in a loop may not yield before its window is full:
+                # the peer reads and ACKs while it goes on (as Connection.enqueue)
+                link.flush_now()
+            elif not link._flush_scheduled:
+                link.poke()
         return Delivery(self, seq)
 
     async def send(self, payload: bytes | bytearray | memoryview) -> None:
@@ -144,7 +152,8 @@ class ResumableConnection:
         """The next message of the session; waits across reconnects."""
         session = self.session
         while True:
-            if session.inbox:
+            # let go (``fenced``): what waits here untaken is replayed to the next owner
+            if session.inbox and not self.fenced:
                 if self._store is not None:
                     message = await self._take_kept()
                     if message is None:
@@ -161,7 +170,16 @@ class ResumableConnection:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[bytes]:
+        session = self.session
         while True:
+            if session.inbox and self._store is None and not self.fenced:
+                # no coroutine per message while messages wait (as ``Connection``); a
+                # write-through store must keep each take first (``recv``)
+                message = session.take()
+                assert message is not None
+                self._taken(len(message))
+                yield message
+                continue
             try:
                 yield await self.recv()
             except (PeerDead, ConnectionClosed) as exc:
@@ -295,7 +313,7 @@ class ResumableConnection:
         self._finish(
             Verdict(
                 cause=Cause.SESSION_LOST,
-                detail=f"{lost.cause}: {lost.detail}",
+                detail=lost.reason,
                 detected_at=lost.at,
                 silent_for=0.0 if link is not None else lost.at - self.session.detached_since,
                 undelivered=lost.unacknowledged,
@@ -303,8 +321,7 @@ class ResumableConnection:
             )
         )
         if link is not None and link.verdict is None:
-            said = f"{lost.cause}: {lost.detail}"  # as the core says it (PROTOCOL.md 8.6)
-            link.leave(GoodbyeCode.SESSION_LOST, said, f"session lost: {said}")
+            link.leave(GoodbyeCode.SESSION_LOST, lost.reason, f"session lost: {lost.reason}")
 
     def _finish(self, verdict: Verdict) -> None:
         if self.verdict is not None:
@@ -356,7 +373,7 @@ class ResumableConnection:
         assert self._store is not None
         session = self.session
         async with self._write_lock:
-            if not session.inbox:
+            if not session.inbox or self.fenced:
                 return None  # another receiver took it meanwhile, or the session ended
             await self._store_call(self._store.consumed(session, session.consumed_through + 1))
             return session.take()
@@ -372,15 +389,26 @@ class ResumableConnection:
 
     def _fenced(self, why: str) -> None:
         """Another worker took the session over: this one lets go without ending it."""
+        self.let_go(f"session taken over by another worker: {why}")
+
+    def let_go(self, detail: str) -> None:
+        """This process stops serving the session without ending it: the peer resumes it
+        elsewhere from a shared store's books, which stay as they are (``fenced``).
+
+        Its connection ends with GOODBYE(GOING_AWAY), which only detaches the peer's
+        side; here the session ends LOCAL with nothing handed back (nothing is lost:
+        the next owner replays what is unacknowledged)."""
+        if self.verdict is not None:
+            return
         self.fenced = True
         link = self.link
         self.link = None
         if link is not None and link.verdict is None:
-            link.leave(GoodbyeCode.GOING_AWAY, "session moved", f"session fenced off: {why}")
+            link.leave(GoodbyeCode.GOING_AWAY, "session moved", f"session moved: {detail}")
         self._finish(
             Verdict(
                 cause=Cause.LOCAL,
-                detail=f"session taken over by another worker: {why}",
+                detail=detail,
                 detected_at=self._loop.time(),
                 silent_for=0.0,
                 detected_wall=time.time(),

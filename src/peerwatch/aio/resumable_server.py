@@ -156,6 +156,7 @@ class ResumableServer(Server):
             incarnation=incarnation,
         )
         self.store = store
+        store.on_taken_over = self._taken_over
         self.sessions: dict[bytes, ServerSession] = {}  # live sessions by id
         self.refused_sessions = 0  # unknown id, wrong token or full store
         self._session_handler = handler
@@ -360,6 +361,12 @@ class ResumableServer(Server):
 
         task.add_done_callback(done)
 
+    def _taken_over(self, session_id: bytes) -> None:
+        """The store found another worker serving this session: the local copy lets go."""
+        owner = self.sessions.get(session_id)
+        if owner is not None:
+            owner.let_go("session taken over by another worker")
+
     def forget(self, owner: ServerSession) -> None:
         session_id = owner.session.session_id
         if self.sessions.get(session_id) is owner:
@@ -399,9 +406,18 @@ class ResumableServer(Server):
     # ----------------------------------------------------------------- the end
 
     async def shutdown(self, reason: str = "server shutting down", drain: float = 1.0) -> None:
-        """As ``Server.shutdown``; the sessions this process kept end with it (LOCAL)."""
+        """As ``Server.shutdown``. With a shared store the sessions move away: each handler
+        ends LOCAL, the books stay in the store (parked: their window runs from now) and
+        the clients resume on another worker (a rolling restart loses nothing). With the
+        in-process store the sessions end with this process (LOCAL, handing back)."""
         if self._expiry is not None:
             self._expiry.cancel()
+        if self.store.shared:
+            self.close()  # no reconnect may land here while the sessions move away
+            await self._let_sessions_go(reason)
+            await super().shutdown(reason, drain)
+            await self._let_sessions_go(reason)  # one adopted by a lookup under way
+            return
         await super().shutdown(reason, drain)
         assert self._loop is not None
         now = self._loop.time()
@@ -416,6 +432,19 @@ class ResumableServer(Server):
                     detected_wall=time.time(),
                 )
             )
+
+    async def _let_sessions_go(self, reason: str) -> None:
+        """End every local session as moved away and park its books in the shared store."""
+        owners = list(self.sessions.values())
+        for owner in owners:
+            owner.let_go(f"session moved away: {reason}")  # detaches it (and parks it)
+        # awaited here, not only spawned: the store closes right after shutdown
+        parked = await asyncio.gather(
+            *(self.store.park(owner.session) for owner in owners), return_exceptions=True
+        )
+        for owner, result in zip(owners, parked, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("parking session %s at shutdown failed: %r", owner, result)
 
 
 def _carries_its_session(conn: Connection) -> bool:

@@ -88,6 +88,12 @@ class SessionLink(Connection):
         if self._transport is not None and self._protocol.verdict is None:
             self._schedule_flush()
 
+    def flush_now(self) -> None:
+        """One pass at once unless writing is paused (as ``Connection.enqueue`` does for a
+        sender enqueueing in a loop: the peer reads and ACKs while it goes on)."""
+        if not self._protocol.writing_paused:
+            self._flush()
+
     def taken(self, size: int) -> None:
         """The application took a message this link received: its receive window frees."""
         self._taken += 1

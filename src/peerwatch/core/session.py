@@ -91,6 +91,15 @@ class SessionLost:
     unacknowledged: tuple[bytes, ...]  # every message the peer did not acknowledge, in order
     consumed_through: int  # last seq of the peer's messages our application took
 
+    @property
+    def reason(self) -> str:
+        """The reason our GOODBYE(SESSION_LOST) carries: the cause's name first (PROTOCOL.md 8)."""
+        return f"{self.cause}: {self.detail}"
+
+
+#: How a session lost by the peer begins its detail; said once, however it was relayed.
+PEER_LOST_DETAIL = "the peer lost the session: "
+
 
 @dataclass(frozen=True)
 class SessionLimits:
@@ -274,8 +283,22 @@ class Session:
             self.inbox_bytes = 0
 
     def on_peer_lost(self, reason: str, now: float) -> None:
-        """The peer said GOODBYE(SESSION_LOST): it will not resume, so neither can we."""
-        self._lose(LostCause.PEER_LOST, f"the peer lost the session: {reason or 'no reason'}", now)
+        """The peer said GOODBYE(SESSION_LOST): it will not resume, so neither can we.
+
+        Its reason names its cause first (``STORE: ...``). A store failure keeps its
+        cause (the application learns the peer's books failed, not just that it
+        ended); any cause's name and a relayed "the peer lost the session" are said
+        once in the detail, not once per side that passed it on.
+        """
+        cause = LostCause.PEER_LOST
+        name, colon, rest = reason.partition(": ")
+        if colon and name in LostCause.__members__:
+            reason = rest
+            if name == LostCause.STORE.value:
+                cause = LostCause.STORE
+        while reason.startswith(PEER_LOST_DETAIL):
+            reason = reason[len(PEER_LOST_DETAIL) :]
+        self._lose(cause, PEER_LOST_DETAIL + (reason or "no reason"), now)
 
     def on_store_failed(self, reason: str, now: float) -> None:
         """The store keeping this session's books failed: going on would break exactly-once."""
@@ -322,6 +345,13 @@ class Session:
                 now,
             )
         return seq
+
+    @property
+    def unwritten(self) -> int:
+        """How many messages ``outgoing()`` has now: numbered, not yet on this connection."""
+        if self.state is not State.ATTACHED:
+            return 0
+        return self.next_seq - 1 - self._sent_through
 
     def outgoing(self) -> list[tuple[int, bytes]]:
         """Messages to write now on the attached connection, in order (the replay first)."""

@@ -248,6 +248,19 @@ class SessionProtocol(Protocol):
             )
         outbox.extend([payload for _, payload in fresh])
 
+    @property
+    def data_pending(self) -> bool:
+        """The outbox, or messages the session numbered that no pass has pulled in yet.
+
+        The session numbers a message at once; only a pass with a data budget moves it
+        into the outbox. A message numbered while writing was paused must count here,
+        or ``resume_writing`` schedules no pass and it is never written (issue 12).
+        """
+        session = self.session
+        return bool(self._outbox) or (
+            session is not None and self.verdict is None and session.unwritten > 0
+        )
+
     def get_timer(self) -> float | None:
         """The connection's timer, or the session's replay-age bound if that comes first."""
         timer = super().get_timer()
@@ -384,8 +397,7 @@ class SessionProtocol(Protocol):
     def _session_lost_here(self, lost: SessionLost) -> None:
         """This side ended the session (a bound, an inconsistent RESUME): tell the peer."""
         self._tell(SessionEnded(lost))
-        detail = f"{lost.cause}: {lost.detail}"
-        self._leave(GoodbyeCode.SESSION_LOST, detail, Cause.SESSION_LOST, detail)
+        self._leave(GoodbyeCode.SESSION_LOST, lost.reason, Cause.SESSION_LOST, lost.reason)
 
     def _write_ack(self) -> None:
         """ACK, cumulatively, every message of the session the application took."""

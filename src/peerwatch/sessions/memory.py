@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import secrets
+from collections.abc import Callable
 
 from peerwatch.core.frames import NO_SESSION_ID, SESSION_ID_SIZE, TOKEN_SIZE
 from peerwatch.core.session import Session, SessionLimits, SessionLost, State
@@ -36,6 +37,8 @@ class MemoryStore:
 
     #: the session objects are the books: nothing to write through
     write_through = False
+    shared = False  # the books go when this process goes
+    on_taken_over: Callable[[bytes], None] | None = None  # never: no other worker sees them
 
     def __init__(self, limits: SessionLimits, max_sessions: int = 10_000) -> None:
         if max_sessions < 1:

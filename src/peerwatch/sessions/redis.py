@@ -148,6 +148,7 @@ class RedisStore:
     """
 
     write_through = True
+    shared = True
 
     def __init__(
         self,
@@ -173,6 +174,7 @@ class RedisStore:
         self._renew_every = limits.window / RENEWALS_PER_WINDOW
         self._renewer: asyncio.Task[None] | None = None
         self._closed = False
+        self.on_taken_over: Callable[[bytes], None] | None = None  # see SessionStore
         self._sent = client.register_script(_SENT)
         self._acked = client.register_script(_ACKED)
         self._consumed = client.register_script(_CONSUMED)
@@ -307,7 +309,13 @@ class RedisStore:
                 f"session store {describe(self.client)} lost the session while {doing}"
                 " (its keys expired, or Redis restarted without persistence)"
             )
+        self._taken_over(session.session_id)
         raise Fenced("another worker took the session over")
+
+    def _taken_over(self, session_id: bytes) -> None:
+        """Another worker holds the session now: tell the server (its copy lets go)."""
+        if self.on_taken_over is not None:
+            self.on_taken_over(session_id)
 
     async def sent(self, session: Session, seq: int, payload: bytes) -> None:
         """Keep message ``seq`` (``session.next_seq``) before the session numbers it.
@@ -382,6 +390,8 @@ class RedisStore:
                 ours = 1
             if ours:
                 ended.append((session_id, session.lost))
+            else:
+                self._taken_over(session_id)
         return ended
 
     async def _renew_forever(self) -> None:
@@ -391,21 +401,38 @@ class RedisStore:
             await self._renew()
 
     async def _renew(self) -> None:
-        """One pipeline renewing the TTL of every attached session this process owns."""
-        attached = [(s, e) for s, e in self._owned.values() if s.state is not State.DETACHED]
-        if not attached:
+        """One pipeline renewing the TTL of every attached session this process owns, and
+        reading the owner of every detached one (its TTL is its window: not renewed).
+
+        Either finds the sessions another worker took over: an idle one would otherwise
+        keep its handler here waiting until this process stops (its next write, the
+        first to be fenced, may never come). A vanished one is found out by its next
+        write (StoreFailed) or its window.
+        """
+        owned = list(self._owned.values())
+        if not owned:
             return
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                for session, epoch in attached:
-                    await self._touch(  # queued in the pipeline, sent by execute()
-                        keys=self._keys(session.session_id), args=[epoch, self._ttl_ms], client=pipe
-                    )
-                await pipe.execute()
+                for session, epoch in owned:
+                    keys = self._keys(session.session_id)
+                    if session.state is State.DETACHED:
+                        pipe.hget(keys[0], "epoch")
+                    else:  # queued in the pipeline, sent by execute()
+                        await self._touch(keys=keys, args=[epoch, self._ttl_ms], client=pipe)
+                results = await pipe.execute()
         except RedisError as exc:  # each session's next write says it (StoreFailed) to its owner
             log.warning("%s: renewing %d session TTLs failed: %s", describe(self.client),
-                        len(attached), exc)  # fmt: skip
-        # a fenced or vanished one is found out by its next write (Fenced / StoreFailed)
+                        len(owned), exc)  # fmt: skip
+            return
+        for (session, epoch), result in zip(owned, results, strict=True):
+            if session.state is State.DETACHED:
+                moved = result is not None and int(result) != int(epoch)
+            else:
+                moved = result == 0
+            if moved and self._owned.get(session.session_id, (None,))[0] is session:
+                del self._owned[session.session_id]
+                self._taken_over(session.session_id)
 
     async def forget(self, session_id: bytes) -> None:
         owned = self._owned.pop(session_id, None)

@@ -40,6 +40,7 @@ the session over: the adapter drops its connection and does not end the session.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 from peerwatch.core.session import Session, SessionLost
@@ -64,6 +65,16 @@ class SessionStore(Protocol):
 
     #: True: ``sent``, ``consumed`` and ``acked`` must be awaited (the store keeps copies)
     write_through: bool
+
+    #: True: the books outlive this process (another worker or host can resume the
+    #: session), so a server shutting down lets its sessions go rather than ending them
+    shared: bool
+
+    #: Set by the server: called with a session's id when the store finds that another
+    #: worker took over a session this process still serves (a fenced write, or the
+    #: periodic renewal of an idle one), so the local copy lets go at once, not when
+    #: this process stops
+    on_taken_over: Callable[[bytes], None] | None
 
     #: attempts this process saw that named a live session with the wrong token (counted,
     #: then refused exactly as an unknown id is, so a prober cannot tell which ids exist)
