@@ -99,6 +99,9 @@ class SessionLost:
 
 #: How a session lost by the peer begins its detail; said once, however it was relayed.
 PEER_LOST_DETAIL = "the peer lost the session: "
+#: Causes a peer's GOODBYE(SESSION_LOST) passes on to this side's verdict: what failed
+#: over there (its books, its memory), which the application may act on.
+_KEPT_FROM_PEER = frozenset({"STORE", "OVERLOADED"})
 
 
 @dataclass(frozen=True)
@@ -285,17 +288,17 @@ class Session:
     def on_peer_lost(self, reason: str, now: float) -> None:
         """The peer said GOODBYE(SESSION_LOST): it will not resume, so neither can we.
 
-        Its reason names its cause first (``STORE: ...``). A store failure keeps its
-        cause (the application learns the peer's books failed, not just that it
-        ended); any cause's name and a relayed "the peer lost the session" are said
+        Its reason names its cause first (``STORE: ...``). A store failure or an
+        overloaded server keeps its cause (the application learns why the peer's side
+        gave up, not just that it ended); any cause's name and a relayed "the peer lost the session" are said
         once in the detail, not once per side that passed it on.
         """
         cause = LostCause.PEER_LOST
         name, colon, rest = reason.partition(": ")
         if colon and name in LostCause.__members__:
             reason = rest
-            if name == LostCause.STORE.value:
-                cause = LostCause.STORE
+            if name in _KEPT_FROM_PEER:
+                cause = LostCause(name)
         while reason.startswith(PEER_LOST_DETAIL):
             reason = reason[len(PEER_LOST_DETAIL) :]
         self._lose(cause, PEER_LOST_DETAIL + (reason or "no reason"), now)
