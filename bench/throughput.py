@@ -32,7 +32,7 @@ class Setup:
     label: str
     kind: str  # floor | websockets | peerwatch
     uvloop: bool = False
-    mode: str = "ff"  # ff | ack
+    mode: str = "ff"  # ff | await | ack (bench/tp_client.py)
     compiled: bool = False  # peerwatch from COMPILED
 
     @property
@@ -48,6 +48,9 @@ FLOOR = "bare floor"
 WEBSOCKETS = "websockets"
 PW_FF = "peerwatch fire-and-forget"
 PW_ACK = "peerwatch acknowledged"
+#: fire-and-forget through ``await enqueue`` (a coroutine and a Delivery per message): what
+#: ``enqueue_nowait`` saves, side by side
+PW_FF_AWAIT = "peerwatch fire-and-forget, await enqueue"
 FLOOR_UV = "bare floor + uvloop"
 WEBSOCKETS_UV = "websockets + uvloop"
 PW_FF_UV = "peerwatch fire-and-forget + uvloop"
@@ -58,6 +61,7 @@ SETUPS = [
     Setup(FLOOR, "floor"),
     Setup(WEBSOCKETS, "websockets"),
     Setup(PW_FF, "peerwatch"),
+    Setup(PW_FF_AWAIT, "peerwatch", mode="await"),
     Setup(PW_ACK, "peerwatch", mode="ack"),
     Setup(FLOOR_UV, "floor", uvloop=True),
     Setup(WEBSOCKETS_UV, "websockets", uvloop=True),
