@@ -34,6 +34,7 @@ class Setup:
     uvloop: bool = False
     mode: str = "ff"  # ff | await | ack (bench/tp_client.py)
     compiled: bool = False  # peerwatch from COMPILED
+    send_queue: int = 0  # peerwatch's send_queue; 0: the default
 
     @property
     def server_key(self) -> tuple[str, bool, bool]:
@@ -50,7 +51,7 @@ PW_FF = "peerwatch fire-and-forget"
 PW_ACK = "peerwatch acknowledged"
 #: fire-and-forget through ``await enqueue`` (a coroutine and a Delivery per message): what
 #: ``enqueue_nowait`` saves, side by side
-PW_FF_AWAIT = "peerwatch fire-and-forget, await enqueue"
+PW_FF_AWAIT = "peerwatch ff via await enqueue"
 FLOOR_UV = "bare floor + uvloop"
 WEBSOCKETS_UV = "websockets + uvloop"
 PW_FF_UV = "peerwatch fire-and-forget + uvloop"
@@ -89,6 +90,8 @@ def one_run(server: Child, setup: Setup, port: int, size: int, seconds: float) -
     args += ["--mode", setup.mode, "--max-seconds", str(seconds * 20 + 60)]
     if setup.uvloop:
         args.append("--uvloop")
+    if setup.send_queue:
+        args += ["--send-queue", str(setup.send_queue)]
     with Child("bench.tp_client", args, cpu=1, env=setup.env) as client:
         client.read_event(30, "start")
         window = CpuWindow(server.pid, client.pid)

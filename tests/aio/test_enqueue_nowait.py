@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 import peerwatch
+from peerwatch.aio.connection import EAGER_FLUSH
 from peerwatch.core.verdicts import Cause
 
 pytestmark = pytest.mark.timeout(30)
@@ -135,3 +136,17 @@ async def test_a_server_connection_counts_it_in_the_memory_budget() -> None:
         assert await asyncio.wait_for(conn.recv(), 5) == b"z" * 3_000
         assert held == [3_000] and used[0] >= 3_000
         await conn.close()
+
+
+async def test_a_producer_that_never_yields_gets_written_every_eager_flush_messages() -> None:
+    """The peer must read (and ACK) while a producer that does not yield keeps queueing."""
+    async with _stalled_peer() as (conn, release):
+        for send in ("nowait", "await"):
+            before = conn.bytes_out
+            for _ in range(EAGER_FLUSH - 1):  # no loop pass in between: nothing written yet
+                conn.enqueue_nowait(b"p") if send == "nowait" else await conn.enqueue(b"p")
+            assert conn.bytes_out == before, send
+            conn.enqueue_nowait(b"p") if send == "nowait" else await conn.enqueue(b"p")
+            assert conn.bytes_out > before + EAGER_FLUSH, send  # the lot, written at once
+            await asyncio.sleep(0.05)  # the pass scheduled by the first of them ran
+            release.set()

@@ -167,6 +167,14 @@ class Connection(asyncio.BufferedProtocol):
                 f" (send_queue {self._config.send_queue}, send_buffer"
                 f" {self._config.send_buffer} bytes)"
             )
+        if (
+            self._flush_scheduled
+            and self._share.budget is None
+            and seq - protocol.outbound.sent_through < EAGER_FLUSH
+        ):
+            # _queued's cases, the commonest written out: a pass is coming and no budget
+            # counts (one call less per message: 8 % of its instructions, callgrind)
+            return seq
         self._queued(len(data), seq)
         return seq
 
