@@ -136,17 +136,17 @@ class Connection(asyncio.BufferedProtocol):
     async def enqueue(self, payload: bytes | bytearray | memoryview) -> Delivery:
         """Queue a message; waits only while the send queue is full (backpressure): see
         ``Protocol.has_room`` (``send_queue`` messages or ``send_buffer`` bytes unACKed)."""
-        protocol = self._protocol
-        if protocol.verdict is not None:
-            self._raise_if_over()
+        try:
+            return Delivery(self, self.enqueue_nowait(payload))
+        except QueueFull:  # wait for room (a try costs nothing while nothing is raised)
+            pass
         data = payload if type(payload) is bytes else bytes(payload)
-        seq = protocol.offer(data)
-        while not seq:
+        while True:
             await self._waiters.space()
             self._raise_if_over()
-            seq = protocol.offer(data)
-        self._queued(len(data), seq)
-        return Delivery(self, seq)
+            if seq := self._protocol.offer(data):
+                self._queued(len(data), seq)
+                return Delivery(self, seq)
 
     def enqueue_nowait(self, payload: bytes | bytearray | memoryview) -> int:
         """Queue a message without waiting; return its sequence number (``wait_acked(seq)``
