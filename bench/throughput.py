@@ -32,8 +32,9 @@ class Setup:
     label: str
     kind: str  # floor | websockets | peerwatch
     uvloop: bool = False
-    mode: str = "ff"  # ff | ack
+    mode: str = "ff"  # ff | await | ack (bench/tp_client.py)
     compiled: bool = False  # peerwatch from COMPILED
+    send_queue: int = 0  # peerwatch's send_queue; 0: the default
 
     @property
     def server_key(self) -> tuple[str, bool, bool]:
@@ -48,6 +49,9 @@ FLOOR = "bare floor"
 WEBSOCKETS = "websockets"
 PW_FF = "peerwatch fire-and-forget"
 PW_ACK = "peerwatch acknowledged"
+#: fire-and-forget through ``await enqueue`` (a coroutine and a Delivery per message): what
+#: ``enqueue_nowait`` saves, side by side
+PW_FF_AWAIT = "peerwatch ff via await enqueue"
 FLOOR_UV = "bare floor + uvloop"
 WEBSOCKETS_UV = "websockets + uvloop"
 PW_FF_UV = "peerwatch fire-and-forget + uvloop"
@@ -58,6 +62,7 @@ SETUPS = [
     Setup(FLOOR, "floor"),
     Setup(WEBSOCKETS, "websockets"),
     Setup(PW_FF, "peerwatch"),
+    Setup(PW_FF_AWAIT, "peerwatch", mode="await"),
     Setup(PW_ACK, "peerwatch", mode="ack"),
     Setup(FLOOR_UV, "floor", uvloop=True),
     Setup(WEBSOCKETS_UV, "websockets", uvloop=True),
@@ -85,6 +90,8 @@ def one_run(server: Child, setup: Setup, port: int, size: int, seconds: float) -
     args += ["--mode", setup.mode, "--max-seconds", str(seconds * 20 + 60)]
     if setup.uvloop:
         args.append("--uvloop")
+    if setup.send_queue:
+        args += ["--send-queue", str(setup.send_queue)]
     with Child("bench.tp_client", args, cpu=1, env=setup.env) as client:
         client.read_event(30, "start")
         window = CpuWindow(server.pid, client.pid)

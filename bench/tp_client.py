@@ -5,7 +5,9 @@
 It sends as fast as the implementation lets it for ``S`` seconds, then an END
 message, and stops the clock when the server's application reports how many
 messages it consumed (so messages still in buffers are not counted as done).
-``ff`` (fire-and-forget) for peerwatch is ``enqueue`` per message then ``drain``;
+``ff`` (fire-and-forget) for peerwatch is the README's fire-and-forget API:
+``enqueue_nowait`` per message, ``await enqueue`` when it raises ``QueueFull``, then ``drain``;
+``await`` is fire-and-forget through ``await enqueue`` per message (the Delivery unused);
 ``ack`` awaits each message's delivery future (``enqueue`` returns it), keeping at
 most ``window`` deliveries outstanding.
 """
@@ -98,9 +100,15 @@ async def run_peerwatch(
     emit("start")
     start = time.perf_counter()
     deadline = start + seconds
-    enqueue = conn.enqueue
+    enqueue, enqueue_nowait, queue_full = conn.enqueue, conn.enqueue_nowait, peerwatch.QueueFull
     while True:
         if mode == "ff":
+            for _ in range(batch):
+                try:
+                    enqueue_nowait(payload)
+                except queue_full:  # backpressure: wait for room as the README shows
+                    await enqueue(payload)
+        elif mode == "await":
             for _ in range(batch):
                 await enqueue(payload)
         else:
@@ -144,7 +152,7 @@ if __name__ == "__main__":
     parser.add_argument("port", type=int)
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--mode", choices=["ff", "ack"], default="ff")
+    parser.add_argument("--mode", choices=["ff", "await", "ack"], default="ff")
     parser.add_argument("--window", type=int, default=1024)
     parser.add_argument("--send-queue", type=int, default=0, help="peerwatch send_queue")
     parser.add_argument("--uvloop", action="store_true")

@@ -1,6 +1,6 @@
 """Per-message cost of the asyncio client's send path alone: ``await conn.enqueue(payload)``.
 
-``python -m bench.tp_enqueue [ROUNDS]``
+``python -m bench.tp_enqueue [ROUNDS] [nowait]``
 
 A ``Connection`` on a stub transport that swallows writes (no socket, no peer process) is
 handed the server's HELLO, then sends ``ROUNDS`` x 256 messages of 100 bytes; after each
@@ -8,6 +8,7 @@ handed the server's HELLO, then sends ``ROUNDS`` x 256 messages of 100 bytes; af
 what the sending process does per message in Python: the coroutine, ``Protocol.offer``, the
 ``Delivery`` handle, cutting the frames, applying the ACK. Under ``valgrind --tool=callgrind``
 the difference of two ROUNDS counts gives instructions per message (bench/analysis.md).
+``nowait`` sends with ``conn.enqueue_nowait(payload)`` instead: no coroutine, no ``Delivery``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class SwallowingTransport:
         return default
 
 
-async def run(rounds: int) -> float:
+async def run(rounds: int, nowait: bool = False) -> float:
     """Seconds per message over ``rounds`` x ``BATCH`` messages."""
     conn = Connection(Config(), "client")
     conn.connection_made(SwallowingTransport())  # type: ignore[arg-type]
@@ -55,12 +56,16 @@ async def run(rounds: int) -> float:
 
     feed(encode_hello(Hello(PROTOCOL_VERSION, 1, 1.0, 5.0, 1 << 20, 1 << 24)))
     payload = b"x" * 100
-    enqueue = conn.enqueue
+    enqueue, enqueue_nowait = conn.enqueue, conn.enqueue_nowait
     sent = 0
     start = time.perf_counter()
     for _ in range(rounds):
-        for _ in range(BATCH):
-            await enqueue(payload)
+        if nowait:  # the window (1,024) never fills: each round is ACKed
+            for _ in range(BATCH):
+                enqueue_nowait(payload)
+        else:
+            for _ in range(BATCH):
+                await enqueue(payload)
         sent += BATCH
         conn._flush()
         feed(encode_ack(sent))
@@ -69,7 +74,8 @@ async def run(rounds: int) -> float:
 
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 400
-    print(f"{asyncio.run(run(rounds)) * 1e9:.0f} ns per message")
+    nowait = sys.argv[2:] == ["nowait"]
+    print(f"{asyncio.run(run(rounds, nowait)) * 1e9:.0f} ns per message")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "ConnectionClosed": "peerwatch.errors",
     "PeerDead": "peerwatch.errors",
     "HandshakeFailed": "peerwatch.errors",
+    "QueueFull": "peerwatch.errors",
     "TcpInfo": "peerwatch.kernel.tcpinfo",
     "TcpState": "peerwatch.kernel.tcpinfo",
     "tcp_info": "peerwatch.kernel.tcpinfo",
@@ -88,6 +89,7 @@ __all__ = [
     "PeerwatchError",
     "ProtectSettings",
     "ProtocolError",
+    "QueueFull",
     "RemoteProtocolError",
     "ResumableConnection",
     "Resumed",
@@ -136,6 +138,7 @@ if TYPE_CHECKING:
         PeerDead,
         PeerwatchError,
         ProtocolError,
+        QueueFull,
         RemoteProtocolError,
     )
     from peerwatch.kernel.guarding import GuardResult, guard

@@ -8,6 +8,7 @@ One root, two kinds of trouble, mirroring trio's Closed/Broken split::
      │    ├── LocalProtocolError   this side tried to do something the protocol forbids
      │    └── RemoteProtocolError  the peer sent something the protocol forbids
      │         └── MessageTooBig   a message over our max_message (GOODBYE MESSAGE_TOO_BIG)
+     ├── QueueFull            enqueue_nowait found the send queue full (nothing was queued)
      ├── ConnectionClosed     this side closed the connection (your code did it)
      ├── PeerDead             the outside world ended it: carries the Verdict
      │    └── HandshakeFailed the peer never completed HELLO within the handshake timeout
@@ -48,6 +49,11 @@ class RemoteProtocolError(ProtocolError):
 
 class MessageTooBig(RemoteProtocolError):
     """The peer sent a message over the max_message we announced; it is told so by name."""
+
+
+class QueueFull(PeerwatchError):
+    """``enqueue_nowait`` found the send window full (``send_queue`` messages or
+    ``send_buffer`` bytes unacknowledged): nothing was queued. ``await enqueue`` waits instead."""
 
 
 class ConnectionClosed(PeerwatchError):

@@ -1,5 +1,6 @@
 """``Protocol.offer``, the one-call send path, queues exactly when ``has_room`` says a message
-fits (it writes the rule out for speed), and checks what ``send`` checks."""
+fits and keeps the books ``Outbound.assign`` keeps (it writes both out for speed), and checks
+what ``send`` checks."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peerwatch.core.config import Config
+from peerwatch.core.delivery import Outbound
 from peerwatch.core.protocol import Protocol, Received
 from peerwatch.errors import LocalProtocolError
 
@@ -35,12 +37,13 @@ def deliver(sender: Protocol, receiver: Protocol) -> list[bytes]:
     send_buffer=st.integers(1, 300),
     steps=st.lists(st.tuples(st.integers(0, 150), st.booleans()), max_size=25),
 )
-def test_offer_queues_exactly_when_has_room_says_it_fits(
+def test_offer_queues_exactly_when_has_room_says_it_fits_and_books_as_assign(
     send_queue: int, send_buffer: int, steps: list[tuple[int, bool]]
 ) -> None:
     client, server = connected(Config(send_queue=send_queue, send_buffer=send_buffer))
     queued: list[bytes] = []
     received: list[bytes] = []
+    books = Outbound()  # the reference: assign, and the same ACKs
     for size, acknowledge in steps:
         payload = bytes([len(queued) % 256]) * size
         fits = client.has_room(size)
@@ -48,10 +51,18 @@ def test_offer_queues_exactly_when_has_room_says_it_fits(
         assert bool(seq) == fits
         if seq:
             queued.append(payload)
-            assert seq == len(queued)
+            assert seq == len(queued) == books.assign(payload)
         if acknowledge:
             received += deliver(client, server)
             deliver(server, client)  # the ACK
+            books.sent_through = client.outbound.sent_through
+            books.on_ack(client.outbound.acked_through)
+        out = client.outbound
+        assert (list(out.unacked), out.unacked_bytes, out.next_seq) == (
+            list(books.unacked),
+            books.unacked_bytes,
+            books.next_seq,
+        )
     received += deliver(client, server)
     assert received == queued
 
