@@ -290,8 +290,9 @@ class Session:
 
         Its reason names its cause first (``STORE: ...``). A store failure or an
         overloaded server keeps its cause (the application learns why the peer's side
-        gave up, not just that it ended); any cause's name and a relayed "the peer lost the session" are said
-        once in the detail, not once per side that passed it on.
+        gave up, not just that it ended); any cause's name and a relayed "the peer
+        lost the session" are said once in the detail, not once per side that passed
+        it on.
         """
         cause = LostCause.PEER_LOST
         name, colon, rest = reason.partition(": ")
