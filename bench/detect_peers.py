@@ -64,14 +64,21 @@ def spawn(options: argparse.Namespace, report: int) -> int:
     return pid
 
 
-def exited_early() -> None:
-    """Raise if a peer exited before reporting (``os._exit`` leaves no ``fail`` line).
+def exited_early(reported: list[int]) -> None:
+    """Raise if a peer exited while the flock was still being started.
 
-    Only a peer that has not reported can have exited here: a connected peer lives
-    until it is killed, which happens after every peer reported.
+    A peer that never reported died before it connected (``os._exit`` leaves no
+    ``fail`` line); one that reported lost its connection already (the observer
+    gave up on it: a machine too busy to run the scenario). Either would make the
+    measurement wrong, so the run stops with the reason instead.
     """
     with contextlib.suppress(ChildProcessError):
         pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid and pid in reported:
+            raise RuntimeError(
+                f"peer {pid}'s connection ended while the flock was starting"
+                f" ({describe_status(status)}): the observer gave up on it"
+            )
         if pid:
             raise RuntimeError(f"peer {pid} exited before it connected ({describe_status(status)})")
 
@@ -103,7 +110,7 @@ class Reports:
             if remaining <= 0:
                 raise RuntimeError(f"only {len(into)} of {wanted} peers connected in time")
             if not select.select([self.fd], [], [], min(remaining, self.POLL))[0]:
-                exited_early()
+                exited_early(into)
                 continue
             chunk = os.read(self.fd, 4096)
             if not chunk:
