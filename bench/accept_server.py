@@ -41,11 +41,12 @@ async def worker_main(port: int, ready_fd: int) -> None:
 
 
 def fork_worker(port: int, ready_fd: int, max_seconds: float) -> int:
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
-            child_setup(max_seconds)
+            child_setup(max_seconds, parent=parent)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             asyncio.run(worker_main(port, ready_fd))
         except BaseException:

@@ -49,11 +49,12 @@ async def peer_main(port: int, interval: float, timeout: float, report: int) -> 
 
 
 def spawn(options: argparse.Namespace, report: int) -> int:
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
-            child_setup(options.max_seconds)
+            child_setup(options.max_seconds, parent=parent)
             asyncio.run(peer_main(options.port, options.interval, options.timeout, report))
         except BaseException as exc:
             code = 1
@@ -61,6 +62,31 @@ def spawn(options: argparse.Namespace, report: int) -> int:
                 os.write(report, b"fail %s\n" % repr(exc)[:200].encode(errors="replace"))
         os._exit(code)
     return pid
+
+
+def exited_early(reported: list[int]) -> None:
+    """Raise if a peer exited while the flock was still being started.
+
+    A peer that never reported died before it connected (``os._exit`` leaves no
+    ``fail`` line); one that reported lost its connection already (the observer
+    gave up on it: a machine too busy to run the scenario). Either would make the
+    measurement wrong, so the run stops with the reason instead.
+    """
+    with contextlib.suppress(ChildProcessError):
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid and pid in reported:
+            raise RuntimeError(
+                f"peer {pid}'s connection ended while the flock was starting"
+                f" ({describe_status(status)}): the observer gave up on it"
+            )
+        if pid:
+            raise RuntimeError(f"peer {pid} exited before it connected ({describe_status(status)})")
+
+
+def describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
 #: Peers started at a time: 400 Python processes starting at once on one core would
@@ -71,6 +97,9 @@ BATCH = 20
 class Reports:
     """The pipe the peers write their pid (or ``fail <why>``) to, read with a deadline."""
 
+    #: How often a wait for reports checks whether a peer died without a word.
+    POLL = 0.5
+
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.pending = b""
@@ -78,8 +107,11 @@ class Reports:
     def collect(self, wanted: int, into: list[int], deadline: float) -> None:
         while len(into) < wanted:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([self.fd], [], [], remaining)[0]:
+            if remaining <= 0:
                 raise RuntimeError(f"only {len(into)} of {wanted} peers connected in time")
+            if not select.select([self.fd], [], [], min(remaining, self.POLL))[0]:
+                exited_early(into)
+                continue
             chunk = os.read(self.fd, 4096)
             if not chunk:
                 raise RuntimeError("every peer is gone")

@@ -39,10 +39,19 @@ CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": str(4 * 1024 * 1024)}
 PARENT_ENV = "PEERWATCH_BENCH_PARENT"
 
 
-def child_setup(max_seconds: float) -> None:
-    """Call first thing in every benchmark child: die with the parent, and on a deadline."""
-    if not die_with_parent(signal.SIGKILL, int(os.environ.get(PARENT_ENV, os.getppid()))):
-        os._exit(1)  # the benchmark died before we asked the kernel to follow it
+def child_setup(max_seconds: float, parent: int | None = None) -> None:
+    """Call first thing in every benchmark child: die with the parent, and on a deadline.
+
+    ``parent``: the pid of the process that forked this one (``os.getpid()`` read
+    before ``os.fork()``). Without it the parent is the benchmark that started this
+    process with ``Child`` (its pid is in the environment), which is right for a
+    ``python -m`` child and wrong for a child forked by one: that child's parent is
+    the forking process, and it would take itself for an orphan and exit at once.
+    """
+    if parent is None:
+        parent = int(os.environ.get(PARENT_ENV, os.getppid()))
+    if not die_with_parent(signal.SIGKILL, parent):
+        os._exit(1)  # the parent died before we asked the kernel to follow it
     signal.signal(signal.SIGALRM, signal.SIG_DFL)  # default action: terminate
     signal.alarm(max(1, int(max_seconds)))
     raise_nofile()
