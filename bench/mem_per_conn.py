@@ -33,7 +33,8 @@ sys.stdin.read()
 """
 
 
-async def measure(n: int, top: int) -> None:
+async def measure(n: int, top: int = 0) -> float:
+    """Traced bytes per connection at ``n`` idle connections; prints the ``top`` lines."""
     import peerwatch
 
     held = 0
@@ -63,10 +64,15 @@ async def measure(n: int, top: int) -> None:
         filters = [tracemalloc.Filter(False, tracemalloc.__file__)]
         diff = after.filter_traces(filters).compare_to(before.filter_traces(filters), "lineno")
         total = sum(stat.size_diff for stat in diff)
-        print(f"{held} handlers, {total / max(held, 1):.0f} B traced per connection")
+        tracemalloc.stop()
+        if held < n:
+            raise RuntimeError(f"only {held} of {n} connections reached their handler")
+        if top:
+            print(f"{held} handlers, {total / held:.0f} B traced per connection")
         for stat in diff[:top]:
             frame = stat.traceback[0]
-            print(f"  {stat.size_diff / max(held, 1):7.1f} B  {frame.filename}:{frame.lineno}")
+            print(f"  {stat.size_diff / held:7.1f} B  {frame.filename}:{frame.lineno}")
+        return total / held
     finally:
         assert child.stdin is not None
         child.stdin.close()
@@ -79,7 +85,7 @@ def main() -> None:
     top = int(sys.argv[2]) if len(sys.argv) > 2 else 20
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    asyncio.run(measure(n, top))
+    asyncio.run(measure(n, top or 1))
 
 
 if __name__ == "__main__":
