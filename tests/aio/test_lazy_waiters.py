@@ -115,3 +115,22 @@ async def test_an_idle_server_connection_costs_under_five_and_a_half_kib() -> No
     KB with the server's closures and eager futures, 4.8-4.9 KB without (measured)."""
     per_connection = min([await measure(1000), await measure(1000)])
     assert per_connection < 5.5 * 1024
+
+
+async def test_the_handler_sees_a_silent_peers_verdict_before_the_socket_closes() -> None:
+    """A burst of verdicts (issue 13): the handler is woken with the verdict as soon as it is
+    decided, not a loop pass later behind every other connection's close."""
+    seen: list[tuple[Cause, bool]] = []
+
+    async def handler(conn: peerwatch.Connection) -> None:
+        verdict = await conn.wait_closed()
+        seen.append((verdict.cause, conn.closed.done()))
+        assert await conn.wait_closed() is verdict  # asked again: at once, the same
+        await conn.closed  # and the socket does close
+
+    async with peerwatch.serve(handler, interval=0.2, timeout=0.6) as server:
+        with closing(socket.create_connection(("127.0.0.1", server.port))) as peer:
+            peer.sendall(peerwatch_hello(0.2, 0.6))  # then nothing: its kernel still ACKs
+            await until(lambda: seen)
+            await until(lambda: not server._handlers and not server._open)
+    assert seen == [(Cause.HUNG, False)]

@@ -267,7 +267,8 @@ class Connection(asyncio.BufferedProtocol):
         self._pump()
 
     async def wait_closed(self) -> Verdict:
-        """Wait for the verdict, whatever ends the connection."""
+        """Wait for the verdict, whatever ends the connection: once the socket is closed, or,
+        when the peer is dead (every cause but LOCAL), as soon as the verdict is decided."""
         return await self._waiters.end()
 
     def __repr__(self) -> str:
@@ -430,18 +431,27 @@ class Connection(asyncio.BufferedProtocol):
         waiters, owner = self._waiters, self._owner
         in_handshake = waiters.in_handshake
         waiters.fail(error_for(verdict, self._protocol.failed_in_handshake), verdict)
+        if verdict.cause is not Cause.LOCAL:
+            waiters.peer_dead(verdict)  # wait_closed returns now, not after the close
         if owner is not None:
             if in_handshake:
                 self._loop.call_soon(owner.handshake_ended, self, False)
             owner.verdict_reached(self)
-        if verdict.cause is not Cause.LOCAL:
+        if verdict.cause is not Cause.LOCAL and log.isEnabledFor(logging.INFO):
             log.info("peer %s: %s", self.peer, verdict.describe())
 
     def _hang_up(self, abort: bool) -> None:
         transport = self._transport
         if transport is not None and not transport.is_closing():
-            transport.abort() if abort else transport.close()
-            self._loop.call_later(self._config.close_timeout, self._abort)
+            if abort:
+                transport.abort()
+                return
+            transport.close()
+            if transport.get_write_buffer_size() or transport.get_extra_info("ssl_object"):
+                # a close that waits for buffered bytes (or TLS's close_notify) is bounded;
+                # with nothing buffered the transport is gone in the next loop pass, and a
+                # timer for each of a burst of verdicts would only sit in the loop's heap
+                self._loop.call_later(self._config.close_timeout, self._abort)
 
     def _abort(self) -> None:
         if self._transport is not None and not self._waiters.is_gone:

@@ -34,8 +34,8 @@ class Waiters:
     """
 
     __slots__ = (
-        "_acked", "_callbacks", "_closed", "_ends", "_gone", "_handshake", "_loop", "_ready",
-        "_recv", "_space",
+        "_acked", "_callbacks", "_closed", "_ends", "_final", "_gone", "_handshake", "_loop",
+        "_ready", "_recv", "_space",
     )  # fmt: skip
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -45,6 +45,7 @@ class Waiters:
         self._handshake: object = _PENDING
         self._closed: asyncio.Future[Verdict] | None = None  # made by the first ``closed``
         self._gone: Verdict | None = None  # the verdict, once the transport is gone
+        self._final: Verdict | None = None  # a dead peer's verdict: ``end`` needs no socket close
         self._callbacks: list[Callable[[Verdict], None]] | None = None
         self._recv: asyncio.Future[None] | None = None
         self._acked: list[tuple[int, int, asyncio.Future[None]]] | None = None
@@ -120,6 +121,9 @@ class Waiters:
         if self.is_gone:
             return self.closed  # a done future: a caller's cancellation cannot touch it
         waiter: asyncio.Future[Verdict] = self._loop.create_future()
+        if self._final is not None:
+            waiter.set_result(self._final)
+            return waiter
         ends = self._ends
         if ends is None:
             self._ends = [waiter]
@@ -128,6 +132,17 @@ class Waiters:
                 ends[:] = [end for end in ends if not end.done()]
             ends.append(waiter)
         return waiter
+
+    def peer_dead(self, verdict: Verdict) -> None:
+        """The peer is dead (any verdict but LOCAL): ``end`` waiters need not wait for the
+        socket to close, nothing more is read or written for it. In a burst of verdicts
+        (1,000 at one instant) the close is a loop pass of its own, for all of them, before
+        the first waiter could run (issue 13)."""
+        self._final = verdict
+        for waiter in self._ends or ():
+            if not waiter.done():
+                waiter.set_result(verdict)
+        self._ends = None
 
     def transport_gone(self, verdict: Verdict) -> None:
         """The transport is closed: ``closed`` and every ``end`` waiter get the verdict."""
