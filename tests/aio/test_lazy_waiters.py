@@ -134,3 +134,17 @@ async def test_the_handler_sees_a_silent_peers_verdict_before_the_socket_closes(
             await until(lambda: seen)
             await until(lambda: not server._handlers and not server._open)
     assert seen == [(Cause.HUNG, False)]
+
+
+async def test_a_resumable_servers_closed_sockets_leave_its_count_of_open_ones() -> None:
+    """A ResumableServer's links are made without the back-reference: their closes are
+    still counted against the descriptor cap (``Server._open``), or the cap would fill."""
+
+    async def handler(session: object) -> None:
+        raise AssertionError("no session from a socket that never spoke")
+
+    async with peerwatch.serve(handler, resume_window=5.0, interval=0.2, timeout=1.0) as server:
+        for _ in range(3):
+            with closing(socket.create_connection(("127.0.0.1", server.port))):
+                await until(lambda: server._open)
+            await until(lambda: not server._open)

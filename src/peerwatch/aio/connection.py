@@ -56,7 +56,7 @@ EAGER_FLUSH = 256
 EAGER_ACK = 256
 
 
-class Owner(Interface):
+class Holder(Interface):
     """What holds a connection and must hear of its life (a server): one back-reference per
     connection instead of a closure per event (about 0.6 KiB per connection, tracemalloc)."""
 
@@ -74,7 +74,7 @@ class Connection(asyncio.BufferedProtocol):
     """One peerwatch connection. Made by ``peerwatch.connect`` or handed to a ``serve`` handler."""
 
     __slots__ = (
-        "_config", "_flush_scheduled", "_inbox", "_loop", "_owner", "_protocol",
+        "_config", "_flush_scheduled", "_holder", "_inbox", "_loop", "_protocol",
         "_reading_paused", "_resume_after", "_share", "_taken", "_taken_bytes", "_timer_at",
         "_timer_clock", "_timers", "_transport", "_view", "_waiters", "peer", "peer_restarted",
         "role",
@@ -88,10 +88,10 @@ class Connection(asyncio.BufferedProtocol):
         *,
         incarnation: int | None = None,
         budget: MemoryBudget | None = None,
-        owner: Owner | None = None,
+        holder: Holder | None = None,
     ) -> None:
         self._loop = loop = loop or asyncio.get_running_loop()
-        self._owner = owner
+        self._holder = holder
         now, wall = loop.time(), time.time()
         # announced in HELLO; a multi-process server passes one id for all its workers
         ident = INCARNATION if incarnation is None else incarnation
@@ -119,6 +119,7 @@ class Connection(asyncio.BufferedProtocol):
         self.peer: tuple[str, int] | None = None
 
     config: Read[Config] = Read("_config")
+    holder: Read[Holder | None] = Read("_holder")  # the server that hears of its life, if any
     transport: Read[asyncio.Transport | None] = Read("_transport")
     ready: Read[asyncio.Future[None]] = Read("_waiters.ready")  # the handshake's outcome
     closed: Read[asyncio.Future[Verdict]] = Read("_waiters.closed")  # done: the socket is
@@ -316,8 +317,8 @@ class Connection(asyncio.BufferedProtocol):
         self._pump()
         self._timers.cancel(self)
         self._waiters.transport_gone(self._protocol.verdict)  # type: ignore[arg-type]
-        if self._owner is not None:
-            self._owner.socket_closed(self)
+        if self._holder is not None:
+            self._holder.socket_closed(self)
 
     def pause_writing(self) -> None:
         self._protocol.pause_writing()
@@ -367,8 +368,8 @@ class Connection(asyncio.BufferedProtocol):
                 self._waiters.acked_through(event.through, room)
             elif type(event) is HandshakeDone:
                 self._waiters.handshake_done()
-                if self._owner is not None:
-                    self._loop.call_soon(self._owner.handshake_ended, self, True)
+                if self._holder is not None:
+                    self._loop.call_soon(self._holder.handshake_ended, self, True)
                 self._timer_clock = protocol.liveness
                 self._arm()
             elif type(event) is HangUp:
@@ -428,15 +429,15 @@ class Connection(asyncio.BufferedProtocol):
         """The protocol reached its verdict: fail everything waiting, refund, tell callbacks."""
         self._timers.cancel(self)
         self._share.refund()  # nothing more is read or sent for the peer
-        waiters, owner = self._waiters, self._owner
+        waiters, holder = self._waiters, self._holder
         in_handshake = waiters.in_handshake
         waiters.fail(error_for(verdict, self._protocol.failed_in_handshake), verdict)
         if verdict.cause is not Cause.LOCAL:
             waiters.peer_dead(verdict)  # wait_closed returns now, not after the close
-        if owner is not None:
+        if holder is not None:
             if in_handshake:
-                self._loop.call_soon(owner.handshake_ended, self, False)
-            owner.verdict_reached(self)
+                self._loop.call_soon(holder.handshake_ended, self, False)
+            holder.verdict_reached(self)
         if verdict.cause is not Cause.LOCAL and log.isEnabledFor(logging.INFO):
             log.info("peer %s: %s", self.peer, verdict.describe())
 

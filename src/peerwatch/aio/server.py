@@ -142,6 +142,8 @@ class Server:
         sock.setblocking(False)
         conn = self._make_protocol()
         self._open.add(conn)
+        if conn.holder is not self:  # a subclass's connection without the back-reference
+            conn.closed.add_done_callback(lambda _: self.socket_closed(conn))
         if self._ssl is not None or not self._started(loop, sock, conn, peer):
             kwargs: dict[str, Any] = {}
             if self._ssl is not None:
@@ -188,7 +190,7 @@ class Server:
         now = self._loop.time()
         self._drop_stale_handshakes(now, room_for=1)
         conn = Connection(
-            self.config, "server", incarnation=self.incarnation, budget=self.budget, owner=self
+            self.config, "server", incarnation=self.incarnation, budget=self.budget, holder=self
         )
         if self.on_accept is not None:
             # every accepted connection, refused or not, before its HELLO: a verdict
@@ -236,7 +238,7 @@ class Server:
                 f" ({self.config.max_handshakes}) full",
             )
 
-    # The connection's calls (``aio.connection.Owner``): the connection holds the server,
+    # The connection's calls (``aio.connection.Holder``): the connection holds the server,
     # not three closures of it.
 
     def handshake_ended(self, conn: Connection, ok: bool) -> None:
