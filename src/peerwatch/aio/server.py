@@ -111,7 +111,8 @@ class Server:
         self._at_cap = Episodes()
         self._cap_timer: asyncio.TimerHandle | None = None
         self._behind: asyncio.TimerHandle | None = None  # paused until handshakes are read
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()  # TLS handshakes, closes after handlers
+        self._handlers: dict[asyncio.Future[None], Connection] = {}  # each handler's task
         self._loop: asyncio.AbstractEventLoop | None = None
         self._acceptor: Acceptor | None = None
         self._ssl: ssl_module.SSLContext | None = None
@@ -141,7 +142,8 @@ class Server:
         sock.setblocking(False)
         conn = self._make_protocol()
         self._open.add(conn)
-        conn.closed.add_done_callback(lambda _: self._socket_closed(conn))
+        if conn.holder is not self:  # a subclass's connection without the back-reference
+            conn.closed.add_done_callback(lambda _: self.socket_closed(conn))
         if self._ssl is not None or not self._started(loop, sock, conn, peer):
             kwargs: dict[str, Any] = {}
             if self._ssl is not None:
@@ -169,7 +171,7 @@ class Server:
         """The connection's transport was never made: its socket is ours to close."""
         sock.close()
         self.handshaking.pop(conn, None)
-        self._socket_closed(conn)
+        self.socket_closed(conn)
         if self._behind is not None:
             self._check_behind()
 
@@ -187,13 +189,14 @@ class Server:
         assert self._loop is not None
         now = self._loop.time()
         self._drop_stale_handshakes(now, room_for=1)
-        conn = Connection(self.config, "server", incarnation=self.incarnation, budget=self.budget)
+        conn = Connection(
+            self.config, "server", incarnation=self.incarnation, budget=self.budget, holder=self
+        )
         if self.on_accept is not None:
             # every accepted connection, refused or not, before its HELLO: a verdict
             # callback added here also sees handshake timeouts and early protocol errors
             self.on_accept(conn)
         self.handshaking[conn] = now
-        conn.ready.add_done_callback(lambda fut: self._handshake_done(conn, fut))
         return conn
 
     def _drop_stale_handshakes(self, now: float, room_for: int) -> None:
@@ -235,26 +238,42 @@ class Server:
                 f" ({self.config.max_handshakes}) full",
             )
 
-    def _handshake_done(self, conn: Connection, ready: asyncio.Future[None]) -> None:
+    # The connection's calls (``aio.connection.Holder``): the connection holds the server,
+    # not three closures of it.
+
+    def handshake_ended(self, conn: Connection, ok: bool) -> None:
         accepted_at = self.handshaking.pop(conn, None)
         if self._behind is not None:
             self._check_behind()
-        if accepted_at is None:
-            return  # dropped, or the server shut down
-        if ready.cancelled() or ready.exception() is not None:
-            return
+        if accepted_at is None or not ok:
+            return  # dropped, or the server shut down; or the verdict came first
         self._learn_grace(accepted_at)
         if self.max_connections is not None and len(self.connections) >= self.max_connections:
             self.refused += 1
             _refuse(conn)
             return
-        self.connections.add(conn)
-        conn.add_verdict_callback(lambda c, _: self.connections.discard(c))
+        if conn.verdict is None:  # else verdict_reached has been and gone
+            self.connections.add(conn)
         if self.on_connection is not None:
             self.on_connection(conn)
-        task = asyncio.get_running_loop().create_task(self._run(conn))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # the handler's own task, without a wrapping coroutine (0.2 KiB per connection):
+        # what a wrapper would do after the handler is the task's done callback, ``_ran``
+        try:
+            task = asyncio.ensure_future(self._handler(conn))
+        except Exception:  # not a coroutine function, or it raised before its first await
+            log.exception("handler failed for %s", conn.peer)
+            conn.leave(GoodbyeCode.GOING_AWAY, "handler finished", "handler failed")
+            return
+        self._handlers[task] = conn
+        task.add_done_callback(self._ran)
+
+    def verdict_reached(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+
+    def socket_closed(self, conn: Connection) -> None:
+        if conn in self._open:
+            self._open.discard(conn)
+            self._check_cap()
 
     def _learn_grace(self, accepted_at: float) -> None:
         """A real peer said HELLO after ``now - accepted_at`` s: the grace follows its kind.
@@ -310,11 +329,6 @@ class Server:
             acceptor.resume()
 
     # ------------------------------------------------------------ the fd cap
-
-    def _socket_closed(self, conn: Connection) -> None:
-        if conn in self._open:
-            self._open.discard(conn)
-            self._check_cap()
 
     def _check_cap(self) -> None:
         """Pause accepting at the cap; resume below it. Logged once per episode."""
@@ -382,16 +396,18 @@ class Server:
 
     # ------------------------------------------------------------ running
 
-    async def _run(self, conn: Connection) -> None:
-        try:
-            await self._handler(conn)
-        except PeerwatchError:
-            pass  # the verdict says it all
-        except Exception:
-            log.exception("handler failed for %s", conn.peer)
-        finally:
-            if conn.verdict is None:
-                await conn.close("handler finished")
+    def _ran(self, task: asyncio.Future[Any]) -> None:
+        """The handler returned, raised or was cancelled: close its connection with GOODBYE."""
+        conn = self._handlers.pop(task)
+        if not task.cancelled():
+            error = task.exception()
+            if error is not None and not isinstance(error, PeerwatchError):
+                # a PeerwatchError: the verdict says it all
+                log.error("handler failed for %s", conn.peer, exc_info=error)
+        if conn.verdict is None:
+            closing = asyncio.ensure_future(conn.close("handler finished"))
+            self._tasks.add(closing)
+            closing.add_done_callback(self._tasks.discard)
 
     async def shutdown(self, reason: str = "server shutting down", drain: float = 1.0) -> None:
         """Stop accepting, say GOODBYE(GOING_AWAY) to every peer, wait at most ``drain`` s."""
@@ -403,10 +419,11 @@ class Server:
         waits = [asyncio.ensure_future(c.wait_closed()) for c in everyone if c.transport]
         if waits:
             await asyncio.wait(waits, timeout=drain)
-        for task in list(self._tasks):
+        tasks = [*self._handlers, *self._tasks]
+        for task in tasks:
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=drain)
+        if tasks:
+            await asyncio.wait(tasks, timeout=drain)
 
     def close(self) -> None:
         """Stop accepting and close the listening socket (open connections go on)."""

@@ -19,21 +19,96 @@ from peerwatch.errors import ConnectionClosed, HandshakeFailed, PeerDead, Peerwa
 log = logging.getLogger("peerwatch")
 
 
-class Waiters:
-    """Everything that waits on one connection, and how the verdict ends each wait."""
+#: The handshake's state while nobody asked for ``ready``: not decided yet / succeeded.
+_PENDING: object = object()
+_DONE: object = object()
 
-    __slots__ = ("_acked", "_ends", "_loop", "_recv", "_space", "callbacks", "closed", "ready")
+
+class Waiters:
+    """Everything that waits on one connection, and how the verdict ends each wait.
+
+    Nothing is allocated for a wait nobody has asked for: ``ready`` and ``closed`` are
+    futures made on first use (an idle server connection never uses them), the lists
+    of waiters and callbacks are made with their first entry. What was decided before
+    then is kept as plain state and handed to the future when it is made.
+    """
+
+    __slots__ = (
+        "_acked", "_callbacks", "_closed", "_ends", "_final", "_gone", "_handshake", "_loop",
+        "_ready", "_recv", "_space",
+    )  # fmt: skip
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self.ready: asyncio.Future[None] = loop.create_future()  # the HELLO handshake
-        self.closed: asyncio.Future[Verdict] = loop.create_future()  # the transport is gone
-        self.callbacks: list[Callable[[Verdict], None]] = []
+        self._ready: asyncio.Future[None] | None = None  # made by the first ``ready``
+        # the handshake while ``_ready`` is not made: _PENDING, _DONE or the error it raised
+        self._handshake: object = _PENDING
+        self._closed: asyncio.Future[Verdict] | None = None  # made by the first ``closed``
+        self._gone: Verdict | None = None  # the verdict, once the transport is gone
+        self._final: Verdict | None = None  # a dead peer's verdict: ``end`` needs no socket close
+        self._callbacks: list[Callable[[Verdict], None]] | None = None
         self._recv: asyncio.Future[None] | None = None
-        self._acked: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._acked: list[tuple[int, int, asyncio.Future[None]]] | None = None
         # a list, not a deque: rarely used, and an empty deque costs 760 bytes
-        self._space: list[asyncio.Future[None]] = []
+        self._space: list[asyncio.Future[None]] | None = None
         self._ends: list[asyncio.Future[Verdict]] | None = None  # waiters on ``closed``
+
+    # ------------------------------------------------------------- the handshake
+
+    @property
+    def ready(self) -> asyncio.Future[None]:
+        """The HELLO handshake's outcome, as a future (made now if nobody asked before)."""
+        fut = self._ready
+        if fut is None:
+            fut = self._ready = self._loop.create_future()
+            state = self._handshake
+            if state is _DONE:
+                fut.set_result(None)
+            elif isinstance(state, BaseException):
+                fut.set_exception(state)
+                fut.exception()  # retrieved: nobody may be waiting for the handshake
+        return fut
+
+    @property
+    def in_handshake(self) -> bool:
+        """Neither the HELLO exchange nor a verdict has ended the handshake yet."""
+        fut = self._ready
+        return not fut.done() if fut is not None else self._handshake is _PENDING
+
+    def handshake_done(self) -> None:
+        """The HELLO exchange completed: ``ready`` succeeds (at once or when made)."""
+        fut = self._ready
+        if fut is None:
+            if self._handshake is _PENDING:
+                self._handshake = _DONE
+        elif not fut.done():
+            fut.set_result(None)
+
+    def _handshake_failed(self, error: BaseException) -> None:
+        fut = self._ready
+        if fut is None:
+            if self._handshake is _PENDING:
+                self._handshake = error
+        elif not fut.done():
+            fut.set_exception(error)
+            fut.exception()  # retrieved: nobody may be waiting for the handshake
+
+    # ------------------------------------------------------------------ the end
+
+    @property
+    def closed(self) -> asyncio.Future[Verdict]:
+        """Done with the verdict once the transport is gone (made now if nobody asked)."""
+        fut = self._closed
+        if fut is None:
+            fut = self._closed = self._loop.create_future()
+            if self._gone is not None:
+                fut.set_result(self._gone)
+        return fut
+
+    @property
+    def is_gone(self) -> bool:
+        """The transport is closed (``closed`` is, or would be, done)."""
+        return self._gone is not None or (self._closed is not None and self._closed.done())
 
     def end(self) -> asyncio.Future[Verdict]:
         """The verdict once the transport is gone, in a future of the caller's own.
@@ -43,10 +118,12 @@ class Waiters:
         per call (about 1 KiB per connection whose handler awaits ``wait_closed``,
         measured with tracemalloc at 2,000 connections).
         """
-        closed = self.closed
-        if closed.done():
-            return closed  # a done future: a caller's cancellation cannot touch it
+        if self.is_gone:
+            return self.closed  # a done future: a caller's cancellation cannot touch it
         waiter: asyncio.Future[Verdict] = self._loop.create_future()
+        if self._final is not None:
+            waiter.set_result(self._final)
+            return waiter
         ends = self._ends
         if ends is None:
             self._ends = [waiter]
@@ -56,15 +133,35 @@ class Waiters:
             ends.append(waiter)
         return waiter
 
-    def transport_gone(self, verdict: Verdict) -> None:
-        """The transport is closed: ``closed`` and every ``end`` waiter get the verdict."""
-        if self.closed.done():
-            return
-        self.closed.set_result(verdict)
+    def peer_dead(self, verdict: Verdict) -> None:
+        """The peer is dead (any verdict but LOCAL): ``end`` waiters need not wait for the
+        socket to close, nothing more is read or written for it. In a burst of verdicts
+        (1,000 at one instant) the close is a loop pass of its own, for all of them, before
+        the first waiter could run (issue 13)."""
+        self._final = verdict
         for waiter in self._ends or ():
             if not waiter.done():
                 waiter.set_result(verdict)
         self._ends = None
+
+    def transport_gone(self, verdict: Verdict) -> None:
+        """The transport is closed: ``closed`` and every ``end`` waiter get the verdict."""
+        if self.is_gone:
+            return
+        self._gone = verdict
+        if self._closed is not None:
+            self._closed.set_result(verdict)
+        for waiter in self._ends or ():
+            if not waiter.done():
+                waiter.set_result(verdict)
+        self._ends = None
+
+    def add_callback(self, callback: Callable[[Verdict], None]) -> None:
+        """Call ``callback(verdict)`` from ``fail``."""
+        if self._callbacks is None:
+            self._callbacks = [callback]
+        else:
+            self._callbacks.append(callback)
 
     async def message(self) -> None:
         """Wait for ``message_arrived`` (or the verdict); one receiver at a time."""
@@ -84,6 +181,8 @@ class Waiters:
     async def acked(self, seq: int) -> None:
         """Wait until ``acked_through(seq)`` or ``fail`` is called."""
         fut: asyncio.Future[None] = self._loop.create_future()
+        if self._acked is None:
+            self._acked = []
         heapq.heappush(self._acked, (seq, id(fut), fut))
         try:
             await fut
@@ -93,6 +192,8 @@ class Waiters:
     async def space(self) -> None:
         """Wait until ``free(room)`` hands this waiter a slot (or ``fail``)."""
         waiter = self._loop.create_future()
+        if self._space is None:
+            self._space = []
         self._space.append(waiter)
         try:
             await waiter
@@ -116,6 +217,8 @@ class Waiters:
     def free(self, room: int) -> None:
         """Wake as many senders blocked on a full send queue as there are free slots."""
         space = self._space
+        if not space:
+            return
         woken = 0
         while woken < len(space) and room > 0:
             fut = space[woken]
@@ -135,27 +238,26 @@ class Waiters:
         """
         if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
             self.free(1)
-        elif waiter in self._space:
+        elif self._space and waiter in self._space:
             self._space.remove(waiter)
 
     def fail(self, error: BaseException, verdict: Verdict) -> None:
         """The verdict is in: waiters for the handshake, room or an ACK raise ``error``;
         a receiver wakes to take what is left or raise; callbacks are told."""
-        if not self.ready.done():
-            self.ready.set_exception(error)
-            self.ready.exception()  # retrieved: nobody may be waiting for the handshake
-        for waiter in (*self._space, *(w[2] for w in self._acked)):
-            if not waiter.done():
-                waiter.set_exception(error)
-        self._space.clear()
-        self._acked.clear()
+        self._handshake_failed(error)
+        space, acked = self._space, self._acked
+        if space or acked:
+            for waiter in (*(space or ()), *(w[2] for w in acked or ())):
+                if not waiter.done():
+                    waiter.set_exception(error)
+            self._space = self._acked = None
         self.message_arrived()  # recv() re-checks and raises
-        for callback in self.callbacks:
+        callbacks, self._callbacks = self._callbacks, None
+        for callback in callbacks or ():
             try:
                 callback(verdict)
             except Exception:
                 log.exception("verdict callback %r failed", callback)
-        self.callbacks.clear()
 
 
 def error_for(verdict: Verdict, in_handshake: bool) -> PeerwatchError:
