@@ -35,15 +35,14 @@ from typing import TYPE_CHECKING, Any
 
 from peerwatch.aio.accept import Acceptor, Episodes, start_transport
 from peerwatch.aio.connection import Connection
-from peerwatch.aio.handles import Opening
 from peerwatch.aio.sockets import listening_socket, tune
 from peerwatch.core.budget import MemoryBudget
-from peerwatch.core.config import DEFAULT_HOST, FD_RESERVE, HANDSHAKE_GRACE, Config, Settings
+from peerwatch.core.config import FD_RESERVE, HANDSHAKE_GRACE, Config
 from peerwatch.core.frames import GoodbyeCode
 from peerwatch.errors import PeerwatchError
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack
+    pass
 try:  # Unix: how many received bytes wait unread (FIONREAD)
     import fcntl
     import termios
@@ -478,56 +477,6 @@ def _unread(sock: socket.socket | None) -> int:
 
 def _refuse(conn: Connection) -> None:
     conn.leave(GoodbyeCode.OVERLOADED, "too many connections", "refused: max_connections reached")
-
-
-def serve(
-    handler: Handler,
-    host: str | None = DEFAULT_HOST,
-    port: int = 0,
-    *,
-    config: Config | None = None,
-    reuse_port: bool = False,
-    ssl: ssl_module.SSLContext | None = None,
-    sock: socket.socket | None = None,
-    backlog: int = 1024,
-    max_connections: int | None = None,
-    on_connection: Callable[[Connection], None] | None = None,
-    on_accept: Callable[[Connection], None] | None = None,
-    incarnation: int | None = None,
-    **settings: Unpack[Settings],
-) -> Opening[Server]:
-    """Listen on ``host:port`` and run ``await handler(conn)`` for every peer after its HELLO:
-    ``server = await serve(...)``, or ``async with serve(...) as server:`` to have it shut
-    down (GOODBYE to every peer) on the way out.
-
-    ``host`` defaults to ``127.0.0.1``: only this machine can connect. Serving
-    the network is a choice made explicit: ``"0.0.0.0"`` (IPv4), ``"::"``
-    (IPv6) or ``None`` (every interface, as with asyncio).
-
-    SO_REUSEADDR is always set; ``reuse_port=True`` adds SO_REUSEPORT for
-    multi-process servers. The kernel backup knobs are set on the listening
-    socket, which accepted sockets inherit. When the handler returns, the
-    connection is closed with GOODBYE. ``max_connections`` counts connections
-    past their HELLO; the limits that protect the server from its peers are in
-    ``Config`` (``max_handshakes``, ``memory_budget``, ...; see docs/SECURITY.md).
-    Keyword settings are ``Config`` fields, typed (``Settings``), checked at once.
-    """
-    cfg = Config.from_overrides(config, settings)
-    starting = start_server(
-        handler,
-        host,
-        port,
-        cfg,
-        reuse_port=reuse_port,
-        ssl=ssl,
-        sock=sock,
-        backlog=backlog,
-        max_connections=max_connections,
-        on_connection=on_connection,
-        on_accept=on_accept,
-        incarnation=incarnation,
-    )
-    return Opening(starting, _shut_down)
 
 
 async def _shut_down(server: Server) -> None:

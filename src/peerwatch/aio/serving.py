@@ -93,8 +93,21 @@ def serve(
     max_replay_age: float = DEFAULT_LIMITS.max_replay_age,
     **settings: Unpack[Settings],
 ) -> Opening[Server] | Opening[ResumableServer]:
-    """Listen on ``host:port`` and run ``await handler(conn)`` for every peer after its HELLO;
-    see ``aio.server.serve`` for everything a plain server does.
+    """Listen on ``host:port`` and run ``await handler(conn)`` for every peer after its HELLO:
+    ``server = await serve(...)``, or ``async with serve(...) as server:`` to have it shut
+    down (GOODBYE to every peer) on the way out.
+
+    ``host`` defaults to ``127.0.0.1``: only this machine can connect. Serving
+    the network is a choice made explicit: ``"0.0.0.0"`` (IPv4), ``"::"``
+    (IPv6) or ``None`` (every interface, as with asyncio).
+
+    SO_REUSEADDR is always set; ``reuse_port=True`` adds SO_REUSEPORT for
+    multi-process servers. The kernel backup knobs are set on the listening
+    socket, which accepted sockets inherit. When the handler returns, the
+    connection is closed with GOODBYE. ``max_connections`` counts connections
+    past their HELLO; the limits that protect the server from its peers are in
+    ``Config`` (``max_handshakes``, ``memory_budget``, ...; see docs/SECURITY.md).
+    Keyword settings are ``Config`` fields, typed (``Settings``), checked at once.
 
     ``resume_window`` (or a ``session_store``) makes it a resumable server
     (``aio.resumable_server``): the handler gets a ``ResumableConnection`` once per
