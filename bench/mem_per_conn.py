@@ -10,16 +10,18 @@ RSS (which adds the kernel-side and allocator overheads) is the scale benchmark'
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import resource
 import subprocess
 import sys
 import tracemalloc
 
+from bench.procs import raise_nofile
+
 CLIENT = """
-import resource, socket, sys
-_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+import socket, sys
+from bench.procs import raise_nofile
+raise_nofile()
 from bench.rawclients import peerwatch_hello
 n, port = int(sys.argv[1]), int(sys.argv[2])
 hello = peerwatch_hello(30.0, 120.0)
@@ -81,11 +83,12 @@ async def measure(n: int, top: int = 0) -> float:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
-    top = int(sys.argv[2]) if len(sys.argv) > 2 else 20
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    asyncio.run(measure(n, top or 1))
+    parser = argparse.ArgumentParser(description="traced bytes per idle peerwatch connection")
+    parser.add_argument("connections", type=int, nargs="?", default=10_000)
+    parser.add_argument("top", type=int, nargs="?", default=20, help="largest lines shown")
+    args = parser.parse_args()
+    raise_nofile()
+    asyncio.run(measure(args.connections, args.top or 1))
 
 
 if __name__ == "__main__":

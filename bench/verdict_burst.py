@@ -10,20 +10,22 @@ functions that took the most of the burst (cProfile, which slows everything ~2x)
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import cProfile
 import pstats
-import resource
 import statistics
 import subprocess
 import sys
 import time
 
+from bench.procs import raise_nofile
+
 CLIENT = """
-import resource, socket, struct, sys, time
+import socket, struct, sys, time
 from bench.rawclients import PW_PING, PW_PING_FRAME, peerwatch_hello
-_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+from bench.procs import raise_nofile
+raise_nofile()
 n, port = int(sys.argv[1]), int(sys.argv[2])
 hello = peerwatch_hello(0.5, 2.0)
 socks = []
@@ -94,11 +96,13 @@ async def burst(n: int, profile: bool) -> dict[str, float]:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    parser = argparse.ArgumentParser(description="N verdicts at one instant: handler lateness")
+    parser.add_argument("connections", type=int, nargs="?", default=1000)
+    parser.add_argument("profile", nargs="?", choices=["profile"], help="print a cProfile")
+    args = parser.parse_args()
+    raise_nofile()
     started = time.monotonic()
-    result = asyncio.run(burst(n, "profile" in sys.argv[2:]))
+    result = asyncio.run(burst(args.connections, args.profile is not None))
     print({k: round(v, 2) for k, v in result.items()}, f"({time.monotonic() - started:.1f} s)")
 
 

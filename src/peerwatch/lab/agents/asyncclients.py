@@ -221,28 +221,34 @@ class PeerwatchSession(Session):
         )
 
 
-async def run_peerwatch(spec: dict[str, Any], emit: Emit) -> int:
+async def dial_and_greet(spec: dict[str, Any], emit: Emit, **options: Any) -> Any:
+    """A peerwatch connection to the lab's echo server, retried while the server starts
+    (50 x 0.1 s), then a hello echoed; None (and a ``failed`` event) if either fails.
+    ``options`` go to ``peerwatch.connect`` (``resume=True`` for the resumable client)."""
     import peerwatch
 
-    conn = None
     for _ in range(50):
         try:
-            conn = await peerwatch.connect(
-                spec["host"],
-                spec["port"],
-                interval=spec["interval"],
-                timeout=spec["timeout"],
-                policy=spec["policy"],
-            )
+            conn = await peerwatch.connect(spec["host"], spec["port"], **options)
             break
         except peerwatch.PeerDead:
             await asyncio.sleep(0.1)
-    if conn is None:
+    else:
         emit("failed", why="could not connect")
-        return 1
+        return None
     await conn.send(b"hello")
     if await conn.recv() != b"hello":
         emit("failed", why="no hello echo")
+        return None
+    return conn
+
+
+async def run_peerwatch(spec: dict[str, Any], emit: Emit) -> int:
+
+    conn = await dial_and_greet(
+        spec, emit, interval=spec["interval"], timeout=spec["timeout"], policy=spec["policy"]
+    )
+    if conn is None:
         return 1
     emit("ready", state=socket_state(conn.transport))
     session = PeerwatchSession(emit, conn)

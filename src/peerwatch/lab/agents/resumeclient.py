@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 from typing import Any
 
-from peerwatch.lab.agents.asyncclients import CHECK_TIMEOUT, commands_queue
+from peerwatch.lab.agents.asyncclients import CHECK_TIMEOUT, commands_queue, dial_and_greet
 from peerwatch.lab.agents.kit import Emit, watch_stalls
 
 CHECK_PREFIX = b"check:"
@@ -141,28 +141,16 @@ class ResumeClient:
 
 
 async def run_resumable(spec: dict[str, Any], emit: Emit) -> int:
-    import peerwatch
 
-    conn = None
-    for _ in range(50):
-        try:
-            conn = await peerwatch.connect(
-                spec["host"],
-                spec["port"],
-                resume=True,
-                resume_timeout=spec["resume_timeout"],
-                interval=spec["interval"],
-                timeout=spec["timeout"],
-            )
-            break
-        except peerwatch.PeerDead:
-            await asyncio.sleep(0.1)
+    conn = await dial_and_greet(
+        spec,
+        emit,
+        resume=True,
+        resume_timeout=spec["resume_timeout"],
+        interval=spec["interval"],
+        timeout=spec["timeout"],
+    )
     if conn is None:
-        emit("failed", why="could not connect")
-        return 1
-    await conn.send(b"hello")
-    if await conn.recv() != b"hello":
-        emit("failed", why="no hello echo")
         return 1
     client = ResumeClient(emit, conn, spec["interval"])
     conn.subscribe(client.on_event)
