@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -70,6 +71,14 @@ class Proc:
                     )
                 self._changed.wait(min(left, 0.1))
 
+    async def line(
+        self, pattern: str, *, stream: str = "out", timeout: float = 20.0
+    ) -> re.Match[str]:
+        """``wait_for`` for async tests: the wait runs in a thread, so the test's own loop keeps
+        answering its connections' pings (blocking it for a slow child start once cost every
+        client of a 1 s-timeout server its connection)."""
+        return await asyncio.to_thread(self.wait_for, pattern, stream=stream, timeout=timeout)
+
     def _alive_readers(self) -> bool:
         return any(thread.is_alive() for thread in self._threads)
 
@@ -129,6 +138,10 @@ class Served(Proc):
                 if not name.endswith("_created") and "_created{" not in name:
                     samples[name] = float(value)
         return samples
+
+    async def metrics(self) -> dict[str, float]:
+        """``scrape`` for async tests, off the test's loop (see ``Proc.line``)."""
+        return await asyncio.to_thread(self.scrape)
 
     def kill(self) -> None:
         """Stop gracefully if possible (the supervisor then removes its metrics directory)."""

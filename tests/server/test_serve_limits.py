@@ -72,7 +72,7 @@ async def test_fd_limit_backs_off_quietly_and_recovers(
     # capped: the server stops accepting below the fd limit; emfile: the cap is removed, so
     # accept(2) itself fails with EMFILE and the accept loop must back off
     server = limitproc("serve", kind, "--nofile", "256", *([] if capped else ["--no-cap"]))
-    port = int(server.wait_for(r"^PORT (\d+)")[1])
+    port = int((await server.line(r"^PORT (\d+)"))[1])
     attempts = [
         asyncio.ensure_future(peerwatch.connect("127.0.0.1", port, handshake_timeout=30.0))
         for _ in range(400)
@@ -105,7 +105,7 @@ async def test_silent_sockets_at_the_fd_cap_make_way_for_a_real_peer(
     # 150 sockets that never say HELLO, more than the cap under RLIMIT_NOFILE 128; the
     # server's handshake timeout is 30 s, so only the handshake allowance can free the slots
     server = limitproc("serve", "aio", "--nofile", "128")
-    port = int(server.wait_for(r"^PORT (\d+)")[1])
+    port = int((await server.line(r"^PORT (\d+)"))[1])
     silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(150)]
     try:
         started = time.monotonic()
@@ -130,7 +130,7 @@ async def test_echo_memory_stays_bounded_with_a_client_that_never_reads(
         assert await echoes(canary, b"before")
         before = rss(worker)
         hog = limitproc("hog", "--port", str(served.port), "--count", "200", "--size", str(MiB))
-        sent, ending = hog.wait_for(r"^SENT (\d+) (\w+)", timeout=60).groups()
+        sent, ending = (await hog.line(r"^SENT (\d+) (\w+)", timeout=60)).groups()
         assert ending == "BLOCKED", "the server ended the connection instead of pushing back"
         assert await echoes(canary, b"during")
         grown = rss(worker) - before

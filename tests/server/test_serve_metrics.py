@@ -24,7 +24,7 @@ async def _settle(served, predicate, timeout: float = 5.0) -> dict[str, float]:
     """Scrape until ``predicate(metrics)`` holds: counters lag open connections by a sweep."""
     deadline = time.monotonic() + timeout
     while True:
-        metrics = served.scrape()
+        metrics = await served.metrics()
         if predicate(metrics) or time.monotonic() > deadline:
             return metrics
         await asyncio.sleep(0.2)
@@ -50,7 +50,7 @@ async def test_metrics_are_summed_across_two_workers(serve, pinger):
 
     # One more peer in its own process, frozen: the server must find it HUNG after ~1 s.
     frozen = pinger("127.0.0.1", str(served.port), "-i", "1", "-t", "5")
-    frozen.wait_for(r"^PEERWATCH PING")
+    await frozen.line(r"^PEERWATCH PING")
     os.kill(frozen.proc.pid, signal.SIGSTOP)
     closed = conns[:3]
     for conn in closed:

@@ -62,14 +62,14 @@ def start(serve: Callable[..., Served], tmp_path: Path, *store: str) -> Served:
     )  # fmt: skip
 
 
-def holder(served: Served) -> int:
+async def holder(served: Served) -> int:
     """The worker with the session's connection (the kernel's view of its sockets)."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         holding = [pid for pid in served.pids if established_by_pid(pid, served.port) > 0]
         if len(holding) == 1:
             return holding[0]
-        time.sleep(0.02)
+        await asyncio.sleep(0.02)
     raise AssertionError(f"no single worker holds the connection: {served.pids}")
 
 
@@ -86,7 +86,7 @@ async def stream(
             deliveries.append(await conn.enqueue(message))
             sent.append(message)
             if i == KILL_AT:
-                victim = holder(served)
+                victim = await holder(served)
                 os.kill(victim, sig)
                 if sig == signal.SIGTERM:
                     # block this loop until the worker is gone: the client reads its
@@ -278,7 +278,7 @@ async def test_metrics_count_sessions_and_hijack_attempts_across_workers(
         await raw_session_hello(served.port, os.urandom(16), os.urandom(32))  # unknown id
         deadline = time.monotonic() + 10
         while True:
-            metrics = served.scrape()
+            metrics = await served.metrics()
             done = metrics.get("peerwatch_session_hijack_attempts_total") == 4
             if (done and metrics.get("peerwatch_sessions") == 3) or time.monotonic() > deadline:
                 break

@@ -104,8 +104,8 @@ async def test_a_killed_worker_is_reported_and_restarted_others_untouched(serve)
     conns = await _connect_many(served.port, 12)
     on_survivor = established_by_pid(survivor, served.port)
     os.kill(victim, signal.SIGKILL)
-    served.wait_for(rf"worker 0 \(pid {victim}\) was killed by SIGKILL", stream="err")
-    replaced = served.wait_for(
+    await served.line(rf"worker 0 \(pid {victim}\) was killed by SIGKILL", stream="err")
+    replaced = await served.line(
         rf"worker 0 restarted: pid (\d+) replaces pid {victim}", stream="err"
     )
     new_pid = int(replaced[1])
@@ -119,7 +119,7 @@ async def test_a_killed_worker_is_reported_and_restarted_others_untouched(serve)
         await conn.send(b"still here")
         assert await asyncio.wait_for(conn.recv(), 5) == b"still here"
     assert _listening_pids(served.port, [survivor, new_pid]) == {survivor, new_pid}
-    metrics = served.scrape()
+    metrics = await served.metrics()
     assert metrics["peerwatch_worker_restarts_total"] == 1
     assert metrics["peerwatch_workers"] == 2
     for conn in alive:
@@ -179,20 +179,22 @@ async def test_a_crash_looping_worker_backs_off_and_recovers(serve, tmp_path: Pa
     served = serve("--workers", "2", "--metrics-port", "0", "--handler", "fragile:handler", env=env)
     flag.touch()  # from now on a new worker fails at start-up
     os.kill(served.pids[0], signal.SIGKILL)
-    served.wait_for(r"restart of worker 0 failed: .*flag file present", stream="err")
+    await served.line(r"restart of worker 0 failed: .*flag file present", stream="err")
     delays = [
         float(
-            served.wait_for(
-                rf"worker 0 .* after [\d.]+ s; .* restarting it in {d} s", stream="err"
+            (
+                await served.line(
+                    rf"worker 0 .* after [\d.]+ s; .* restarting it in {d} s", stream="err"
+                )
             )[0].split()[-2]
         )
         for d in ("0.1", "0.2", "0.4")
     ]
     assert delays == [0.1, 0.2, 0.4]  # doubling while it dies young
-    assert served.scrape()["peerwatch_workers"] == 1  # the other worker serves on
+    assert (await served.metrics())["peerwatch_workers"] == 1  # the other worker serves on
     flag.unlink()
-    served.wait_for(r"worker 0 restarted: pid \d+ replaces", stream="err", timeout=10)
-    assert served.scrape()["peerwatch_workers"] == 2
+    await served.line(r"worker 0 restarted: pid \d+ replaces", stream="err", timeout=10)
+    assert (await served.metrics())["peerwatch_workers"] == 2
     conn = await peerwatch.connect("127.0.0.1", served.port)
     await conn.send(b"back")
     assert await asyncio.wait_for(conn.recv(), 5) == b"back"
@@ -253,7 +255,7 @@ async def test_user_handler_runs_on_workers_through_the_api(tmp_path: Path):
     script.write_text(textwrap.dedent(USER_SERVER))
     proc = Proc([sys.executable, str(script)])
     try:
-        line = proc.wait_for(r"^READY ")
+        line = await proc.line(r"^READY ")
         _, port, loop, *pids = line.string.split()
         assert loop == "asyncio"
         assert len(pids) == 2
