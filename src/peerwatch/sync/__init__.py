@@ -12,11 +12,22 @@ Every blocking call on a connection takes a finite ``timeout`` (its own wait,
 ``DEFAULT_TIMEOUT`` if not given); ``connect`` takes ``connect_timeout``.
 Iteration has no call deadline: heartbeats decide when a quiet peer is dead.
 Heartbeats run on a shared background loop, so the peer keeps hearing from us
-while the caller is busy.
+while the caller is busy. ``connect(..., resume=True)`` gives a resumable
+session (``ResumableConnection``) with the same blocking calls.
 """
 
-from peerwatch.sync.connection import Connection, Delivery, connect
+from peerwatch.sync.blocking import Delivery
+from peerwatch.sync.connection import Connection, connect
 from peerwatch.sync.loop import DEFAULT_TIMEOUT
+from peerwatch.sync.resumable import ResumableConnection
 from peerwatch.sync.server import Server, serve
 
-__all__ = ["DEFAULT_TIMEOUT", "Connection", "Delivery", "Server", "connect", "serve"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Connection",
+    "Delivery",
+    "ResumableConnection",
+    "Server",
+    "connect",
+    "serve",
+]
