@@ -115,11 +115,14 @@ async def test_close_during_an_outage_ends_the_servers_session_once_the_network_
     assert told < TOLD_WITHIN < WINDOW
 
 
+@pytest.mark.parametrize("big", [0, 3_000_000], ids=["small", "3MB-server-tail"])
 async def test_close_during_an_outage_hands_back_the_unacknowledged_and_replays_nothing(
-    rig: tuple[ServerSide, Cutter],
+    rig: tuple[ServerSide, Cutter], big: int
 ) -> None:
+    """With a big server tail, the server replays megabytes right after its RESUME: the
+    client's GOODBYE must still get through (its socket may close with them unread)."""
     side, cutter = rig
-    side.to_client = [b"to the client while away"]
+    side.to_client = [b"to the client while away", b"x" * big]
     conn = await connect(cutter)
     await conn.send(b"before")
     await cut_off(conn, cutter, side)
@@ -139,7 +142,7 @@ async def test_close_during_an_outage_hands_back_the_unacknowledged_and_replays_
     theirs = side.verdict
     assert theirs is not None and theirs.cause is Cause.SESSION_LOST, theirs
     assert theirs.detail.startswith("PEER_LOST: ")
-    assert theirs.undelivered == (b"to the client while away",)
+    assert theirs.undelivered == (b"to the client while away", b"x" * big)
 
 
 async def test_the_farewell_tells_which_handed_back_messages_the_server_took_anyway(
