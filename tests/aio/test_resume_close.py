@@ -236,3 +236,26 @@ async def test_close_when_the_server_is_gone_for_good_gives_up_at_resume_timeout
     ]
     assert left == [], "the farewell left a task behind"
     assert not side.ended.is_set()  # the server waits out its window: it was never told
+
+
+def test_a_loop_stopped_right_after_close_cancels_the_farewell_and_says_so() -> None:
+    """asyncio.run ends by cancelling what still runs: the farewell ends as not said, with
+    why, instead of leaving a pending task (or a waiter) behind."""
+
+    async def close_and_leave() -> ResumableConnection:
+        side = ServerSide()
+        async with (
+            peerwatch.serve(side.handle, "127.0.0.1", 0, resume_window=WINDOW, **FAST) as server,
+            Cutter(server.port) as cutter,
+        ):
+            conn = await connect(cutter)
+            await conn.send(b"before")
+            await cut_off(conn, cutter, side)
+            await conn.close("bye")
+            assert conn.farewell is None  # still owed when the loop stops
+            return conn
+
+    conn = asyncio.run(close_and_leave())
+    farewell = conn.farewell
+    assert farewell is not None and not farewell.said
+    assert farewell.detail == "goodbye not said: the reconnect loop was cancelled"

@@ -356,6 +356,7 @@ class ResumableConnection:
         self.session.close()  # no-op when the session was lost meanwhile (UNKNOWN, a bound)
         outcome = Farewell(said, detail, self._loop.time(), taken_anyway)
         self.farewell = outcome
+        log.info("session %s farewell: %s", self, detail)
         if taken_anyway:
             log.warning(
                 "session %s: the server took %d message(s) handed back by close():"
