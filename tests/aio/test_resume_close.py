@@ -259,3 +259,29 @@ def test_a_loop_stopped_right_after_close_cancels_the_farewell_and_says_so() -> 
     farewell = conn.farewell
     assert farewell is not None and not farewell.said
     assert farewell.detail == "goodbye not said: the reconnect loop was cancelled"
+
+
+async def test_a_farewell_to_a_server_that_forgot_the_session_ends_at_its_refusal() -> None:
+    """The server restarted without a shared store while the client was away: the farewell
+    is refused (SESSION_UNKNOWN) and ends there, not at resume_timeout."""
+    side = ServerSide()
+    first = await peerwatch.serve(side.handle, "127.0.0.1", 0, resume_window=WINDOW, **FAST)
+    async with Cutter(first.port) as cutter:
+        conn = await connect(cutter, resume_timeout=WINDOW)
+        await conn.send(b"before")
+        await cut_off(conn, cutter, side)
+        await first.shutdown()  # its sessions die with it
+        second = await peerwatch.serve(
+            ServerSide().handle, "127.0.0.1", 0, resume_window=WINDOW, **FAST
+        )
+        try:
+            cutter.target_port = second.port  # the restarted server, at the same address
+            verdict = await conn.close("bye")
+            assert verdict.cause is Cause.LOCAL and verdict.undelivered == ()
+            cutter.refusing = False
+            farewell = await asyncio.wait_for(conn.wait_farewell(), TOLD_WITHIN)
+        finally:
+            await second.shutdown()
+    assert farewell is not None and not farewell.said
+    assert farewell.detail.startswith("goodbye not said: UNKNOWN: "), farewell.detail
+    assert conn.verdict is verdict  # the refusal changes nothing of what close() returned
