@@ -45,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     "Delivery": "peerwatch.aio.handles",
     "ResumableConnection": "peerwatch.aio.resumable",
     "Outage": "peerwatch.aio.outages",
+    "Farewell": "peerwatch.aio.outages",
     "Lost": "peerwatch.aio.outages",
     "Resumed": "peerwatch.aio.outages",
     "SessionEvent": "peerwatch.aio.outages",
@@ -78,6 +79,7 @@ __all__ = [
     "Connection",
     "ConnectionClosed",
     "Delivery",
+    "Farewell",
     "Finding",
     "GuardResult",
     "HandshakeFailed",
@@ -120,7 +122,7 @@ if TYPE_CHECKING:
     from peerwatch.aio.client import connect
     from peerwatch.aio.connection import Connection
     from peerwatch.aio.handles import Delivery
-    from peerwatch.aio.outages import Lost, Outage, Resumed, SessionEvent
+    from peerwatch.aio.outages import Farewell, Lost, Outage, Resumed, SessionEvent
     from peerwatch.aio.resumable import ResumableConnection
     from peerwatch.aio.server import Server
     from peerwatch.aio.serving import serve

@@ -282,11 +282,6 @@ def test_send_returns_when_the_resume_acknowledges_it(lab: LabPath, server: Sess
         lab.client.run(conn.close(), timeout=10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adapter: close() while the session is detached (between connections) ends it"
-    " here only; the server's session waits out its whole resume_window, its handler too",
-)
 def test_close_during_an_outage_ends_the_session_on_both_sides(
     lab: LabPath, server: SessionServer
 ) -> None:

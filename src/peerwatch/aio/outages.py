@@ -3,7 +3,10 @@
 An ``Outage`` per underlying connection that died while the session went on;
 ``Lost`` when it happens and ``Resumed`` when a new connection carries the
 session again. The connection's own ``Verdict`` (cause, detail, when) stays
-visible in the outage, so "why did we reconnect" never needs a log.
+visible in the outage, so "why did we reconnect" never needs a log. A
+``Farewell`` says how the goodbye of a ``close()`` made during an outage went
+(``ResumableConnection.wait_farewell``); it is no ``SessionEvent``: the session
+is over by then, and subscribers written for ``Lost | Resumed`` stay right.
 """
 
 from __future__ import annotations
@@ -44,6 +47,24 @@ class Resumed:
     outage: float  # seconds without a connection
     replayed: int  # messages this side wrote again
     at: float
+
+
+@dataclass(frozen=True)
+class Farewell:
+    """How the goodbye of a ``close()`` called while the session was detached went.
+
+    The client kept dialing (same backoff, same ``resume_timeout`` budget from the
+    loss) to tell the server the session is over, so the server's handler ends as
+    soon as the network lets the goodbye through instead of a ``resume_window`` later.
+    """
+
+    said: bool  # True: the server got our GOODBYE; False: given up (``detail`` says why)
+    detail: str  # one line for humans
+    at: float  # loop time of the outcome
+    # the first ``taken_anyway`` messages of the close verdict's ``undelivered`` were taken
+    # by the server's application after all: their ACKs were lost in the outage (the
+    # RESUME of the farewell told; PROTOCOL.md 8.8). Always 0 when ``said`` is False.
+    taken_anyway: int = 0
 
 
 SessionEvent = Lost | Resumed

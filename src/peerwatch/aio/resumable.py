@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 
 from peerwatch.aio.connection import EAGER_FLUSH
 from peerwatch.aio.handles import Delivery
-from peerwatch.aio.outages import Lost, Outage, Resumed, SessionEvent, Subscriber
+from peerwatch.aio.outages import Farewell, Lost, Outage, Resumed, SessionEvent, Subscriber
 from peerwatch.aio.session_link import SessionLink
 from peerwatch.aio.waiters import Waiters, error_for
 from peerwatch.core.config import Config
@@ -64,6 +64,12 @@ class ResumableConnection:
         # another worker took the session over, or this one let it go (shutting down with a
         # shared store): its books are not ours to end
         self.fenced = False
+        # close() during an outage: the goodbye still owed to the peer, (code, reason), while
+        # a client dials to say it; then how it went (``wait_farewell``)
+        self._goodbye: tuple[GoodbyeCode, str] | None = None
+        self._acked_at_close = 0
+        self._farewell: asyncio.Future[Farewell] | None = None
+        self.farewell: Farewell | None = None
 
     # ------------------------------------------------------------------ queries
 
@@ -190,7 +196,15 @@ class ResumableConnection:
     async def close(self, reason: str = "") -> Verdict:
         """End the session on both sides: wait (``close_timeout``) for what was enqueued to
         be acknowledged, then GOODBYE(NORMAL). What is still unacknowledged then is handed
-        back in the verdict (cause LOCAL) and the peer is told GOODBYE(SESSION_LOST)."""
+        back in the verdict (cause LOCAL) and the peer is told GOODBYE(SESSION_LOST).
+
+        During an outage (no connection carries the session) the verdict is the same and
+        returned as soon: the caller does not wait for the network. A client then goes on
+        dialing in the background, within what is left of ``resume_timeout``, only to say
+        that GOODBYE (no message is written again), so the server's handler ends when the
+        network is back rather than a ``resume_window`` later; ``wait_farewell()`` tells
+        how it went. A server cannot dial its client: its client learns the end at its
+        next resume (SESSION_UNKNOWN)."""
         if self.verdict is not None:
             return self.verdict
         with contextlib.suppress(asyncio.TimeoutError, PeerwatchError):
@@ -209,6 +223,14 @@ class ResumableConnection:
             )
         else:
             detail = f"session closed by this side: {reason or 'no reason given'}"
+        code = GoodbyeCode.SESSION_LOST if unacknowledged or untaken else GoodbyeCode.NORMAL
+        # before the verdict: ``_finished`` must see that a farewell is owed (a client keeps
+        # its reconnect loop, and an attempt in flight, to say it)
+        farewell = link is None and self._owe_goodbye(
+            code, detail if code is GoodbyeCode.SESSION_LOST else reason
+        )
+        if farewell:
+            detail += "; the server is told once it can be reached again (wait_farewell)"
         # the verdict first: the link's own end below is then no outage to recover from
         self._finish(
             Verdict(
@@ -225,9 +247,20 @@ class ResumableConnection:
                 link.leave(GoodbyeCode.SESSION_LOST, detail, detail)
             else:
                 await link.close(reason)  # its last ACK, then GOODBYE(NORMAL)
-        session.close()
+        if not farewell:
+            session.close()  # a farewell's RESUME still needs the books: closed when it ends
         assert self.verdict is not None
         return self.verdict
+
+    async def wait_farewell(self) -> Farewell | None:
+        """Wait for the goodbye of a ``close()`` made during an outage to be said or given
+        up (a client gives up ``resume_timeout`` after the loss, or when the server no
+        longer knows the session). None when no such goodbye was owed: ``close()`` said
+        it on a live connection, was not called, or the session ended another way."""
+        farewell = self._farewell
+        if farewell is None:
+            return None
+        return await asyncio.shield(farewell)
 
     async def wait_closed(self) -> Verdict:
         """Wait for the session's final verdict."""
@@ -278,6 +311,8 @@ class ResumableConnection:
 
     def link_lost(self, link: SessionLink, verdict: Verdict) -> None:
         if self.verdict is not None:
+            if self._goodbye is not None:  # an attempt to say goodbye failed: detach again
+                self._attempt_failed(link, verdict)
             return
         if self._peer_closing:
             self._finish(verdict)
@@ -303,6 +338,34 @@ class ResumableConnection:
 
     def _finished(self) -> None:
         """The session's final verdict is in (release what the subclass holds)."""
+
+    def _owe_goodbye(self, code: GoodbyeCode, reason: str) -> bool:
+        """``close()`` found the session detached: True if this side will still tell the
+        peer (a client dials for it). The base says no: a server cannot reach its client."""
+        return False
+
+    def _start_farewell(self, code: GoodbyeCode, reason: str) -> None:
+        """Owe the peer GOODBYE(``code``, ``reason``) until ``_end_farewell``."""
+        self._goodbye = (code, reason)
+        self._acked_at_close = self.session.acked_through
+        self._farewell = self._loop.create_future()
+
+    def _end_farewell(self, said: bool, detail: str, taken_anyway: int = 0) -> None:
+        """The owed goodbye was said, or will never be: the books close, the waiters learn."""
+        self._goodbye = None
+        self.session.close()  # no-op when the session was lost meanwhile (UNKNOWN, a bound)
+        outcome = Farewell(said, detail, self._loop.time(), taken_anyway)
+        self.farewell = outcome
+        log.info("session %s farewell: %s", self, detail)
+        if taken_anyway:
+            log.warning(
+                "session %s: the server took %d message(s) handed back by close():"
+                " their acknowledgements were lost in the outage",
+                self,
+                taken_anyway,
+            )
+        if self._farewell is not None and not self._farewell.done():
+            self._farewell.set_result(outcome)
 
     def _end_lost(self, lost: SessionLost) -> None:
         """The session is over without agreement: hand back its unacknowledged messages."""

@@ -8,6 +8,14 @@ then with exponential backoff and equal jitter (``core/backoff.py``) for at most
 at once, so a resume costs one round trip plus the replayed bytes. The session
 ends with SESSION_LOST when the budget is spent (WINDOW), when the server no
 longer knows it (UNKNOWN), or on any bound the session core enforces.
+
+``close()`` during an outage returns its verdict at once and leaves the same
+loop running as a *farewell*: the next attempt that resumes (the one in flight,
+if any) writes nothing of the session and says GOODBYE at once, NORMAL or
+SESSION_LOST as ``close()`` decided, so the server's handler ends when the
+network is back. The farewell has the outage's budget: it gives up when
+``resume_timeout`` from the loss is spent or the server no longer knows the
+session, and then nothing of it is left running.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from peerwatch.aio.sockets import tune
 from peerwatch.core.backoff import Backoff
 from peerwatch.core.config import Config
 from peerwatch.core.frames import NO_SESSION_ID, NO_TOKEN, GoodbyeCode
-from peerwatch.core.session import Session, SessionLimits
+from peerwatch.core.session import LostCause, Session, SessionLimits
 from peerwatch.core.verdicts import Verdict, connect_failure, errno_name
 from peerwatch.errors import PeerDead, PeerwatchError
 
@@ -61,8 +69,8 @@ class ResumableClient(ResumableConnection):
         self._reconnecting: asyncio.Task[None] | None = None
         self._dialing: SessionLink | None = None
 
-    async def dial(self) -> None:
-        """One connection carrying the session: returns once both RESUMEs are exchanged.
+    async def dial(self) -> SessionLink:
+        """One connection carrying the session: returns it once both RESUMEs are exchanged.
 
         Raises ``PeerDead`` (or ``HandshakeFailed``) whose verdict says why not.
         """
@@ -97,6 +105,7 @@ class ResumableClient(ResumableConnection):
             raise self._failed(TimeoutError("no RESUME from the server in time"), started) from exc
         finally:
             self._dialing = None
+        return link
 
     def _failed(self, exc: BaseException, started: float) -> PeerDead:
         cause, why = connect_failure(exc)
@@ -124,17 +133,40 @@ class ResumableClient(ResumableConnection):
         if self.history:
             self.session.detached_since = self._outage_since
 
+    def _deadline(self) -> float:
+        """When the outage's budget runs out: ``resume_timeout`` after the loss."""
+        return self._outage_since + self.resume_timeout
+
+    def _still_dialing(self) -> bool:
+        """Dial on while the session is detached and open, or owed a goodbye."""
+        return self.link is None and (self.verdict is None or self._goodbye is not None)
+
     async def _reconnect(self) -> None:
-        """Dial until the session resumes, the budget is spent, or the session ends."""
+        """Dial until the session resumes (or hears its goodbye), the budget is spent, or
+        the session ends."""
+        try:
+            await self._dial_until_resumed()
+        finally:
+            if self._goodbye is not None:  # given up, or the loop was cancelled
+                lost = self.session.lost
+                if lost is not None and lost.cause is not LostCause.WINDOW:
+                    why = lost.reason  # e.g. UNKNOWN: the server ended it already
+                elif lost is not None or self._loop.time() >= self._deadline():
+                    why = f"no connection within resume_timeout ({self.resume_timeout} s)"
+                else:
+                    why = "the reconnect loop was cancelled"
+                self._end_farewell(False, f"goodbye not said: {why}")
+
+    async def _dial_until_resumed(self) -> None:
         loop = self._loop
         session = self.session
-        deadline = self._outage_since + self.resume_timeout
+        deadline = self._deadline()
         # the first attempt at once: a cut by a middlebox or a NAT costs one round trip;
         # a server that is down refuses it and the backoff (with jitter) spreads the rest
         delays = itertools.chain([0.0], self.backoff.delays(self.resume_timeout, random.random))
         for delay in delays:
             await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
-            if self.verdict is not None or self.link is not None:
+            if not self._still_dialing():
                 return
             session.handle_timer(loop.time())  # the replay-age bound runs while detached
             if session.lost is not None or loop.time() >= deadline:
@@ -144,8 +176,10 @@ class ResumableClient(ResumableConnection):
                 await self.dial()
                 return
             except PeerwatchError:
-                if self.verdict is not None:
+                if not self._still_dialing():
                     return
+                if session.lost is not None:  # the server no longer knows it (UNKNOWN)
+                    break
             except Exception as exc:  # never let the reconnect loop die unseen
                 log.warning("reconnect attempt to %s:%d failed: %r", self.host, self.port, exc)
         if self.verdict is None and self.link is None:
@@ -154,13 +188,41 @@ class ResumableClient(ResumableConnection):
                 self._end_lost(session.lost)
 
     def link_attached(self, link: SessionLink, replayed: int) -> None:
-        if self.verdict is not None:  # closed while this attempt was under way
+        if self._goodbye is not None:  # closed during the outage: only the goodbye goes out
+            self._say_goodbye(link)
+            return
+        if self.verdict is not None:  # ended otherwise while this attempt was under way
             why = "the session was closed while this connection resumed it"
             link.leave(GoodbyeCode.SESSION_LOST, why, why)
             return
         super().link_attached(link, replayed)
 
+    def _say_goodbye(self, link: SessionLink) -> None:
+        """The farewell resumed: say the GOODBYE ``close()`` owes, before any DATA.
+
+        Called as the server's RESUME is handled: nothing of the session was written on
+        this connection yet, and ``leave`` ends it at once (its verdict stops every later
+        pass), so no message is sent twice. The RESUME acknowledged what the server's
+        application took before the cut: any of those beyond what was acknowledged at
+        ``close()`` were handed back by it, and are counted (``taken_anyway``)."""
+        assert self._goodbye is not None
+        code, reason = self._goodbye
+        self._goodbye = None
+        taken_anyway = self.session.acked_through - self._acked_at_close
+        said = f"GOODBYE({code.name}) said on a new connection after the outage"
+        link.leave(code, reason, f"session closed by this side: {said}")
+        self._end_farewell(True, said, taken_anyway)
+
+    def _owe_goodbye(self, code: GoodbyeCode, reason: str) -> bool:
+        self._start_farewell(code, reason)
+        task = self._reconnecting
+        if task is None or task.done():  # not expected: the loop runs while detached
+            self._reconnecting = self._loop.create_task(self._reconnect())
+        return True
+
     def _finished(self) -> None:
+        if self._goodbye is not None:
+            return  # closed during the outage: the loop (and an attempt in flight) says it
         task = self._reconnecting
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
