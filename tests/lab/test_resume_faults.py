@@ -202,8 +202,8 @@ def test_resumable_session_loses_and_repeats_nothing_through_any_fault(
     finally:
         lab.path.stop(kind)
     received, conn = running.result(timeout=max(1.0, until - time.monotonic()) + 5)
-    # Everything may have arrived before the fault: the session then resumes after it,
-    # and a close() while it is still detached could not reach the server (see report).
+    # Everything may have arrived before the fault: the session then resumes after it.
+    # Wait for that, so that both histories below hold the outage with its resume.
     deadline = time.monotonic() + SETTLE
     while time.monotonic() < deadline and (
         len(exchange.received) < len(to_server) or not _resumed(conn)
