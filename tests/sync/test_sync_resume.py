@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -31,11 +32,6 @@ COUNT = 300
 CUTS = (60, 140, 220)  # after these many echoes came back
 
 
-async def echo(session: ResumableConnection) -> None:
-    async for message in session:
-        await session.enqueue(message)
-
-
 class Far:
     """A resumable echo server behind a Cutter, on a loop thread of its own."""
 
@@ -45,6 +41,12 @@ class Far:
         self._stop = asyncio.Event()
         self._started = threading.Event()
         self._done: Future[None] | None = None
+        self.ended: list[Cause] = []  # each session's end as its handler saw it
+
+    async def echo(self, session: ResumableConnection) -> None:
+        async for message in session:
+            await session.enqueue(message)
+        self.ended.append((await session.wait_closed()).cause)
 
     def start(self) -> Far:
         self._done = asyncio.run_coroutine_threadsafe(self._run(), self.thread.loop)
@@ -53,7 +55,7 @@ class Far:
 
     async def _run(self) -> None:
         self._stop = asyncio.Event()
-        serving = peerwatch.serve(echo, "127.0.0.1", 0, resume_window=10.0, **FAST)
+        serving = peerwatch.serve(self.echo, "127.0.0.1", 0, resume_window=10.0, **FAST)
         async with serving as server, Cutter(server.port) as cutter:
             self.cutter = cutter
             self._started.set()
@@ -119,3 +121,36 @@ def test_no_server_is_a_verdict_not_a_hang() -> None:
     with pytest.raises(peerwatch.PeerDead) as caught:
         sync.connect("127.0.0.1", 9, resume=True, connect_timeout=5)
     assert caught.value.verdict.cause in (Cause.RESET, Cause.UNREACHABLE)
+
+
+def test_close_during_an_outage_returns_at_once_and_says_goodbye_when_the_path_is_back(
+    far: Far,
+) -> None:
+    cutter = far.cutter
+    assert cutter is not None
+    conn = sync.connect("127.0.0.1", cutter.port, resume=True, resume_timeout=20, **FAST)
+    conn.send(b"before", timeout=10)
+    assert conn.recv(timeout=10) == b"before"
+
+    def cut_and_refuse() -> int:
+        cutter.refusing = True  # every reconnect is reset: the server is out of reach
+        return cutter.cut()
+
+    assert far.call(cut_and_refuse) == 1
+    verdict = conn.close("bye", timeout=10)  # detached: the local verdict at once
+    assert verdict.cause is Cause.LOCAL
+    with pytest.raises(TimeoutError):  # the server is still out of reach: nothing said yet
+        conn.wait_farewell(timeout=0.5)
+    assert far.ended == []  # its session waits for us
+
+    def let_through() -> int:
+        cutter.refusing = False
+        return 0
+
+    far.call(let_through)
+    farewell = conn.wait_farewell(timeout=15)
+    assert farewell is not None and farewell.said, farewell
+    deadline = time.monotonic() + 10
+    while not far.ended and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert far.ended == [Cause.GOODBYE]  # the server's handler ended with our goodbye

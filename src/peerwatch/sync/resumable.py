@@ -9,9 +9,10 @@ blocking ``peerwatch.sync`` calls (those would wait on the thread that runs them
 
 from __future__ import annotations
 
-from peerwatch.aio.outages import Outage, Subscriber
+from peerwatch.aio.outages import Farewell, Outage, Subscriber
 from peerwatch.aio.resumable import ResumableConnection as AioResumable
 from peerwatch.sync.blocking import BlockingCalls
+from peerwatch.sync.loop import DEFAULT_TIMEOUT
 
 
 class ResumableConnection(BlockingCalls[AioResumable]):
@@ -50,6 +51,12 @@ class ResumableConnection(BlockingCalls[AioResumable]):
     def subscribe(self, callback: Subscriber) -> None:
         """Call ``callback(event)`` for every ``Lost`` and ``Resumed``, on the loop thread."""
         self._runner.loop.call_soon_threadsafe(self.aio.subscribe, callback)
+
+    def wait_farewell(self, timeout: float = DEFAULT_TIMEOUT) -> Farewell | None:
+        """Wait for the goodbye a ``close()`` during an outage owes the server (said, or given
+        up at ``resume_timeout``); None when none was owed. The background loop keeps
+        dialing for it after ``close()`` returns, for as long as the process runs."""
+        return self._runner.run(self.aio.wait_farewell(), timeout)
 
     def __enter__(self) -> ResumableConnection:
         return self
