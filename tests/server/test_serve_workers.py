@@ -161,8 +161,10 @@ def _open_paths(pid: int) -> list[str]:
 
 FRAGILE_HANDLER = """
 import os
+import time
 
 if os.path.exists(os.environ["FRAGILE_FLAG"]):
+    time.sleep(1.2)  # a slow start (a loaded machine, a heavy import): still a crash loop
     raise RuntimeError("cannot start: flag file present")
 
 

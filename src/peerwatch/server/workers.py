@@ -62,7 +62,9 @@ log = logging.getLogger("peerwatch.server")
 START_TIMEOUT = 30.0
 #: Seconds past ``drain`` before a worker that has not exited is killed.
 KILL_GRACE = 2.0
-#: A worker that lived less than this is a crash-loop suspect: back off more.
+#: A worker that served less than this after reporting ready, or never got ready, is a
+#: crash-loop suspect: back off more. Counted from ready, not from start: a start that fails
+#: after a slow import (a loaded machine) is as much a crash loop as a fast one.
 YOUNG = 1.0
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 10.0
@@ -78,6 +80,7 @@ class WorkerSlot:
     process: Any = None  # multiprocessing.Process (spawn context)
     pipe: Pipe | None = None
     started_at: float = 0.0
+    ready_at: float | None = None  # when it reported ready; None while starting
     restart_at: float | None = None
     backoff: float = BACKOFF_FIRST
     pid: int | None = None
@@ -285,6 +288,7 @@ def _start(context: Any, spec: WorkerSpec, slot: WorkerSlot) -> None:
     slot.pipe = receiver
     slot.pid = process.pid
     slot.started_at = time.monotonic()
+    slot.ready_at = None
     slot.restart_at = None
     slot.ready = False
 
@@ -303,6 +307,7 @@ def _await_ready(slot: WorkerSlot, stop: threading.Event | None = None) -> str:
                 message = ("error", "exited before it was ready")
             if message[0] == "ready":
                 slot.ready = True
+                slot.ready_at = time.monotonic()
                 return str(message[3])
             raise StartError(f"worker {slot.index} (pid {slot.pid}) failed: {message[1]}")
         if not slot.process.is_alive() and not slot.pipe.poll(0):
@@ -333,8 +338,9 @@ def _supervise(
             if process is not None and not process.is_alive():
                 process.join()
                 lived = now - slot.started_at
-                delay = slot.backoff if lived < YOUNG else BACKOFF_FIRST
-                slot.backoff = min(BACKOFF_MAX, delay * 2) if lived < YOUNG else BACKOFF_FIRST
+                young = slot.ready_at is None or now - slot.ready_at < YOUNG
+                delay = slot.backoff if young else BACKOFF_FIRST
+                slot.backoff = min(BACKOFF_MAX, delay * 2) if young else BACKOFF_FIRST
                 log.warning(
                     "worker %d (pid %d) %s after %.1f s; its connections are lost%s",
                     slot.index,
