@@ -111,21 +111,25 @@ class ResumableConnection:
             )
         session = self.session
         window = self.config.send_queue
-        # the in-line test is the hot path's; the loop waits and re-checks after the verdict
-        while not (session.next_seq - 1 - session.acked_through < window and session.room(size)):
-            await self._waiters.space()
-            self._raise_if_over()
         if self._store is None:
-            seq = session.send(data, self._loop.time())
+            # the window, the room and the numbering in one call (the hot path's)
+            seq = session.offer(data, self._loop.time(), window)
+            while not seq:
+                await self._waiters.space()
+                self._raise_if_over()
+                seq = session.offer(data, self._loop.time(), window)
         else:
+            while not (session.in_flight < window and session.room(size)):
+                await self._waiters.space()
+                self._raise_if_over()
             async with self._write_lock:
                 # kept first, numbered after: a flush pass may write it as soon as it is
                 # in the session, and a message must never be written before it is kept
                 await self._store_call(self._store.sent(session, session.next_seq, data))
                 seq = session.send(data, self._loop.time())
         link = self.link
-        if link is not None:
-            if session.unwritten >= EAGER_FLUSH:
+        if link is not None:  # attached: ``sent_through`` is this link's
+            if seq - session.sent_through >= EAGER_FLUSH:
                 # a caller enqueueing in a loop may not yield before its window is full:
                 # the peer reads and ACKs while it goes on (as Connection.enqueue)
                 link.flush_now()
@@ -172,14 +176,18 @@ class ResumableConnection:
     async def _iterate(self) -> AsyncIterator[bytes]:
         session = self.session
         while True:
-            if session.inbox and self._store is None and not self.fenced:
+            if self._store is None and not self.fenced:
                 # no coroutine per message while messages wait (as ``Connection``); a
                 # write-through store must keep each take first (``recv``)
                 message = session.take()
-                assert message is not None
-                self._taken(len(message))
-                yield message
-                continue
+                if message is not None:
+                    link = self.link
+                    if link is not None and not self._carried:
+                        link.taken(len(message))  # ``_taken``'s common case, one call less
+                    else:
+                        self._taken(len(message))
+                    yield message
+                    continue
             try:
                 yield await self.recv()
             except (PeerDead, ConnectionClosed) as exc:
@@ -337,13 +345,21 @@ class ResumableConnection:
     # ---------------------------------------------------------------- internals
 
     def _taken(self, size: int) -> None:
+        """The application took a message of ``size`` bytes from the session's inbox."""
         link = self.link
-        if self._carried:
+        if link is not None and not self._carried:
+            link.taken(size)  # the common case first: one call per message (issue 12)
+            return
+        carried = self._carried > 0
+        if carried:
             self._carried -= 1  # it came on an earlier link: only its ACK is due
             if link is not None:
                 link.poke()
-        elif link is not None:
-            link.taken(size)
+        self._taken_unlinked(size, carried)
+
+    def _taken_unlinked(self, size: int, carried: bool) -> None:
+        """A message no live link counts was taken: ``carried`` over from an earlier link,
+        or taken while detached (a server's budget counts those)."""
 
     def _raise_if_over(self) -> None:
         if (verdict := self.verdict) is not None:
