@@ -15,7 +15,7 @@ import time
 from typing import Protocol as TypingProtocol
 from typing import cast
 
-from peerwatch.aio.connection import INCARNATION, Connection
+from peerwatch.aio.connection import EAGER_ACK, INCARNATION, Connection
 from peerwatch.core.budget import MemoryBudget
 from peerwatch.core.config import Config
 from peerwatch.core.frames import GoodbyeCode
@@ -98,7 +98,11 @@ class SessionLink(Connection):
         """The application took a message this link received: its receive window frees."""
         self._taken += 1
         self._taken_bytes += size
-        if not self._flush_scheduled:
+        if self._taken >= EAGER_ACK:
+            # as ``Connection._take``: a consumer working through a long read ACKs now, not
+            # once it yields, while a sender with a full window waits (issue 12)
+            self._flush()
+        elif not self._flush_scheduled:
             self.poke()
         if self._reading_paused:
             self._tell_taken()
