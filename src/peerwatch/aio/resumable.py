@@ -184,12 +184,13 @@ class ResumableConnection:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[bytes]:
-        session = self.session
+        take = self.session.take
+        # a write-through store must keep each take first (``recv``); it is set at __init__
+        take_here = self._store is None
         while True:
-            if self._store is None and not self.fenced:
-                # no coroutine per message while messages wait (as ``Connection``); a
-                # write-through store must keep each take first (``recv``)
-                message = session.take()
+            if take_here and not self.fenced:
+                # no coroutine per message while messages wait (as ``Connection``)
+                message = take()
                 if message is not None:
                     link = self.link
                     if link is not None and not self._carried:

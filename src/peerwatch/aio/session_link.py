@@ -104,7 +104,9 @@ class SessionLink(Connection):
             self._flush()
         elif not self._flush_scheduled:
             self.poke()
-        if self._reading_paused:
+        if self._reading_paused and self._taken >= self._resume_after:
+            # told once reading may resume, as ``Connection._take``: telling every message
+            # taken behind a full receive window was 1/6 of a resumable message's bytecodes
             self._tell_taken()
             self._follow_reading()
 

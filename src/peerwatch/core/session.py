@@ -522,10 +522,11 @@ class Session:
 
     def take(self) -> bytes | None:
         """The next message for the application, or None; taking it makes an ACK due."""
-        if not self._inbox:
+        inbox = self._inbox
+        if not inbox:
             return None
         self.consumed_through += 1
-        message = self._inbox.popleft()
+        message = inbox.popleft()
         self.inbox_bytes -= len(message)
         return message
 
