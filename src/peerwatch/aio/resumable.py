@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from peerwatch.aio.connection import EAGER_FLUSH
 from peerwatch.aio.handles import Delivery
@@ -36,6 +36,15 @@ from peerwatch.sessions.store import Fenced, SessionStore
 log = logging.getLogger("peerwatch")
 
 
+def loop_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """``loop.time``, or the ``time.monotonic`` it returns on asyncio's own loops: a builtin
+    called directly, where the method around it was 1/20 of a resumable connection's
+    instructions per message (issue 12). Other loops (uvloop) keep their own clock."""
+    if type(loop).time is asyncio.BaseEventLoop.time:
+        return time.monotonic
+    return loop.time
+
+
 class ResumableConnection:
     """A session's messages, exactly once and in order, across any number of connections."""
 
@@ -48,6 +57,7 @@ class ResumableConnection:
         store: SessionStore | None = None,
     ) -> None:
         self._loop = loop or asyncio.get_running_loop()
+        self._clock = loop_clock(self._loop)  # stamps each enqueued message (replay age)
         self.config = config
         self.session = session
         self.link: SessionLink | None = None  # the attached connection, if any
@@ -117,21 +127,25 @@ class ResumableConnection:
             )
         session = self.session
         window = self.config.send_queue
-        # the in-line test is the hot path's; the loop waits and re-checks after the verdict
-        while not (session.next_seq - 1 - session.acked_through < window and session.room(size)):
-            await self._waiters.space()
-            self._raise_if_over()
         if self._store is None:
-            seq = session.send(data, self._loop.time())
+            # the window, the room and the numbering in one call (the hot path's)
+            seq = session.offer(data, self._clock(), window)
+            while not seq:
+                await self._waiters.space()
+                self._raise_if_over()
+                seq = session.offer(data, self._clock(), window)
         else:
+            while not (session.in_flight < window and session.room(size)):
+                await self._waiters.space()
+                self._raise_if_over()
             async with self._write_lock:
                 # kept first, numbered after: a flush pass may write it as soon as it is
                 # in the session, and a message must never be written before it is kept
                 await self._store_call(self._store.sent(session, session.next_seq, data))
-                seq = session.send(data, self._loop.time())
+                seq = session.send(data, self._clock())
         link = self.link
-        if link is not None:
-            if session.unwritten >= EAGER_FLUSH:
+        if link is not None:  # attached: ``sent_through`` is this link's
+            if seq - session.sent_through >= EAGER_FLUSH:
                 # a caller enqueueing in a loop may not yield before its window is full:
                 # the peer reads and ACKs while it goes on (as Connection.enqueue)
                 link.flush_now()
@@ -176,16 +190,21 @@ class ResumableConnection:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[bytes]:
-        session = self.session
+        take = self.session.take
+        # a write-through store must keep each take first (``recv``); it is set at __init__
+        take_here = self._store is None
         while True:
-            if session.inbox and self._store is None and not self.fenced:
-                # no coroutine per message while messages wait (as ``Connection``); a
-                # write-through store must keep each take first (``recv``)
-                message = session.take()
-                assert message is not None
-                self._taken(len(message))
-                yield message
-                continue
+            if take_here and not self.fenced:
+                # no coroutine per message while messages wait (as ``Connection``)
+                message = take()
+                if message is not None:
+                    link = self.link
+                    if link is not None and not self._carried:
+                        link.taken(len(message))  # ``_taken``'s common case, one call less
+                    else:
+                        self._taken(len(message))
+                    yield message
+                    continue
             try:
                 yield await self.recv()
             except (PeerDead, ConnectionClosed) as exc:
@@ -400,13 +419,21 @@ class ResumableConnection:
     # ---------------------------------------------------------------- internals
 
     def _taken(self, size: int) -> None:
+        """The application took a message of ``size`` bytes from the session's inbox."""
         link = self.link
-        if self._carried:
+        if link is not None and not self._carried:
+            link.taken(size)  # the common case first: one call per message (issue 12)
+            return
+        carried = self._carried > 0
+        if carried:
             self._carried -= 1  # it came on an earlier link: only its ACK is due
             if link is not None:
                 link.poke()
-        elif link is not None:
-            link.taken(size)
+        self._taken_unlinked(size, carried)
+
+    def _taken_unlinked(self, size: int, carried: bool) -> None:
+        """A message no live link counts was taken: ``carried`` over from an earlier link,
+        or taken while detached (a server's budget counts those)."""
 
     def _raise_if_over(self) -> None:
         if (verdict := self.verdict) is not None:

@@ -106,10 +106,10 @@ class ServerSession(ResumableConnection):
         super().link_acked(link, through)
         self._settle()
 
-    def _taken(self, size: int) -> None:
-        if self._carried:
+    def _taken_unlinked(self, size: int, carried: bool) -> None:
+        # a take the attached link counts leaves ``held_bytes`` as it was: no settle then
+        if carried:
             self._carried_bytes -= size
-        super()._taken(size)
         self._settle()
 
     def _settle(self) -> None:

@@ -15,7 +15,7 @@ import time
 from typing import Protocol as TypingProtocol
 from typing import cast
 
-from peerwatch.aio.connection import INCARNATION, Connection
+from peerwatch.aio.connection import EAGER_ACK, INCARNATION, Connection
 from peerwatch.core.budget import MemoryBudget
 from peerwatch.core.config import Config
 from peerwatch.core.frames import GoodbyeCode
@@ -98,9 +98,15 @@ class SessionLink(Connection):
         """The application took a message this link received: its receive window frees."""
         self._taken += 1
         self._taken_bytes += size
-        if not self._flush_scheduled:
+        if self._taken >= EAGER_ACK:
+            # as ``Connection._take``: a consumer working through a long read ACKs now, not
+            # once it yields, while a sender with a full window waits (issue 12)
+            self._flush()
+        elif not self._flush_scheduled:
             self.poke()
-        if self._reading_paused:
+        if self._reading_paused and self._taken >= self._resume_after:
+            # told once reading may resume, as ``Connection._take``: telling every message
+            # taken behind a full receive window was 1/6 of a resumable message's bytecodes
             self._tell_taken()
             self._follow_reading()
 

@@ -19,7 +19,9 @@ docs/PROTOCOL.md section 8; the rules this object enforces:
 4. The replay buffer is bounded in bytes (``max_replay_bytes``; one message
    alone may exceed it, so every message can be sent) and in age (a message
    unacknowledged for ``max_replay_age``); a detached session lives at most
-   ``window`` seconds. Past any bound the session is lost.
+   ``window`` seconds. Past any bound the session is lost. A message's age is
+   counted from the start of the step of ``max_replay_age / AGE_STEPS`` it was
+   numbered in: it may expire that much early, never late.
 5. A lost session hands back, in order, every message the peer did not
    acknowledge, and never one it did: the acknowledged prefix left the buffer
    when its ACK arrived, and nothing else ever leaves it. The inbox of a lost
@@ -33,7 +35,7 @@ import enum
 import hmac
 from collections import deque
 from dataclasses import dataclass
-from itertools import islice
+from itertools import islice, repeat
 
 from peerwatch.core.frames import (
     FLAG_SESSION,
@@ -97,6 +99,9 @@ class SessionLost:
         return f"{self.cause}: {self.detail}"
 
 
+_INF = float("inf")
+_UNBOUNDED = 1 << 62  # a window no count of messages reaches
+
 #: How a session lost by the peer begins its detail; said once, however it was relayed.
 PEER_LOST_DETAIL = "the peer lost the session: "
 #: Causes a peer's GOODBYE(SESSION_LOST) passes on to this side's verdict: what failed
@@ -124,15 +129,23 @@ class SessionLimits:
 #: The bounds a session gets when the caller names none.
 DEFAULT_LIMITS = SessionLimits()
 
+#: The replay buffer keeps one enqueue time per ``max_replay_age / AGE_STEPS`` (the time
+#: of the first message numbered in that step), not one per message: a (seq, payload,
+#: time) tuple per message was the sender's largest cost per message after the coroutine
+#: (issue 12). A message may so expire up to 0.1 % of ``max_replay_age`` early.
+AGE_STEPS = 1000
+
 
 class Session:
     """One side of a session. The adapter owns the connections; this owns the messages."""
 
     __slots__ = (
         "_ack_sent",
+        "_age_step",
         "_inbox",
+        "_next_stamp",
         "_replay",
-        "_sent_through",
+        "_stamps",
         "_written_through",
         "acked_through",
         "consumed_through",
@@ -144,6 +157,7 @@ class Session:
         "next_seq",
         "received_through",
         "replay_bytes",
+        "sent_through",
         "session_id",
         "state",
         "token",
@@ -157,13 +171,18 @@ class Session:
         self.state = State.DETACHED
         self.detached_since = now
         self.lost: SessionLost | None = None
-        # outbound: (seq, payload, enqueued_at) not yet acknowledged, in seq order
-        self._replay: deque[tuple[int, bytes, float]] = deque()
+        # outbound: the payloads of seqs acked_through + 1 .. next_seq - 1, not yet
+        # acknowledged; seqs are consecutive, so none is kept with its payload
+        self._replay: deque[bytes] = deque()
         self.replay_bytes = 0
         self.next_seq = 1
         self.acked_through = 0
         self._written_through = 0  # highest seq ever handed to a connection
-        self._sent_through = 0  # highest seq handed to the current connection
+        self.sent_through = 0  # highest seq handed to the current connection
+        # (first seq, enqueue time) of each age step holding unacknowledged messages
+        self._stamps: deque[tuple[int, float]] = deque()
+        self._next_stamp = -_INF  # a message numbered from then on opens a new step
+        self._age_step = limits.max_replay_age / AGE_STEPS
         # inbound
         self._inbox: deque[bytes] = deque()
         self.inbox_bytes = 0  # payload bytes in the inbox (a server's memory budget counts them)
@@ -202,8 +221,12 @@ class Session:
                 f" {acked_through + 1}..{next_seq - 1}"
             )
         session = cls(session_id, token, limits, now)
-        session._replay.extend(replay)
+        session._replay.extend(payload for _, payload, _ in replay)
         session.replay_bytes = sum(len(payload) for _, payload, _ in replay)
+        stamps = session._stamps
+        for seq, _, enqueued_at in replay:  # each kept time as it was: none moves later
+            if not stamps or stamps[-1][1] != enqueued_at:
+                stamps.append((seq, enqueued_at))
         session.next_seq = next_seq
         session.acked_through = acked_through
         session._written_through = next_seq - 1  # a dead owner may have written them all
@@ -269,7 +292,7 @@ class Session:
             self._lose(LostCause.INCONSISTENT, f"inconsistent RESUME: {problem}", now)
             return
         self._release(consumed)
-        self._sent_through = received  # the replay starts after what the peer holds
+        self.sent_through = received  # the replay starts after what the peer holds
         self.state = State.ATTACHED
 
     def detach(self, now: float) -> None:
@@ -327,21 +350,40 @@ class Session:
         """True if a message of ``size`` bytes fits the replay buffer (backpressure)."""
         return not self._replay or self.replay_bytes + size <= self.limits.max_replay_bytes
 
+    def offer(self, payload: bytes, now: float, window: int, *, bounded: bool = True) -> int:
+        """Number a message and keep it until acknowledged; returns its seq. Or 0, and
+        nothing changes, if ``window`` messages are unacknowledged or (``bounded``) the
+        replay buffer has no ``room`` for it: the sender waits for an ACK.
+
+        The sender's per-message path: one call where the checks and the numbering were
+        four (issue 12)."""
+        replay = self._replay
+        size = len(payload)
+        if len(replay) >= window or (
+            bounded and replay and self.replay_bytes + size > self.limits.max_replay_bytes
+        ):
+            return 0
+        if self.state is State.LOST or self.state is State.CLOSED:
+            if self.lost is not None:
+                raise LocalProtocolError(f"send() on a lost session: {self.lost.detail}")
+            raise LocalProtocolError("send() on a closed session")
+        seq = self.next_seq
+        self.next_seq = seq + 1
+        replay.append(payload)
+        self.replay_bytes += size
+        if now >= self._next_stamp:
+            self._stamps.append((seq, now))
+            self._next_stamp = now + self._age_step
+        return seq
+
     def send(self, payload: bytes, now: float) -> int:
         """Number a message and keep it until acknowledged; returns its seq.
 
         A message that does not fit (``room()`` said no) ends the session with
         REPLAY_OVERFLOW and is handed back last, after the ones before it.
         """
-        if self.lost is not None:
-            raise LocalProtocolError(f"send() on a lost session: {self.lost.detail}")
-        if self.state is State.CLOSED:
-            raise LocalProtocolError("send() on a closed session")
         fits = self.room(len(payload))
-        seq = self.next_seq
-        self.next_seq = seq + 1
-        self._replay.append((seq, payload, now))
-        self.replay_bytes += len(payload)
+        seq = self.offer(payload, now, _UNBOUNDED, bounded=False)
         if not fits:
             self._lose(
                 LostCause.REPLAY_OVERFLOW,
@@ -351,23 +393,41 @@ class Session:
         return seq
 
     @property
+    def in_flight(self) -> int:
+        """Messages numbered and not yet acknowledged."""
+        return self.next_seq - 1 - self.acked_through
+
+    @property
     def unwritten(self) -> int:
         """How many messages ``outgoing()`` has now: numbered, not yet on this connection."""
         if self.state is not State.ATTACHED:
             return 0
-        return self.next_seq - 1 - self._sent_through
+        return self.next_seq - 1 - self.sent_through
+
+    def outgoing_run(self) -> tuple[int, list[bytes]]:
+        """Messages to write now on the attached connection, in order (the replay first):
+        the seq of the first, and the payloads (consecutive seqs)."""
+        last = self.next_seq - 1
+        sent = self.sent_through
+        if self.state is not State.ATTACHED or sent >= last:
+            return last + 1, []
+        replay = self._replay
+        first = last + 1 - len(replay)
+        sent = max(sent, first - 1)
+        new = last - sent
+        if new == len(replay):
+            out = list(replay)
+        else:  # the newest few, read from the end: not past every one in flight
+            out = list(islice(reversed(replay), new))
+            out.reverse()
+        self.sent_through = last
+        self._written_through = max(self._written_through, last)
+        return sent + 1, out
 
     def outgoing(self) -> list[tuple[int, bytes]]:
-        """Messages to write now on the attached connection, in order (the replay first)."""
-        if self.state is not State.ATTACHED or self._sent_through >= self.next_seq - 1:
-            return []
-        replay = self._replay
-        # seqs in the buffer are consecutive: skip the ones the peer holds by position
-        skip = self._sent_through - replay[0][0] + 1
-        out = [(seq, payload) for seq, payload, _ in islice(replay, max(skip, 0), None)]
-        self._sent_through = self.next_seq - 1
-        self._written_through = max(self._written_through, self._sent_through)
-        return out
+        """``outgoing_run()`` as (seq, payload) pairs."""
+        first, payloads = self.outgoing_run()
+        return list(enumerate(payloads, first))
 
     def on_ack(self, seq: int) -> int:
         """A cumulative ACK; returns how many messages it released from the replay buffer."""
@@ -382,41 +442,78 @@ class Session:
         return self._release(seq)
 
     def unacknowledged(self) -> tuple[bytes, ...]:
-        return tuple(payload for _, payload, _ in self._replay)
+        return tuple(self._replay)
 
     def replay(self) -> list[tuple[int, bytes, float]]:
-        """The replay buffer as ``(seq, payload, enqueued_at)``: what a store keeps."""
-        return list(self._replay)
+        """The replay buffer as ``(seq, payload, enqueued_at)``: what a store keeps
+        (``enqueued_at``: the start of the message's age step)."""
+        stamps = list(self._stamps)
+        out = []
+        step = 0
+        seq = self.next_seq - len(self._replay)
+        for payload in self._replay:
+            while step + 1 < len(stamps) and stamps[step + 1][0] <= seq:
+                step += 1
+            out.append((seq, payload, stamps[step][1]))
+            seq += 1
+        return out
 
     def _release(self, seq: int) -> int:
-        replay = self._replay
-        count = 0
-        while replay and replay[0][0] <= seq:
-            self.replay_bytes -= len(replay.popleft()[1])
-            count += 1
+        """Drop the acknowledged head of the replay buffer (through ``seq``); returns how
+        many messages left it."""
+        count = min(seq - self.acked_through, len(self._replay))
         self.acked_through = max(self.acked_through, seq)
+        if count <= 0:
+            return 0
+        replay = self._replay
+        if count == len(replay):  # everything: a sender that waits for its ACKs
+            replay.clear()
+            self.replay_bytes = 0
+            self._stamps.clear()
+            self._next_stamp = -_INF
+            return count
+        self.replay_bytes -= sum(map(len, islice(replay, count)))
+        popleft = replay.popleft
+        for _ in repeat(None, count):  # measured: 25 % less than a generator of popleft()
+            popleft()
+        stamps = self._stamps
+        head = self.next_seq - len(replay)  # the oldest message left
+        while len(stamps) > 1 and stamps[1][0] <= head:
+            stamps.popleft()
         return count
 
     # ----------------------------------------------------------------- inbound
 
     def on_message(self, seq: int, payload: bytes) -> bool:
         """A whole message from the peer; True if new (inboxed), False if a dropped duplicate."""
+        return self.on_run(seq, [payload]) == 1
+
+    def on_run(self, first_seq: int, payloads: list[bytes]) -> int:
+        """Whole messages from the peer, of seqs ``first_seq`` on; returns how many were new
+        (inboxed). Those at or below ``received_through`` are replayed duplicates, dropped.
+
+        The receiver's per-message path, called once per read of DATA frames: the
+        inbox and its counters grow per batch, not per message (issue 12)."""
         if self.state is not State.ATTACHED:
             raise RemoteProtocolError(
                 f"DATA while the session is {self.state.value} (RESUME comes first)"
             )
         expected = self.received_through + 1
-        if seq < expected:
-            self.duplicates_dropped += 1
-            return False
-        if seq > expected:
-            raise RemoteProtocolError(
-                f"DATA with sequence {seq}, expected {expected} (sequences must be consecutive)"
-            )
-        self.received_through = seq
-        self._inbox.append(payload)
-        self.inbox_bytes += len(payload)
-        return True
+        if first_seq != expected:
+            if first_seq > expected:
+                raise RemoteProtocolError(
+                    f"DATA with sequence {first_seq}, expected {expected}"
+                    " (sequences must be consecutive)"
+                )
+            duplicates = min(expected - first_seq, len(payloads))
+            self.duplicates_dropped += duplicates
+            payloads = payloads[duplicates:]
+        count = len(payloads)
+        if count:
+            self.received_through += count
+            self._inbox.extend(payloads)
+            self.inbox_bytes += sum(map(len, payloads)) if count > 1 else len(payloads[0])
+        return count
 
     @property
     def inbox(self) -> int:
@@ -425,10 +522,11 @@ class Session:
 
     def take(self) -> bytes | None:
         """The next message for the application, or None; taking it makes an ACK due."""
-        if not self._inbox:
+        inbox = self._inbox
+        if not inbox:
             return None
         self.consumed_through += 1
-        message = self._inbox.popleft()
+        message = inbox.popleft()
         self.inbox_bytes -= len(message)
         return message
 
@@ -449,7 +547,7 @@ class Session:
         if self.state is State.DETACHED:
             deadlines.append(self.detached_since + self.limits.window)
         if self._replay:
-            deadlines.append(self._replay[0][2] + self.limits.max_replay_age)
+            deadlines.append(self._stamps[0][1] + self.limits.max_replay_age)
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float) -> None:
@@ -462,8 +560,8 @@ class Session:
                 f" (window {self.limits.window} s)",
                 now,
             )
-        elif self._replay and now >= self._replay[0][2] + self.limits.max_replay_age:
-            seq, _, since = self._replay[0]
+        elif self._replay and now >= self._stamps[0][1] + self.limits.max_replay_age:
+            seq, since = self.acked_through + 1, self._stamps[0][1]
             self._lose(
                 LostCause.REPLAY_EXPIRED,
                 f"message {seq} unacknowledged for {now - since:.3f} s"
@@ -479,12 +577,13 @@ class Session:
             cause=cause,
             detail=detail,
             at=now,
-            first_seq=replay[0][0] if replay else self.next_seq,
+            first_seq=self.next_seq - len(replay),
             unacknowledged=self.unacknowledged(),
             consumed_through=self.consumed_through,
         )
         self.state = State.LOST
         replay.clear()
         self.replay_bytes = 0
+        self._stamps.clear()
         self._inbox.clear()
         self.inbox_bytes = 0

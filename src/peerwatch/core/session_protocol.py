@@ -128,9 +128,9 @@ class SessionInbound(Inbound):
         try:
             super().on_run(first_seq, payloads, into)
         finally:
-            done = into[start:]
-            for seq, message in enumerate(done, self.expected_seq - len(done)):
-                session.on_message(seq, message)
+            done = len(into) - start
+            if done:  # one call per read, not per message (issue 12)
+                session.on_run(self.expected_seq - done, into[start:] if start else into)
 
 
 class SessionProtocol(Protocol):
@@ -227,26 +227,27 @@ class SessionProtocol(Protocol):
         if session is not None and self.verdict is None:
             self._write_ack()
             if budget > 0:
-                fresh = session.outgoing()
+                first, fresh = session.outgoing_run()
                 if fresh:
-                    self._queue_session_data(fresh)
+                    self._queue_session_data(first, fresh)
         return super().data_to_send(budget, frames)
 
-    def _queue_session_data(self, fresh: list[tuple[int, bytes]]) -> None:
-        """Put the session's messages in the outbox, which holds payloads only: the one
-        at its head is seq ``outbound.sent_through + 1`` (``Protocol._cut_data``), so the
-        base is set from the session's numbers when the outbox is empty."""
+    def _queue_session_data(self, first: int, fresh: list[bytes]) -> None:
+        """Put the session's messages (seqs ``first`` on) in the outbox, which holds payloads
+        only: the one at its head is seq ``outbound.sent_through + 1``
+        (``Protocol._cut_data``), so the base is set from the session's numbers when the
+        outbox is empty."""
         outbox = self._outbox
         if outbox is UNUSED:
             outbox = self._outbox = deque()
         if not outbox:
-            self.outbound.sent_through = fresh[0][0] - 1
-        elif fresh[0][0] != self.outbound.sent_through + len(outbox) + 1:
+            self.outbound.sent_through = first - 1
+        elif first != self.outbound.sent_through + len(outbox) + 1:
             raise LocalProtocolError(
-                f"session seq {fresh[0][0]} does not follow the outbox"
+                f"session seq {first} does not follow the outbox"
                 f" (through {self.outbound.sent_through + len(outbox)})"
             )
-        outbox.extend([payload for _, payload in fresh])
+        outbox.extend(fresh)
 
     @property
     def data_pending(self) -> bool:
