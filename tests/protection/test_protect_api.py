@@ -67,7 +67,10 @@ async def test_protect_covers_asyncio_streams_both_ways_when_asked(protection: N
         assert user_timeout(writer.get_extra_info("socket")) == 3600
         await reader.read()
         writer.close()
-    assert accepted == [3600]
+    # an accepted socket has an RTT sample from its handshake: guard's lead is then
+    # 2 x srtt + RTO_MIN + RTO, so the value is 3600 ms less a few ms of loopback RTT
+    # under load (3596 seen in CI), never more
+    assert len(accepted) == 1 and 3500 <= accepted[0] <= 3600, accepted
 
 
 @linux
