@@ -15,7 +15,7 @@ from typing import cast
 
 import pytest
 
-from peerwatch.aio.timers import COALESCE, SETTLE_AHEAD, TimerClock, TimerQueue
+from peerwatch.aio.timers import AFTER_PASS_WAIT, COALESCE, SETTLE_AHEAD, TimerClock, TimerQueue
 from peerwatch.core.config import Config
 from peerwatch.core.liveness import Action, Liveness
 
@@ -48,8 +48,9 @@ class FakeLoop:
         return handle
 
     def call_soon(self, callback: Callable[[], None]) -> FakeHandle:
-        """Run ``callback`` in the next pass: after what is already due now, in order."""
-        return self.call_at(self.now, callback)
+        """Run ``callback`` next, in order, before any timer (asyncio's ready queue runs
+        before the timers that fell due meanwhile)."""
+        return self.call_at(float("-inf"), callback)
 
     @property
     def armed(self) -> list[float]:
@@ -255,6 +256,48 @@ def test_work_after_a_pass_runs_once_every_target_of_the_pass_ran(loop: FakeLoop
     assert order == []
     loop.advance(loop.now)
     assert order == ["outside"]
+
+
+class Closing(Target):
+    """Decides (its work takes ``work`` s of the clock), then asks for its close after."""
+
+    def __init__(
+        self, loop: FakeLoop, queue: TimerQueue, order: list[str], name: str, at: float
+    ) -> None:
+        super().__init__(at)
+        self.loop, self.queue, self.order, self.name = loop, queue, order, name
+        self.work = 0.005
+
+    def on_timer(self, now: float) -> float | None:
+        self.order.append(f"decide {self.name}")
+        self.queue.after_pass(lambda: self.order.append(f"close {self.name}"))
+        self.loop.now += self.work
+        return None
+
+
+def test_work_after_a_pass_waits_for_the_deadlines_due_meanwhile(loop: FakeLoop) -> None:
+    """A burst spread over several passes is decided whole before its closes run."""
+    queue = queue_on(loop)
+    order: list[str] = []
+    for target in (
+        Closing(loop, queue, order, "a", 1.0),
+        Closing(loop, queue, order, "b", 1.0 + 2 * COALESCE),  # due once a's pass is over
+    ):
+        queue.schedule(target, cast(float, target.deadline))
+    loop.advance(2.0)
+    assert order == ["decide a", "decide b", "close a", "close b"]
+
+
+def test_work_after_a_pass_waits_no_longer_than_after_pass_wait(loop: FakeLoop) -> None:
+    queue = queue_on(loop)
+    order: list[str] = []
+    first = Closing(loop, queue, order, "a", 1.0)
+    first.work = AFTER_PASS_WAIT * 2  # the next deadline is due, but a's close waited enough
+    second = Closing(loop, queue, order, "b", 1.0 + 2 * COALESCE)
+    for target in (first, second):
+        queue.schedule(target, cast(float, target.deadline))
+    loop.advance(2.0)
+    assert order == ["decide a", "close a", "decide b", "close b"]
 
 
 class Clock:
