@@ -469,7 +469,8 @@ class Connection(asyncio.BufferedProtocol):
         self._share.refund()  # nothing more is read or sent for the peer
         waiters, holder = self._waiters, self._holder
         in_handshake = waiters.in_handshake
-        waiters.fail(error_for(verdict, self._protocol.failed_in_handshake), verdict)
+        failed_in_handshake = self._protocol.failed_in_handshake
+        waiters.fail(functools.partial(error_for, verdict, failed_in_handshake), verdict)
         if verdict.cause is not Cause.LOCAL:
             waiters.peer_dead(verdict)  # wait_closed returns now, not after the close
         if holder is not None:
