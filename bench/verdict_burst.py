@@ -1,11 +1,18 @@
 """The cost of many verdicts at one instant: ``python -m bench.verdict_burst N [profile]``.
 
-A child process opens ``N`` plain sockets to a server in this process, says HELLO on
-each, then one PING on all of them at once and nothing more: every deadline falls within
-a few ms, and the server reaches ``N`` verdicts in one burst. Printed: how long the burst
-took from its first verdict to its last (the decision), and how late each handler woke
-after its own verdict (``wait_closed`` returning), median and p99; with ``profile``, the
-functions that took the most of the burst (cProfile, which slows everything ~2x).
+A child process opens ``N`` plain sockets to a server in this process and says HELLO on
+each, and ``--healthy M`` more that stay alive; then one PING on the ``N`` at once and
+nothing more from them: their deadlines fall within a few ms, and the server reaches ``N``
+verdicts in one burst, while the ``M`` healthy peers keep pinging (each every
+``timeout / 3``, in slices) and must get none. Printed, in ms: how late each verdict was
+decided after its own deadline (the peer's last PING read + timeout, from the verdict's
+``silent_for``: ``decide``), how late its handler woke after that deadline (``wait_closed``
+returning: ``late``), median, p99 and max; the decisions' spread (``burst_ms``); this
+process's CPU time from shortly before the burst to its last socket closed (``cpu_ms``:
+its cost, less disturbed than the lateness by a machine shared with other work), and
+when that last close came (``closed_ms``, after the first deadline); and false verdicts
+among the healthy. With
+``profile``, the functions that took the most of the burst (cProfile, ~2x slower).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import math
 import pstats
 import statistics
 import subprocess
@@ -22,88 +30,147 @@ import time
 from bench.procs import raise_nofile
 
 CLIENT = """
-import socket, struct, sys, time
+import select, socket, sys, time
 from bench.rawclients import PW_PING, PW_PING_FRAME, peerwatch_hello
 from bench.procs import raise_nofile
 raise_nofile()
-n, port = int(sys.argv[1]), int(sys.argv[2])
-hello = peerwatch_hello(0.5, 2.0)
-socks = []
-for _ in range(n):
+n, healthy, port, interval, timeout = (*map(int, sys.argv[1:4]), *map(float, sys.argv[4:6]))
+hello = peerwatch_hello(interval, timeout)
+ping = PW_PING_FRAME.pack(12, PW_PING, 1, 0)
+slices = 20
+period = timeout / 3 / slices  # every peer pings once per timeout / 3, a slice at a time
+alive, turn, next_turn = [], 0, time.monotonic() + period
+
+def ping_a_slice():
+    global turn, next_turn
+    for s in alive[turn % slices :: slices]:
+        s.sendall(ping)
+    turn += 1
+    next_turn += period
+
+for _ in range(n + healthy):  # the frozen first, all pinging until the burst
     s = socket.create_connection(("127.0.0.1", port))
     s.sendall(hello)
-    socks.append(s)
+    alive.append(s)
+    if time.monotonic() >= next_turn:
+        ping_a_slice()
+print(" ".join(str(s.getsockname()[1]) for s in alive[:n]), flush=True)
+while not select.select([sys.stdin], [], [], max(0.0, next_turn - time.monotonic()))[0]:
+    ping_a_slice()
 sys.stdin.readline()
-for s in socks:
-    s.sendall(PW_PING_FRAME.pack(12, PW_PING, 1, 0))
-sys.stdin.read()
+frozen, alive[:n] = alive[:n], []
+for s in frozen:  # the last PING of each, at once; then they say nothing more
+    s.sendall(ping)
+while not select.select([sys.stdin], [], [], max(0.0, next_turn - time.monotonic()))[0]:
+    ping_a_slice()
 """
 
 
-async def burst(n: int, profile: bool) -> dict[str, float]:
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "p50": statistics.median(ordered) * 1000,
+        "p99": ordered[int(0.99 * (len(ordered) - 1))] * 1000,
+        "max": ordered[-1] * 1000,
+    }
+
+
+async def burst(
+    n: int, healthy: int, timeout: float, profile: bool
+) -> dict[str, dict[str, float] | float]:
     import peerwatch
 
-    woke: list[tuple[float, float]] = []  # (verdict decided, handler woke), loop.time()
+    # (verdict decided, its deadline, handler woke), loop.time(), frozen peers only
+    woke: list[tuple[float, float, float]] = []
+    closed: list[float] = []  # when each frozen peer's socket was closed
+    false_verdicts = 0
     held = 0
+    frozen_ports: set[int] = set()
     loop = asyncio.get_running_loop()
 
     async def handler(conn: peerwatch.Connection) -> None:
-        nonlocal held
+        nonlocal held, false_verdicts
         held += 1
         verdict = await conn.wait_closed()
-        woke.append((verdict.detected_at, loop.time()))
+        now = loop.time()
+        if conn.peer is None or conn.peer[1] not in frozen_ports:
+            if verdict.cause is not peerwatch.Cause.LOCAL:
+                false_verdicts += 1
+                print("false verdict:", verdict.describe(), file=sys.stderr)
+            return
+        deadline = verdict.detected_at - verdict.silent_for + timeout
+        woke.append((verdict.detected_at, deadline, now))
+        await conn.closed  # the burst's work ends with its last socket closed
+        closed.append(loop.time())
 
-    server = await peerwatch.serve(handler, interval=0.5, timeout=2.0, max_handshakes=n)
+    interval = timeout / 4
+    server = await peerwatch.serve(
+        handler, interval=interval, timeout=timeout, max_handshakes=n + healthy
+    )
     child = subprocess.Popen(
-        [sys.executable, "-c", CLIENT, str(n), str(server.port)],
+        [sys.executable, "-c", CLIENT, *map(str, (n, healthy, server.port, interval, timeout))],
         stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         text=True,
     )
-    assert child.stdin is not None
+    assert child.stdin is not None and child.stdout is not None
     profiler = cProfile.Profile() if profile else None
     try:
-        for _ in range(600):  # at most 60 s
-            if held >= n:
+        ports = await loop.run_in_executor(None, child.stdout.readline)
+        frozen_ports.update(map(int, ports.split()))
+        for _ in range(1200):  # at most 120 s
+            if held >= n + healthy:
                 break
             await asyncio.sleep(0.1)
         child.stdin.write("ping\n")
         child.stdin.flush()
-        await asyncio.sleep(1.5)  # the deadlines are 2 s after the PINGs
+        await asyncio.sleep(timeout * 0.9)  # the deadlines are `timeout` after the PINGs
         if profiler is not None:
             profiler.enable()
-        for _ in range(100):  # at most 10 s
-            if len(woke) >= held:
+        cpu = time.process_time()
+        for _ in range(1000):  # at most 10 s
+            if len(closed) >= n:
                 break
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.01)
+        cpu = time.process_time() - cpu
         if profiler is not None:
             profiler.disable()
+        await asyncio.sleep(timeout / 2)  # a healthy peer judged late would show here
     finally:
         child.stdin.close()
         child.wait(timeout=30)
         await server.shutdown(drain=5.0)
-    decided = [d for d, _ in woke]
-    late = sorted(w - d for d, w in woke)
-    result = {
-        "verdicts": float(len(woke)),
-        "burst_ms": (max(decided) - min(decided)) * 1000,
-        "per_verdict_us": (max(w for _, w in woke) - min(decided)) / len(woke) * 1e6,
-        "wake_p50_ms": statistics.median(late) * 1000,
-        "wake_p99_ms": late[int(0.99 * (len(late) - 1))] * 1000,
-    }
     if profiler is not None:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
-    return result
+    if not woke:
+        raise SystemExit(f"no verdict for the {n} silent peers ({false_verdicts} false ones)")
+    decided = [d for d, _, _ in woke]
+    return {
+        "verdicts": len(woke),
+        "false": false_verdicts,
+        "burst_ms": round((max(decided) - min(decided)) * 1000, 1),
+        "cpu_ms": round(cpu * 1000, 1),
+        "closed_ms": round((max(closed, default=math.nan) - min(d for _, d, _ in woke)) * 1000, 1),
+        "decide": percentiles([d - due for d, due, _ in woke]),
+        "late": percentiles([w - due for _, due, w in woke]),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="N verdicts at one instant: handler lateness")
+    parser = argparse.ArgumentParser(description="N verdicts at one instant: how late")
     parser.add_argument("connections", type=int, nargs="?", default=1000)
     parser.add_argument("profile", nargs="?", choices=["profile"], help="print a cProfile")
+    parser.add_argument("--healthy", type=int, default=0, help="peers that stay alive")
+    parser.add_argument("--timeout", type=float, default=2.0, help="peerwatch timeout (s)")
     args = parser.parse_args()
     raise_nofile()
     started = time.monotonic()
-    result = asyncio.run(burst(args.connections, args.profile is not None))
-    print({k: round(v, 2) for k, v in result.items()}, f"({time.monotonic() - started:.1f} s)")
+    result = asyncio.run(burst(args.connections, args.healthy, args.timeout, args.profile))
+    shown = {
+        key: {q: round(v, 1) for q, v in value.items()} if isinstance(value, dict) else value
+        for key, value in result.items()
+    }
+    print(shown, f"({time.monotonic() - started:.1f} s)")
 
 
 if __name__ == "__main__":

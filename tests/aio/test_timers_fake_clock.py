@@ -15,7 +15,7 @@ from typing import cast
 
 import pytest
 
-from peerwatch.aio.timers import COALESCE, SETTLE_AHEAD, TimerClock, TimerQueue
+from peerwatch.aio.timers import AFTER_PASS_WAIT, COALESCE, SETTLE_AHEAD, TimerClock, TimerQueue
 from peerwatch.core.config import Config
 from peerwatch.core.liveness import Action, Liveness
 
@@ -37,6 +37,7 @@ class FakeLoop:
         self.now = 0.0
         self._due: list[tuple[float, int, FakeHandle]] = []
         self._order = itertools.count()
+        self.passes = 0  # callbacks run: timer passes, and what they scheduled
 
     def time(self) -> float:
         return self.now
@@ -45,6 +46,11 @@ class FakeLoop:
         handle = FakeHandle(when, callback)
         heapq.heappush(self._due, (when, next(self._order), handle))
         return handle
+
+    def call_soon(self, callback: Callable[[], None]) -> FakeHandle:
+        """Run ``callback`` next, in order, before any timer (asyncio's ready queue runs
+        before the timers that fell due meanwhile)."""
+        return self.call_at(float("-inf"), callback)
 
     @property
     def armed(self) -> list[float]:
@@ -58,6 +64,7 @@ class FakeLoop:
             if handle.cancelled:
                 continue
             self.now = max(self.now, when)
+            self.passes += 1
             handle.callback()
         else:
             raise AssertionError("the timer queue spins")
@@ -181,6 +188,116 @@ def test_coalesced_entries_see_their_own_deadline(loop: FakeLoop) -> None:
     loop.advance(1.0)
     assert first.calls == [1.0]
     assert second.calls == [1.0 + COALESCE / 2]
+
+
+def test_a_thousand_deadlines_in_one_tick_run_in_one_pass(loop: FakeLoop) -> None:
+    """A burst (1,000 peers silent since the same instant) is one pass of the queue, not
+    one pass of the loop per deadline: entries within COALESCE of the first included."""
+    queue = queue_on(loop)
+    targets = [Target(1.0 + COALESCE * (i % 2) / 2) for i in range(1000)]
+    for target in targets:
+        assert target.deadline is not None
+        queue.schedule(target, target.deadline)
+    loop.advance(1.0)
+    assert all(len(target.calls) == 1 for target in targets)
+    assert loop.passes == 1
+
+
+def test_each_target_of_a_pass_is_told_the_time_it_is_called(loop: FakeLoop) -> None:
+    """A verdict's time is when it was reached: the last of a long pass is told the clock
+    as it is then, not the time the pass began (a burst of 1,000 verdicts takes tens of ms)."""
+    queue = queue_on(loop)
+    work = 0.030
+
+    class Slow(Target):
+        def on_timer(self, now: float) -> float | None:
+            result = super().on_timer(now)
+            loop.now += work  # this target's own work takes time
+            return result
+
+    first, second, third = Slow(1.0), Slow(1.0), Slow(1.0 + COALESCE / 2)
+    for target in (first, second, third):
+        queue.schedule(target, cast(float, target.deadline))
+    loop.advance(1.0)
+    assert first.calls == [1.0]
+    assert second.calls == [pytest.approx(1.0 + work)]
+    assert third.calls == [pytest.approx(1.0 + 2 * work)]  # later than its own deadline too
+
+
+def test_work_after_a_pass_runs_once_every_target_of_the_pass_ran(loop: FakeLoop) -> None:
+    """``after_pass`` work (a verdict's close) waits for the whole pass, so what the pass
+    woke runs first; it runs in order, in one callback; outside a pass, in the next one."""
+    queue = queue_on(loop)
+    order: list[str] = []
+
+    class Closing(Target):
+        def __init__(self, name: str) -> None:
+            super().__init__(1.0)
+            self.name = name
+
+        def on_timer(self, now: float) -> float | None:
+            order.append(f"decide {self.name}")
+            loop.call_soon(lambda: order.append(f"wake {self.name}"))  # a handler's wake-up
+            queue.after_pass(lambda: order.append(f"close {self.name}"))
+            return None
+
+    for name in "abc":
+        queue.schedule(Closing(name), 1.0)
+    loop.advance(1.0)
+    assert order == [
+        *(f"decide {n}" for n in "abc"),
+        *(f"wake {n}" for n in "abc"),
+        *(f"close {n}" for n in "abc"),
+    ]
+    assert loop.passes == 1 + 3 + 1  # the pass, three wake-ups, one callback for the closes
+    order.clear()
+    assert not queue.in_pass
+    queue.after_pass(lambda: order.append("outside"))
+    assert order == []
+    loop.advance(loop.now)
+    assert order == ["outside"]
+
+
+class Closing(Target):
+    """Decides (its work takes ``work`` s of the clock), then asks for its close after."""
+
+    def __init__(
+        self, loop: FakeLoop, queue: TimerQueue, order: list[str], name: str, at: float
+    ) -> None:
+        super().__init__(at)
+        self.loop, self.queue, self.order, self.name = loop, queue, order, name
+        self.work = 0.005
+
+    def on_timer(self, now: float) -> float | None:
+        self.order.append(f"decide {self.name}")
+        self.queue.after_pass(lambda: self.order.append(f"close {self.name}"))
+        self.loop.now += self.work
+        return None
+
+
+def test_work_after_a_pass_waits_for_the_deadlines_due_meanwhile(loop: FakeLoop) -> None:
+    """A burst spread over several passes is decided whole before its closes run."""
+    queue = queue_on(loop)
+    order: list[str] = []
+    for target in (
+        Closing(loop, queue, order, "a", 1.0),
+        Closing(loop, queue, order, "b", 1.0 + 2 * COALESCE),  # due once a's pass is over
+    ):
+        queue.schedule(target, cast(float, target.deadline))
+    loop.advance(2.0)
+    assert order == ["decide a", "decide b", "close a", "close b"]
+
+
+def test_work_after_a_pass_waits_no_longer_than_after_pass_wait(loop: FakeLoop) -> None:
+    queue = queue_on(loop)
+    order: list[str] = []
+    first = Closing(loop, queue, order, "a", 1.0)
+    first.work = AFTER_PASS_WAIT * 2  # the next deadline is due, but a's close waited enough
+    second = Closing(loop, queue, order, "b", 1.0 + 2 * COALESCE)
+    for target in (first, second):
+        queue.schedule(target, cast(float, target.deadline))
+    loop.advance(2.0)
+    assert order == ["decide a", "close a", "decide b", "close b"]
 
 
 class Clock:

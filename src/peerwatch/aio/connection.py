@@ -388,7 +388,9 @@ class Connection(asyncio.BufferedProtocol):
         """Write the control frames the protocol has, then act on its events, in order."""
         transport = self._transport
         protocol = self._protocol
-        if transport is not None and not transport.is_closing():
+        # a verdict of the timer pass writes its GOODBYE with the close (``_hang_up``)
+        deferred = protocol.verdict is not None and self._timers.in_pass
+        if transport is not None and not transport.is_closing() and not deferred:
             for data in protocol.data_to_send(0):
                 transport.write(data)
         inbox = self._inbox
@@ -467,7 +469,8 @@ class Connection(asyncio.BufferedProtocol):
         self._share.refund()  # nothing more is read or sent for the peer
         waiters, holder = self._waiters, self._holder
         in_handshake = waiters.in_handshake
-        waiters.fail(error_for(verdict, self._protocol.failed_in_handshake), verdict)
+        failed_in_handshake = self._protocol.failed_in_handshake
+        waiters.fail(functools.partial(error_for, verdict, failed_in_handshake), verdict)
         if verdict.cause is not Cause.LOCAL:
             waiters.peer_dead(verdict)  # wait_closed returns now, not after the close
         if holder is not None:
@@ -480,6 +483,21 @@ class Connection(asyncio.BufferedProtocol):
     def _hang_up(self, abort: bool) -> None:
         transport = self._transport
         if transport is not None and not transport.is_closing():
+            if self._timers.in_pass:
+                # a verdict of the timer pass (silence, no HELLO): decided and told now,
+                # its GOODBYE written and the transport closed after the pass, behind every
+                # wake-up the pass caused. In a burst of 1,000 verdicts the write and the
+                # close (epoll unregister, the socket's close a loop pass later) would
+                # delay every later verdict and wake-up (issue 13, bench/verdict_burst.py)
+                self._timers.after_pass(functools.partial(self._close_transport, abort))
+            else:
+                self._close_transport(abort)
+
+    def _close_transport(self, abort: bool) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            for data in self._protocol.data_to_send(0):  # what a deferred hang-up held back
+                transport.write(data)
             if abort:
                 transport.abort()
                 return

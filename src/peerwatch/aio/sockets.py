@@ -14,7 +14,7 @@ import threading
 
 from peerwatch.core.config import Config
 from peerwatch.kernel.knobs import Applied, apply_knobs, knobs_for
-from peerwatch.kernel.tcpinfo import TcpInfo, tcp_info
+from peerwatch.kernel.tcpinfo import TcpInfo, own_socket_tcp_info
 
 log = logging.getLogger("peerwatch")
 
@@ -28,7 +28,7 @@ RECV_BUFFER_SIZE = 256 * 1024
 def transport_tcp_info(transport: asyncio.BaseTransport | None) -> TcpInfo | None:
     """TCP_INFO of the socket under ``transport``; None without one (or off Linux)."""
     sock = transport.get_extra_info("socket") if transport is not None else None
-    return tcp_info(sock) if sock is not None else None
+    return own_socket_tcp_info(sock) if sock is not None else None
 
 
 def recv_view() -> memoryview:

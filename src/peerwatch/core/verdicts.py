@@ -111,6 +111,8 @@ def errno_name(exc: BaseException | None) -> str | None:
 
     getaddrinfo and OpenSSL codes are not errnos (SSL error 1 is not EPERM).
     """
+    if exc is None:  # most verdicts: no OS call failed (two type checks less each)
+        return None
     if _is_name_resolution_error(exc) or _is_tls_error(exc):
         return None
     if isinstance(exc, OSError) and exc.errno is not None:

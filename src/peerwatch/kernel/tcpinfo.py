@@ -16,7 +16,7 @@ import socket
 import struct
 import sys
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Protocol
 
 from peerwatch.frozen import build
 from peerwatch.kernel.borrowing import SocketRef, borrow, descriptor_of
@@ -319,11 +319,25 @@ def tcp_info(sock: SocketRef) -> TcpInfo | None:
     except OSError:  # ENOTSOCK, EBADF: not a socket (any more)
         return None
     try:
-        raw = probe.getsockopt(socket.IPPROTO_TCP, TCP_INFO_OPT, TCP_INFO_BUFLEN)
-    except OSError:
-        return None
+        return own_socket_tcp_info(probe)
     finally:
         probe.detach()  # the descriptor belongs to the caller
+
+
+class HasGetsockopt(Protocol):
+    def getsockopt(self, level: int, option: int, buflen: int) -> bytes: ...
+
+
+def own_socket_tcp_info(sock: HasGetsockopt) -> TcpInfo | None:
+    """``tcp_info`` read through the caller's own socket object (a ``socket.socket``, the
+    ``TransportSocket`` of an asyncio transport): no borrowed object, about 4 us less of
+    the 17 a snapshot costs, paid by every verdict of a burst of 1,000 (issue 13)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO_OPT, TCP_INFO_BUFLEN)
+    except OSError:  # EBADF, ENOTSOCK: closed meanwhile, or not TCP
+        return None
     try:
         return parse_tcp_info(raw)
     except ValueError:
