@@ -12,19 +12,12 @@ from contextlib import closing
 import pytest
 from bench.mem_per_conn import measure
 from bench.rawclients import peerwatch_hello
+from waiting import eventually
 
 import peerwatch
 from peerwatch.core.verdicts import Cause
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def until(condition: object, seconds: float = 5.0) -> None:
-    for _ in range(int(seconds / 0.02)):  # bounded
-        if callable(condition) and condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 async def test_ready_made_after_the_handshake_has_succeeded() -> None:
@@ -37,7 +30,7 @@ async def test_ready_made_after_the_handshake_has_succeeded() -> None:
     async with peerwatch.serve(handler, interval=0.5, timeout=5.0) as server:
         client = await peerwatch.connect("127.0.0.1", server.port, interval=0.5, timeout=5.0)
         try:
-            await until(lambda: served)
+            await eventually(lambda: served)
             conn = served[0]
             assert conn._waiters._ready is None and conn._waiters._closed is None  # not made
             assert conn.ready.done() and conn.ready.result() is None
@@ -57,9 +50,9 @@ async def test_ready_made_after_a_verdict_in_the_handshake_raises_it() -> None:
         handler, interval=0.2, timeout=1.0, handshake_timeout=0.3, on_accept=accepted.append
     ) as server:
         with closing(socket.create_connection(("127.0.0.1", server.port))):
-            await until(lambda: accepted and accepted[0].verdict is not None)
+            await eventually(lambda: accepted and accepted[0].verdict is not None)
             conn = accepted[0]
-            await until(lambda: conn not in server.handshaking and not server._open)
+            await eventually(lambda: conn not in server.handshaking and not server._open)
             assert conn._waiters._ready is None
             with pytest.raises(peerwatch.HandshakeFailed):
                 conn.ready.result()
@@ -79,12 +72,12 @@ async def test_the_server_forgets_a_dead_peer_without_closures() -> None:
     async with peerwatch.serve(handler, interval=0.2, timeout=1.0) as server:
         with closing(socket.create_connection(("127.0.0.1", server.port))) as peer:
             peer.sendall(peerwatch_hello(0.2, 1.0))
-            await until(lambda: server.connections)
+            await eventually(lambda: server.connections)
             assert server._open and server._handlers
             peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-        await until(lambda: ended)
+        await eventually(lambda: ended)
         assert ended == [Cause.RESET]
-        await until(lambda: not server._handlers)
+        await eventually(lambda: not server._handlers)
         assert not server.connections and not server._open and not server.handshaking
 
 
@@ -104,7 +97,7 @@ async def test_a_failing_handler_is_one_log_line_and_a_goodbye(
         client = await peerwatch.connect("127.0.0.1", server.port, interval=0.2, timeout=1.0)
         verdict = await asyncio.wait_for(client.wait_closed(), 5.0)
         assert verdict.cause is Cause.GOODBYE
-        await until(lambda: not server._handlers and not server.connections)
+        await eventually(lambda: not server._handlers and not server.connections)
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1 and messages[0].startswith("handler failed for ('127.0.0.1', ")
 
@@ -131,8 +124,8 @@ async def test_the_handler_sees_a_silent_peers_verdict_before_the_socket_closes(
     async with peerwatch.serve(handler, interval=0.2, timeout=0.6) as server:
         with closing(socket.create_connection(("127.0.0.1", server.port))) as peer:
             peer.sendall(peerwatch_hello(0.2, 0.6))  # then nothing: its kernel still ACKs
-            await until(lambda: seen)
-            await until(lambda: not server._handlers and not server._open)
+            await eventually(lambda: seen)
+            await eventually(lambda: not server._handlers and not server._open)
     assert seen == [(Cause.HUNG, False)]
 
 
@@ -146,5 +139,5 @@ async def test_a_resumable_servers_closed_sockets_leave_its_count_of_open_ones()
     async with peerwatch.serve(handler, resume_window=5.0, interval=0.2, timeout=1.0) as server:
         for _ in range(3):
             with closing(socket.create_connection(("127.0.0.1", server.port))):
-                await until(lambda: server._open)
-            await until(lambda: not server._open)
+                await eventually(lambda: server._open)
+            await eventually(lambda: not server._open)

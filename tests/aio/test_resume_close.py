@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from resumekit import Cutter
+from waiting import eventually
 
 import peerwatch
 from peerwatch import Cause, ResumableConnection, Verdict
@@ -26,14 +27,6 @@ WINDOW = 30.0
 #: How soon the server must hear the goodbye once the network is back: a few backoff
 #: steps (0.05 s doubling) and a round trip, with a wide margin for a loaded machine.
 TOLD_WITHIN = 5.0
-
-
-async def wait_for(condition: object, seconds: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not condition():  # type: ignore[operator]
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 @dataclass
@@ -85,7 +78,7 @@ async def cut_off(conn: ResumableConnection, cutter: Cutter, side: ServerSide) -
     sides to notice."""
     cutter.refusing = True
     cutter.cut()
-    await wait_for(lambda: not conn.connected)
+    await eventually(lambda: not conn.connected)
     side.cut.set()
 
 
@@ -155,7 +148,7 @@ async def test_the_farewell_tells_which_handed_back_messages_the_server_took_any
     await conn.send(b"before")
     cutter.hold_replies()  # the server's ACKs (and PONGs) no longer reach the client
     await conn.enqueue(b"taken, ACK lost")
-    await wait_for(lambda: side.received == [b"before", b"taken, ACK lost"])
+    await eventually(lambda: side.received == [b"before", b"taken, ACK lost"])
     await cut_off(conn, cutter, side)
     cutter.release()
     verdict = await conn.close("bye")
@@ -198,7 +191,7 @@ async def test_close_while_a_reconnect_attempt_is_in_flight_says_goodbye_on_it(
     cutter.hold()  # the next connection is made, its HELLO and RESUME wait in the middlebox
     accepted = cutter.accepted
     cutter.refusing = False
-    await wait_for(lambda: cutter.accepted > accepted)
+    await eventually(lambda: cutter.accepted > accepted)
     attempts = conn.attempts
     verdict = await conn.close("bye")
     assert verdict.cause is Cause.LOCAL and verdict.undelivered == ()

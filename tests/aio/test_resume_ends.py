@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from resumekit import Cutter
+from waiting import eventually
 
 import peerwatch
 from peerwatch import Cause, PeerDead, ResumableConnection
@@ -13,14 +14,6 @@ from peerwatch import Cause, PeerDead, ResumableConnection
 pytestmark = pytest.mark.timeout(60)
 
 FAST = {"interval": 0.2, "timeout": 1.0}
-
-
-async def wait_for(condition: object, seconds: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not condition():  # type: ignore[operator]
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_a_server_restart_without_a_shared_store_hands_back_exactly_the_untaken_tail() -> (
@@ -77,7 +70,7 @@ async def test_resume_timeout_ends_the_session_with_what_was_enqueued_while_away
         assert await conn.recv() == b"before"
         cutter.refusing = True
         cutter.cut()
-        await wait_for(lambda: not conn.connected)
+        await eventually(lambda: not conn.connected)
         lost_at = asyncio.get_running_loop().time()
         away = [await conn.enqueue(b"while away %d" % i) for i in range(3)]
         with pytest.raises(PeerDead) as caught:
@@ -111,10 +104,10 @@ async def test_resume_window_expiry_ends_the_servers_session_and_then_the_client
             "127.0.0.1", cutter.port, resume=True, resume_timeout=30.0, **FAST
         )
         assert await conn.recv() == b"taken"
-        await wait_for(lambda: conn.session.inbox == 1)  # "never taken" is here, not taken
+        await eventually(lambda: conn.session.inbox == 1)  # "never taken" is here, not taken
         cutter.refusing = True
         cutter.cut()
-        await wait_for(lambda: bool(server_saw), 10.0)
+        await eventually(lambda: bool(server_saw), 10.0)
         cutter.refusing = False  # the client comes back: too late
         with pytest.raises(PeerDead) as caught:
             await conn.send(b"late")
@@ -148,7 +141,7 @@ async def test_close_with_messages_unacknowledged_hands_them_back_and_ends_the_p
         verdict = await conn.close("done")
         assert verdict.cause is Cause.LOCAL
         assert verdict.undelivered == (b"unread 0", b"unread 1", b"unread 2")
-        await wait_for(lambda: bool(server_saw))
+        await eventually(lambda: bool(server_saw))
     theirs = server_saw[0].verdict
     assert theirs.cause is Cause.SESSION_LOST and theirs.detail.startswith("PEER_LOST: ")
     assert theirs.undelivered == ()  # its one message was taken and acknowledged
@@ -171,11 +164,11 @@ async def test_close_with_messages_not_taken_hands_them_back_to_the_peer_not_los
             "127.0.0.1", server.port, resume=True, close_timeout=0.3, **FAST
         )
         assert await conn.recv() == b"for the client 0"
-        await wait_for(lambda: conn.session.inbox == 2)  # arrived, never taken
+        await eventually(lambda: conn.session.inbox == 2)  # arrived, never taken
         verdict = await conn.close("done")
         assert verdict.cause is Cause.LOCAL and verdict.undelivered == ()
         assert "2 received but not taken" in verdict.detail
-        await wait_for(lambda: bool(server_saw))
+        await eventually(lambda: bool(server_saw))
     theirs = server_saw[0].verdict
     assert theirs.cause is Cause.SESSION_LOST and theirs.detail.startswith("PEER_LOST: ")
     assert theirs.undelivered == (b"for the client 1", b"for the client 2")
