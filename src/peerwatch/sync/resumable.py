@@ -49,8 +49,11 @@ class ResumableConnection(BlockingCalls[AioResumable]):
         return int(getattr(self.aio, "attempts", 0))
 
     def subscribe(self, callback: Subscriber) -> None:
-        """Call ``callback(event)`` for every ``Lost`` and ``Resumed``, on the loop thread."""
-        self._runner.loop.call_soon_threadsafe(self.aio.subscribe, callback)
+        """Call ``callback(event)`` for every ``Lost`` and ``Resumed``, on the loop thread.
+
+        Registered on that thread before this returns: no event after the call is missed.
+        """
+        self._runner.run(_subscribe(self.aio, callback), DEFAULT_TIMEOUT)
 
     def wait_farewell(self, timeout: float = DEFAULT_TIMEOUT) -> Farewell | None:
         """Wait for the goodbye a ``close()`` during an outage owes the server (said, or given
@@ -63,3 +66,7 @@ class ResumableConnection(BlockingCalls[AioResumable]):
 
     def __repr__(self) -> str:
         return f"<peerwatch.sync.ResumableConnection {self.aio!r}>"
+
+
+async def _subscribe(conn: AioResumable, callback: Subscriber) -> None:
+    conn.subscribe(callback)
