@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from diag_netns import NetnsHost, free_subnet, netns_unavailable, run
+from peerwatch.testing.servers import Server, start_redis
 
 
 @pytest.fixture
@@ -58,3 +59,13 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     finally:
         client.close()
         server.close()
+
+
+@pytest.fixture
+def redis() -> Iterator[Server]:
+    """A redis-server of this test's own on loopback (tests may stop or freeze it)."""
+    server = start_redis()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import pytest
 from resumekit import Cutter
@@ -17,7 +17,7 @@ from peerwatch.sessions.memory import MemoryStore
 from peerwatch.sessions.redis import RedisStore
 from peerwatch.sessions.redis import connect as connect_redis
 from peerwatch.sessions.store import StoreFailed
-from peerwatch.testing.servers import Server, start_redis
+from peerwatch.testing.servers import Server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -154,15 +154,6 @@ def test_a_loss_relayed_by_the_peer_is_said_once_and_keeps_peer_lost() -> None:
     session.on_peer_lost("PEER_LOST: the peer lost the session: the peer lost the session: x", 1.0)
     assert session.lost is not None and session.lost.cause is LostCause.PEER_LOST
     assert session.lost.detail == "the peer lost the session: x"
-
-
-@pytest.fixture
-def redis() -> Iterator[Server]:
-    server = start_redis()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_an_idle_session_taken_over_by_another_worker_ends_its_old_handler_as_moved(

@@ -24,7 +24,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,7 +33,7 @@ from sessionapp import LOG_DIR, read_logs
 
 import peerwatch
 from peerwatch import Cause, PeerDead
-from peerwatch.testing.servers import Server, start_redis
+from peerwatch.testing.servers import Server
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -41,15 +41,6 @@ FAST = {"interval": 0.2, "timeout": 1.0}
 COUNT = 120  # messages from the client, one every PACE seconds
 PACE = 0.01
 KILL_AT = 50  # SIGKILL the holder once this many were enqueued
-
-
-@pytest.fixture
-def redis() -> Iterator[Server]:
-    server = start_redis()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def start(serve: Callable[..., Served], tmp_path: Path, *store: str) -> Served:

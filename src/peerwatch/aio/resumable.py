@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -96,7 +97,7 @@ class ResumableConnection:
     @property
     def in_flight(self) -> int:
         """Messages enqueued and not yet acknowledged by the peer application."""
-        return self.session.next_seq - 1 - self.session.acked_through
+        return self.session.in_flight
 
     @property
     def connected(self) -> bool:
@@ -409,7 +410,7 @@ class ResumableConnection:
         if self.verdict is not None:
             return
         self.verdict = verdict
-        self._waiters.fail(error_for(verdict, in_handshake=False), verdict)
+        self._waiters.fail(functools.partial(error_for, verdict, False), verdict)
         if not self._waiters.closed.done():
             self._waiters.closed.set_result(verdict)
         if verdict.cause is not Cause.LOCAL:

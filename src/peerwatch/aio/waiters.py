@@ -241,17 +241,17 @@ class Waiters:
         elif self._space and waiter in self._space:
             self._space.remove(waiter)
 
-    def fail(self, error: BaseException | Callable[[], BaseException], verdict: Verdict) -> None:
-        """The verdict is in: waiters for the handshake, room or an ACK raise ``error``;
-        a receiver wakes to take what is left or raise; callbacks are told.
+    def fail(self, make_error: Callable[[], BaseException], verdict: Verdict) -> None:
+        """The verdict is in: waiters for the handshake, room or an ACK raise the error
+        ``make_error()`` makes; a receiver wakes to take what is left or raise; callbacks
+        are told.
 
-        ``error`` may be a function that makes it, called only if a waiter needs it: most
-        verdicts have none, and an exception with its message is ~4 us of every verdict in
-        a burst of 1,000 (issue 13).
+        The error is made only if a waiter needs it: most verdicts have none, and an
+        exception with its message is ~4 us of every verdict in a burst of 1,000 (issue 13).
         """
         space, acked = self._space, self._acked
         if self.in_handshake or space or acked:
-            error = error() if callable(error) else error
+            error = make_error()
             self._handshake_failed(error)
         if space or acked:
             for waiter in (*(space or ()), *(w[2] for w in acked or ())):
