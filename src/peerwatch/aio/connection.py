@@ -26,7 +26,7 @@ from peerwatch.aio.waiters import Waiters, error_for
 from peerwatch.core.budget import MemoryBudget, Share
 from peerwatch.core.config import Config
 from peerwatch.core.empty import UNUSED
-from peerwatch.core.frames import PING_FRAME_SIZE, GoodbyeCode, Hello
+from peerwatch.core.frames import PING_FRAME_SIZE, GoodbyeCode, Hello, Kind
 from peerwatch.core.liveness import Liveness
 from peerwatch.core.protocol import (
     FLUSH_BUDGET,
@@ -68,6 +68,10 @@ class Holder(Interface):
 
     def socket_closed(self, conn: Connection) -> None:
         """Called at once when the transport is gone."""
+
+
+#: The kind byte of a PONG, as an int: a memoryview's item compares with it directly.
+PONG_KIND = int(Kind.PONG)
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -333,11 +337,16 @@ class Connection(asyncio.BufferedProtocol):
         if self._taken:  # the receive window counts only what is not taken
             self._tell_taken()
         view = self._view
-        if nbytes == PING_FRAME_SIZE:  # an idle connection's commonest read: answer it now
-            pong = self._protocol.answer_ping(view[:nbytes], self._loop.time())
-            if pong is not None:
-                cast(asyncio.Transport, self._transport).write(pong)
-                return
+        if nbytes == PING_FRAME_SIZE:  # an idle connection's commonest reads: PING, PONG
+            data = view[:nbytes]
+            if data[4] == PONG_KIND:  # batch_pings' commonest
+                if self._protocol.take_pong(data, self._loop.time()):
+                    return
+            else:
+                pong = self._protocol.answer_ping(data, self._loop.time())
+                if pong is not None:
+                    cast(asyncio.Transport, self._transport).write(pong)
+                    return
         self._protocol.receive_data(bytes(view[:nbytes]), self._loop.time())
         self._pump()
         if self._share.budget is not None:  # a read may change every part of held_bytes
@@ -366,8 +375,15 @@ class Connection(asyncio.BufferedProtocol):
 
     def on_timer(self, now: float) -> float | None:
         """The shared TimerQueue's call: run the protocol's timer, return its next deadline."""
-        self._tell_taken()  # a verdict's GOODBYE ACKs what was taken
+        if self._taken:
+            self._tell_taken()  # a verdict's GOODBYE ACKs what was taken
         protocol = self._protocol
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            ping = protocol.ping_due(now)  # batch_pings' commonest timer: a PING alone
+            if ping is not None:
+                transport.write(ping)
+                return protocol.get_timer()
         stalls = protocol.liveness.stalls
         protocol.handle_timer(now)
         if protocol.liveness.stalls != stalls:

@@ -70,6 +70,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--send-queue", type=count, default=1024, help="messages per connection")
     parser.add_argument("--max-pings-per-interval", type=count, default=10)
     parser.add_argument(
+        "--batch-pings",
+        action="store_true",
+        help="ping every client ahead of its own pings, in batches (many idle connections)",
+    )
+    parser.add_argument(
         "--drain", type=non_negative, default=5.0, help="seconds peers get at shutdown (default 5)"
     )
     parser.add_argument(
@@ -189,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
             max_frame=args.max_frame,
             send_queue=args.send_queue,
             max_pings_per_interval=args.max_pings_per_interval,
+            batch_pings=args.batch_pings,
             resume_window=resume_window,
             session_store=args.session_store if shared else None,
         )

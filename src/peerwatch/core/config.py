@@ -59,6 +59,9 @@ class Config:
     recv_buffer: int = 8 * 1024 * 1024  # bytes of such messages before we stop reading
     send_buffer: int = 8 * 1024 * 1024  # bytes unacknowledged before send()/enqueue() blocks
     max_pings_per_interval: int = 10  # a peer pinging faster gets GOODBYE(too many pings)
+    # ping ahead of the peer, on a grid shared by every connection (liveness rule 6): for a
+    # server holding many idle connections, whose peers' own pings would wake it at random
+    batch_pings: bool = False
     close_timeout: float = 1.0  # how long close() waits for the peer's GOODBYE/FIN
     kernel_knobs: bool = True  # keepalive + TCP_USER_TIMEOUT as a backup to heartbeats
     # server-wide limits, applied by serve() (a client connection has no use for them)
@@ -181,6 +184,7 @@ class Settings(TypedDict, total=False):
     recv_buffer: int
     send_buffer: int
     max_pings_per_interval: int
+    batch_pings: bool
     close_timeout: float
     kernel_knobs: bool
     max_handshakes: int

@@ -57,6 +57,8 @@ PING_BODY = struct.Struct("!IQ")
 PING_FRAME_SIZE = PING_FRAME.size  # 17
 #: The first five bytes of every PING frame: what the PING fast path recognises.
 PING_HEAD = HEADER.pack(PING_BODY.size, 4)  # Kind.PING, defined below
+#: The first five bytes of every PONG frame: what the PONG fast path recognises.
+PONG_HEAD = HEADER.pack(PING_BODY.size, 5)  # Kind.PONG
 GOODBYE_HEAD = struct.Struct("!H")
 MAX_REASON = 1024
 FLAG_MORE = 0x01

@@ -25,6 +25,12 @@ Rules (each one is tested with a fake clock in tests/core/test_liveness.py):
    longer before its first ping, so while the connecting side's pings arrive
    on time it never pings at all (half the heartbeat traffic), yet it still
    pings by itself when the peer's pings stop.
+   With ``batch_pings`` a side pings *ahead* of its peer instead: every
+   ``period`` (``interval`` less two grid steps, of the shorter of the two
+   sides' intervals) on a shared grid of ``interval / GRID_STEPS`` steps, so
+   one wake-up of a process holding many connections writes the PINGs of all
+   those on one grid point and their PONGs come back together; its peers,
+   hearing a PING before their own ``interval`` of quiet, never ping.
 7. A peer sending more than ``max_pings_per_interval`` pings within one
    ping window (the shorter of our interval and the one it announced in HELLO,
    but at least ``MIN_PING_WINDOW``)
@@ -53,6 +59,13 @@ from peerwatch.core.config import Config
 MIN_PING_WINDOW = 0.1
 #: Samples of quiet gaps kept for the adaptive policy.
 ARRIVAL_WINDOW = 100
+#: ``batch_pings``: grid points per interval. Finer spreads a server's PINGs over more
+#: wake-ups; coarser pings earlier than needed (``LEAD_STEPS`` steps ahead of the peer).
+GRID_STEPS = 32
+#: ``batch_pings``: how many grid steps ahead of the peer's own ping we ping. The first
+#: PING lands within half a step of its time, so the peer hears it at least 1.5 steps
+#: (0.47 s at a 10 s interval) before its own interval of quiet ends.
+LEAD_STEPS = 2
 
 
 def _stamp(sent_at: float) -> int:
@@ -142,8 +155,10 @@ class Liveness:
         "acceptable_pause",
         "adaptive",
         "armed",
+        "batched",
         "due",
         "effective_timeout",
+        "grid",
         "interval",
         "last_heard",
         "last_ping",
@@ -154,6 +169,7 @@ class Liveness:
         "min_std",
         "min_timeout",
         "paused",
+        "period",
         "ping_seq",
         "ping_window",
         "pong_due",
@@ -177,6 +193,7 @@ class Liveness:
     ) -> None:
         self.interval = config.interval
         self.timeout = config.timeout
+        self.batched = config.batch_pings
         self.adaptive = config.policy == "adaptive"
         self.min_timeout = config.effective_min_timeout
         self.acceptable_pause = config.acceptable_pause
@@ -204,7 +221,14 @@ class Liveness:
     ) -> None:
         """(Re)start the clocks at ``now`` with the handshake's terms: the protocol makes
         one machine per connection and starts it again when the peer's HELLO arrives."""
-        self.quiet = self.interval + answer_delay  # quiet time before the first ping
+        if self.batched:  # rule 6, batched: ping ahead of the peer, on the shared grid
+            base = self.interval if peer_interval is None else min(self.interval, peer_interval)
+            self.grid = base / GRID_STEPS
+            self.period = self.quiet = base - LEAD_STEPS * self.grid
+        else:
+            self.grid = 0.0
+            self.period = self.interval  # between our own pings while only PONGs arrive
+            self.quiet = self.interval + answer_delay  # quiet time before the first ping
         # a peer that announced a shorter interval may ping that often: judge it by its own
         self.ping_window = self.interval
         if peer_interval is not None:
@@ -287,9 +311,9 @@ class Liveness:
 
     def next_ping_at(self) -> float:
         anchor = self.last_traffic
-        if self.last_ping > anchor:
-            return self.last_ping + self.interval
-        return anchor + self.quiet
+        at = self.last_ping + self.period if self.last_ping > anchor else anchor + self.quiet
+        grid = self.grid
+        return round(at / grid) * grid if grid else at
 
     def dead_at(self) -> float:
         return self.last_heard + self.effective_timeout
@@ -299,10 +323,13 @@ class Liveness:
         # while paused by us, silence is ours: only the ping cadence is due (rule 5)
         last_ping = self.last_ping  # next_ping_at(), inlined: this runs on every read
         ping_at = (
-            last_ping + self.interval
+            last_ping + self.period
             if last_ping > self.last_traffic
             else (self.last_traffic + self.quiet)
         )
+        grid = self.grid
+        if grid:  # the nearest grid point: a pass up to half a step late does not drift
+            ping_at = round(ping_at / grid) * grid
         dead_at = self.last_heard + self.effective_timeout
         self.due = ping_at if self.paused or ping_at < dead_at else dead_at
 
@@ -331,6 +358,15 @@ class Liveness:
         if now >= self.next_ping_at():
             return PING
         return NONE
+
+    def only_ping_due(self, now: float) -> bool:
+        """``handle_timer(now)`` would answer PING and change nothing else (no stall of ours,
+        the peer not dead): an adapter may then take the PING without the general path."""
+        return (
+            now - self.armed <= self.stall_threshold
+            and (self.paused or now < self.last_heard + self.effective_timeout)
+            and now >= self.next_ping_at()
+        )
 
     def ping_sent(self, now: float) -> tuple[int, int]:
         """Record a PING sent at ``now``; returns (seq, stamp) to put in it."""
