@@ -44,7 +44,9 @@ async def open_all(count: int, one: Callable[[], Any]) -> list[Any]:
 
 
 def keep_pinging(connections: list[RawPeerwatchClient], every: float, tick: float = 0.01) -> None:
-    """Each connection PINGs once per ``every`` s, spread evenly over ticks of one timer."""
+    """Each connection PINGs once per ``every`` s, spread evenly over ticks of one timer,
+    unless the server pinged it within ``every`` s (rule 6: a server with ``batch_pings``
+    pings ahead of its peers, and a peerwatch client then never pings)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     done = 0  # pings sent so far; the schedule is absolute, so it never drifts behind
@@ -54,9 +56,10 @@ def keep_pinging(connections: list[RawPeerwatchClient], every: float, tick: floa
         now = loop.time()
         due = int((now - started) / every * len(connections)) + 1
         stamp = time.monotonic_ns() // 1000
+        quiet_since = time.monotonic() - every
         while done < due:
             conn = connections[done % len(connections)]
-            if not conn.transport.is_closing():
+            if not conn.transport.is_closing() and conn.pinged_at < quiet_since:
                 conn.ping(stamp)
             done += 1
         loop.call_at(now + tick, ping_some)

@@ -23,6 +23,7 @@ import asyncio
 import base64
 import os
 import struct
+import time
 from typing import ClassVar, cast
 
 WS_PONG = 0x8A
@@ -142,6 +143,7 @@ class RawPeerwatchClient(HandshakeCounter):
     confirm: ClassVar[bool] = False
     next_seq = 1
     ping_seq = 0
+    pinged_at = 0.0  # time.monotonic() of the server's last PING (its pings hold ours back)
 
     def ping(self, stamp: int) -> None:
         """A PING, as a peerwatch client sends one each interval (the server only answers)."""
@@ -169,6 +171,7 @@ class RawPeerwatchClient(HandshakeCounter):
             if end > size:
                 break
             if kind == PW_PING:
+                self.pinged_at = time.monotonic()
                 # a PONG is the PING with its kind byte changed: seq and stamp echoed
                 pong = bytearray(buffer[offset:end])
                 pong[4] = PW_PONG

@@ -1,7 +1,8 @@
 """Scale: 1,000 to 100,000 idle connections in one server process, against the floor.
 
-For each connection count and each server (peerwatch and the minimal ping/pong
-floor of ``bench/floor.py``, on asyncio and on uvloop; heartbeat interval 10 s,
+For each connection count and each server (peerwatch as its peers ping it,
+peerwatch with ``batch_pings`` pinging them, and the minimal ping/pong floor of
+``bench/floor.py``, on asyncio and on uvloop; heartbeat interval 10 s,
 timeout 30 s) the server runs pinned to CPU 0 and load generators on CPU 1 open
 the connections from several loopback source addresses (``bench/scale_clients``).
 Then the server's CPU is read over ``windows`` windows of one heartbeat interval
@@ -50,13 +51,17 @@ class ScaleSetup:
     label: str
     kind: str  # floor | peerwatch
     uvloop: bool = False
+    batch: bool = False  # peerwatch with batch_pings: the server pings, its peers answer
 
 
+BATCHED = "peerwatch, batched pings"
 SETUPS = [
     ScaleSetup("minimal ping/pong floor", "floor"),
     ScaleSetup("peerwatch", "peerwatch"),
+    ScaleSetup(BATCHED, "peerwatch", batch=True),
     ScaleSetup("minimal ping/pong floor + uvloop", "floor", uvloop=True),
     ScaleSetup("peerwatch + uvloop", "peerwatch", uvloop=True),
+    ScaleSetup(f"{BATCHED} + uvloop", "peerwatch", uvloop=True, batch=True),
 ]
 
 
@@ -171,6 +176,8 @@ def measure(setup: ScaleSetup, count: int, plan: Plan, detect: bool, log: Any) -
     server_args += ["--max-handshakes", str(count)]
     if setup.uvloop:
         server_args.append("--uvloop")
+    if setup.batch:
+        server_args.append("--batch-pings")
     server = Child("bench.scale_server", server_args, cpu=0)
     with children(server):
         port = server.read_event(30, "ready")["port"]

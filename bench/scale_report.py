@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.scale import BATCHED
 from bench.targets import Check
 
 #: Written by a person after looking at a run (the numbers above are not).
@@ -42,9 +43,10 @@ def scale_checks(result: dict[str, Any]) -> list[Check]:
     # the counts, plus the largest this machine could hold when that is less
     counts = [100_000] if top in (None, 100_000) else [top, 100_000]
     checks = []
-    wanted = [("peerwatch", n) for n in counts] + [
-        ("peerwatch + uvloop", 10_000),
-        ("peerwatch + uvloop", 100_000),
+    wanted = [(setup, n) for setup in ("peerwatch", BATCHED) for n in counts] + [
+        (setup, n)
+        for setup in ("peerwatch + uvloop", f"{BATCHED} + uvloop")
+        for n in (10_000, 100_000)
     ]
     stable = sorted(
         {(r["setup"], r["connections"]) for r in result["rows"] if "run_ratios" in r},
@@ -74,26 +76,34 @@ def scale_checks(result: dict[str, Any]) -> list[Check]:
                 " KiB",
             )
         )
-    detection = next((r["detection"] for r in result["rows"] if "detection" in r), None)
-    victims = (
-        f"{detection['victims']:,} of {detection['victims'] * 2 + detection['others']:,}"
-        if detection
-        else "1,000 of 100,000"
-    )
-    for key, what in (("frozen_ms", "frozen"), ("killed_ms", "killed")):
-        p99 = detection[key].get("p99") if detection else None
+    detecting = [r for r in result["rows"] if "detection" in r]
+    for row in detecting or [{"setup": "peerwatch"}]:
+        detection = row.get("detection")
+        victims = (
+            f"{detection['victims']:,} of {detection['victims'] * 2 + detection['others']:,}"
+            if detection
+            else "1,000 of 100,000"
+        )
+        for key, what in (("frozen_ms", "frozen"), ("killed_ms", "killed")):
+            p99 = detection[key].get("p99") if detection else None
+            checks.append(
+                Check(
+                    f"{row['setup']}: verdict p99 late, {victims} {what} at once",
+                    p99,
+                    TARGET_LATE_MS,
+                    False,
+                    " ms",
+                )
+            )
         checks.append(
-            Check(f"verdict p99 late, {victims} {what} at once", p99, TARGET_LATE_MS, False, " ms")
+            Check(
+                f"{row['setup']}: false verdicts among the other connections",
+                float(detection["false_verdicts"]) if detection else None,
+                0,
+                False,
+                "",
+            )
         )
-    checks.append(
-        Check(
-            "false verdicts among the other connections",
-            float(detection["false_verdicts"]) if detection else None,
-            0,
-            False,
-            "",
-        )
-    )
     return checks
 
 
@@ -125,8 +135,7 @@ def scale_section(result: dict[str, Any]) -> list[str]:
             f" {row['rss_per_conn_kib']:.2f} | {row['pings_per_conn_s']:.3f} |"
             f" {row['open_seconds']:.1f} s | {row['other_cpu']:.2f} |"
         )
-    detection = next((r for r in result["rows"] if "detection" in r), None)
-    if detection is not None:
+    for detection in (r for r in result["rows"] if "detection" in r):
         found = detection["detection"]
         lines += [
             "",

@@ -90,6 +90,7 @@ async def serve_peerwatch(options: argparse.Namespace) -> tuple[Any, Callable[[]
         interval=options.interval,
         timeout=options.timeout,
         backlog=BACKLOG,
+        batch_pings=options.batch_pings,
         **({"max_handshakes": options.max_handshakes} if options.max_handshakes else {}),
     )
 
@@ -206,6 +207,7 @@ if __name__ == "__main__":
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--batch-pings", action="store_true", help="peerwatch: batch_pings=True")
     parser.add_argument("--max-handshakes", type=int, default=0, help="0: the default")
     parser.add_argument("--profile", action="store_true", help="'profile' prints, restarts")
     parser.add_argument("--max-seconds", type=float, default=900)

@@ -11,8 +11,10 @@ calls for, and no other connection got one.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from bench.scale import QUICK, load_shares, run_scale
+from bench.scale import BATCHED, QUICK, load_shares, run_scale
 from bench.scale_report import scale_checks, scale_section
 
 pytestmark = pytest.mark.slow
@@ -34,7 +36,7 @@ def test_small_scale_run_holds_every_connection_and_detects_only_the_victims() -
     result = run_scale(quick=True, log=lambda _: None)
     assert result["failed"] == {}
     rows = {row["setup"]: row for row in result["rows"]}
-    assert set(rows) == {"minimal ping/pong floor", "peerwatch"}
+    assert set(rows) == {"minimal ping/pong floor", "peerwatch", BATCHED}
     for row in rows.values():
         assert row["held"] == row["connections"] == QUICK.counts[0]
         assert row["pings_per_conn_s"] > 0.5  # heartbeats every 1 s really ran
@@ -43,15 +45,20 @@ def test_small_scale_run_holds_every_connection_and_detects_only_the_victims() -
     for row in rows.values():
         assert len(row["runs"]) == runs  # consecutive runs, each a fresh server
         assert all(run["held"] == QUICK.counts[0] for run in row["runs"])
-    per_run = rows["peerwatch"]["run_ratios"]
-    assert len(per_run) == runs
-    spread = rows["peerwatch"]["cpu_ratio"]
-    assert spread["min"] == min(per_run) and spread["max"] == max(per_run)
-    # the report shows the spread next to the ratio, and judges the worst run
-    worst = next(c for c in scale_checks(result) if "worst of" in c.what)
-    assert worst.measured == max(per_run)
-    assert any(", ".join(f"{r:.2f}" for r in per_run) in line for line in scale_section(result))
-    detection = rows["peerwatch"]["detection"]
+    for setup in ("peerwatch", BATCHED):
+        per_run = rows[setup]["run_ratios"]
+        assert len(per_run) == runs
+        spread = rows[setup]["cpu_ratio"]
+        assert spread["min"] == min(per_run) and spread["max"] == max(per_run)
+        # the report shows the spread next to the ratio, and judges the worst run
+        worst = next(c for c in scale_checks(result) if c.what.startswith(f"{setup} idle CPU"))
+        assert "worst of" in worst.what and worst.measured == max(per_run)
+        section = scale_section(result)
+        assert any(", ".join(f"{r:.2f}" for r in per_run) in line for line in section)
+        check_detection(rows[setup]["detection"])
+
+
+def check_detection(detection: dict[str, Any]) -> None:
     assert detection["false_verdicts"] == 0, detection["false_examples"]
     assert detection["wrong_cause"] == []
     assert detection["frozen_ms"]["n"] == detection["killed_ms"]["n"] == QUICK.victims
