@@ -8,10 +8,12 @@ load-generator process on the other core:
   (opcode 9) with a PONG (opcode 10) carrying the same payload; never pings itself.
 * ``RawPeerwatchClient``: sends HELLO, waits for the server's HELLO, then does
   what a peerwatch client does: PINGs once per interval when ``ping`` is called
-  (the load generator's one shared timer calls it), answers each PING with a
-  PONG echoing its seq and stamp, and ACKs DATA. In peerwatch the connecting side
-  pings and the accepting side only answers while those pings arrive, so the
-  server under test does what it would do for real peerwatch clients.
+  (the load generator's one shared timer calls it, and skips a connection the
+  server pinged within the interval: a server with ``batch_pings`` pings first),
+  answers each PING with a PONG echoing its seq and stamp, and ACKs DATA. In
+  peerwatch the connecting side pings and the accepting side only answers while
+  those pings arrive, so the server under test does what it would do for real
+  peerwatch clients.
 
 Both count heartbeats in ``HandshakeCounter.pings``: pings answered (websockets,
 whose server pings) or pongs received (peerwatch, whose client pings).

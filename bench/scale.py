@@ -191,7 +191,10 @@ def measure(setup: ScaleSetup, count: int, plan: Plan, detect: bool, log: Any) -
         try:
             open_seconds = flock.open(60 + count / 500)
             held = wait_held(server, count, 30)
-            time.sleep(plan.warmup)
+            # with batch_pings the clients ping on their own schedule until the server's
+            # first PING reaches them (up to an interval after their own first one): idle
+            # is what follows, two intervals after the connections opened
+            time.sleep(max(plan.warmup, 2 * plan.interval) if setup.batch else plan.warmup)
             samples = []
             for _ in range(plan.windows):
                 pings_before = flock.pings()

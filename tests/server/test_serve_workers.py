@@ -299,3 +299,22 @@ async def test_a_new_server_can_take_over_the_port_while_the_old_one_drains(serv
     if kept.verdict is not None:
         assert kept.verdict.cause is peerwatch.Cause.GOODBYE
     await kept.close()
+
+
+async def test_batch_pings_makes_the_workers_ping_and_their_clients_quiet(serve):
+    served = serve("--workers", "2", "--handler", "echo", "--batch-pings", "--interval", "0.2")
+    conns = [
+        await peerwatch.connect("127.0.0.1", served.port, interval=0.2, timeout=3.0)
+        for _ in range(6)
+    ]
+    try:
+        await asyncio.sleep(1.5)  # seven intervals
+        for conn in conns:
+            assert conn.verdict is None
+            assert conn.pings_sent == 0  # the worker pinged first, every time
+            assert conn.pings_received >= 4
+            await conn.send(b"still there")
+            assert await asyncio.wait_for(conn.recv(), 5) == b"still there"
+    finally:
+        for conn in conns:
+            await conn.close()
