@@ -71,7 +71,11 @@ async def test_connections_cut_mid_stream_lose_and_repeat_nothing_in_either_dire
         async def cut_repeatedly() -> None:
             for _ in range(8):
                 await asyncio.sleep(0.03)
-                while not conn.connected:  # cut each new connection once it carries the session
+                # cut each new connection once it carries the session, and while messages are
+                # unacknowledged (mid-stream) as long as the producer has any left to send
+                for _ in range(2000):
+                    if conn.connected and (conn.in_flight > 0 or producer.done()):
+                        break
                     await asyncio.sleep(0.005)
                 cutter.cut()
 

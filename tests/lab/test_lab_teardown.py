@@ -134,12 +134,19 @@ def test_clean_stale_removes_namespaces_of_a_dead_run() -> None:
 def test_interrupting_a_run_tears_everything_down(sig: signal.Signals, times: int) -> None:
     _need_root()
     links_before = _links()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "peerwatch", "lab", "--quick", "--scenario", "power-off"],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    # Ctrl-C must reach the lab as it reaches one started at a terminal: a test run from a
+    # background job (``make test &``) has SIGINT ignored, and the lab would inherit that
+    # (exec resets a handled signal to its default, an ignored one stays ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "peerwatch", "lab", "--quick", "--scenario", "power-off"],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     prefix = f"{PREFIX}{proc.pid}-"
     try:
         deadline = time.monotonic() + 60
