@@ -12,7 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peerwatch.core.config import Config
-from peerwatch.core.frames import PING_FRAME_SIZE, encode_ping, encode_pong
+from peerwatch.core.frames import (
+    PING_BODY,
+    PING_FRAME_SIZE,
+    GoodbyeCode,
+    encode_ping,
+    encode_pong,
+)
 from peerwatch.core.liveness import GRID_STEPS, LEAD_STEPS, Action, Liveness
 from peerwatch.core.protocol import HandshakeDone, Protocol
 from peerwatch.core.verdicts import Cause
@@ -197,9 +203,9 @@ def test_take_pong_leaves_the_state_receive_data_would() -> None:
         wire.run_until(START + 9.5)
         server = wire.sides["server"]
         server.handle_timer(server.get_timer() or 0.0)
-        seq, stamp = server.liveness.ping_seq, round(server.liveness.pong_due * 1e6)  # type: ignore[operator]
-        assert b"".join(server.data_to_send())  # the PING
-        pong = encode_pong(seq, stamp)
+        ping = b"".join(server.data_to_send())
+        assert ping  # the PING, echoed as its PONG
+        pong = encode_pong(*PING_BODY.unpack_from(ping, 5))
         now = wire.now + 0.25
         if fast:
             assert server.take_pong(memoryview(pong), now)
@@ -233,16 +239,10 @@ def test_take_pong_declines_what_is_not_a_lone_pong(situation: str) -> None:
     elif situation == "partial frame":
         server.receive_data(encode_pong(1, 2)[:3], wire.now)
     else:
-        server.leave(*_leave_args(wire.now))
+        server.leave(GoodbyeCode.NORMAL, "bye", "test", wire.now)
     before = server.bytes_in
     assert not server.take_pong(data, wire.now + 0.1)
     assert server.bytes_in == before
-
-
-def _leave_args(now: float) -> tuple[object, ...]:
-    from peerwatch.core.frames import GoodbyeCode
-
-    return (GoodbyeCode.NORMAL, "bye", "test", now)
 
 
 @settings(max_examples=300, deadline=None)
@@ -324,7 +324,7 @@ def test_ping_due_declines_whenever_more_than_a_ping_is_due(situation: str) -> N
     elif situation == "paused":
         server.pause_writing()
     else:
-        server.leave(*_leave_args(wire.now))
+        server.leave(GoodbyeCode.NORMAL, "bye", "test", wire.now)
     before = (server.pings_sent, server.bytes_out)
     assert server.ping_due(at) is None
     assert (server.pings_sent, server.bytes_out) == before

@@ -364,7 +364,7 @@ class Liveness:
         the peer not dead): an adapter may then take the PING without the general path."""
         return (
             now - self.armed <= self.stall_threshold
-            and (self.paused or now < self.last_heard + self.effective_timeout)
+            and (self.paused or now < self.dead_at())
             and now >= self.next_ping_at()
         )
 

@@ -475,11 +475,10 @@ class Protocol:
         ):
             return None
         self._now = now
-        seq, stamp = liveness.ping_sent(now)
+        ping = self._ping(now)
         liveness.next_deadline()
-        self.pings_sent += 1
-        self.bytes_out += PING_FRAME_SIZE
-        return encode_ping(seq, stamp)
+        self.bytes_out += PING_FRAME_SIZE  # written by the caller, not by data_to_send
+        return ping
 
     def take_pong(self, data: bytes | memoryview, now: float) -> bool:
         """True when ``data`` (one read) was exactly one PONG, now taken: life, and an RTT
@@ -502,6 +501,12 @@ class Protocol:
         seq, stamp = PING_BODY.unpack_from(data, 5)
         self.liveness.on_pong(now, seq, stamp)
         return True
+
+    def _ping(self, now: float) -> bytes:
+        """Our next PING, sent at ``now``: recorded by the liveness machine and counted."""
+        seq, stamp = self.liveness.ping_sent(now)
+        self.pings_sent += 1
+        return encode_ping(seq, stamp)
 
     def _is_lone_ping(self, data: bytes | memoryview, now: float) -> bool:
         """``data`` is one whole PING within the ping limit: counted, and life (rule 1).
@@ -552,9 +557,7 @@ class Protocol:
             self._declare_silent(now)
             return
         if action is PING:
-            seq, stamp = liveness.ping_sent(now)
-            self._control.append(encode_ping(seq, stamp))
-            self.pings_sent += 1
+            self._control.append(self._ping(now))
         liveness.next_deadline()  # the deadline the adapter arms: a later run past it is a stall
 
     # ------------------------------------------------------- from the application
