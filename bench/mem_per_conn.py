@@ -5,6 +5,8 @@ sockets, sends each a HELLO and then stays silent (the server's timeout is long 
 that no verdict comes during the measurement). The figure is the traced heap after all
 ``N`` handlers await ``wait_closed``, less the heap before the first accept, over ``N``;
 the lines that hold the most follow, so two trees can be compared side by side.
+``--callbacks`` measures a plain-function handler instead (the callback style: it sets a
+message callback and a verdict callback, and no task runs per connection).
 RSS (which adds the kernel-side and allocator overheads) is the scale benchmark's.
 """
 
@@ -35,8 +37,9 @@ sys.stdin.read()
 """
 
 
-async def measure(n: int, top: int = 0) -> float:
-    """Traced bytes per connection at ``n`` idle connections; prints the ``top`` lines."""
+async def measure(n: int, top: int = 0, callbacks: bool = False) -> float:
+    """Traced bytes per connection at ``n`` idle connections; prints the ``top`` lines.
+    ``callbacks``: a plain-function handler (no task per connection)."""
     import peerwatch
 
     held = 0
@@ -46,7 +49,25 @@ async def measure(n: int, top: int = 0) -> float:
         held += 1
         await conn.wait_closed()
 
-    server = await peerwatch.serve(handler, interval=30.0, timeout=120.0, max_handshakes=n)
+    def on_message(conn: peerwatch.Connection, message: bytes) -> None:
+        conn.enqueue_nowait(message)
+
+    def on_verdict(conn: peerwatch.Connection, verdict: peerwatch.Verdict) -> None:
+        nonlocal held
+        held -= 1
+
+    def callback_handler(conn: peerwatch.Connection) -> None:
+        nonlocal held
+        held += 1
+        conn.set_message_callback(on_message)
+        conn.add_verdict_callback(on_verdict)
+
+    server = await peerwatch.serve(
+        callback_handler if callbacks else handler,
+        interval=30.0,
+        timeout=120.0,
+        max_handshakes=n,
+    )
     await asyncio.sleep(0.1)
     tracemalloc.start(1)
     before = tracemalloc.take_snapshot()
@@ -86,9 +107,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="traced bytes per idle peerwatch connection")
     parser.add_argument("connections", type=int, nargs="?", default=10_000)
     parser.add_argument("top", type=int, nargs="?", default=20, help="largest lines shown")
+    parser.add_argument(
+        "--callbacks", action="store_true", help="a plain-function handler: no task per connection"
+    )
     args = parser.parse_args()
     raise_nofile()
-    asyncio.run(measure(args.connections, args.top or 1))
+    asyncio.run(measure(args.connections, args.top or 1, args.callbacks))
 
 
 if __name__ == "__main__":

@@ -52,16 +52,20 @@ class ScaleSetup:
     kind: str  # floor | peerwatch
     uvloop: bool = False
     batch: bool = False  # peerwatch with batch_pings: the server pings, its peers answer
+    callbacks: bool = False  # peerwatch with a callback handler: no task per connection
 
 
-BATCHED = "peerwatch, batched pings"
+#: The gateway's configuration: the server pings in batches and its handler is a plain
+#: function setting callbacks (no task per connection). "peerwatch" is the default one:
+#: its peers ping, and an ``async def`` handler runs as a task per connection.
+BATCHED = "peerwatch, batched pings, callbacks"
 SETUPS = [
     ScaleSetup("minimal ping/pong floor", "floor"),
     ScaleSetup("peerwatch", "peerwatch"),
-    ScaleSetup(BATCHED, "peerwatch", batch=True),
+    ScaleSetup(BATCHED, "peerwatch", batch=True, callbacks=True),
     ScaleSetup("minimal ping/pong floor + uvloop", "floor", uvloop=True),
     ScaleSetup("peerwatch + uvloop", "peerwatch", uvloop=True),
-    ScaleSetup(f"{BATCHED} + uvloop", "peerwatch", uvloop=True, batch=True),
+    ScaleSetup(f"{BATCHED} + uvloop", "peerwatch", uvloop=True, batch=True, callbacks=True),
 ]
 
 
@@ -178,6 +182,8 @@ def measure(setup: ScaleSetup, count: int, plan: Plan, detect: bool, log: Any) -
         server_args.append("--uvloop")
     if setup.batch:
         server_args.append("--batch-pings")
+    if setup.callbacks:
+        server_args.append("--callbacks")
     server = Child("bench.scale_server", server_args, cpu=0)
     with children(server):
         port = server.read_event(30, "ready")["port"]

@@ -65,11 +65,11 @@ def scale_checks(result: dict[str, Any]) -> list[Check]:
         ratio = row.get("cpu_ratio", {}).get("median") if row else None
         what = f"{setup} idle CPU / floor, {count:,} conns (median window)"
         checks.append(Check(what, ratio, TARGET_CPU, False))
-    for count in counts:
-        row = row_for(result, "peerwatch", count)
+    for setup, count in ((setup, n) for setup in ("peerwatch", BATCHED) for n in counts):
+        row = row_for(result, setup, count)
         checks.append(
             Check(
-                f"peerwatch RSS per connection, {count:,} conns",
+                f"{setup} RSS per connection, {count:,} conns",
                 row["rss_per_conn_kib"] if row else None,
                 TARGET_RSS_KIB,
                 False,

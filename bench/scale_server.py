@@ -52,13 +52,10 @@ async def serve_peerwatch(options: argparse.Namespace) -> tuple[Any, Callable[[]
 
     held = 0
 
-    async def handler(conn: Any) -> None:
+    def ended(conn: Any, verdict: Any) -> None:
+        """Both handler styles' end: counted, and reported once asked to."""
         nonlocal held
-        held += 1
-        try:
-            verdict = await conn.wait_closed()
-        finally:
-            held -= 1
+        held -= 1
         if options.report_verdicts:  # set by the command, after the idle measurement
             peer = conn.peer  # kept by the connection anyway: no extra memory per connection
             if not pending:
@@ -74,6 +71,22 @@ async def serve_peerwatch(options: argparse.Namespace) -> tuple[Any, Callable[[]
                 }
             )
 
+    async def handler(conn: Any) -> None:
+        """The coroutine style: one task per connection."""
+        nonlocal held
+        held += 1
+        ended(conn, await conn.wait_closed())
+
+    def echo(conn: Any, message: bytes) -> None:
+        conn.enqueue_nowait(message)
+
+    def callback_handler(conn: Any) -> None:
+        """The callback style (``--callbacks``): no task per connection."""
+        nonlocal held
+        held += 1
+        conn.set_message_callback(echo)
+        conn.add_verdict_callback(ended)
+
     pending: list[dict[str, Any]] = []
 
     def report() -> None:
@@ -84,7 +97,7 @@ async def serve_peerwatch(options: argparse.Namespace) -> tuple[Any, Callable[[]
         pending.clear()
 
     server = await peerwatch.serve(
-        handler,
+        callback_handler if options.callbacks else handler,
         "127.0.0.1",
         0,
         interval=options.interval,
@@ -208,6 +221,9 @@ if __name__ == "__main__":
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--batch-pings", action="store_true", help="peerwatch: batch_pings=True")
+    parser.add_argument(
+        "--callbacks", action="store_true", help="peerwatch: a callback handler, no task"
+    )
     parser.add_argument("--max-handshakes", type=int, default=0, help="0: the default")
     parser.add_argument("--profile", action="store_true", help="'profile' prints, restarts")
     parser.add_argument("--max-seconds", type=float, default=900)

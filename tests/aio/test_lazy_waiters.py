@@ -81,17 +81,20 @@ async def test_the_server_forgets_a_dead_peer_without_closures() -> None:
         assert not server.connections and not server._open and not server.handshaking
 
 
-@pytest.mark.parametrize("kind", ["raises", "not a coroutine"])
+@pytest.mark.parametrize("kind", ["raises", "raises at once", "not awaitable"])
 async def test_a_failing_handler_is_one_log_line_and_a_goodbye(
     kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def raises(conn: peerwatch.Connection) -> None:
         raise ValueError("bug in the handler")
 
-    def not_a_coroutine(conn: peerwatch.Connection) -> None:
-        return None
+    def raises_at_once(conn: peerwatch.Connection) -> None:
+        raise ValueError("bug in the plain handler")
 
-    handler = raises if kind == "raises" else not_a_coroutine
+    def not_awaitable(conn: peerwatch.Connection) -> int:
+        return 42  # neither None (a callback handler) nor an awaitable
+
+    handler = {"raises": raises, "raises at once": raises_at_once}.get(kind, not_awaitable)
     caplog.set_level(logging.ERROR, "peerwatch")
     async with peerwatch.serve(handler, interval=0.2, timeout=1.0) as server:  # type: ignore[arg-type]
         client = await peerwatch.connect("127.0.0.1", server.port, interval=0.2, timeout=1.0)

@@ -58,7 +58,11 @@ GRACE_FACTOR = 2.0
 #: peer does not keep it long: after a few hundred quick ones it is back to the floor.
 GRACE_RELAX = 0.99
 
-Handler = Callable[[Connection], Awaitable[None]]
+#: ``async def handler(conn)``: one task per connection, which is closed when it returns.
+#: Or ``def handler(conn)``, a plain function returning None: it sets the connection's
+#: callbacks (``set_message_callback``, ``add_verdict_callback``) and the connection runs,
+#: without a task, until its verdict, ``close()`` or the server's shutdown.
+Handler = Callable[[Connection], Awaitable[None] | None]
 
 
 def connection_cap() -> int | None:
@@ -258,10 +262,17 @@ class Server:
         # the handler's own task, without a wrapping coroutine (0.2 KiB per connection):
         # what a wrapper would do after the handler is the task's done callback, ``_ran``
         try:
-            task = asyncio.ensure_future(self._handler(conn))
-        except Exception:  # not a coroutine function, or it raised before its first await
+            ran = self._handler(conn)
+            if ran is None:
+                # a plain function: it set the connection's callbacks and returned. No task
+                # (about 1.5 KiB per idle connection): the connection runs until its verdict,
+                # its close() or the server's shutdown
+                return
+            task = asyncio.ensure_future(ran)
+        except Exception:  # not an awaitable, or the handler raised
             log.exception("handler failed for %s", conn.peer)
-            conn.leave(GoodbyeCode.GOING_AWAY, "handler finished", "handler failed")
+            if conn.verdict is None:
+                conn.leave(GoodbyeCode.GOING_AWAY, "handler finished", "handler failed")
             return
         self._handlers[task] = conn
         task.add_done_callback(self._ran)
