@@ -423,3 +423,64 @@ def test_a_connection_hearing_from_its_peer_is_never_touched_until_it_goes_silen
     # and the verdict comes at 990 + 30 to the millisecond
     assert conn.calls == [(1005.0, Action.PING), (1015.0, Action.PING), (1020.0, Action.DEAD)]
     assert conn.live.stalls == 0
+
+
+def test_targets_due_at_one_time_share_one_entry_and_run_in_the_order_scheduled(
+    loop: FakeLoop,
+) -> None:
+    """batch_pings' case: every connection falls due on the same grid points. One time in the
+    heap per point, its targets walked in the order they were scheduled, in one pass."""
+    queue = queue_on(loop)
+    order: list[Target] = []
+
+    class Ordered(Target):
+        def on_timer(self, now: float) -> float | None:
+            order.append(self)
+            return super().on_timer(now)
+
+    targets = [Ordered(5.0) for _ in range(1000)]
+    for target in targets:
+        queue.schedule(target, 5.0)
+    assert queue._heap == [5.0] and len(queue) == 1000 and loop.armed == [5.0]
+    loop.advance(5.0)
+    assert order == targets and loop.passes == 1
+    assert all(t.calls == [5.0] for t in targets) and len(queue) == 0 and not queue._heap
+
+
+def test_a_shared_time_keeps_the_due_drops_the_cancelled_and_moves_the_rest(
+    loop: FakeLoop,
+) -> None:
+    """One time, three fates: really due (called then), cancelled (never), moved later
+    without telling the queue (called at its new deadline only)."""
+    queue = queue_on(loop)
+    due, cancelled, moved = Clock(5.0), Clock(5.0), Clock(5.0)
+    on_time, gone, later = Clocked(due), Clocked(cancelled), Clocked(moved)
+    for target in (gone, later, on_time):
+        queue.schedule(target, 5.0)
+    queue.cancel(gone)
+    moved.due = 7.5
+    loop.advance(5.0)
+    assert on_time.calls == [5.0] and gone.calls == [] and later.calls == []
+    assert loop.armed == [7.5]
+    loop.advance(200.0)
+    assert later.calls == [7.5, 107.5] and gone.calls == [] and on_time.calls == [5.0, 105.0]
+
+
+def test_a_time_holding_only_moved_entries_is_settled_without_waking(loop: FakeLoop) -> None:
+    """Every entry of the time after a pass moved later: the time is dropped and its entries
+    re-pushed before the loop is armed, so the loop never wakes for it."""
+    queue = queue_on(loop)
+    first = Clocked(Clock(1.0))
+    clocks = [Clock(1.5) for _ in range(3)]
+    moving = [Clocked(clock) for clock in clocks]
+    queue.schedule(first, 1.0)
+    for target, clock in zip(moving, clocks, strict=True):
+        queue.schedule(target, clock.due)
+        clock.due = 30.0
+    loop.advance(1.0)
+    assert loop.armed == [30.0] and queue._heap[0] == 30.0
+    passes = loop.passes
+    loop.advance(29.9)
+    assert loop.passes == passes and all(t.calls == [] for t in moving)
+    loop.advance(30.0)
+    assert all(t.calls == [30.0] for t in moving)

@@ -17,6 +17,12 @@ surfaces later than its time by more than the clock's ``stall_threshold`` still
 calls ``on_timer``: our process stalled, and the machine must hear of it (liveness
 rule 4) even when the peer's bytes, read first, moved its deadline meanwhile.
 
+Entries at the same time share one bucket (``when -> target``, or a list of them): the heap
+holds each time once. A ``batch_pings`` server's connections all fall due on the points of
+one shared grid, so a pass at a grid point pops one time and walks a list, where it popped
+and pushed one heap entry per connection (issue 13: about 90 bytes of each idle connection,
+the entry's tuple and its tie-breaking counter, and the heap's sifting per heartbeat).
+
 Work a target wants done *after* a pass (``after_pass``: a verdict's GOODBYE and close)
 runs in one callback scheduled at the pass's end, behind every wake-up the pass caused:
 in a burst of 1,000 verdicts the last handler then wakes after 1,000 decisions, not
@@ -27,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
 import weakref
 from collections.abc import Callable
 from typing import Protocol
@@ -63,15 +68,24 @@ class TimerTarget(Protocol):
         """Run due work; return the next absolute deadline, or None for no more timers."""
 
 
+#: A bucket: the one target due at a time, or a list of them (most times have one).
+Bucket = TimerTarget | list[TimerTarget]
+
+
+def _members(bucket: Bucket) -> list[TimerTarget] | tuple[TimerTarget]:
+    return bucket if isinstance(bucket, list) else (bucket,)
+
+
 class TimerQueue:
     __slots__ = (
-        "_after", "_after_since", "_armed_at", "_handle", "_heap", "_in_pass", "_loop", "_order",
+        "_after", "_after_since", "_armed_at", "_buckets", "_handle", "_heap", "_in_pass",
+        "_loop",
     )  # fmt: skip
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._heap: list[tuple[float, int, TimerTarget]] = []
-        self._order = itertools.count()
+        self._heap: list[float] = []  # the buckets' times, each once
+        self._buckets: dict[float, Bucket] = {}
         self._handle: asyncio.TimerHandle | None = None
         self._armed_at = float("inf")
         self._after: list[Callable[[], None]] = []  # work for after the pass
@@ -79,7 +93,8 @@ class TimerQueue:
         self._in_pass = False
 
     def __len__(self) -> int:
-        return len(self._heap)
+        """Entries, live or stale (a target moved later leaves its old one behind)."""
+        return sum(len(b) if isinstance(b, list) else 1 for b in self._buckets.values())
 
     def schedule(self, target: TimerTarget, when: float) -> None:
         """Ensure ``target.on_timer`` runs at ``when`` or earlier."""
@@ -91,7 +106,7 @@ class TimerQueue:
             self._arm(when)
 
     def cancel(self, target: TimerTarget) -> None:
-        """Forget ``target``; its heap entries are dropped when they surface."""
+        """Forget ``target``; its entries are dropped when their bucket surfaces."""
         target._timer_at = None
 
     @property
@@ -113,7 +128,7 @@ class TimerQueue:
 
     def _run_after(self) -> None:
         heap, now = self._heap, self._loop.time()
-        if heap and heap[0][0] <= now and now - self._after_since < AFTER_PASS_WAIT:
+        if heap and heap[0] <= now and now - self._after_since < AFTER_PASS_WAIT:
             return  # the next pass is due: it runs first, and calls this again at its end
         work, self._after = self._after, []
         for job in work:
@@ -124,7 +139,15 @@ class TimerQueue:
         clock = target._timer_clock
         if clock is not None:
             clock.armed = when
-        heapq.heappush(self._heap, (when, next(self._order), target))
+        buckets = self._buckets
+        bucket = buckets.get(when)
+        if bucket is None:
+            buckets[when] = target
+            heapq.heappush(self._heap, when)
+        elif isinstance(bucket, list):
+            bucket.append(target)
+        else:
+            buckets[when] = [bucket, target]
 
     def _arm(self, when: float) -> None:
         if self._handle is not None:
@@ -135,13 +158,12 @@ class TimerQueue:
     def _run(self) -> None:
         self._handle = None
         self._armed_at = float("inf")
-        heap = self._heap
         now = self._loop.time()
         horizon = now + COALESCE
         again: list[tuple[TimerTarget, float]] = []
         self._in_pass = True
         try:
-            self._expire(heap, now, horizon, again)
+            self._expire(now, horizon, again)
         finally:
             self._in_pass = False
             if self._after:
@@ -150,51 +172,60 @@ class TimerQueue:
             self.schedule(target, following)
         self._settle(now + SETTLE_AHEAD)
 
-    def _expire(
-        self,
-        heap: list[tuple[float, int, TimerTarget]],
-        now: float,
-        horizon: float,
-        again: list[tuple[TimerTarget, float]],
-    ) -> None:
+    def _expire(self, now: float, horizon: float, again: list[tuple[TimerTarget, float]]) -> None:
         """Call every target due by ``horizon``; collect the next deadlines in ``again``."""
+        heap, buckets = self._heap, self._buckets
         pop = heapq.heappop
         clock_now = self._loop.time
-        while heap and heap[0][0] <= horizon:
-            when, _, target = pop(heap)
-            if target._timer_at != when:
-                continue  # stale or cancelled entry
-            clock = target._timer_clock
-            if clock is not None and clock.due > horizon and now - when <= clock.stall_threshold:
-                self._push(target, clock.due)  # moved later: nothing to do yet
-                continue
-            target._timer_at = None
-            # a coalesced entry fires up to COALESCE early: it sees its own deadline as now.
-            # The clock is read again for each: a verdict's time is when it was reached,
-            # and the last of a burst of 1,000 is reached tens of ms after the first
-            following = target.on_timer(max(clock_now(), when))
-            if following is not None:
-                again.append((target, following))
+        while heap and heap[0] <= horizon:
+            when = pop(heap)
+            for target in _members(buckets.pop(when)):
+                if target._timer_at != when:
+                    continue  # stale or cancelled entry
+                clock = target._timer_clock
+                if (
+                    clock is not None
+                    and clock.due > horizon
+                    and now - when <= clock.stall_threshold
+                ):
+                    self._push(target, clock.due)  # moved later: nothing to do yet
+                    continue
+                target._timer_at = None
+                # a coalesced entry fires up to COALESCE early: it sees its own deadline as
+                # now. The clock is read again for each: a verdict's time is when it was
+                # reached, and the last of a burst of 1,000 is reached tens of ms after the
+                # first
+                following = target.on_timer(max(clock_now(), when))
+                if following is not None:
+                    again.append((target, following))
 
     def _settle(self, ahead: float) -> None:
-        """Re-push the entries at the top whose deadline moved later (those due before
-        ``ahead``), then arm for the top: the loop wakes for real deadlines and about once
-        per ``SETTLE_AHEAD`` for stale entries (see the module docstring)."""
-        heap = self._heap
+        """Drop the buckets at the top that hold nothing really due: their stale entries go,
+        the entries whose deadline moved later (due before ``ahead``) are re-pushed at it.
+        Then arm for the top: the loop wakes for real deadlines and about once per
+        ``SETTLE_AHEAD`` for stale entries (see the module docstring). A bucket with one
+        entry really due is left whole: the pass that wakes for it settles the rest."""
+        heap, buckets = self._heap, self._buckets
         while heap:
-            when, _, target = heap[0]
-            if target._timer_at != when:
-                heapq.heappop(heap)  # stale or cancelled
+            when = heap[0]
+            members = _members(buckets[when])
+            moved: list[TimerTarget] = []
+            for target in members:
+                if target._timer_at != when:
+                    continue  # stale or cancelled
+                clock = target._timer_clock
+                if clock is None or clock.due <= when or when > ahead:
+                    break  # really due (or too far ahead to settle now)
+                moved.append(target)
+            else:
+                heapq.heappop(heap)
+                del buckets[when]
+                for target in moved:
+                    self._push(target, target._timer_clock.due)  # type: ignore[union-attr]
                 continue
-            clock = target._timer_clock
-            if clock is None or clock.due <= when or when > ahead:
-                break
-            # _push, inlined with one sift instead of two: this runs once per connection
-            # per heartbeat
-            target._timer_at = clock.armed = due = clock.due
-            heapq.heapreplace(heap, (due, next(self._order), target))
-        if heap and heap[0][0] < self._armed_at:
-            self._arm(heap[0][0])
+            break
+        if heap and heap[0] < self._armed_at:
+            self._arm(heap[0])
 
 
 _queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TimerQueue] = (

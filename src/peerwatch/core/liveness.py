@@ -97,6 +97,22 @@ def phi_quantile(phi_threshold: float) -> float:
     return quantile
 
 
+#: Numbers computed from a configuration, the same for every connection that has it: each
+#: connection computed its own seven (a float is 24 bytes: 0.2 KiB of an idle connection,
+#: with the window below; bench/mem_per_conn.py). Bounded: past it, no sharing.
+_SHARED: dict[float, float] = {}
+
+
+def _shared(value: float) -> float:
+    """``value``, as the one float object kept for it."""
+    kept = _SHARED.get(value)
+    if kept is None:
+        kept = value
+        if len(_SHARED) < 1024:
+            _SHARED[value] = value
+    return kept
+
+
 class ArrivalWindow:
     """Running mean and deviation of the last ``ARRIVAL_WINDOW`` quiet gaps (seconds)."""
 
@@ -142,6 +158,10 @@ def phi(silence: float, mean: float, std: float) -> float:
     """Suspicion level -log10(P(a gap this long or longer)) under a normal model."""
     tail = 1.0 - NormalDist(mean, std).cdf(silence)
     return math.inf if tail <= 0 else -math.log10(tail)
+
+
+#: The fixed policy's window: never added to (``_learn`` runs for the adaptive one only).
+_NO_GAPS = ArrivalWindow()
 
 
 class Liveness:
@@ -195,14 +215,16 @@ class Liveness:
         self.timeout = config.timeout
         self.batched = config.batch_pings
         self.adaptive = config.policy == "adaptive"
-        self.min_timeout = config.effective_min_timeout
+        self.min_timeout = _shared(config.effective_min_timeout)
         self.acceptable_pause = config.acceptable_pause
-        self.stall_threshold = config.effective_stall_threshold
+        self.stall_threshold = _shared(config.effective_stall_threshold)
         self.max_pings = config.max_pings_per_interval
-        self.min_std = self.interval / 4  # Akka's min-std-deviation, scaled to the interval
-        self.min_gap_sample = self.interval / 4  # shorter gaps say nothing about quiet periods
+        # Akka's min-std-deviation, scaled to the interval
+        self.min_std = _shared(self.interval / 4)
+        self.min_gap_sample = self.min_std  # shorter gaps say nothing about quiet periods
         self._z = phi_quantile(config.phi_threshold)
-        self._gaps = ArrivalWindow()
+        # only the adaptive policy learns gaps: the fixed one shares an empty window
+        self._gaps = ArrivalWindow() if self.adaptive else _NO_GAPS
         self.last_ping = -math.inf
         self.ping_seq = 0
         self.pong_due: float | None = None  # when the PING awaiting its PONG was sent
@@ -223,12 +245,13 @@ class Liveness:
         one machine per connection and starts it again when the peer's HELLO arrives."""
         if self.batched:  # rule 6, batched: ping ahead of the peer, on the shared grid
             base = self.interval if peer_interval is None else min(self.interval, peer_interval)
-            self.grid = base / GRID_STEPS
-            self.period = self.quiet = base - LEAD_STEPS * self.grid
+            self.grid = _shared(base / GRID_STEPS)
+            self.period = self.quiet = _shared(base - LEAD_STEPS * self.grid)
         else:
             self.grid = 0.0
             self.period = self.interval  # between our own pings while only PONGs arrive
-            self.quiet = self.interval + answer_delay  # quiet time before the first ping
+            # quiet time before the first ping
+            self.quiet = _shared(self.interval + answer_delay)
         # a peer that announced a shorter interval may ping that often: judge it by its own
         self.ping_window = self.interval
         if peer_interval is not None:
@@ -382,6 +405,8 @@ class Liveness:
         return max(0.0, now - self.last_heard)
 
     def _learn(self, gap: float) -> None:
+        if self._gaps is _NO_GAPS:  # made adaptive after it started: never write the shared one
+            self._gaps = ArrivalWindow()
         self._gaps.add(gap)
         if len(self._gaps) >= 2:
             std = max(self._gaps.std, self.min_std)
