@@ -272,12 +272,42 @@ def test_only_ping_due_says_exactly_when_handle_timer_would_only_ping(
         START + pinged,
     )
     live.paused = paused
+    live._refresh()  # as every event that moves these does: ``due`` follows them
     now = START + at
     live.armed = now - armed_late
     said = live.only_ping_due(now)
     stalls = live.stalls
     action = live.handle_timer(now)
     assert said == (action is Action.PING and live.stalls == stalls)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    batch=st.booleans(),
+    heard=st.floats(min_value=0.0, max_value=40.0),
+    traffic=st.floats(min_value=0.0, max_value=40.0),
+    pinged=st.floats(min_value=0.0, max_value=40.0),
+    later=st.floats(min_value=0.0, max_value=40.0),
+    paused=st.booleans(),
+)
+def test_a_pong_leaves_due_where_recomputing_it_would(
+    batch: bool, heard: float, traffic: float, pinged: float, later: float, paused: bool
+) -> None:
+    """``on_pong`` skips ``_refresh`` while ``due`` is the PING: a later ``dead_at`` cannot
+    move it. By hypothesis over the state, against the recomputed ``due``."""
+    live = Liveness(config(batch_pings=batch), START)
+    live.start(START, peer_interval=10.0)
+    live.last_heard, live.last_traffic, live.last_ping = (
+        START + heard,
+        START + traffic,
+        START + pinged,
+    )
+    live.paused = paused
+    live._refresh()
+    live.on_pong(START + max(heard, later), 0, 0)
+    kept = (live.due, live.due_is_ping)
+    live._refresh()
+    assert kept == (live.due, live.due_is_ping)
 
 
 def test_ping_due_writes_what_handle_timer_would_have_queued() -> None:

@@ -421,7 +421,7 @@ class Connection(asyncio.BufferedProtocol):
             ping = protocol.ping_due(now)  # batch_pings' commonest timer: a PING alone
             if ping is not None:
                 transport.write(ping)
-                return protocol.get_timer()
+                return protocol.liveness.due  # get_timer()'s answer, with no verdict
         stalls = protocol.liveness.stalls
         protocol.handle_timer(now)
         if protocol.liveness.stalls != stalls:

@@ -97,6 +97,11 @@ def serve(
     ``server = await serve(...)``, or ``async with serve(...) as server:`` to have it shut
     down (GOODBYE to every peer) on the way out.
 
+    A plain function (``def handler(conn)``, returning None) is the callback style: it sets
+    ``conn.set_message_callback`` and ``conn.add_verdict_callback`` and returns, and the
+    connection runs without a task until its verdict, ``conn.close()`` or the shutdown
+    (about 1.5 KiB less per idle connection; a plain server only).
+
     ``host`` defaults to ``127.0.0.1``: only this machine can connect. Serving
     the network is a choice made explicit: ``"0.0.0.0"`` (IPv4), ``"::"``
     (IPv6) or ``None`` (every interface, as with asyncio).

@@ -177,6 +177,7 @@ class Liveness:
         "armed",
         "batched",
         "due",
+        "due_is_ping",
         "effective_timeout",
         "grid",
         "interval",
@@ -287,7 +288,8 @@ class Liveness:
         if self.adaptive and gap >= self.min_gap_sample:
             self._learn(gap)
         self.last_heard = now
-        self._refresh()
+        if not self.due_is_ping:  # else ``due`` is the PING, which a later dead_at leaves be
+            self._refresh()
         sent_at = self.pong_due
         if sent_at is None or seq != self.ping_seq or stamp != _stamp(sent_at):
             return None
@@ -354,7 +356,10 @@ class Liveness:
         if grid:  # the nearest grid point: a pass up to half a step late does not drift
             ping_at = round(ping_at / grid) * grid
         dead_at = self.last_heard + self.effective_timeout
-        self.due = ping_at if self.paused or ping_at < dead_at else dead_at
+        # which of the two ``due`` is lets the commonest events skip this (``on_pong``) and
+        # the commonest timer skip recomputing both (``only_ping_due``)
+        self.due_is_ping = self.paused or ping_at < dead_at
+        self.due = ping_at if self.due_is_ping else dead_at
 
     def deadline(self) -> float:
         """When ``handle_timer`` must run next (absolute, same clock as ``now``); no side effect."""
@@ -386,9 +391,10 @@ class Liveness:
         """``handle_timer(now)`` would answer PING and change nothing else (no stall of ours,
         the peer not dead): an adapter may then take the PING without the general path."""
         return (
-            now - self.armed <= self.stall_threshold
+            self.due_is_ping  # then ``due`` is ``next_ping_at()``, kept by ``_refresh``
+            and now >= self.due
+            and now - self.armed <= self.stall_threshold
             and (self.paused or now < self.dead_at())
-            and now >= self.next_ping_at()
         )
 
     def ping_sent(self, now: float) -> tuple[int, int]:
