@@ -190,3 +190,19 @@ async def test_an_idle_callback_connection_costs_a_kib_less_than_one_with_a_task
     with_task = min([await measure(1000), await measure(1000)])
     with_callbacks = min([await measure(1000, callbacks=True), await measure(1000, callbacks=True)])
     assert with_task - with_callbacks > 1000
+
+
+async def test_a_plain_function_on_a_resumable_server_is_one_log_line_and_a_goodbye(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def handler(session: object) -> None:
+        return None
+
+    caplog.set_level(logging.ERROR, "peerwatch")
+    async with peerwatch.serve(handler, resume_window=5.0, **TIMING) as server:  # type: ignore[arg-type]
+        conn = await peerwatch.connect("127.0.0.1", server.port, resume=True, **TIMING)
+        verdict = await asyncio.wait_for(conn.wait_closed(), 5.0)
+        assert verdict.cause is Cause.GOODBYE and verdict.goodbye_reason == "handler finished"
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and "a resumable server runs an async def handler" in messages[0]
+    assert not any(r.exc_info for r in caplog.records)

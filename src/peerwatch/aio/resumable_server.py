@@ -279,7 +279,15 @@ class ResumableServer(Server):
 
     async def _run_session(self, owner: ServerSession) -> None:
         try:
-            await self._session_handler(owner)
+            ran = self._session_handler(owner)
+            if ran is None:  # a plain function: the callback style is the plain server's
+                log.error(
+                    "handler for session %s returned None: a resumable server runs an"
+                    " async def handler per session (plain functions: a plain server)",
+                    owner,
+                )
+            else:
+                await ran
         except PeerwatchError:
             pass  # the verdict says it all
         except Exception:
