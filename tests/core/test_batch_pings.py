@@ -245,25 +245,19 @@ def test_take_pong_declines_what_is_not_a_lone_pong(situation: str) -> None:
     assert server.bytes_in == before
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    batch=st.booleans(),
-    heard=st.floats(min_value=0.0, max_value=40.0),
-    traffic=st.floats(min_value=0.0, max_value=40.0),
-    pinged=st.floats(min_value=0.0, max_value=40.0),
-    armed_late=st.floats(min_value=-1.0, max_value=20.0),
-    at=st.floats(min_value=0.0, max_value=60.0),
-    paused=st.booleans(),
+#: Any state of a started machine: which side batches, when it last heard, saw traffic and
+#: pinged (seconds after START), and whether reading is paused.
+STATES = st.tuples(
+    st.booleans(),
+    st.floats(min_value=0.0, max_value=40.0),
+    st.floats(min_value=0.0, max_value=40.0),
+    st.floats(min_value=0.0, max_value=40.0),
+    st.booleans(),
 )
-def test_only_ping_due_says_exactly_when_handle_timer_would_only_ping(
-    batch: bool,
-    heard: float,
-    traffic: float,
-    pinged: float,
-    armed_late: float,
-    at: float,
-    paused: bool,
-) -> None:
+
+
+def liveness_in(state: tuple[bool, float, float, float, bool]) -> Liveness:
+    batch, heard, traffic, pinged, paused = state
     live = Liveness(config(batch_pings=batch), START)
     live.start(START, peer_interval=10.0)
     live.last_heard, live.last_traffic, live.last_ping = (
@@ -273,6 +267,19 @@ def test_only_ping_due_says_exactly_when_handle_timer_would_only_ping(
     )
     live.paused = paused
     live._refresh()  # as every event that moves these does: ``due`` follows them
+    return live
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    state=STATES,
+    armed_late=st.floats(min_value=-1.0, max_value=20.0),
+    at=st.floats(min_value=0.0, max_value=60.0),
+)
+def test_only_ping_due_says_exactly_when_handle_timer_would_only_ping(
+    state: tuple[bool, float, float, float, bool], armed_late: float, at: float
+) -> None:
+    live = liveness_in(state)
     now = START + at
     live.armed = now - armed_late
     said = live.only_ping_due(now)
@@ -282,29 +289,14 @@ def test_only_ping_due_says_exactly_when_handle_timer_would_only_ping(
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    batch=st.booleans(),
-    heard=st.floats(min_value=0.0, max_value=40.0),
-    traffic=st.floats(min_value=0.0, max_value=40.0),
-    pinged=st.floats(min_value=0.0, max_value=40.0),
-    later=st.floats(min_value=0.0, max_value=40.0),
-    paused=st.booleans(),
-)
+@given(state=STATES, later=st.floats(min_value=0.0, max_value=40.0))
 def test_a_pong_leaves_due_where_recomputing_it_would(
-    batch: bool, heard: float, traffic: float, pinged: float, later: float, paused: bool
+    state: tuple[bool, float, float, float, bool], later: float
 ) -> None:
     """``on_pong`` skips ``_refresh`` while ``due`` is the PING: a later ``dead_at`` cannot
     move it. By hypothesis over the state, against the recomputed ``due``."""
-    live = Liveness(config(batch_pings=batch), START)
-    live.start(START, peer_interval=10.0)
-    live.last_heard, live.last_traffic, live.last_ping = (
-        START + heard,
-        START + traffic,
-        START + pinged,
-    )
-    live.paused = paused
-    live._refresh()
-    live.on_pong(START + max(heard, later), 0, 0)
+    live = liveness_in(state)
+    live.on_pong(max(live.last_heard, START + later), 0, 0)
     kept = (live.due, live.due_is_ping)
     live._refresh()
     assert kept == (live.due, live.due_is_ping)
