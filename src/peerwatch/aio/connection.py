@@ -178,8 +178,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _deliver(self) -> None:
         """Hand the waiting messages to the message callback, while it stays the same."""
-        receiver = self._receiver
-        inbox = self._inbox
+        receiver, inbox = self._receiver, self._inbox
         while inbox and receiver is not None and self._receiver is receiver:
             message = self._take()
             try:

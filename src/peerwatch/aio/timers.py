@@ -208,24 +208,31 @@ class TimerQueue:
         heap, buckets = self._heap, self._buckets
         while heap:
             when = heap[0]
-            members = _members(buckets[when])
-            moved: list[TimerTarget] = []
-            for target in members:
-                if target._timer_at != when:
-                    continue  # stale or cancelled
-                clock = target._timer_clock
-                if clock is None or clock.due <= when or when > ahead:
-                    break  # really due (or too far ahead to settle now)
-                moved.append(target)
-            else:
-                heapq.heappop(heap)
-                del buckets[when]
-                for target in moved:
-                    self._push(target, target._timer_clock.due)  # type: ignore[union-attr]
-                continue
-            break
+            moved = _moved_later(buckets[when], when, ahead)
+            if moved is None:
+                break
+            heapq.heappop(heap)
+            del buckets[when]
+            for target, due in moved:
+                self._push(target, due)
         if heap and heap[0] < self._armed_at:
             self._arm(heap[0])
+
+
+def _moved_later(
+    bucket: Bucket, when: float, ahead: float
+) -> list[tuple[TimerTarget, float]] | None:
+    """The live entries of the bucket at ``when`` with the later deadlines they moved to;
+    None when one of them is really due then (or its move is past ``ahead``)."""
+    moved = []
+    for target in _members(bucket):
+        if target._timer_at != when:
+            continue  # stale or cancelled
+        clock = target._timer_clock
+        if clock is None or clock.due <= when or when > ahead:
+            return None
+        moved.append((target, clock.due))
+    return moved
 
 
 _queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TimerQueue] = (

@@ -22,9 +22,9 @@ log = logging.getLogger("peerwatch")
 
 #: The handshake's state while nobody asked for ``ready``: not decided yet / succeeded.
 _PENDING: object = object()
+_DONE: object = object()
 #: ``callback(subject, verdict)``: the subject is what the waiters belong to (a connection).
 VerdictCallback = Callable[[Any, Verdict], None]
-_DONE: object = object()
 
 
 class Waiters:

@@ -38,6 +38,7 @@ from peerwatch.core.frames import (
     Resume,
     decode_goodbye,
 )
+from peerwatch.core.shared import shared
 from peerwatch.errors import RemoteProtocolError
 
 _DATA_HEAD = struct.Struct("!QB")
@@ -175,25 +176,6 @@ def _decode_control(kind: int, source: bytes | bytearray, at: int, length: int) 
     raise RemoteProtocolError(f"unknown frame kind {kind}")
 
 
-#: Peers' liveness and size settings, decoded once and shared: a server's peers mostly run
-#: the same configuration, and each connection kept its own four numbers (about 100 bytes
-#: of an idle connection's 4 KiB, bench/mem_per_conn.py). Bounded: past it, no sharing.
-_SETTINGS: dict[tuple[int, int, int, int], tuple[float, float, int, int]] = {}
-_SETTINGS_KEPT = 256
-
-
-def _shared_settings(
-    interval_ms: int, timeout_ms: int, max_frame: int, max_message: int
-) -> tuple[float, float, int, int]:
-    key = (interval_ms, timeout_ms, max_frame, max_message)
-    settings = _SETTINGS.get(key)
-    if settings is None:
-        settings = (interval_ms / 1000, timeout_ms / 1000, max_frame, max_message)
-        if len(_SETTINGS) < _SETTINGS_KEPT:
-            _SETTINGS[key] = settings
-    return settings
-
-
 def _decode_hello(source: bytes | bytearray, at: int, length: int) -> Hello:
     if length not in (_HELLO_SIZE, _SESSION_HELLO_SIZE):
         raise RemoteProtocolError(f"HELLO frame body must be {_HELLO_SIZE} bytes, got {length}")
@@ -229,9 +211,15 @@ def _decode_hello(source: bytes | bytearray, at: int, length: int) -> Hello:
         id_at = at + _HELLO_SIZE
         session_id = bytes(source[id_at : id_at + SESSION_ID_SIZE])
         token = bytes(source[id_at + SESSION_ID_SIZE : at + length])
-    interval, timeout, max_frame, max_message = _shared_settings(
-        interval_ms, timeout_ms, max_frame, max_message
-    )
+    # the peer's settings are most likely every other peer's: one object each (``shared``)
     return Hello(
-        version, incarnation, interval, timeout, max_frame, max_message, flags, session_id, token
+        version,
+        incarnation,
+        shared(interval_ms / 1000),
+        shared(timeout_ms / 1000),
+        shared(max_frame),
+        shared(max_message),
+        flags,
+        session_id,
+        token,
     )

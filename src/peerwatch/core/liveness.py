@@ -54,6 +54,7 @@ from collections import deque
 from statistics import NormalDist
 
 from peerwatch.core.config import Config
+from peerwatch.core.shared import shared
 
 #: Shortest ping window a peer can claim through a short announced interval.
 MIN_PING_WINDOW = 0.1
@@ -95,22 +96,6 @@ def phi_quantile(phi_threshold: float) -> float:
         if len(_QUANTILES) < 64:  # a handful of settings per process; never unbounded
             _QUANTILES[phi_threshold] = quantile
     return quantile
-
-
-#: Numbers computed from a configuration, the same for every connection that has it: each
-#: connection computed its own seven (a float is 24 bytes: 0.2 KiB of an idle connection,
-#: with the window below; bench/mem_per_conn.py). Bounded: past it, no sharing.
-_SHARED: dict[float, float] = {}
-
-
-def _shared(value: float) -> float:
-    """``value``, as the one float object kept for it."""
-    kept = _SHARED.get(value)
-    if kept is None:
-        kept = value
-        if len(_SHARED) < 1024:
-            _SHARED[value] = value
-    return kept
 
 
 class ArrivalWindow:
@@ -216,12 +201,12 @@ class Liveness:
         self.timeout = config.timeout
         self.batched = config.batch_pings
         self.adaptive = config.policy == "adaptive"
-        self.min_timeout = _shared(config.effective_min_timeout)
+        self.min_timeout = shared(config.effective_min_timeout)
         self.acceptable_pause = config.acceptable_pause
-        self.stall_threshold = _shared(config.effective_stall_threshold)
+        self.stall_threshold = shared(config.effective_stall_threshold)
         self.max_pings = config.max_pings_per_interval
         # Akka's min-std-deviation, scaled to the interval
-        self.min_std = _shared(self.interval / 4)
+        self.min_std = shared(self.interval / 4)
         self.min_gap_sample = self.min_std  # shorter gaps say nothing about quiet periods
         self._z = phi_quantile(config.phi_threshold)
         # only the adaptive policy learns gaps: the fixed one shares an empty window
@@ -246,13 +231,13 @@ class Liveness:
         one machine per connection and starts it again when the peer's HELLO arrives."""
         if self.batched:  # rule 6, batched: ping ahead of the peer, on the shared grid
             base = self.interval if peer_interval is None else min(self.interval, peer_interval)
-            self.grid = _shared(base / GRID_STEPS)
-            self.period = self.quiet = _shared(base - LEAD_STEPS * self.grid)
+            self.grid = shared(base / GRID_STEPS)
+            self.period = self.quiet = shared(base - LEAD_STEPS * self.grid)
         else:
             self.grid = 0.0
             self.period = self.interval  # between our own pings while only PONGs arrive
             # quiet time before the first ping
-            self.quiet = _shared(self.interval + answer_delay)
+            self.quiet = shared(self.interval + answer_delay)
         # a peer that announced a shorter interval may ping that often: judge it by its own
         self.ping_window = self.interval
         if peer_interval is not None:
@@ -411,8 +396,6 @@ class Liveness:
         return max(0.0, now - self.last_heard)
 
     def _learn(self, gap: float) -> None:
-        if self._gaps is _NO_GAPS:  # made adaptive after it started: never write the shared one
-            self._gaps = ArrivalWindow()
         self._gaps.add(gap)
         if len(self._gaps) >= 2:
             std = max(self._gaps.std, self.min_std)
