@@ -276,16 +276,32 @@ def liveness_in(state: tuple[bool, float, float, float, bool]) -> Liveness:
     armed_late=st.floats(min_value=-1.0, max_value=20.0),
     at=st.floats(min_value=0.0, max_value=60.0),
 )
-def test_only_ping_due_says_exactly_when_handle_timer_would_only_ping(
+def test_take_ping_is_handle_timer_when_only_a_ping_is_due(
     state: tuple[bool, float, float, float, bool], armed_late: float, at: float
 ) -> None:
-    live = liveness_in(state)
+    """``take_ping`` is ``handle_timer``, ``ping_sent`` and ``next_deadline`` written out in
+    one call: it answers exactly when those would only ping, leaves exactly their state, and
+    changes nothing when it declines. By hypothesis over the whole state."""
+    fast, slow = liveness_in(state), liveness_in(state)
     now = START + at
-    live.armed = now - armed_late
-    said = live.only_ping_due(now)
-    stalls = live.stalls
-    action = live.handle_timer(now)
-    assert said == (action is Action.PING and live.stalls == stalls)
+    fast.armed = slow.armed = now - armed_late
+    before = snapshot(fast)
+    taken = fast.take_ping(now)
+    stalls = slow.stalls
+    action = slow.handle_timer(now)
+    only_ping = action is Action.PING and slow.stalls == stalls
+    assert (taken is not None) == only_ping
+    if taken is None:
+        assert snapshot(fast) == before
+        return
+    assert taken == slow.ping_sent(now)
+    slow.next_deadline()
+    assert snapshot(fast) == snapshot(slow)
+
+
+def snapshot(live: Liveness) -> dict[str, object]:
+    """Every slot of the machine, but its arrival window (a fixed policy shares one)."""
+    return {name: getattr(live, name) for name in Liveness.__slots__ if name != "_gaps"}
 
 
 @settings(max_examples=300, deadline=None)

@@ -60,7 +60,7 @@ def test_stream_fed_one_byte_at_a_time() -> None:
     for i in range(len(stream)):
         out += decoder.feed(stream[i : i + 1])
     assert out == SAMPLES
-    assert decoder.buffered == 0
+    assert len(decoder.partial) == 0
 
 
 @given(st.lists(st.integers(min_value=0, max_value=400), max_size=12))
@@ -141,7 +141,7 @@ def test_oversized_frame_is_refused_before_its_body_is_buffered() -> None:
     decoder = Decoder(1000)
     with pytest.raises(RemoteProtocolError, match="exceeds max_frame"):
         decoder.feed(HEADER.pack(1001, Kind.DATA))
-    assert decoder.buffered < 1000
+    assert len(decoder.partial) < 1000
 
 
 # --- fuzzing: only RemoteProtocolError escapes, memory stays within max_frame ---------
@@ -162,7 +162,7 @@ def _feed_all(decoder: Decoder, pieces: list[bytes]) -> None:
         for piece in pieces:
             decoder.feed(piece)
             # at most one incomplete frame is held: header + body <= max_frame
-            assert decoder.buffered < HEADER.size + MAX_FRAME
+            assert len(decoder.partial) < HEADER.size + MAX_FRAME
     except RemoteProtocolError as exc:
         assert str(exc)  # names what was wrong
 

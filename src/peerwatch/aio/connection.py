@@ -26,7 +26,7 @@ from peerwatch.aio.waiters import Waiters, error_for
 from peerwatch.core.budget import MemoryBudget, Share
 from peerwatch.core.config import Config
 from peerwatch.core.empty import UNUSED
-from peerwatch.core.frames import PING_FRAME_SIZE, GoodbyeCode, Hello, Kind
+from peerwatch.core.frames import PING_FRAME_SIZE, PONG_KIND, GoodbyeCode, Hello
 from peerwatch.core.liveness import Liveness
 from peerwatch.core.protocol import (
     FLUSH_BUDGET,
@@ -73,10 +73,8 @@ class Holder(Interface):
 #: ``set_message_callback``'s callback: ``callback(conn, message)``.
 MessageCallback = Callable[["Connection", bytes], None]
 
+
 #: The kind byte of a PONG, as an int: a memoryview's item compares with it directly.
-PONG_KIND = int(Kind.PONG)
-
-
 class Connection(asyncio.BufferedProtocol):
     """One peerwatch connection. Made by ``peerwatch.connect`` or handed to a ``serve`` handler."""
 

@@ -53,18 +53,15 @@ _SESSION_HELLO_SIZE = HELLO_BODY.size + SESSION_ID_SIZE + TOKEN_SIZE
 class Decoder:
     """Turns a byte stream into frames. One instance per connection direction."""
 
-    __slots__ = ("_buffer", "max_frame", "sessions")
+    __slots__ = ("max_frame", "partial", "sessions")
 
     def __init__(self, max_frame: int, *, sessions: bool = False) -> None:
         """``sessions``: this side speaks the session extension, so RESUME is a frame."""
         self.max_frame = max_frame
         self.sessions = sessions
-        self._buffer = bytearray()
-
-    @property
-    def buffered(self) -> int:
-        """Bytes held for a frame not yet complete."""
-        return len(self._buffer)
+        # the bytes of a frame not yet complete: empty between frames. An attribute, not a
+        # property: the idle connection's commonest reads test it (``Protocol.take_pong``)
+        self.partial = bytearray()
 
     def feed(self, data: bytes) -> list[Frame]:
         """Consume ``data`` and return every frame it completes, in order."""
@@ -84,7 +81,7 @@ class Decoder:
         messages handed to the application, so a read of many small messages builds
         no object per message but its payload (issue 13; ``bench/tp_core.py``).
         """
-        buf = self._buffer
+        buf = self.partial
         if type(data) is not bytes:
             data = bytes(data)
         if buf:

@@ -115,6 +115,11 @@ class Kind(enum.IntEnum):
     RESUME = 7
 
 
+#: The PONG's kind as a plain int: what a read's fifth byte is compared with on the idle
+#: connection's commonest read (an IntEnum compares through its class).
+PONG_KIND = int(Kind.PONG)
+
+
 class GoodbyeCode(enum.IntEnum):
     """Why a side says goodbye (like MQTT 5 reason codes)."""
 

@@ -342,7 +342,7 @@ class Liveness:
             ping_at = round(ping_at / grid) * grid
         dead_at = self.last_heard + self.effective_timeout
         # which of the two ``due`` is lets the commonest events skip this (``on_pong``) and
-        # the commonest timer skip recomputing both (``only_ping_due``)
+        # the commonest timer skip recomputing both (``take_ping``)
         self.due_is_ping = self.paused or ping_at < dead_at
         self.due = ping_at if self.due_is_ping else dead_at
 
@@ -372,16 +372,6 @@ class Liveness:
             return PING
         return NONE
 
-    def only_ping_due(self, now: float) -> bool:
-        """``handle_timer(now)`` would answer PING and change nothing else (no stall of ours,
-        the peer not dead): an adapter may then take the PING without the general path."""
-        return (
-            self.due_is_ping  # then ``due`` is ``next_ping_at()``, kept by ``_refresh``
-            and now >= self.due
-            and now - self.armed <= self.stall_threshold
-            and (self.paused or now < self.dead_at())
-        )
-
     def ping_sent(self, now: float) -> tuple[int, int]:
         """Record a PING sent at ``now``; returns (seq, stamp) to put in it."""
         self.last_ping = now
@@ -389,6 +379,31 @@ class Liveness:
         self.pong_due = now
         self.ping_seq = (self.ping_seq + 1) & 0xFFFFFFFF
         return self.ping_seq, _stamp(now)
+
+    def take_ping(self, now: float) -> tuple[int, int] | None:
+        """When ``handle_timer(now)`` would answer PING and change nothing else (no stall of
+        ours, the peer not dead): the PING recorded as sent (``ping_sent``) and the timer
+        armed for what follows (``next_deadline``); its (seq, stamp). None: nothing
+        happened, run ``handle_timer``.
+
+        One call for a ``batch_pings`` server's commonest timer, once per connection per
+        interval: at 10,000 connections on uvloop the four calls it replaces were a tenth
+        of the server's Python (issue 13). Written out in full, so the hypothesis test
+        holds it to the four: the same answer and the same state.
+        """
+        if not (
+            self.due_is_ping  # then ``due`` is ``next_ping_at()``, kept by ``_refresh``
+            and now >= self.due
+            and now - self.armed <= self.stall_threshold
+            and (self.paused or now < self.last_heard + self.effective_timeout)  # dead_at()
+        ):
+            return None
+        self.last_ping = now
+        self._refresh()
+        self.pong_due = now
+        seq = self.ping_seq = (self.ping_seq + 1) & 0xFFFFFFFF
+        self.armed = self.due
+        return seq, _stamp(now)
 
     # --- queries ------------------------------------------------------------
 

@@ -41,9 +41,10 @@ from peerwatch.core.delivery import Inbound, Outbound
 from peerwatch.core.empty import UNUSED
 from peerwatch.core.frames import (
     PING_BODY,
+    PING_FRAME,
     PING_FRAME_SIZE,
     PING_HEAD,
-    PONG_HEAD,
+    PONG_KIND,
     PROTOCOL_VERSION,
     Ack,
     Data,
@@ -220,7 +221,7 @@ class Protocol:
             self.outbound.unacked_bytes
             + self.unconsumed_bytes
             + self._inbound.partial
-            + self._decoder.buffered
+            + len(self._decoder.partial)
         )
 
     @property
@@ -464,21 +465,21 @@ class Protocol:
         general path (the control queue, ``data_to_send``, ``events_received``) cost
         about as much again as the PING itself (cProfile at 10,000 connections).
         """
-        liveness = self.liveness
         if (
             self._control
             or self._ack_due
             or self.writing_paused
             or self.verdict is not None
             or self.peer_hello is None
-            or not liveness.only_ping_due(now)
         ):
             return None
+        sent = self.liveness.take_ping(now)  # also armed for the next deadline
+        if sent is None:
+            return None
         self._now = now
-        ping = self._ping(now)
-        liveness.next_deadline()
+        self.pings_sent += 1
         self.bytes_out += PING_FRAME_SIZE  # written by the caller, not by data_to_send
-        return ping
+        return encode_ping(*sent)
 
     def take_pong(self, data: bytes | memoryview, now: float) -> bool:
         """True when ``data`` (one read) was exactly one PONG, now taken: life, and an RTT
@@ -490,15 +491,16 @@ class Protocol:
         """
         if (
             len(data) != PING_FRAME_SIZE
-            or data[:5] != PONG_HEAD
             or self.peer_hello is None
             or self.verdict is not None
-            or self._decoder.buffered
+            or self._decoder.partial
         ):
+            return False
+        length, kind, seq, stamp = PING_FRAME.unpack_from(data)  # no slice of the read
+        if length != PING_BODY.size or kind != PONG_KIND:
             return False
         self._now = now
         self.bytes_in += PING_FRAME_SIZE
-        seq, stamp = PING_BODY.unpack_from(data, 5)
         self.liveness.on_pong(now, seq, stamp)
         return True
 
@@ -515,7 +517,7 @@ class Protocol:
             len(data) == PING_FRAME_SIZE
             and data[:5] == PING_HEAD
             and self.peer_hello is not None
-            and not self._decoder.buffered
+            and not self._decoder.partial
             and self.liveness.on_ping(now)
         ):
             self.pings_received += 1
@@ -786,7 +788,7 @@ class Protocol:
             return
         liveness = self.liveness
         now = self._now
-        partial = self._decoder.buffered
+        partial = len(self._decoder.partial)
         if partial and cause in (Cause.EOF, Cause.RESET):
             detail += f" (mid-message: {partial} bytes of an unfinished frame discarded)"
         if info is None and cause is not Cause.LOCAL:
