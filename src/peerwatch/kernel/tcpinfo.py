@@ -16,7 +16,7 @@ import socket
 import struct
 import sys
 from dataclasses import dataclass, fields
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from peerwatch.frozen import build
 from peerwatch.kernel.borrowing import SocketRef, borrow, descriptor_of
@@ -226,6 +226,16 @@ class TcpInfo:
         """``snd_ssthresh``, or None while the kernel has no threshold (its sentinel)."""
         return None if self.snd_ssthresh >= TCP_INFINITE_SSTHRESH else self.snd_ssthresh
 
+    if not TYPE_CHECKING:  # for mypy every field is an attribute, as it is once decoded
+
+        def __getattr__(self, name: str) -> Any:
+            """Only reached for a field not decoded yet (``deferred_tcp_info``): decode all."""
+            raw = self.__dict__.pop(_RAW, None)
+            if raw is None:
+                raise AttributeError(f"'TcpInfo' object has no attribute {name!r}")
+            self.__dict__.update(_decoded(raw))
+            return getattr(self, name)
+
     def as_dict(self) -> dict[str, int | str | None]:
         """The fields by name; ``snd_ssthresh`` is None rather than the kernel's sentinel."""
         out: dict[str, int | str | None] = {}
@@ -235,6 +245,14 @@ class TcpInfo:
         out["snd_ssthresh"] = self.ssthresh
         return out
 
+
+#: The defaults of the newer fields are the constructor's only: a field missing from an
+#: instance must reach ``__getattr__`` (a deferred snapshot's), not a class attribute.
+for _field in fields(TcpInfo):
+    if _field.name in vars(TcpInfo):
+        delattr(TcpInfo, _field.name)
+#: Where a deferred snapshot keeps its bytes until its first read.
+_RAW = "_tcp_info_bytes"
 
 _RTT_OFFSET = FIELD_OFFSET["rtt_us"]
 _RTT = struct.Struct("=I")
@@ -279,13 +297,30 @@ def parse_tcp_info(raw: bytes, fields: frozenset[str] | None = None) -> TcpInfo:
             values.update(zip(names, layout.unpack_from(raw), strict=True))
             values["state"] = TcpState.of(values["state"])
             return build(TcpInfo, values)
+    return build(TcpInfo, _decoded(raw))
+
+
+def deferred_tcp_info(raw: bytes) -> TcpInfo:
+    """``parse_tcp_info(raw)``, decoded on its first read rather than now.
+
+    For snapshots that are usually never read: every verdict takes one (the kernel's state
+    at the moment of detection), and decoding 55 fields was about a third of our part of
+    each verdict in a burst of 1,000 killed peers (issue 13; the bytes themselves are taken
+    now, so a read later still sees that moment).
+    """
+    if len(raw) < MIN_TCP_INFO_LEN:
+        raise ValueError(f"TCP_INFO too short: {len(raw)} bytes, need at least {MIN_TCP_INFO_LEN}")
+    return build(TcpInfo, {_RAW: raw})
+
+
+def _decoded(raw: bytes) -> dict[str, Any]:
+    """Every field by name; the ones this kernel did not return are None."""
+    values = dict(_NO_VALUES)  # sized for every field at once: no resizing as it fills
     fields_present = bisect.bisect_right(_PREFIX_ENDS, len(raw))
-    values = dict(
-        zip(_FIELD_NAMES, _PREFIX_STRUCTS[fields_present - 1].unpack_from(raw), strict=False)
-    )
+    present = _PREFIX_STRUCTS[fields_present - 1].unpack_from(raw)
+    values.update(zip(_FIELD_NAMES, present, strict=False))  # the newer ones stay None
     values["state"] = TcpState.of(values["state"])
-    # a field this kernel did not return reads its class default (None)
-    return build(TcpInfo, values)
+    return values
 
 
 @functools.lru_cache(maxsize=16)
@@ -343,6 +378,6 @@ def own_socket_tcp_info(sock: HasGetsockopt) -> TcpInfo | None:
     except OSError:  # EBADF, ENOTSOCK: closed meanwhile, or not TCP
         return None
     try:
-        return parse_tcp_info(raw)
+        return deferred_tcp_info(raw)  # most are never read: see deferred_tcp_info
     except ValueError:
         return None

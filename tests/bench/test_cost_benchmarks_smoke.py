@@ -1,12 +1,17 @@
-"""The heartbeat-cost benchmark still runs and measures what it says: every connection
-writes one PING and has one PONG timed per beat, and none reaches a verdict."""
+"""The per-connection cost benchmarks still run and measure what they say: in
+``heartbeat_cost`` every connection writes one PING and has one PONG timed per beat, and
+none reaches a verdict; in ``eof_verdict_cost`` every FIN is one EOF verdict, its TCP_INFO
+snapshot the kernel's at that moment."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+from bench.eof_verdict_cost import run as eof_run
 from bench.heartbeat_cost import run
+
+from peerwatch.core.verdicts import Cause
 
 
 def test_each_beat_is_one_ping_and_one_timed_pong_per_connection() -> None:
@@ -28,3 +33,11 @@ def test_a_typo_in_the_arguments_is_a_usage_error_not_a_traceback() -> None:
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "invalid int value" in done.stderr
+
+
+def test_each_eof_is_one_verdict_with_the_snapshot_of_its_moment() -> None:
+    result = eof_run(40)
+    assert result["verdicts"] == 40
+    assert result["causes"] == [Cause.EOF.value]
+    assert result["states"] == ["ESTABLISHED"]  # the moment of the FIN as told, decoded later
+    assert 0 < result["seconds"] < 0.01
