@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from bench.rawclients import peerwatch_hello
+from bench.tp_enqueue import SwallowingTransport
 from peerwatch.aio.connection import Connection
 from peerwatch.aio.sockets import recv_view
 from peerwatch.core.config import Config
@@ -28,16 +29,14 @@ from peerwatch.core.config import Config
 INTERVAL, TIMEOUT = 10.0, 30.0
 
 
-class StubTransport:
-    """Enough of ``asyncio.Transport`` for a server ``Connection`` over a real socket that
-    asyncio does not read: writes are dropped, closing is remembered."""
+class StubTransport(SwallowingTransport):
+    """A transport over a real socket that asyncio does not read: writes are dropped,
+    closing is remembered, TCP_INFO is the socket's."""
 
     def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
         self.sock = sock
         self.closing = False
-
-    def write(self, data: bytes) -> None:
-        pass
 
     def is_closing(self) -> bool:
         return self.closing
@@ -48,16 +47,11 @@ class StubTransport:
     def abort(self) -> None:
         self.closing = True
 
-    def set_write_buffer_limits(self, high: int) -> None:
-        pass
-
     def get_write_buffer_size(self) -> int:
         return 0
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if name == "socket":
-            return self.sock
-        return ("127.0.0.1", 40000) if name == "peername" else default
+        return self.sock if name == "socket" else default
 
 
 def run(connections: int) -> dict[str, Any]:

@@ -2,13 +2,13 @@
 
 ``python -m bench.heartbeat_cost [CONNECTIONS] [BEATS] [--uvloop]`` (defaults 2,000 and 20)
 
-``CONNECTIONS`` server ``Connection`` objects on stub transports that swallow writes (no
-socket, no peer process) are handed a client's HELLO; then, ``BEATS`` times, the loop's
-shared ``TimerQueue`` runs the grid point where all of them are due (each writes its PING)
-and each is fed the PONG its peer would answer. What is measured is what the server does
-per connection per heartbeat in Python: the timer pass, ``on_timer`` and ``take_ping``,
-``buffer_updated`` and ``take_pong``. The clock is fake (every beat is exactly on time),
-so the machine's speed moves the time, not the path taken.
+``CONNECTIONS`` server ``Connection`` objects on stub transports that keep only the last
+write (no socket, no peer process) are handed a client's HELLO; then, ``BEATS`` times, the
+loop's shared ``TimerQueue`` runs the grid point where all of them are due (each writes its
+PING) and each is fed the PONG its peer would answer, echoing that PING. What is measured
+is what the server does per connection per heartbeat in Python: the timer pass,
+``on_timer`` and ``take_ping``, ``buffer_updated`` and ``take_pong``. The clock is fake
+(every beat is exactly on time), so the machine's speed moves the time, not the path.
 
 Under ``valgrind --tool=callgrind`` the difference of two BEATS counts, over
 CONNECTIONS x their difference, gives instructions per heartbeat (bench/scale_analysis.md):
@@ -22,7 +22,8 @@ import asyncio
 import time
 from typing import Any
 
-from bench.rawclients import PW_PING_FRAME, peerwatch_hello
+from bench.rawclients import peerwatch_hello
+from bench.tp_enqueue import SwallowingTransport
 from peerwatch.aio import timers
 from peerwatch.aio.connection import Connection
 from peerwatch.aio.sockets import recv_view
@@ -30,23 +31,16 @@ from peerwatch.core.config import Config
 from peerwatch.core.frames import Kind
 
 INTERVAL, TIMEOUT = 10.0, 30.0
-PONG = int(Kind.PONG)  # not frames.PONG_KIND: the benchmark also runs on older trees
+PONG = bytes((Kind.PONG,))  # the kind byte a PONG has where its PING had PING's
 
 
-class SwallowingTransport:
-    """Enough of ``asyncio.Transport`` for an idle server ``Connection``."""
+class EchoedTransport(SwallowingTransport):
+    """Keeps the last frame written: the PING its peer answers with a PONG echoing it."""
+
+    last = b""
 
     def write(self, data: bytes) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return False
-
-    def set_write_buffer_limits(self, high: int) -> None:
-        pass
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else default
+        self.last = data
 
 
 class FakeClockLoop:
@@ -77,12 +71,15 @@ def run(connections: int, beats: int, uvloop: bool = False) -> dict[str, float]:
     config = Config(interval=INTERVAL, timeout=TIMEOUT, batch_pings=True)
     view = recv_view()
     hello = peerwatch_hello(INTERVAL, TIMEOUT)
-    conns = []
+    conns, transports = [], []
     for _ in range(connections):
         conn = Connection(config, "server", loop)
-        conn.connection_made(SwallowingTransport())  # type: ignore[arg-type]
+        transport = EchoedTransport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
         view[: len(hello)] = hello
         conn.buffer_updated(len(hello))
+        transport.last = b""  # our HELLO: not a PING to answer
+        transports.append(transport)
         conns.append(conn)
     spent = 0.0
     done = 0
@@ -92,11 +89,11 @@ def run(connections: int, beats: int, uvloop: bool = False) -> dict[str, float]:
         start = time.perf_counter()
         queue._run()
         loop.now += 0.0002  # the PONGs come back a loopback round trip later
-        for conn in conns:
-            live = conn._protocol.liveness
-            stamp = round((live.pong_due or 0.0) * 1_000_000) & 0xFFFFFFFFFFFFFFFF
-            view[:17] = PW_PING_FRAME.pack(12, PONG, live.ping_seq, stamp)
-            conn.buffer_updated(17)
+        for conn, transport in zip(conns, transports, strict=True):
+            ping, transport.last = transport.last, b""
+            if ping:  # the peer's answer: the PING with its kind byte changed
+                view[: len(ping)] = b"".join((ping[:4], PONG, ping[5:]))
+                conn.buffer_updated(len(ping))
         spent += time.perf_counter() - start
         if conns[0]._protocol.pings_sent != sent:
             done += 1

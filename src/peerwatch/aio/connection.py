@@ -74,7 +74,6 @@ class Holder(Interface):
 MessageCallback = Callable[["Connection", bytes], None]
 
 
-#: The kind byte of a PONG, as an int: a memoryview's item compares with it directly.
 class Connection(asyncio.BufferedProtocol):
     """One peerwatch connection. Made by ``peerwatch.connect`` or handed to a ``serve`` handler."""
 

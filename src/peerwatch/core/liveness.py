@@ -387,9 +387,10 @@ class Liveness:
         happened, run ``handle_timer``.
 
         One call for a ``batch_pings`` server's commonest timer, once per connection per
-        interval: at 10,000 connections on uvloop the four calls it replaces were a tenth
-        of the server's Python (issue 13). Written out in full, so the hypothesis test
-        holds it to the four: the same answer and the same state.
+        interval, in place of the general path's check, ``ping_sent`` and ``next_deadline``
+        (issue 13; bench/heartbeat_cost.py). The check is written out (``due_is_ping``
+        spares recomputing both deadlines); a hypothesis test holds the whole to the
+        general path: the same answer and the same state.
         """
         if not (
             self.due_is_ping  # then ``due`` is ``next_ping_at()``, kept by ``_refresh``
@@ -398,12 +399,9 @@ class Liveness:
             and (self.paused or now < self.last_heard + self.effective_timeout)  # dead_at()
         ):
             return None
-        self.last_ping = now
-        self._refresh()
-        self.pong_due = now
-        seq = self.ping_seq = (self.ping_seq + 1) & 0xFFFFFFFF
+        sent = self.ping_sent(now)
         self.armed = self.due
-        return seq, _stamp(now)
+        return sent
 
     # --- queries ------------------------------------------------------------
 

@@ -477,9 +477,8 @@ class Protocol:
         if sent is None:
             return None
         self._now = now
-        self.pings_sent += 1
         self.bytes_out += PING_FRAME_SIZE  # written by the caller, not by data_to_send
-        return encode_ping(*sent)
+        return self._counted_ping(sent)
 
     def take_pong(self, data: bytes | memoryview, now: float) -> bool:
         """True when ``data`` (one read) was exactly one PONG, now taken: life, and an RTT
@@ -506,9 +505,12 @@ class Protocol:
 
     def _ping(self, now: float) -> bytes:
         """Our next PING, sent at ``now``: recorded by the liveness machine and counted."""
-        seq, stamp = self.liveness.ping_sent(now)
+        return self._counted_ping(self.liveness.ping_sent(now))
+
+    def _counted_ping(self, sent: tuple[int, int]) -> bytes:
+        """The PING frame for (seq, stamp) as the liveness machine recorded it, counted."""
         self.pings_sent += 1
-        return encode_ping(seq, stamp)
+        return encode_ping(*sent)
 
     def _is_lone_ping(self, data: bytes | memoryview, now: float) -> bool:
         """``data`` is one whole PING within the ping limit: counted, and life (rule 1).

@@ -288,8 +288,7 @@ def parse_tcp_info(raw: bytes, fields: frozenset[str] | None = None) -> TcpInfo:
     judge 10,000 sockets per run, and 16 fields cost a quarter of all 60 (the dict of
     names is most of a parse). A buffer too short for the last one asked is decoded whole.
     """
-    if len(raw) < MIN_TCP_INFO_LEN:
-        raise ValueError(f"TCP_INFO too short: {len(raw)} bytes, need at least {MIN_TCP_INFO_LEN}")
+    _check_length(raw)
     if fields is not None:
         needed, layout, names = _subset_struct(fields)
         if len(raw) >= needed:
@@ -308,9 +307,13 @@ def deferred_tcp_info(raw: bytes) -> TcpInfo:
     each verdict in a burst of 1,000 killed peers (issue 13; the bytes themselves are taken
     now, so a read later still sees that moment).
     """
+    _check_length(raw)
+    return build(TcpInfo, {_RAW: raw})
+
+
+def _check_length(raw: bytes) -> None:
     if len(raw) < MIN_TCP_INFO_LEN:
         raise ValueError(f"TCP_INFO too short: {len(raw)} bytes, need at least {MIN_TCP_INFO_LEN}")
-    return build(TcpInfo, {_RAW: raw})
 
 
 def _decoded(raw: bytes) -> dict[str, Any]:
