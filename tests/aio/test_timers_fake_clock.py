@@ -484,3 +484,45 @@ def test_a_time_holding_only_moved_entries_is_settled_without_waking(loop: FakeL
     assert loop.passes == passes and all(t.calls == [] for t in moving)
     loop.advance(30.0)
     assert all(t.calls == [30.0] for t in moving)
+
+
+class SelfScheduling(Target):
+    """Asks the queue for ``early`` from inside ``on_timer`` (as a connection's ``_arm``
+    does when its handler runs), then returns a later deadline."""
+
+    def __init__(self, queue: TimerQueue, early: float, later: float) -> None:
+        super().__init__(None)
+        self.queue, self.early, self.later = queue, early, later
+
+    def on_timer(self, now: float) -> float | None:
+        self.calls.append(now)
+        if len(self.calls) == 1:
+            self.queue.schedule(self, self.early)
+            return self.later
+        return None
+
+
+def test_a_deadline_returned_past_the_pass_keeps_an_earlier_one_asked_for_in_the_pass(
+    loop: FakeLoop,
+) -> None:
+    queue = queue_on(loop)
+    target = SelfScheduling(queue, early=5.0, later=20.0)
+    queue.schedule(target, 1.0)
+    loop.advance(1.0)
+    assert loop.armed == [5.0]  # the later deadline did not replace the earlier one
+    loop.advance(30.0)
+    assert target.calls == [1.0, 5.0]
+
+
+def test_deadlines_returned_past_the_pass_are_queued_and_armed_once(loop: FakeLoop) -> None:
+    queue = queue_on(loop)
+    targets = [Target(None) for _ in range(100)]
+    for target in targets:
+        target.deadline = 10.0
+        queue.schedule(target, 1.0)
+    loop.advance(1.0)
+    assert all(target.calls == [1.0] for target in targets)
+    assert len(queue) == 100 and loop.armed == [10.0]
+    loop.advance(10.0)
+    assert all(target.calls == [1.0, 10.0] for target in targets)
+    assert len(queue) == 0 and loop.armed == []

@@ -177,6 +177,7 @@ class Liveness:
         "paused",
         "period",
         "ping_seq",
+        "ping_stamp",
         "ping_window",
         "pong_due",
         "pongs_received",
@@ -213,6 +214,9 @@ class Liveness:
         self._gaps = ArrivalWindow() if self.adaptive else _NO_GAPS
         self.last_ping = -math.inf
         self.ping_seq = 0
+        # the stamp of our latest PING, kept to check its PONG's echo: recomputing it from
+        # ``pong_due`` was 5 % of an idle heartbeat's instructions (bench/heartbeat_cost.py)
+        self.ping_stamp = 0
         self.pong_due: float | None = None  # when the PING awaiting its PONG was sent
         self.rtt: float | None = None  # smoothed round-trip time (RFC 6298 weights)
         self.rttvar = 0.0
@@ -276,7 +280,7 @@ class Liveness:
         if not self.due_is_ping:  # else ``due`` is the PING, which a later dead_at leaves be
             self._refresh()
         sent_at = self.pong_due
-        if sent_at is None or seq != self.ping_seq or stamp != _stamp(sent_at):
+        if sent_at is None or seq != self.ping_seq or stamp != self.ping_stamp:
             return None
         self.pong_due = None
         sample = max(0.0, now - sent_at)
@@ -378,7 +382,8 @@ class Liveness:
         self._refresh()
         self.pong_due = now
         self.ping_seq = (self.ping_seq + 1) & 0xFFFFFFFF
-        return self.ping_seq, _stamp(now)
+        self.ping_stamp = stamp = _stamp(now)
+        return self.ping_seq, stamp
 
     def take_ping(self, now: float) -> tuple[int, int] | None:
         """When ``handle_timer(now)`` would answer PING and change nothing else (no stall of
