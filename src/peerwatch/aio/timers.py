@@ -196,7 +196,8 @@ class TimerQueue:
                 # now. The clock is read again for each: a verdict's time is when it was
                 # reached, and the last of a burst of 1,000 is reached tens of ms after the
                 # first
-                following = target.on_timer(max(clock_now(), when))
+                called_at = clock_now()
+                following = target.on_timer(called_at if called_at > when else when)
                 if following is None:
                     continue
                 if following <= horizon:  # the next pass at the earliest: never spin in this one

@@ -115,9 +115,10 @@ class Kind(enum.IntEnum):
     RESUME = 7
 
 
-#: The PONG's kind as a plain int: what a read's fifth byte is compared with on the idle
-#: connection's commonest read (an IntEnum compares through its class).
-PONG_KIND = int(Kind.PONG)
+#: The PING's and PONG's kinds as plain ints, for the idle connection's commonest frames:
+#: what a read's fifth byte is compared with, and what they are packed with (an IntEnum
+#: compares through its class, and packs through ``__index__``).
+PING_KIND, PONG_KIND = int(Kind.PING), int(Kind.PONG)
 
 
 class GoodbyeCode(enum.IntEnum):
@@ -254,11 +255,11 @@ def encode_ack(seq: int) -> bytes:
 
 
 def encode_ping(seq: int, stamp: int) -> bytes:
-    return PING_FRAME.pack(12, Kind.PING, seq & 0xFFFFFFFF, stamp & 0xFFFFFFFFFFFFFFFF)
+    return PING_FRAME.pack(12, PING_KIND, seq & 0xFFFFFFFF, stamp & 0xFFFFFFFFFFFFFFFF)
 
 
 def encode_pong(seq: int, stamp: int) -> bytes:
-    return PING_FRAME.pack(12, Kind.PONG, seq & 0xFFFFFFFF, stamp & 0xFFFFFFFFFFFFFFFF)
+    return PING_FRAME.pack(12, PONG_KIND, seq & 0xFFFFFFFF, stamp & 0xFFFFFFFFFFFFFFFF)
 
 
 def encode_resume(received_through: int, consumed_through: int) -> bytes:

@@ -283,15 +283,17 @@ class Liveness:
         if sent_at is None or seq != self.ping_seq or stamp != self.ping_stamp:
             return None
         self.pong_due = None
-        sample = max(0.0, now - sent_at)
+        sample = now - sent_at if now > sent_at else 0.0  # no builtins: once per heartbeat
         self.pongs_received += 1
         self.rtt_sample = sample
-        if self.rtt is None:
+        rtt = self.rtt
+        if rtt is None:
             self.rtt = sample
             self.rttvar = sample / 2
         else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.rtt - sample)
-            self.rtt = 0.875 * self.rtt + 0.125 * sample
+            error = rtt - sample
+            self.rttvar = 0.75 * self.rttvar + 0.25 * (error if error >= 0.0 else -error)
+            self.rtt = 0.875 * rtt + 0.125 * sample
         return sample
 
     def on_ping_received(self, now: float) -> bool:
