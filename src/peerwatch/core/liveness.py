@@ -69,11 +69,6 @@ GRID_STEPS = 32
 LEAD_STEPS = 2
 
 
-def _stamp(sent_at: float) -> int:
-    """The PING stamp for a send time: microseconds, as the u64 on the wire holds it."""
-    return round(sent_at * 1_000_000) & 0xFFFFFFFFFFFFFFFF
-
-
 class Action(enum.Enum):
     NONE = "none"
     PING = "ping"  # send a PING now
@@ -384,7 +379,8 @@ class Liveness:
         self._refresh()
         self.pong_due = now
         self.ping_seq = (self.ping_seq + 1) & 0xFFFFFFFF
-        self.ping_stamp = stamp = _stamp(now)
+        # the stamp: the send time in microseconds, as the u64 on the wire holds it
+        self.ping_stamp = stamp = round(now * 1_000_000) & 0xFFFFFFFFFFFFFFFF
         return self.ping_seq, stamp
 
     def take_ping(self, now: float) -> tuple[int, int] | None:
